@@ -1,0 +1,220 @@
+"""A1111-compatible HTTP API (/sdapi/v1/*): a thin skin over the services."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import time
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+from PIL import Image, UnidentifiedImageError
+from pydantic import BaseModel
+
+from webui import infotext
+from webui.engine.samplers import SAMPLERS, SCHEDULE_TYPES
+from webui.services.container import GenerationError, ModelLoadError, Services
+from webui.services.jobs import JobState
+from webui.services.requests import IMAGE_UPSCALERS, LATENT_UPSCALE_MODES, Txt2ImgRequest
+from webui.settings import SettingsError
+
+_DATA_URL = re.compile(r"^data:image/[\w.+-]+;base64,")
+
+
+def decode_image(data: str) -> Image.Image:
+    """base64 image with or without a data: prefix → PIL image; bad data → HTTP 400."""
+    if not isinstance(data, str) or not data:
+        raise HTTPException(400, "image is empty")
+    try:
+        raw = base64.b64decode(_DATA_URL.sub("", data.strip()), validate=False)
+        img = Image.open(io.BytesIO(raw))
+        img.load()
+        return img
+    except (ValueError, UnidentifiedImageError, OSError) as e:
+        raise HTTPException(400, f"could not decode image: {e}") from None
+
+
+def encode_png(img: Image.Image, text: str | None = None) -> str:
+    from PIL import PngImagePlugin
+    buf = io.BytesIO()
+    info = None
+    if text:
+        info = PngImagePlugin.PngInfo()
+        info.add_text("parameters", text)
+    img.save(buf, format="PNG", pnginfo=info)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+class PngInfoRequest(BaseModel):
+    image: str = ""
+
+
+def progress_dict(state: JobState | None, queued: int, skip_current_image: bool) -> dict[str, Any]:
+    if state is None:
+        return {"progress": 0.0, "eta_relative": 0.0,
+                "state": {"skipped": False, "interrupted": False, "stopping_generation": False, "job": "",
+                          "job_count": 0, "job_timestamp": "0", "job_no": 0, "sampling_step": 0,
+                          "sampling_steps": 0, "queued": queued},
+                "current_image": None, "textinfo": None}
+    img = None
+    if not skip_current_image and state.current_image is not None:
+        img = encode_png(state.current_image)
+    return {
+        "progress": round(state.progress, 4),
+        "eta_relative": round(state.eta(), 3),
+        "state": {"skipped": state.skipped, "interrupted": state.interrupted, "stopping_generation": False,
+                  "job": state.label, "job_count": state.job_count, "job_timestamp": state.job_timestamp,
+                  "job_no": state.job_no, "sampling_step": state.sampling_step,
+                  "sampling_steps": state.sampling_steps, "queued": queued},
+        "current_image": img,
+        "textinfo": state.textinfo,
+    }
+
+
+def build_router(svc: Services) -> APIRouter:
+    r = APIRouter(prefix="/sdapi/v1", tags=["sdapi"])
+
+    @r.get("/sd-models")
+    def sd_models() -> list[dict[str, Any]]:
+        svc.registry.refresh()
+        return [{"title": c.title, "model_name": c.model_name, "hash": c.shorthash, "sha256": c.sha256,
+                 "filename": str(c.path), "config": None, **({"error": c.error} if c.error else {})}
+                for c in svc.registry.list()]
+
+    @r.get("/samplers")
+    def samplers() -> list[dict[str, Any]]:
+        return [{"name": s.name, "aliases": list(s.aliases), "options": dict(s.options)} for s in SAMPLERS]
+
+    @r.get("/schedulers")
+    def schedulers() -> list[dict[str, Any]]:
+        return [{"name": s.name, "label": s.label, "aliases": list(s.aliases) or None,
+                 "default_rho": s.default_rho, "need_inner_model": s.need_inner_model} for s in SCHEDULE_TYPES]
+
+    @r.get("/upscalers")
+    def upscalers() -> list[dict[str, Any]]:
+        return [{"name": n, "model_name": None, "model_path": None, "model_url": None, "scale": 4}
+                for n in IMAGE_UPSCALERS]
+
+    @r.get("/latent-upscale-modes")
+    def latent_modes() -> list[dict[str, str]]:
+        return [{"name": n} for n in LATENT_UPSCALE_MODES]
+
+    @r.get("/scripts")
+    def scripts() -> dict[str, list[str]]:
+        return {"txt2img": [], "img2img": []}
+
+    @r.get("/cmd-flags")
+    def flags() -> dict[str, Any]:
+        return svc.cmd_flags()
+
+    @r.get("/options")
+    def get_options() -> dict[str, Any]:
+        return svc.options()
+
+    @r.post("/options")
+    def set_options(body: dict[str, Any]) -> None:
+        body = dict(body)
+        ckpt = body.pop("sd_model_checkpoint", None)
+        try:
+            for k, v in body.items():
+                svc.settings.coerce(k, v)
+            if ckpt:
+                svc.select_checkpoint(str(ckpt))
+            svc.settings.update(body)
+        except SettingsError as e:
+            raise HTTPException(400, str(e)) from None
+        except ModelLoadError as e:
+            raise HTTPException(400, str(e)) from None
+        return None
+
+    @r.post("/txt2img")
+    def txt2img(req: Txt2ImgRequest) -> dict[str, Any]:
+        if req.script_name:
+            raise HTTPException(422, f"script {req.script_name!r} not found")
+        for name, val in (req.alwayson_scripts or {}).items():
+            if isinstance(val, dict) and val.get("args"):
+                raise HTTPException(422, f"always on script {name!r} not found")
+        if req.infotext:
+            _fill_from_infotext(req)
+        try:
+            job = svc.submit_txt2img(req, save=req.save_images, label="txt2img (api)")
+            result = job.result()
+        except GenerationError as e:
+            raise HTTPException(400, str(e)) from None
+        images = [encode_png(im, t) for im, t in zip(result.images, result.infotexts)] if req.send_images else []
+        return {"images": images, "parameters": req.model_dump(exclude={"infotext"}),
+                "info": json.dumps(result.info, ensure_ascii=False)}
+
+    @r.get("/progress")
+    def progress(skip_current_image: bool = False) -> dict[str, Any]:
+        return progress_dict(svc.queue.current, svc.queue.queued(), skip_current_image)
+
+    @r.post("/interrupt")
+    def interrupt() -> dict[str, Any]:
+        svc.queue.interrupt()
+        return {}
+
+    @r.post("/skip")
+    def skip() -> None:
+        svc.queue.skip()
+        return None
+
+    @r.post("/png-info")
+    def png_info(body: PngInfoRequest) -> dict[str, Any]:
+        if not body.image.strip():
+            raise HTTPException(400, "image is empty")
+        img = decode_image(body.image)
+        text, items = infotext.read_info_from_image(img)
+        params = infotext.parse_generation_parameters(text) if text else {}
+        return {"info": text or "", "items": items, "parameters": params}
+
+    @r.post("/refresh-checkpoints")
+    def refresh_checkpoints() -> None:
+        svc.registry.refresh()
+        return None
+
+    @r.post("/reload-checkpoint")
+    def reload_checkpoint() -> None:
+        try:
+            svc.queue.submit(lambda s: svc.models.reload(), label="reload checkpoint").result()
+        except ModelLoadError as e:
+            raise HTTPException(400, str(e)) from None
+        return None
+
+    @r.post("/unload-checkpoint")
+    def unload_checkpoint() -> None:
+        svc.queue.submit(lambda s: svc.models.unload(), label="unload checkpoint").result()
+        return None
+
+    return r
+
+
+def _fill_from_infotext(req: Txt2ImgRequest) -> None:
+    """A1111's `infotext` request field: values parsed from it fill fields the request left at defaults."""
+    parsed = infotext.infotext_to_request(infotext.parse_generation_parameters(req.infotext or ""))
+    defaults = Txt2ImgRequest()
+    for k, v in parsed.items():
+        if k == "override_settings":
+            merged = dict(v)
+            merged.update(req.override_settings or {})
+            req.override_settings = merged
+        elif hasattr(defaults, k) and getattr(req, k) == getattr(defaults, k):
+            setattr(req, k, v)
+
+
+def install_api(app: FastAPI, svc: Services) -> None:
+    app.include_router(build_router(svc))
+
+    @app.middleware("http")
+    async def process_time(request: Request, call_next: Any) -> Any:
+        t0 = time.perf_counter()
+        response = await call_next(request)
+        response.headers["X-Process-Time"] = f"{time.perf_counter() - t0:.4f}"
+        return response
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse(status_code=exc.status_code,
+                            content={"error": type(exc).__name__, "detail": exc.detail, "body": "", "errors": ""})

@@ -1,0 +1,184 @@
+"""Composition root: flags → services → API + UI → one uvicorn server.
+
+The socket opens at once with a small "starting" page; torch, diffusers and gradio are imported
+in a background thread and the real app is swapped in when ready, so heavy imports and the model
+load never keep the address from answering.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import threading
+import time
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("DIFFUSERS_NO_ADVISORY_WARNINGS", "1")
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
+
+from webui.cli import api_enabled, parse_args, resolve_paths, server_host, server_port  # noqa: E402
+
+STARTING_PAGE = b"""<!doctype html><html><head><meta charset="utf-8"><title>Stable Diffusion web UI</title>
+<meta http-equiv="refresh" content="1"></head><body style="font-family:sans-serif;background:#0b0f19;color:#ddd">
+<h2>Stable Diffusion web UI</h2><p id="starting">Starting&hellip; this page reloads by itself.</p></body></html>"""
+
+
+class SwitchableApp:
+    """ASGI app that answers with a starting page until the real app is installed."""
+
+    def __init__(self) -> None:
+        self.app: Any = None
+        self.error: str | None = None
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                msg = await receive()
+                if msg["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif msg["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if self.app is not None:
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        status, body, ctype = 503, STARTING_PAGE, b"text/html; charset=utf-8"
+        if self.error:
+            status, body = 500, f"startup failed: {self.error}".encode()
+            ctype = b"text/plain; charset=utf-8"
+        elif scope["path"].startswith("/sdapi/"):
+            body, ctype = b'{"detail": "starting"}', b"application/json"
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", ctype), (b"retry-after", b"1")]})
+        await send({"type": "http.response.body", "body": body})
+
+
+async def _run_lifespan(app: Any) -> None:
+    """Start the real app's lifespan (gradio starts its queue there) inside the server's loop."""
+    started = asyncio.Event()
+    shutdown = asyncio.Event()
+
+    async def receive() -> dict:
+        if not started.is_set():
+            return {"type": "lifespan.startup"}
+        await shutdown.wait()
+        return {"type": "lifespan.shutdown"}
+
+    async def send(msg: dict) -> None:
+        if msg["type"].startswith("lifespan.startup"):
+            started.set()
+
+    asyncio.get_running_loop().create_task(app({"type": "lifespan", "asgi": {"version": "3.0"}}, receive, send))
+    await started.wait()
+
+
+def build_real_app(args: argparse.Namespace, t_start: float) -> Any:
+    from fastapi import FastAPI
+
+    from webui.api.routes import install_api
+    from webui.services.container import build_services
+
+    paths = resolve_paths(args)
+    svc = build_services(args, paths)
+    app = FastAPI(title="Stable Diffusion web UI API", docs_url="/docs", redoc_url="/redoc")
+    if api_enabled(args):
+        install_api(app, svc)
+
+    @app.get("/internal/ping")
+    def ping() -> dict:
+        return {}
+
+    if not args.nowebui:
+        import gradio as gr
+
+        from webui.ui.main import build_ui, launch_kwargs
+        demo = build_ui(svc)
+        app = gr.mount_gradio_app(app, demo, path="/", **launch_kwargs())
+    app.state.services = svc
+    return app
+
+
+def start_model_load(svc: Any, args: argparse.Namespace) -> None:
+    if args.skip_load_model_at_start:
+        return
+    wanted = None
+    if args.ckpt:
+        wanted = str(args.ckpt)
+    elif svc.settings.get("sd_model_checkpoint"):
+        wanted = svc.settings.get("sd_model_checkpoint")
+
+    def load(state: Any) -> None:
+        from webui.services.model_service import ModelLoadError
+        try:
+            m = svc.models.load(wanted) if wanted else svc.models.load()
+        except ModelLoadError as e:
+            if not wanted:
+                print(f"No checkpoint loaded: {e}")
+                return
+            print(f"Could not load {wanted}: {e}; trying the default checkpoint")
+            try:
+                m = svc.models.load()
+            except ModelLoadError as e2:
+                print(f"No checkpoint loaded: {e2}")
+                return
+        svc.settings.set("sd_model_checkpoint", m.info.title, notify=False)
+
+    svc.queue.submit(load, label="load checkpoint")
+
+
+def main(argv: list[str] | None = None) -> None:
+    t_start = float(os.environ.get("WEBUI_T0", time.time()))
+    args = parse_args(argv)
+    import uvicorn
+
+    host, port = server_host(args), server_port(args)
+    shell = SwitchableApp()
+    config = uvicorn.Config(shell, host=host, port=port, log_level="warning", timeout_keep_alive=30)
+    server = uvicorn.Server(config)
+    url = f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}"
+
+    def builder() -> None:
+        while not server.started:
+            if server.should_exit:
+                return
+            time.sleep(0.01)
+        print(f"Running on local URL:  {url}  (answering after {time.time() - t_start:.2f}s)", flush=True)
+        try:
+            app = build_real_app(args, t_start)
+            loop = server_loop[0]
+            asyncio.run_coroutine_threadsafe(_run_lifespan(app), loop).result(timeout=60)
+            shell.app = app
+        except Exception as e:  # the shell keeps answering with the reason
+            import traceback
+            traceback.print_exc()
+            shell.error = f"{type(e).__name__}: {e}"
+            return
+        svc = app.state.services
+        what = "API" if args.nowebui else "UI"
+        print(f"{what} ready at {url} in {time.time() - t_start:.2f}s from start", flush=True)
+        if args.exit:
+            server.should_exit = True
+            return
+        start_model_load(svc, args)
+
+    server_loop: list[asyncio.AbstractEventLoop] = []
+
+    async def serve() -> None:
+        server_loop.append(asyncio.get_running_loop())
+        threading.Thread(target=builder, name="app-builder", daemon=True).start()
+        await server.serve()
+
+    try:
+        asyncio.run(serve())
+    except KeyboardInterrupt:
+        pass
+    if not server.started:
+        print(f"could not start the server on {host}:{port} (is the port in use?)", file=sys.stderr)
+        sys.exit(1)

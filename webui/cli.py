@@ -1,0 +1,113 @@
+"""Command-line flags, spelled as AUTOMATIC1111 spells them.
+
+Only flags that do something are accepted; argparse rejects the rest with its usual error.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="launch.py",
+        description="Stable Diffusion web UI (AUTOMATIC1111-compatible flags).",
+    )
+    net = p.add_argument_group("server")
+    net.add_argument("--port", type=int, default=None, help="port (default 7860, 7861 with --nowebui)")
+    net.add_argument("--listen", action="store_true", help="bind 0.0.0.0 so other machines can connect")
+    net.add_argument("--server-name", type=str, default=None, help="host name or address to bind")
+    net.add_argument("--api", action="store_true",
+                     help="serve the /sdapi/v1 API beside the UI (always on when bound to localhost)")
+    net.add_argument("--nowebui", action="store_true", help="serve only the API, no UI")
+    net.add_argument("--exit", action="store_true", help="set up, print the startup time and exit")
+
+    paths = p.add_argument_group("paths")
+    paths.add_argument("--data-dir", type=Path, default=None,
+                       help="where config.json, outputs/ and cache/ live (default: install dir)")
+    paths.add_argument("--models-dir", type=Path, default=None, help="base models folder (default <data-dir>/models)")
+    paths.add_argument("--ckpt-dir", type=Path, default=None, help="checkpoint folder (default <models-dir>/Stable-diffusion)")
+    paths.add_argument("--ckpt", type=Path, default=None, help="checkpoint to load at start (also listed)")
+    paths.add_argument("--embeddings-dir", type=Path, default=None, help="textual inversion folder (default <models-dir>/embeddings)")
+
+    dev = p.add_argument_group("device")
+    dev.add_argument("--use-cpu", nargs="+", default=[], metavar="MODULE",
+                     choices=["all", "sd", "interrogate", "gfpgan", "esrgan", "codeformer"],
+                     help="run these on the CPU ('all' for everything)")
+    dev.add_argument("--device-id", type=str, default=None, help="CUDA device index to use")
+    dev.add_argument("--precision", choices=["full", "half", "autocast"], default="autocast",
+                     help="full = fp32; half = fp16 everywhere; autocast = fp16 weights with autocast (default)")
+    dev.add_argument("--no-half", action="store_true", help="keep the model in fp32")
+    dev.add_argument("--no-half-vae", action="store_true", help="keep the VAE in fp32")
+    dev.add_argument("--skip-load-model-at-start", action="store_true", help="do not load a checkpoint at start")
+    return p
+
+
+@dataclass(frozen=True)
+class Paths:
+    data_dir: Path
+    models_dir: Path
+    ckpt_dir: Path
+    embeddings_dir: Path
+    outputs_dir: Path
+    cache_dir: Path
+    config_file: Path
+    builtin_models_dir: Path
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
+    if argv is None:
+        import sys
+        argv = sys.argv[1:]
+    # A1111 also reads COMMANDLINE_ARGS; flags given on the command line come last and win.
+    env_args = shlex.split(os.environ.get("COMMANDLINE_ARGS", ""))
+    args = parser.parse_args(env_args + list(argv))
+    if args.precision == "half" and (args.no_half or args.no_half_vae):
+        parser.error("--precision half conflicts with --no-half/--no-half-vae")
+    return args
+
+
+def resolve_paths(args: argparse.Namespace) -> Paths:
+    data_dir = (args.data_dir or PROJECT_ROOT).resolve()
+    models_dir = (args.models_dir or data_dir / "models").resolve()
+    return Paths(
+        data_dir=data_dir,
+        models_dir=models_dir,
+        ckpt_dir=(args.ckpt_dir or models_dir / "Stable-diffusion").resolve(),
+        embeddings_dir=(args.embeddings_dir or models_dir / "embeddings").resolve(),
+        outputs_dir=data_dir / "outputs",
+        cache_dir=data_dir / "cache",
+        config_file=data_dir / "config.json",
+        builtin_models_dir=Path(__file__).resolve().parent / "builtin_models",
+    )
+
+
+def server_host(args: argparse.Namespace) -> str:
+    if args.server_name:
+        return args.server_name
+    return "0.0.0.0" if args.listen else "127.0.0.1"
+
+
+def server_port(args: argparse.Namespace) -> int:
+    if args.port is not None:
+        return args.port
+    return 7861 if args.nowebui else 7860
+
+
+def api_enabled(args: argparse.Namespace) -> bool:
+    host = server_host(args)
+    return bool(args.api or args.nowebui or host in ("127.0.0.1", "localhost", "::1"))
+
+
+def cmd_flags(args: argparse.Namespace) -> dict[str, object]:
+    """vars(args) made JSON-friendly, for GET /sdapi/v1/cmd-flags."""
+    out: dict[str, object] = {}
+    for k, v in vars(args).items():
+        out[k] = str(v) if isinstance(v, Path) else v
+    return out

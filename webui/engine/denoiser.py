@@ -1,0 +1,98 @@
+"""The one place a UNet is called during sampling: CFG, parameterisation, per-step hooks.
+
+Samplers work in k-diffusion's space (x = x0 + sigma * eps) and see only `denoiser(x, sigma) -> x0`.
+Everything that must happen "every step" (prompt editing, ControlNet, extension callbacks,
+interrupt) hooks in here, whatever sampler is running.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from webui.engine.model_schedule import ModelSchedule
+from webui.prompts.encoder import Conditioning
+
+
+@dataclass
+class DenoiserCall:
+    """What a per-step hook sees before the UNet runs; hooks may replace tensors in place."""
+    x: torch.Tensor
+    sigma: torch.Tensor
+    step: int
+    total_steps: int
+    cond: Conditioning
+    uncond: Conditioning
+
+
+@dataclass
+class CFGDenoiser:
+    unet: Any
+    schedule: ModelSchedule
+    prediction_type: str
+    cond: Conditioning
+    uncond: Conditioning
+    cfg_scale: float
+    width: int
+    height: int
+    family: str
+    image_conditioning: torch.Tensor | None = None   # [B, C, h, w] for 9-channel inpainting models
+    total_steps: int = 0
+    before_hooks: list[Callable[[DenoiserCall], None]] = field(default_factory=list)
+    after_cfg_hooks: list[Callable[[torch.Tensor, int], torch.Tensor]] = field(default_factory=list)
+    step: int = 0
+
+    def _sdxl_added(self, pooled: torch.Tensor, batch: int, device: torch.device, dtype: torch.dtype) -> dict:
+        # original size, crop top-left, target size: A1111 passes the requested size and crop 0,0.
+        ids = torch.tensor([self.height, self.width, 0, 0, self.height, self.width], device=device, dtype=dtype)
+        return {"text_embeds": pooled, "time_ids": ids.repeat(batch, 1)}
+
+    def _model(self, x: torch.Tensor, sigma: torch.Tensor, cross: torch.Tensor, pooled: torch.Tensor | None,
+               image_cond: torch.Tensor | None) -> torch.Tensor:
+        dtype = next(self.unet.parameters()).dtype
+        s = sigma.to(x.dtype).reshape(-1, 1, 1, 1)
+        c_in = 1.0 / (s ** 2 + 1.0) ** 0.5
+        t = self.schedule.sigma_to_t(sigma.float()).to(x.device)
+        inp = x * c_in
+        if image_cond is not None:
+            inp = torch.cat([inp, image_cond.to(inp.dtype)], dim=1)
+        kwargs: dict[str, Any] = {}
+        if self.family == "sdxl":
+            assert pooled is not None
+            kwargs["added_cond_kwargs"] = self._sdxl_added(pooled.to(x.device, dtype), x.shape[0], x.device, dtype)
+        out = self.unet(inp.to(dtype), t.to(dtype) if dtype != torch.float32 else t, encoder_hidden_states=cross.to(dtype),
+                        return_dict=False, **kwargs)[0].to(x.dtype)
+        if self.prediction_type == "v_prediction":
+            return x / (s ** 2 + 1.0) - out * s / (s ** 2 + 1.0) ** 0.5
+        return x - out * s
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        call = DenoiserCall(x, sigma, self.step, self.total_steps, self.cond, self.uncond)
+        for hook in self.before_hooks:
+            hook(call)
+        x, sigma = call.x, call.sigma
+        b = x.shape[0]
+        if sigma.ndim == 0:
+            sigma = sigma.repeat(b)
+        cond, uncond = call.cond, call.uncond
+        skip_uncond = self.cfg_scale == 1.0
+        if skip_uncond:
+            denoised = self._model(x, sigma, cond.cross_attn, cond.pooled, self.image_conditioning)
+        elif cond.cross_attn.shape[1] != uncond.cross_attn.shape[1]:
+            # Different chunk counts: two UNet calls, as A1111 does unless pad_cond_uncond is set.
+            d_cond = self._model(x, sigma, cond.cross_attn, cond.pooled, self.image_conditioning)
+            d_uncond = self._model(x, sigma, uncond.cross_attn, uncond.pooled, self.image_conditioning)
+            denoised = d_uncond + (d_cond - d_uncond) * self.cfg_scale
+        else:
+            cross = torch.cat([cond.cross_attn, uncond.cross_attn])
+            pooled = None if cond.pooled is None else torch.cat([cond.pooled, uncond.pooled])
+            ic = None if self.image_conditioning is None else torch.cat([self.image_conditioning] * 2)
+            both = self._model(torch.cat([x, x]), torch.cat([sigma, sigma]), cross, pooled, ic)
+            d_cond, d_uncond = both[:b], both[b:]
+            denoised = d_uncond + (d_cond - d_uncond) * self.cfg_scale
+        for after in self.after_cfg_hooks:
+            denoised = after(denoised, self.step)
+        self.step += 1
+        return denoised
+

@@ -1,0 +1,105 @@
+"""The denoising loop: one sampling pass from noise (or a noised latent) to a latent.
+
+txt2img, the hires. fix second pass and (later) img2img all come through `run_pass`, so the
+per-step work — progress, live preview, interrupt/skip, hooks — lives in one place.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from webui.engine.denoiser import CFGDenoiser
+from webui.engine.model_schedule import ModelSchedule
+from webui.engine.noise import NoiseSource
+from webui.engine.samplers import SamplerInfo, ScheduleType, get_sigmas, sample
+from webui.prompts.encoder import Conditioning
+
+
+class StopSampling(Exception):
+    """Raised by a step callback to end the pass early; the loop returns the last denoised latent."""
+
+
+@dataclass
+class PassConfig:
+    sampler: SamplerInfo
+    schedule: ScheduleType
+    steps: int
+    cfg_scale: float
+    width: int
+    height: int
+    eta: float = 1.0
+    s_churn: float = 0.0
+    s_tmin: float = 0.0
+    s_tmax: float = float("inf")
+    s_noise: float = 1.0
+    discard_next_to_last_sigma: bool | None = None
+    # img2img / hires: the latent to start from and how much of the schedule to run.
+    init_latent: torch.Tensor | None = None
+    denoising_strength: float = 1.0
+    fixed_steps: bool = False  # hires: run exactly `steps` steps (A1111 with steps given)
+
+
+@dataclass
+class StepReport:
+    step: int
+    total: int
+    x: torch.Tensor
+    denoised: torch.Tensor
+
+
+@dataclass
+class PassResult:
+    latents: torch.Tensor
+    stopped_early: bool = False
+    sigmas: torch.Tensor | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def img2img_sigmas(full: Callable[[int], torch.Tensor], steps: int, strength: float, fixed_steps: bool) -> torch.Tensor:
+    """A1111's setup_img2img_steps: which tail of which schedule an img2img/hires pass runs."""
+    strength = min(strength, 0.999)
+    if fixed_steps:
+        total = int(steps / strength) if strength > 0 else 0
+        t_enc = steps - 1
+    else:
+        total = steps
+        t_enc = int(strength * steps)
+    sigmas = full(total)
+    return sigmas[total - t_enc - 1:]
+
+
+def run_pass(unet: Any, family: str, prediction_type: str, schedule: ModelSchedule, cfg: PassConfig,
+             cond: Conditioning, uncond: Conditioning, noise: NoiseSource,
+             on_step: Callable[[StepReport], None] | None = None,
+             image_conditioning: torch.Tensor | None = None,
+             denoiser_setup: Callable[[CFGDenoiser], None] | None = None) -> PassResult:
+    def full(n: int) -> torch.Tensor:
+        return get_sigmas(cfg.sampler, cfg.schedule, n, schedule, discard_next_to_last=cfg.discard_next_to_last_sigma)
+
+    if cfg.init_latent is None:
+        sigmas = full(cfg.steps)
+        x = noise.first() * sigmas[0]
+    else:
+        sigmas = img2img_sigmas(full, cfg.steps, cfg.denoising_strength, cfg.fixed_steps)
+        x = cfg.init_latent + noise.first() * sigmas[0]
+    sigmas = sigmas.to(x.device)
+    denoiser = CFGDenoiser(unet=unet, schedule=schedule, prediction_type=prediction_type, cond=cond,
+                           uncond=uncond, cfg_scale=cfg.cfg_scale, width=cfg.width, height=cfg.height,
+                           family=family, image_conditioning=image_conditioning, total_steps=len(sigmas) - 1)
+    if denoiser_setup:
+        denoiser_setup(denoiser)
+    last: dict[str, torch.Tensor] = {}
+
+    def callback(info: Any) -> None:
+        last["denoised"] = info.denoised
+        if on_step:
+            on_step(StepReport(info.i, info.total, info.x, info.denoised))
+
+    try:
+        out = sample(cfg.sampler, denoiser, x, sigmas, ms=schedule, noise=noise, callback=callback, eta=cfg.eta,
+                     s_churn=cfg.s_churn, s_tmin=cfg.s_tmin, s_tmax=cfg.s_tmax, s_noise=cfg.s_noise)
+        return PassResult(out, sigmas=sigmas)
+    except StopSampling:
+        return PassResult(last.get("denoised", x), stopped_early=True, sigmas=sigmas)

@@ -1,0 +1,64 @@
+"""The service layer as one object the UI and the API both receive (built once by the app)."""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import Any
+
+from webui.cli import Paths, cmd_flags
+from webui.memory.devices import DevicePolicy
+from webui.models.registry import CheckpointRegistry
+from webui.services.jobs import Job, JobQueue
+from webui.services.model_service import ModelLoadError, ModelService
+from webui.services.requests import Txt2ImgRequest
+from webui.services.txt2img import GenerationError, GenerationResult, Txt2ImgService
+from webui.settings import Settings
+
+
+@dataclass
+class Services:
+    args: argparse.Namespace
+    paths: Paths
+    settings: Settings
+    registry: CheckpointRegistry
+    models: ModelService
+    queue: JobQueue
+    txt2img: Txt2ImgService
+
+    def submit_txt2img(self, req: Txt2ImgRequest, *, save: bool, label: str = "txt2img") -> Job:
+        self.txt2img.validate(req)  # fail before queueing
+        return self.queue.submit(lambda state: self.txt2img.run(req, state, save=save), label=label)
+
+    def select_checkpoint(self, name: str) -> str:
+        """Switch the model through the queue (never under a running job) and persist the choice."""
+        job = self.queue.submit(lambda state: self.models.load(name), label="load checkpoint")
+        loaded = job.result()
+        self.settings.set("sd_model_checkpoint", loaded.info.title, notify=False)
+        return loaded.info.title
+
+    def options(self) -> dict[str, Any]:
+        opts = self.settings.all()
+        cur = self.models.current
+        if cur is not None:
+            opts["sd_model_checkpoint"] = cur.info.title
+            opts["sd_checkpoint_hash"] = cur.info.sha256
+        return opts
+
+    def cmd_flags(self) -> dict[str, Any]:
+        return cmd_flags(self.args)
+
+
+def build_services(args: argparse.Namespace, paths: Paths) -> Services:
+    settings = Settings.load(paths.config_file)
+    builtin = sorted(paths.builtin_models_dir.glob("*.safetensors")) if paths.builtin_models_dir.is_dir() else []
+    extra = [args.ckpt.resolve()] if args.ckpt else []
+    registry = CheckpointRegistry(paths.ckpt_dir, paths.cache_dir, extra_files=extra, builtin=builtin)
+    registry.refresh()
+    policy = DevicePolicy.from_flags(args.use_cpu, args.device_id, args.precision, args.no_half, args.no_half_vae)
+    models = ModelService(registry, policy, preferred=args.ckpt.resolve() if args.ckpt else None)
+    queue = JobQueue()
+    txt2img = Txt2ImgService(models, settings, paths.outputs_dir)
+    return Services(args, paths, settings, registry, models, queue, txt2img)
+
+
+__all__ = ["Services", "build_services", "GenerationError", "GenerationResult", "ModelLoadError"]

@@ -1,0 +1,145 @@
+"""The loaded checkpoint: pick, load, switch, unload, reload; never leave a half-loaded model.
+
+A failed load keeps the previous model in place and marks the bad file unusable with its reason.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from webui.memory.devices import DevicePolicy, empty_cache
+from webui.models.registry import CheckpointInfo, CheckpointRegistry
+
+
+class ModelLoadError(Exception):
+    """A checkpoint could not be used; the message is meant for the user."""
+
+
+@dataclass
+class LoadedModel:
+    info: CheckpointInfo
+    sd: Any                 # webui.models.load.SDModel
+    encoder: Any            # webui.prompts.encoder.PromptEncoder
+    schedule: Any           # webui.engine.model_schedule.ModelSchedule
+    policy: DevicePolicy
+    load_seconds: float
+
+    @property
+    def family(self) -> str:
+        return self.sd.family
+
+
+class ModelService:
+    def __init__(self, registry: CheckpointRegistry, policy: DevicePolicy, preferred: Path | None = None) -> None:
+        self.registry = registry
+        self.policy = policy
+        self.preferred = preferred
+        self._lock = threading.RLock()
+        self._loaded: LoadedModel | None = None
+        self._unloaded_info: CheckpointInfo | None = None
+        self.loading: str | None = None
+        self.listeners: list[Callable[[LoadedModel], None]] = []
+
+    @property
+    def current(self) -> LoadedModel | None:
+        return self._loaded
+
+    def default_checkpoint(self) -> CheckpointInfo | None:
+        items = [c for c in self.registry.list() if not c.error]
+        if self.preferred is not None:
+            for c in items:
+                if c.path.resolve() == self.preferred.resolve():
+                    return c
+        return items[0] if items else None
+
+    def resolve(self, name: str) -> CheckpointInfo:
+        try:
+            return self.registry.get(name)
+        except KeyError:
+            self.registry.refresh()  # a file dropped in since the last scan is found without a button
+            try:
+                return self.registry.get(name)
+            except KeyError:
+                raise ModelLoadError(f"checkpoint not found: {name!r}") from None
+
+    def load(self, name: str | None = None) -> LoadedModel:
+        with self._lock:
+            info = self.resolve(name) if name else self.default_checkpoint()
+            if info is None:
+                raise ModelLoadError("no usable checkpoint in the checkpoint folder")
+            if info.error:
+                raise ModelLoadError(f"{info.name} is unusable: {info.error}")
+            cur = self._loaded
+            if cur is not None and cur.info.path == info.path:
+                return cur
+            self.loading = info.name
+            try:
+                loaded = self._load_file(info)
+            finally:
+                self.loading = None
+            old = self._loaded
+            self._loaded = loaded
+            self._unloaded_info = None
+            del old
+            empty_cache()
+            for fn in self.listeners:
+                fn(loaded)
+            return loaded
+
+    def _load_file(self, info: CheckpointInfo) -> LoadedModel:
+        from webui.engine.model_schedule import ModelSchedule
+        from webui.models.file_io import ModelFileError
+        from webui.models.load import load_checkpoint, load_diffusers_folder
+        from webui.prompts.encoder import PromptEncoder
+
+        t0 = time.perf_counter()
+        try:
+            if info.is_folder:
+                sd = load_diffusers_folder(info.path, dtype=self.policy.unet_dtype, device="cpu")
+            else:
+                sd = load_checkpoint(info.path, dtype=self.policy.unet_dtype, device="cpu")
+            self.registry.ensure_hash(info)
+        except ModelFileError as e:
+            self.registry.mark_unusable(info, str(e))
+            raise ModelLoadError(str(e)) from e
+        except Exception as e:  # anything else a broken file triggers; the server must go on
+            reason = f"{type(e).__name__}: {e}"
+            self.registry.mark_unusable(info, reason)
+            raise ModelLoadError(f"{info.name} could not be loaded: {reason}") from e
+        dev = self.policy.device
+        sd.unet.to(dev, self.policy.unet_dtype)
+        sd.vae.to(dev, self.policy.vae_dtype)
+        for te in sd.text_encoders:
+            te.to(dev, self.policy.text_dtype)
+        encoder = PromptEncoder(sd.family, sd.text_encoders, sd.tokenizers, dev, self.policy.unet_dtype)
+        schedule = ModelSchedule(sd.alphas_cumprod, sd.prediction_type)
+        dt = time.perf_counter() - t0
+        print(f"Loaded {info.title} ({sd.family}{', inpainting' if sd.inpainting else ''}, "
+              f"{sd.prediction_type}) in {dt:.2f}s on {self.policy.describe()}")
+        return LoadedModel(info, sd, encoder, schedule, self.policy, dt)
+
+    def require(self) -> LoadedModel:
+        """The model a job should use, loading the default (or the last unloaded one) on demand."""
+        with self._lock:
+            if self._loaded is not None:
+                return self._loaded
+            name = self._unloaded_info.name if self._unloaded_info else None
+            return self.load(name)
+
+    def unload(self) -> None:
+        with self._lock:
+            if self._loaded is not None:
+                self._unloaded_info = self._loaded.info
+            self._loaded = None
+            empty_cache()
+
+    def reload(self) -> LoadedModel:
+        with self._lock:
+            name = (self._loaded.info.name if self._loaded else
+                    self._unloaded_info.name if self._unloaded_info else None)
+            self._loaded = None
+            empty_cache()
+            return self.load(name)
