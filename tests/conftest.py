@@ -1,0 +1,96 @@
+"""Shared fixtures: tiny real-layout checkpoints on disk and a real server on 127.0.0.1."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A checkpoint folder as a user would have it: two good files, a subfolder, and junk."""
+    from tiny_models import make_tiny_checkpoint
+
+    d = tmp_path_factory.mktemp("data") / "models" / "Stable-diffusion"
+    d.mkdir(parents=True)
+    make_tiny_checkpoint(d / "tiny-sd1.safetensors", family="sd1", seed=1)
+    (d / "sub").mkdir()
+    make_tiny_checkpoint(d / "sub" / "tiny-sd1-b.safetensors", family="sd1", seed=2)
+    (d / "empty.safetensors").write_bytes(b"")
+    (d / "truncated.safetensors").write_bytes((d / "tiny-sd1.safetensors").read_bytes()[:5000])
+    (d / "notes.safetensors").write_bytes(b"this is not a model at all" * 10)
+    return d
+
+
+class Server:
+    def __init__(self, proc: subprocess.Popen, url: str, data_dir: Path, log: Path) -> None:
+        self.proc, self.url, self.data_dir, self.log = proc, url, data_dir, log
+
+    def api(self, path: str) -> str:
+        return f"{self.url}/sdapi/v1/{path.lstrip('/')}"
+
+
+def start_server(data_dir: Path, ckpt_dir: Path, *extra: str, nowebui: bool = True) -> Server:
+    port = free_port()
+    log = data_dir / f"server-{port}.log"
+    cmd = [sys.executable, str(ROOT / "launch.py"), "--port", str(port), "--data-dir", str(data_dir),
+           "--ckpt-dir", str(ckpt_dir), *extra]
+    if nowebui:
+        cmd.append("--nowebui")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {log.read_text()[-3000:]}")
+        try:
+            if requests.get(f"{url}/sdapi/v1/sd-models", timeout=2).status_code == 200:
+                return Server(proc, url, data_dir, log)
+        except requests.RequestException:
+            pass
+        time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError(f"server did not start: {log.read_text()[-3000:]}")
+
+
+def stop_server(server: Server) -> None:
+    server.proc.terminate()
+    try:
+        server.proc.wait(10)
+    except subprocess.TimeoutExpired:
+        server.proc.kill()
+
+
+@pytest.fixture(scope="session")
+def api_server(model_dir: Path) -> Server:
+    data_dir = model_dir.parent.parent
+    server = start_server(data_dir, model_dir, "--ckpt", str(model_dir / "tiny-sd1.safetensors"))
+    # the model loads in the background after start; wait for it so tests measure generation only
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        opts = requests.get(server.api("options"), timeout=5).json()
+        if opts.get("sd_checkpoint_hash"):
+            break
+        time.sleep(0.3)
+    yield server
+    stop_server(server)

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Install (first run) and launch the web UI. Extra arguments go to launch.py, e.g. ./webui.sh --listen
+#   TORCH_SPEC       torch requirement to install (default: torch==2.13.0, the CPU wheel on a CPU-only machine)
+#   TORCH_INDEX_URL  extra index for CUDA wheels, e.g. https://download.pytorch.org/whl/cu128
+#   PYTHON           interpreter to create the venv with (default python3, 3.10-3.12)
+set -euo pipefail
+cd "$(dirname "$0")"
+PYTHON="${PYTHON:-python3}"
+VENV="${VENV:-.venv}"
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PYTHON" -m venv "$VENV"
+fi
+PY="$VENV/bin/python"
+if ! "$PY" -c "import torch" 2>/dev/null; then
+  if [ -n "${TORCH_INDEX_URL:-}" ]; then
+    "$PY" -m pip install "${TORCH_SPEC:-torch==2.13.0}" --extra-index-url "$TORCH_INDEX_URL"
+  else
+    "$PY" -m pip install "${TORCH_SPEC:-torch==2.13.0}"
+  fi
+fi
+stamp="$VENV/.webui-installed"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ -n "${WEBUI_EXTRAS:-}" ]; then
+  "$PY" -m pip install -e ".${WEBUI_EXTRAS:+[$WEBUI_EXTRAS]}"
+  touch "$stamp"
+fi
+if [ "${WEBUI_INSTALL_ONLY:-0}" = "1" ]; then exit 0; fi
+exec "$PY" launch.py "$@"
