@@ -80,7 +80,9 @@ class PromptEncoder:
         n = base + max(clip_skip, 1) - 1
         z = hs[-n] if n > 1 else out.last_hidden_state
         if n > 1:
-            z = te.text_model.final_layer_norm(z)
+            # transformers ≥5 puts the norm on CLIPTextModel itself; 4.x on .text_model
+            norm = te.final_layer_norm if hasattr(te, "final_layer_norm") else te.text_model.final_layer_norm
+            z = norm(z)
         return z, None
 
     @torch.no_grad()
