@@ -13,7 +13,8 @@ import torch
 from webui.engine.denoiser import CFGDenoiser
 from webui.engine.model_schedule import ModelSchedule
 from webui.engine.noise import NoiseSource
-from webui.engine.samplers import SamplerInfo, ScheduleType, get_sigmas, sample
+from webui.engine.noise import brownian_noise_sampler
+from webui.engine.samplers import SamplerInfo, ScheduleType, get_sigmas, sample, txt2img_noise_scale
 from webui.prompts.encoder import Conditioning
 
 
@@ -29,7 +30,7 @@ class PassConfig:
     cfg_scale: float
     width: int
     height: int
-    eta: float = 1.0
+    eta: float | None = None  # None = the sampler's A1111 default (1 for k-diffusion, 0 for DDIM)
     s_churn: float = 0.0
     s_tmin: float = 0.0
     s_tmax: float = float("inf")
@@ -78,12 +79,17 @@ def run_pass(unet: Any, family: str, prediction_type: str, schedule: ModelSchedu
     def full(n: int) -> torch.Tensor:
         return get_sigmas(cfg.sampler, cfg.schedule, n, schedule, discard_next_to_last=cfg.discard_next_to_last_sigma)
 
+    noise_sampler = None
     if cfg.init_latent is None:
         sigmas = full(cfg.steps)
-        x = noise.first() * sigmas[0]
+        x = noise.first() * txt2img_noise_scale(cfg.sampler, sigmas)
     else:
         sigmas = img2img_sigmas(full, cfg.steps, cfg.denoising_strength, cfg.fixed_steps)
         x = cfg.init_latent + noise.first() * sigmas[0]
+        if cfg.sampler.options.get("brownian_noise"):
+            # A1111 builds the Brownian tree over the whole schedule, not the tail an img2img pass runs
+            total = int(cfg.steps / min(cfg.denoising_strength, 0.999)) if cfg.fixed_steps else cfg.steps
+            noise_sampler = brownian_noise_sampler(x, full(total), noise.seeds)
     sigmas = sigmas.to(x.device)
     denoiser = CFGDenoiser(unet=unet, schedule=schedule, prediction_type=prediction_type, cond=cond,
                            uncond=uncond, cfg_scale=cfg.cfg_scale, width=cfg.width, height=cfg.height,
@@ -99,7 +105,8 @@ def run_pass(unet: Any, family: str, prediction_type: str, schedule: ModelSchedu
 
     try:
         out = sample(cfg.sampler, denoiser, x, sigmas, ms=schedule, noise=noise, callback=callback, eta=cfg.eta,
-                     s_churn=cfg.s_churn, s_tmin=cfg.s_tmin, s_tmax=cfg.s_tmax, s_noise=cfg.s_noise)
+                     s_churn=cfg.s_churn, s_tmin=cfg.s_tmin, s_tmax=cfg.s_tmax, s_noise=cfg.s_noise,
+                     noise_sampler=noise_sampler)
         return PassResult(out, sigmas=sigmas)
     except StopSampling:
         return PassResult(last.get("denoised", x), stopped_early=True, sigmas=sigmas)

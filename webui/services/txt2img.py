@@ -20,7 +20,7 @@ from webui.engine import vae as vae_ops
 from webui.engine.loop import PassConfig, StepReport, StopSampling, run_pass
 from webui.engine.noise import NoiseSource
 from webui.engine.samplers import (SamplerInfo, ScheduleType, UnknownSamplerError, effective_schedule,
-                                   resolve_sampler)
+                                   is_timesteps_sampler, resolve_sampler)
 from webui.services.jobs import Interrupted, JobState, Skipped
 from webui.services.model_service import LoadedModel, ModelLoadError, ModelService
 from webui.services.requests import IMAGE_UPSCALERS, LATENT_UPSCALE_MODES, Txt2ImgRequest
@@ -162,7 +162,10 @@ class Txt2ImgService:
         interrupt_after_current = bool(opts.get("interrupt_after_current")) and n_images > 1
         preview_every = int(opts.get("show_progress_every_n_steps"))
         previews = bool(opts.get("live_previews_enable")) and preview_every > 0
-        eta = req.eta if req.eta is not None else float(opts.get("eta_ancestral"))
+        ensd = int(opts.get("eta_noise_seed_delta") or 0)
+        # A1111: "Eta for k-diffusion samplers" applies to them; DDIM-family samplers keep their own default (0)
+        eta = req.eta if req.eta is not None else (
+            None if is_timesteps_sampler(plan.sampler) else float(opts.get("eta_ancestral")))
         latent_ch = getattr(sd, "latent_channels", 4)
         vsf = getattr(sd, "vae_scale_factor", 8)
         dev = model.policy.device
@@ -196,7 +199,8 @@ class Txt2ImgService:
                 uncond = model.encoder.encode(negs, clip_skip)
                 shape = (latent_ch, req.height // vsf, req.width // vsf)
                 noise = NoiseSource(shape, seeds, subseeds, req.subseed_strength,
-                                    max(req.seed_resize_from_h, 0), max(req.seed_resize_from_w, 0))
+                                    max(req.seed_resize_from_h, 0), max(req.seed_resize_from_w, 0),
+                                    eta_noise_seed_delta=ensd)
                 cfg = PassConfig(plan.sampler, plan.schedule, req.steps, req.cfg_scale, req.width, req.height,
                                  eta=eta, s_churn=req.s_churn or 0.0, s_tmin=req.s_tmin or 0.0,
                                  s_tmax=req.s_tmax if req.s_tmax else float("inf"), s_noise=req.s_noise or 1.0,
@@ -211,7 +215,7 @@ class Txt2ImgService:
                     state.job_no += 1
                     state.textinfo = "Hires fix"
                     latents = self._hires(req, plan, model, latents, seeds, subseeds, on_step, eta, clip_skip, cond,
-                                          uncond, extra)
+                                          uncond, extra, ensd)
                     if state.interrupted:
                         stop_all = True
                 decoded = vae_ops.to_pil(vae_ops.decode(sd.vae, latents, sd.scaling_factor))
@@ -249,7 +253,7 @@ class Txt2ImgService:
 
     def _hires(self, req: Txt2ImgRequest, plan: _Plan, model: LoadedModel, latents: torch.Tensor,
                seeds: list[int], subseeds: list[int], on_step: Any, eta: float, clip_skip: int,
-               cond: Any, uncond: Any, extra: dict[str, Any]) -> torch.Tensor:
+               cond: Any, uncond: Any, extra: dict[str, Any], ensd: int) -> torch.Tensor:
         sd = model.sd
         assert plan.hr_size is not None
         tw, th = plan.hr_size
@@ -283,7 +287,8 @@ class Txt2ImgService:
             hr_uncond = model.encoder.encode([req.hr_negative_prompt or req.negative_prompt] * len(seeds), clip_skip)
         strength = 0.75 if req.denoising_strength is None else req.denoising_strength
         noise = NoiseSource(tuple(init.shape[1:]), seeds, subseeds, req.subseed_strength,
-                            max(req.seed_resize_from_h, 0), max(req.seed_resize_from_w, 0))
+                            max(req.seed_resize_from_h, 0), max(req.seed_resize_from_w, 0),
+                            eta_noise_seed_delta=ensd)
         cfg = PassConfig(plan.hr_sampler, plan.hr_schedule, req.hr_second_pass_steps or req.steps, req.cfg_scale,
                          tw, th, eta=eta, init_latent=init, denoising_strength=strength,
                          fixed_steps=True)
