@@ -1,0 +1,377 @@
+"""The Gradio UI in a real headless browser against the real server process (tiny real checkpoint).
+
+Needs Debian's chromium (`apt-get install chromium`) and the playwright package; skipped otherwise.
+"""
+from __future__ import annotations
+
+import io
+import json
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import requests
+from PIL import Image
+
+from conftest import Server, start_server, stop_server
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1"]
+SCREENSHOT = Path("/tmp/ui_txt2img.png")
+TIMEOUT_MS = 60_000
+
+# Records, from before a click until the end, whether the progress bar or the "Sampling" status ever
+# showed and whether a (preview) image was in the gallery before the final infotext arrived.
+WATCH_JS = """
+() => {
+  const w = window.__watch = {bar: false, sampling: false, previews: 0, barTexts: []};
+  const check = () => {
+    const bar = document.querySelector('#txt2img_status [role=progressbar]');
+    if (bar) {
+      w.bar = true;
+      const t = bar.getAttribute('aria-valuetext');
+      if (t && !w.barTexts.includes(t)) w.barTexts.push(t);
+    }
+    const st = document.querySelector('#txt2img_status textarea');
+    if (st && st.value.includes('Sampling')) w.sampling = true;
+    const info = document.querySelector('#txt2img_info');
+    if (!(info && info.innerText.includes('Steps:')) && document.querySelector('#txt2img_gallery img')) w.previews++;
+  };
+  w.observer = new MutationObserver(check);
+  w.observer.observe(document.body, {subtree: true, childList: true, attributes: true, characterData: true});
+}
+"""
+
+
+@pytest.fixture(scope="session")
+def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    from tiny_models import make_tiny_checkpoint
+
+    data_dir = tmp_path_factory.mktemp("uidata")
+    ckpt_dir = data_dir / "models" / "Stable-diffusion"
+    ckpt_dir.mkdir(parents=True)
+    make_tiny_checkpoint(ckpt_dir / "tiny-sd1.safetensors", family="sd1")
+    (ckpt_dir / "broken.safetensors").write_bytes(b"")
+    server = start_server(data_dir, ckpt_dir, nowebui=False)
+    deadline = time.time() + 120  # the startup model load runs in the background: wait for it
+    while time.time() < deadline:
+        if requests.get(server.api("options"), timeout=5).json().get("sd_checkpoint_hash"):
+            break
+        time.sleep(0.3)
+    yield server
+    stop_server(server)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser: Any, ui_server: Server) -> Iterator[Any]:
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = ctx.new_page()
+    pg.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    outside: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.on("request", lambda r: None if r.url.startswith((ui_server.url, "data:", "blob:")) else outside.append(r.url))
+    pg.goto(ui_server.url + "/")
+    pg.wait_for_selector("#txt2img_prompt textarea")
+    yield pg
+    ctx.close()
+    assert not errors, f"errors in the page: {errors}"
+    assert not outside, f"requests outside the server: {outside}"
+
+
+# ---------------------------------------------------------------- helpers
+
+def set_number(page: Any, elem_id: str, value: Any) -> None:
+    box = page.locator(f"#{elem_id} input[type=number]")
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def info_text(page: Any) -> str:
+    return page.inner_text("#txt2img_info")
+
+
+def generate(page: Any, expect: str) -> str:
+    """Click Generate, wait for an infotext containing `expect`; return the infotext."""
+    page.evaluate(WATCH_JS)
+    page.click("#txt2img_generate")
+    page.wait_for_function(
+        "(s) => { const i = document.querySelector('#txt2img_info');"
+        " const st = document.querySelector('#txt2img_status textarea');"
+        " return i && i.innerText.includes(s) && st && st.value.startsWith('Time taken'); }",
+        arg=expect)
+    return info_text(page)
+
+
+def gallery_image_width(page: Any) -> int:
+    img = page.locator("#txt2img_gallery img").first
+    img.wait_for()
+    page.wait_for_function("() => { const i = document.querySelector('#txt2img_gallery img'); "
+                           "return i && i.complete && i.naturalWidth > 0; }")
+    return int(img.evaluate("i => i.naturalWidth"))
+
+
+def output_file(server: Server, seed: int) -> Path:
+    day = server.data_dir / "outputs" / "txt2img-images" / time.strftime("%Y-%m-%d")
+    found = sorted(day.glob(f"[0-9][0-9][0-9][0-9][0-9]-{seed}.png"))
+    assert found, f"no file for seed {seed} in {day}: {sorted(p.name for p in day.glob('*'))}"
+    return found[-1]
+
+
+def checkpoint_value(page: Any) -> str:
+    """The quicksettings dropdown's value, once the page-load event has filled it in."""
+    page.wait_for_function("() => document.querySelector('#setting_sd_model_checkpoint input').value !== ''")
+    return page.locator("#setting_sd_model_checkpoint input").input_value()
+
+
+# ---------------------------------------------------------------- tests
+
+def test_txt2img_generate_progress_gallery_file(page: Any, ui_server: Server) -> None:
+    prompt = page.locator("#txt2img_prompt textarea")
+    prompt.fill("a red circle")
+    page.wait_for_function("() => document.querySelector('#txt2img_token_counter').innerText.trim() === '3/75'")
+    # a second chunk of 75 opens once the prompt is longer than 75 tokens (A1111 counter)
+    page.locator("#txt2img_neg_prompt textarea").fill("word " * 80)
+    page.wait_for_function(
+        "() => document.querySelector('#txt2img_negative_token_counter').innerText.trim() === '80/150'")
+    page.locator("#txt2img_neg_prompt textarea").fill("")
+
+    assert page.locator("#txt2img_sampling input").input_value() == "DPM++ 2M"
+    assert page.locator("#txt2img_scheduler input").input_value() == "Automatic"
+    assert checkpoint_value(page).startswith("tiny-sd1.safetensors [")
+    set_number(page, "txt2img_steps", 4)
+    set_number(page, "txt2img_width", 64)
+    set_number(page, "txt2img_height", 64)
+
+    text = generate(page, "Steps: 4")
+    watch = page.evaluate("() => window.__watch")
+    assert watch["bar"] or watch["sampling"], watch
+    assert "Seed:" in text and "Size: 64x64" in text and "Sampler: DPM++ 2M" in text
+    assert gallery_image_width(page) == 64
+
+    seed = int(re.search(r"Seed: (\d+)", text)[1])
+    path = output_file(ui_server, seed)
+    with Image.open(path) as im:
+        assert im.size == (64, 64)
+        assert im.info["parameters"] == text.strip()
+
+    # the gallery serves a PNG that still carries the infotext
+    src = page.locator("#txt2img_gallery img").first.get_attribute("src")
+    resp = page.request.get(src if src.startswith("http") else ui_server.url + src)
+    assert resp.ok
+    with Image.open(io.BytesIO(resp.body())) as im:
+        assert im.format == "PNG" and im.info.get("parameters") == text.strip()
+
+    # ♻️ puts the last seed into the seed box, 🎲 sets it back to -1
+    page.click("#txt2img_reuse_seed")
+    page.wait_for_function("(s) => document.querySelector('#txt2img_seed input').value === s", arg=str(seed))
+    page.click("#txt2img_random_seed")
+    page.wait_for_function("() => document.querySelector('#txt2img_seed input').value === '-1'")
+
+
+def test_live_preview_progress_and_interrupt(page: Any, ui_server: Server) -> None:
+    page.locator("#txt2img_prompt textarea").fill("a blue square")
+    set_number(page, "txt2img_steps", 150)
+    set_number(page, "txt2img_width", 64)
+    set_number(page, "txt2img_height", 64)
+    page.evaluate(WATCH_JS)
+    page.click("#txt2img_generate")
+    bar = page.locator("#txt2img_status [role=progressbar]")
+    page.wait_for_function(
+        "() => { const b = document.querySelector('#txt2img_status [role=progressbar]'); "
+        "return b && /Sampling: ([1-9]\\d*)\\/150 steps/.test(b.getAttribute('aria-valuetext') || ''); }")
+    text = bar.get_attribute("aria-valuetext") or ""
+    step = int(re.search(r"Sampling: (\d+)/150", text)[1])
+    # a live preview reaches the gallery while sampling (every 5 steps by default)
+    page.wait_for_function("() => window.__watch.previews > 0")
+    t0 = time.time()
+    page.click("#txt2img_interrupt")
+    page.wait_for_function("() => (document.querySelector('#txt2img_status textarea')?.value || '')"
+                           ".startsWith('Time taken')")
+    stopped_in = time.time() - t0
+    assert step < 150
+    assert "Steps: 150" in info_text(page)  # the infotext keeps the requested steps, like A1111
+    assert gallery_image_width(page) == 64
+    assert stopped_in < 30, f"interrupt took {stopped_in:.1f}s"
+
+
+def test_broken_checkpoint_error_then_generate_again(page: Any, ui_server: Server) -> None:
+    good = checkpoint_value(page)
+    assert good.startswith("tiny-sd1.safetensors")
+    assert "broken.safetensors" in page.inner_text("#sd_checkpoint_status")  # listed as unusable, with why
+    page.locator("#setting_sd_model_checkpoint input").click()
+    page.get_by_role("option", name="broken.safetensors").click()
+    page.wait_for_function(
+        "() => document.querySelector('#sd_checkpoint_status').innerText.includes('Could not load')")
+    status = page.inner_text("#sd_checkpoint_status")
+    assert "broken.safetensors" in status and "empty" in status, status
+    page.locator(".toast-body", has_text="Could not load broken.safetensors").first.wait_for()  # warning toast
+    page.wait_for_function("(v) => document.querySelector('#setting_sd_model_checkpoint input').value === v",
+                           arg=good)
+    assert requests.get(ui_server.api("options"), timeout=10).json()["sd_model_checkpoint"] == good
+
+    # the page keeps working: generate once more
+    page.locator("#txt2img_prompt textarea").fill("a green triangle")
+    set_number(page, "txt2img_steps", 3)
+    set_number(page, "txt2img_width", 64)
+    set_number(page, "txt2img_height", 64)
+    text = generate(page, "Steps: 3")
+    assert "a green triangle" in text and "Model: tiny-sd1" in text
+    assert output_file(ui_server, int(re.search(r"Seed: (\d+)", text)[1])).exists()
+
+
+def test_queue_position_while_an_api_job_runs(page: Any, ui_server: Server) -> None:
+    """UI and API share one job queue: the UI job waits its turn and says so."""
+    api_result: dict[str, Any] = {}
+
+    def api_job() -> None:
+        r = requests.post(ui_server.api("txt2img"), json={"prompt": "api job", "steps": 150, "width": 64,
+                                                           "height": 64, "sampler_name": "Euler"}, timeout=300)
+        api_result["status"] = r.status_code
+
+    t = threading.Thread(target=api_job)
+    t.start()
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if requests.get(ui_server.api("progress"), timeout=10).json()["state"]["sampling_step"] > 0:
+                break
+            time.sleep(0.1)
+        page.locator("#txt2img_prompt textarea").fill("a ui job")
+        set_number(page, "txt2img_steps", 2)
+        set_number(page, "txt2img_width", 64)
+        set_number(page, "txt2img_height", 64)
+        page.click("#txt2img_generate")
+        page.wait_for_function("() => (document.querySelector('#txt2img_status textarea')?.value || '')"
+                               ".includes('Waiting in queue: position 1')")
+    finally:
+        requests.post(ui_server.api("interrupt"), timeout=10)
+        t.join(120)
+    assert api_result.get("status") == 200
+    page.wait_for_function("() => document.querySelector('#txt2img_info').innerText.includes('Steps: 2')")
+    assert "a ui job" in info_text(page)
+
+
+def test_hires_fix_and_variation_seed_fields(page: Any, ui_server: Server) -> None:
+    page.locator("#txt2img_prompt textarea").fill("a small house")
+    set_number(page, "txt2img_steps", 2)
+    set_number(page, "txt2img_width", 64)
+    set_number(page, "txt2img_height", 64)
+    page.locator("#txt2img_hr input[type=checkbox]").check()
+    page.locator("#txt2img_hr_scale input[type=number]").wait_for()
+    set_number(page, "txt2img_hr_scale", 1.5)
+    set_number(page, "txt2img_hires_steps", 2)
+    page.locator("#txt2img_subseed_show input[type=checkbox]").check()
+    page.locator("#txt2img_subseed input").fill("77")
+    set_number(page, "txt2img_subseed_strength", 0.25)
+    text = generate(page, "Hires upscale: 1.5")
+    assert "Hires upscaler: Latent" in text and "Hires steps: 2" in text and "Denoising strength: 0.7" in text
+    assert "Variation seed: 77" in text and "Variation seed strength: 0.25" in text
+    assert gallery_image_width(page) == 96
+
+
+def test_bad_size_shows_error_without_breaking(page: Any) -> None:
+    page.locator("#txt2img_prompt textarea").fill("x")
+    set_number(page, "txt2img_steps", 2)
+    set_number(page, "txt2img_width", 68)  # not a multiple of 8: the service refuses before queueing
+    set_number(page, "txt2img_height", 64)
+    page.click("#txt2img_generate")
+    page.wait_for_function("() => (document.querySelector('#txt2img_status textarea')?.value || '')"
+                           ".startsWith('Error:')")
+    assert "multiple of 8" in page.locator("#txt2img_status textarea").input_value()
+    page.locator(".toast-body", has_text="multiple of 8").first.wait_for()
+    set_number(page, "txt2img_width", 64)
+    assert "Steps: 2" in generate(page, "Steps: 2")
+
+
+def test_pnginfo_and_send_to_txt2img(page: Any, ui_server: Server) -> None:
+    page.locator("#txt2img_prompt textarea").fill("an orange star")
+    page.locator("#txt2img_neg_prompt textarea").fill("blurry")
+    set_number(page, "txt2img_steps", 5)
+    set_number(page, "txt2img_width", 64)
+    set_number(page, "txt2img_height", 72)
+    page.locator("#txt2img_cfg_scale input[type=number]").fill("6.5")
+    page.locator("#txt2img_cfg_scale input[type=number]").press("Enter")
+    text = generate(page, "Steps: 5")
+    seed = int(re.search(r"Seed: (\d+)", text)[1])
+    path = output_file(ui_server, seed)
+
+    page.reload()
+    page.wait_for_selector("#txt2img_prompt textarea")
+    page.get_by_role("tab", name="PNG Info").click()
+    page.locator("#pnginfo_image input[type=file]").set_input_files(str(path))
+    page.wait_for_function("() => document.querySelector('#pnginfo_html').innerText.includes('Steps: 5')")
+    shown = page.inner_text("#pnginfo_html")
+    assert "parameters" in shown and "an orange star" in shown and "Negative prompt: blurry" in shown
+
+    page.click("#pnginfo_send_to_txt2img")
+    page.wait_for_function("() => document.querySelector('#txt2img_prompt textarea').value === 'an orange star'")
+    assert page.locator("#tab_txt2img").is_visible()
+    assert page.locator("#txt2img_neg_prompt textarea").input_value() == "blurry"
+    assert page.locator("#txt2img_steps input[type=number]").input_value() == "5"
+    assert page.locator("#txt2img_seed input").input_value() == str(seed)
+    assert page.locator("#txt2img_width input[type=number]").input_value() == "64"
+    assert page.locator("#txt2img_height input[type=number]").input_value() == "72"
+    assert page.locator("#txt2img_cfg_scale input[type=number]").input_value() == "6.5"
+    assert page.locator("#txt2img_sampling input").input_value() == "DPM++ 2M"
+    # the same parameters reproduce the same image
+    text2 = generate(page, "Steps: 5")
+    assert text2.strip() == text.strip()
+    with Image.open(path) as a, Image.open(output_file(ui_server, seed)) as b:
+        assert a.tobytes() == b.tobytes()
+
+
+def test_settings_apply_without_restart(page: Any, ui_server: Server) -> None:
+    page.get_by_role("tab", name="Settings").click()
+    box = page.locator("#setting_grid_save input[type=checkbox]")
+    assert box.is_checked()
+    box.uncheck()
+    page.click("#settings_submit")
+    page.wait_for_function("() => document.querySelector('#settings_result').innerText.includes('changed')")
+    assert "1 setting changed" in page.inner_text("#settings_result")
+    assert requests.get(ui_server.api("options"), timeout=10).json()["grid_save"] is False
+    assert json.loads((ui_server.data_dir / "config.json").read_text())["grid_save"] is False
+    page.click("#settings_submit")
+    page.wait_for_function("() => document.querySelector('#settings_result').innerText.includes('Nothing changed')")
+    box.check()
+    page.click("#settings_submit")
+    page.wait_for_function("() => document.querySelector('#settings_result').innerText.includes('1 setting changed')")
+    assert requests.get(ui_server.api("options"), timeout=10).json()["grid_save"] is True
+
+
+def test_screenshot_layout(page: Any) -> None:
+    """Last: leave a picture of the txt2img tab after one generation for a human to look at."""
+    page.locator("#txt2img_prompt textarea").fill("a red circle")
+    page.locator("#txt2img_neg_prompt textarea").fill("blurry, lowres")
+    set_number(page, "txt2img_steps", 4)
+    set_number(page, "txt2img_width", 64)
+    set_number(page, "txt2img_height", 64)
+    page.locator("#txt2img_prompt textarea").press("Control+Enter")  # A1111 shortcut for Generate
+    page.wait_for_function("() => document.querySelector('#txt2img_info').innerText.includes('Steps: 4')")
+    assert gallery_image_width(page) == 64
+    # A1111 layout: prompt above, settings on the left, results on the right
+    prompt = page.locator("#txt2img_prompt").bounding_box()
+    settings = page.locator("#txt2img_settings").bounding_box()
+    gallery = page.locator("#txt2img_gallery").bounding_box()
+    assert prompt["y"] < settings["y"] and prompt["y"] < gallery["y"]
+    assert settings["x"] + settings["width"] <= gallery["x"] + 1
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    assert SCREENSHOT.stat().st_size > 10_000

@@ -1,0 +1,169 @@
+"""Small helpers shared by the UI tabs: sampler lists, token counting, checkpoint listing.
+
+Nothing here imports torch at module level; heavy modules are imported inside functions.
+"""
+from __future__ import annotations
+
+import html
+import threading
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from webui.services.container import Services
+
+# A1111's UI order (reference notes §1.3); used only if webui.engine.samplers cannot be imported.
+_FALLBACK_SAMPLERS = (
+    "DPM++ 2M", "DPM++ SDE", "DPM++ 2M SDE", "DPM++ 2M SDE Heun", "DPM++ 2S a", "DPM++ 3M SDE",
+    "Euler a", "Euler", "LMS", "Heun", "DPM2", "DPM2 a", "DPM fast", "DPM adaptive", "Restart",
+    "DDIM", "DDIM CFG++", "PLMS", "UniPC", "LCM",
+)
+_FALLBACK_SCHEDULES = (
+    ("automatic", "Automatic"), ("uniform", "Uniform"), ("karras", "Karras"), ("exponential", "Exponential"),
+    ("polyexponential", "Polyexponential"), ("sgm_uniform", "SGM Uniform"), ("kl_optimal", "KL Optimal"),
+    ("align_your_steps", "Align Your Steps"), ("simple", "Simple"), ("normal", "Normal"), ("ddim", "DDIM"),
+    ("beta", "Beta"),
+)
+DEFAULT_SAMPLER = "DPM++ 2M"
+AUTOMATIC = "Automatic"
+
+
+def _iter(obj: Any) -> list[Any]:
+    if isinstance(obj, dict):
+        return list(obj.values())
+    return list(obj or ())
+
+
+def sampler_names() -> list[str]:
+    try:
+        from webui.engine.samplers import SAMPLERS
+        names = [str(s.name) for s in _iter(SAMPLERS) if not getattr(s, "hidden", False)]
+    except Exception:  # module not available (yet): A1111's list
+        names = []
+    return names or list(_FALLBACK_SAMPLERS)
+
+
+def _schedule_pairs() -> list[tuple[str, str]]:
+    """(name, label) of every schedule type, "Automatic" first."""
+    pairs: list[tuple[str, str]] = []
+    try:
+        from webui.engine.samplers import SCHEDULE_TYPES
+        for s in _iter(SCHEDULE_TYPES):
+            label = str(getattr(s, "label", None) or getattr(s, "name", ""))
+            name = str(getattr(s, "name", None) or label)
+            if label:
+                pairs.append((name, label))
+    except Exception:
+        pairs = []
+    if not pairs:
+        pairs = list(_FALLBACK_SCHEDULES)
+    if not any(label == AUTOMATIC for _, label in pairs):
+        pairs.insert(0, ("automatic", AUTOMATIC))
+    else:  # make sure it is first, like A1111's dropdown
+        pairs.sort(key=lambda p: p[1] != AUTOMATIC)
+    return pairs
+
+
+def schedule_labels() -> list[str]:
+    return [label for _, label in _schedule_pairs()]
+
+
+def schedule_label_to_name(label: str | None) -> str | None:
+    """UI label → request `scheduler` value ("Automatic" → "automatic")."""
+    if not label:
+        return None
+    for name, lab in _schedule_pairs():
+        if lab == label or name == label:
+            return name
+    return label
+
+
+def schedule_name_to_label(name: str | None) -> str:
+    if not name:
+        return AUTOMATIC
+    low = str(name).lower()
+    for n, lab in _schedule_pairs():
+        if n.lower() == low or lab.lower() == low:
+            return lab
+    return AUTOMATIC
+
+
+def upscaler_names() -> list[str]:
+    from webui.services.requests import IMAGE_UPSCALERS, LATENT_UPSCALE_MODES
+    return list(LATENT_UPSCALE_MODES) + list(IMAGE_UPSCALERS)
+
+
+# ---------------------------------------------------------------- tokens
+
+_tok_lock = threading.Lock()
+_fallback_tokenizer: list[Any] = []
+
+
+def _fallback_clip_tokenizer() -> Any:
+    with _tok_lock:
+        if not _fallback_tokenizer:
+            from webui.models.tokenizers import load_clip_tokenizer
+            _fallback_tokenizer.append(load_clip_tokenizer(True))
+        return _fallback_tokenizer[0]
+
+
+def token_counter_text(svc: "Services", text: str | None) -> str:
+    """A1111's "N/75" (capacity grows by 75 per chunk)."""
+    from webui.prompts.encoder import count_tokens
+    tokenizer = None
+    cur = svc.models.current
+    if cur is not None:
+        toks = getattr(cur.sd, "tokenizers", None) or []
+        tokenizer = toks[0] if toks else None
+    if tokenizer is None:
+        tokenizer = _fallback_clip_tokenizer()
+    with _tok_lock:  # the slow tokenizer keeps a cache dict: do not share it between threads
+        used, capacity = count_tokens(tokenizer, text or "")
+    return f"{used}/{capacity}"
+
+
+def token_counter_html(text: str) -> str:
+    return f"<span class='token-count'>{html.escape(text)}</span>"
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def checkpoint_titles(svc: "Services") -> list[str]:
+    return [c.title for c in svc.registry.list()]
+
+
+def current_checkpoint_title(svc: "Services") -> str | None:
+    cur = svc.models.current
+    if cur is not None:
+        return cur.info.title
+    wanted = svc.settings.get("sd_model_checkpoint")
+    if wanted:
+        try:
+            return svc.registry.get(str(wanted)).title
+        except KeyError:
+            return None
+    return None
+
+
+def checkpoint_status_md(svc: "Services", message: str = "") -> str:
+    """Markdown under the quicksettings: loading state, errors, unusable files with reasons."""
+    lines: list[str] = []
+    if message:
+        lines.append(message)
+    loading = getattr(svc.models, "loading", None)
+    if loading:
+        lines.append(f"⏳ Loading `{loading}`…")
+    elif svc.models.current is None:
+        if not svc.registry.list():
+            lines.append(f"No checkpoint found in `{svc.paths.ckpt_dir}`: put a .safetensors file there "
+                         "and press 🔄.")
+        else:
+            lines.append("No checkpoint loaded yet (the first generation loads one).")
+    bad = [c for c in svc.registry.list() if c.error]
+    if bad:
+        items = "; ".join(f"`{c.name}`: {c.error}" for c in bad)
+        lines.append(f"Unusable: {items}")
+    return "  \n".join(lines)
+
+
+def md_escape(text: str) -> str:
+    return html.escape(str(text))

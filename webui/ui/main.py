@@ -1,0 +1,190 @@
+"""The Gradio front end: quicksettings row + tabs in A1111's order (txt2img, PNG Info, Settings).
+
+`build_ui(svc)` returns the Blocks; the app mounts it with `gr.mount_gradio_app(app, demo, path="/",
+**launch_kwargs())`. Every handler is a thin call into the service layer.
+"""
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+import gradio as gr
+
+from webui.ui.common import checkpoint_status_md, checkpoint_titles, current_checkpoint_title
+from webui.ui.pnginfo import create_pnginfo_tab
+from webui.ui.settings_tab import create_settings_tab
+from webui.ui.txt2img import create_txt2img_tab
+
+if TYPE_CHECKING:
+    from webui.services.container import Services
+
+FALLBACK_SIZE = (512, 512)
+SYNC_TICKS_WITHOUT_LOAD = 5  # stop polling for the startup model after this many idle ticks
+
+CSS = """
+#quicksettings { align-items: flex-end; gap: 8px; }
+#setting_sd_model_checkpoint { min-width: 360px; max-width: 480px; }
+#refresh_sd_model_checkpoint { max-width: 44px; min-width: 44px; height: 42px; margin-bottom: 4px; }
+#sd_checkpoint_status { font-size: 0.85em; opacity: 0.85; align-self: center; min-width: 240px; }
+.prompt-box { position: relative; gap: 0 !important; }
+.prompt-box .token-counter { position: absolute !important; right: 12px; bottom: 10px; width: auto !important;
+  min-width: 0 !important; z-index: 5; pointer-events: none; font-size: 0.8em; opacity: 0.7; }
+.token-counter .token-count { font-variant-numeric: tabular-nums; }
+#txt2img_generate { min-height: 76px; font-size: 1.15em; }
+#txt2img_actions_column { gap: 6px; }
+#txt2img_seed_row { align-items: flex-end; }
+#txt2img_random_seed, #txt2img_reuse_seed { max-width: 44px; height: 42px; margin-bottom: 2px; }
+#txt2img_info .infotext { font-size: 0.9em; word-break: break-word; padding: 6px 2px; }
+#pnginfo_html .pnginfo-item p { margin: 0.2em 0; word-break: break-word; }
+"""
+
+# A1111 keyboard shortcuts in the prompt boxes: Ctrl+Enter generate, Alt+Enter skip, Esc interrupt.
+JS = """
+() => {
+  document.addEventListener('keydown', (e) => {
+    const t = e.target;
+    if (!t || !t.closest || !t.closest('#txt2img_prompt, #txt2img_neg_prompt')) return;
+    let id = null;
+    if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) id = 'txt2img_generate';
+    else if (e.key === 'Enter' && e.altKey) id = 'txt2img_skip';
+    else if (e.key === 'Escape') id = 'txt2img_interrupt';
+    if (!id) return;
+    const b = document.getElementById(id);
+    if (b) { e.preventDefault(); b.click(); }
+  });
+}
+"""
+
+
+def launch_kwargs() -> dict[str, Any]:
+    """Keyword arguments for `gr.mount_gradio_app` (theme/css/js moved out of Blocks in Gradio 6)."""
+    return {
+        "theme": gr.themes.Default(primary_hue="orange"),
+        "css": CSS,
+        "js": JS,
+        "footer_links": ["api"],
+        "run_history": False,
+        "show_error": True,
+    }
+
+
+def _default_size(svc: "Services") -> tuple[int, int] | None:
+    cur = svc.models.current
+    if cur is None:
+        return None
+    ds = getattr(cur.sd, "default_size", None)
+    if isinstance(ds, int):
+        return ds, ds
+    if isinstance(ds, (tuple, list)) and len(ds) == 2:
+        return int(ds[0]), int(ds[1])
+    return None
+
+
+def _size_update(before: tuple[int, int] | None, after: tuple[int, int] | None, w: Any, h: Any) -> tuple[Any, Any]:
+    """Move Width/Height to the new model's native size only if the user left them at the old default."""
+    if after is None:
+        return gr.update(), gr.update()
+    try:
+        cur = (int(w), int(h))
+    except (TypeError, ValueError):
+        return gr.update(), gr.update()
+    if cur == after or cur not in ((before or FALLBACK_SIZE), FALLBACK_SIZE):
+        return gr.update(), gr.update()
+    return after[0], after[1]
+
+
+def _warm_tokenizer() -> None:
+    try:
+        from webui.ui.common import _fallback_clip_tokenizer
+        _fallback_clip_tokenizer()
+    except Exception:  # the counter reports its own error later
+        pass
+
+
+def _ckpt_dropdown(svc: "Services", value: str | None = None) -> Any:
+    titles = checkpoint_titles(svc)
+    value = value if value is not None else current_checkpoint_title(svc)
+    return gr.update(choices=titles, value=value if value in titles else None)
+
+
+def build_ui(svc: "Services") -> gr.Blocks:
+    if svc.models.current is None:  # the first keystroke should not wait for the tokenizer to load
+        threading.Thread(target=_warm_tokenizer, name="warm-tokenizer", daemon=True).start()
+    with gr.Blocks(title="Stable Diffusion", analytics_enabled=False, delete_cache=(3600, 86400)) as demo:
+        with gr.Row(elem_id="quicksettings", equal_height=False):
+            titles = checkpoint_titles(svc)
+            cur = current_checkpoint_title(svc)
+            ckpt = gr.Dropdown(titles, value=cur if cur in titles else None, label="Stable Diffusion checkpoint",
+                               elem_id="setting_sd_model_checkpoint", scale=0, min_width=360)
+            refresh = gr.Button("🔄", elem_id="refresh_sd_model_checkpoint", size="sm", scale=0, min_width=44)
+            ckpt_status = gr.Markdown(checkpoint_status_md(svc), elem_id="sd_checkpoint_status", scale=1,
+                                      min_width=240)
+
+        with gr.Tabs(elem_id="tabs", selected="txt2img") as tabs:
+            with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"):
+                t2i = create_txt2img_tab(svc)
+            with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
+                create_pnginfo_tab(svc, t2i, tabs)
+            with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
+                settings = create_settings_tab(svc)
+
+        sync_timer = gr.Timer(1.0, active=True)
+        idle_ticks = gr.State(0)
+
+        # ------------------------------------------------------------ checkpoint events
+        def select_checkpoint(name: str | None, w: Any, h: Any) -> tuple[Any, ...]:
+            if not name:
+                return gr.update(), gr.update(), gr.update(), gr.update()
+            before = _default_size(svc)
+            try:
+                title = svc.select_checkpoint(name)
+            except Exception as e:  # ModelLoadError and anything a broken file throws
+                msg = str(e) or type(e).__name__
+                gr.Warning(f"Could not load {name}: {msg}", title="Checkpoint not loaded")
+                cur = current_checkpoint_title(svc)
+                keep = f" Still using `{cur}`." if cur else ""
+                status = checkpoint_status_md(svc, f"❌ **Could not load `{name}`** ({msg}).{keep}")
+                return _ckpt_dropdown(svc), status, gr.update(), gr.update()
+            sw, sh = _size_update(before, _default_size(svc), w, h)
+            return _ckpt_dropdown(svc, title), checkpoint_status_md(svc, f"✅ Loaded `{title}`"), sw, sh
+
+        ckpt.select(select_checkpoint, [ckpt, t2i.width, t2i.height], [ckpt, ckpt_status, t2i.width, t2i.height],
+                   show_progress="minimal", show_progress_on=[ckpt_status], api_visibility="private")
+
+        def refresh_list() -> tuple[Any, str]:
+            svc.registry.refresh()
+            return _ckpt_dropdown(svc), checkpoint_status_md(svc)
+
+        refresh.click(refresh_list, None, [ckpt, ckpt_status], show_progress="hidden", api_visibility="private")
+
+        # ------------------------------------------------------------ startup model / page load
+        def sync(w: Any, h: Any, ticks: int) -> tuple[Any, ...]:
+            """Follow the startup model load, then stop the timer."""
+            loaded = svc.models.current is not None
+            busy = bool(getattr(svc.models, "loading", None)) or svc.queue.current is not None \
+                or svc.queue.queued() > 0
+            ticks = 0 if busy else (ticks or 0) + 1
+            done = loaded or ticks >= SYNC_TICKS_WITHOUT_LOAD
+            sw, sh = _size_update(None, _default_size(svc), w, h) if loaded else (gr.update(), gr.update())
+            return (_ckpt_dropdown(svc), checkpoint_status_md(svc), sw, sh, ticks,
+                    gr.Timer(active=not done))
+
+        sync_timer.tick(sync, [t2i.width, t2i.height, idle_ticks],
+                        [ckpt, ckpt_status, t2i.width, t2i.height, idle_ticks, sync_timer],
+                        show_progress="hidden", api_visibility="private")
+
+        settings_outputs = list(settings.components.values())
+
+        def on_load() -> dict:
+            return {ckpt: _ckpt_dropdown(svc), ckpt_status: checkpoint_status_md(svc)} | settings.values_for(svc)
+
+        demo.load(on_load, None, [ckpt, ckpt_status] + settings_outputs, show_progress="hidden",
+                  api_visibility="private")
+
+        # a generation may load the default model or compute its hash: keep the dropdown in step
+        if t2i.generate_event is not None:
+            t2i.generate_event.then(lambda: (_ckpt_dropdown(svc), checkpoint_status_md(svc)), None,
+                                    [ckpt, ckpt_status], show_progress="hidden", api_visibility="private")
+        settings.apply_event.then(lambda: (_ckpt_dropdown(svc), checkpoint_status_md(svc)), None, [ckpt, ckpt_status],
+                             show_progress="hidden", api_visibility="private")
+    return demo

@@ -1,0 +1,113 @@
+"""Settings tab: one component per `OPTIONS` entry, grouped by section; applied without a restart."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import gradio as gr
+
+from webui.ui.common import checkpoint_titles
+
+if TYPE_CHECKING:
+    from webui.services.container import Services
+
+
+@dataclass
+class SettingsTab:
+    components: dict[str, Any]
+    apply: gr.Button
+    result: gr.Markdown
+    apply_event: Any = None
+
+    def values_for(self, svc: "Services") -> dict[Any, Any]:
+        """Current option values for every component (used on page load and after Apply)."""
+        opts = svc.options()
+        out: dict[Any, Any] = {}
+        for key, comp in self.components.items():
+            v = opts.get(key)
+            if key == "sd_model_checkpoint":
+                out[comp] = gr.update(choices=checkpoint_titles(svc), value=v)
+            else:
+                out[comp] = _to_component_value(v)
+        return out
+
+
+def _to_component_value(v: Any) -> Any:
+    return "" if v is None else v
+
+
+def _component(key: str, info: Any, value: Any, svc: "Services") -> Any:
+    elem_id = f"setting_{key}"
+    kind = info.component
+    if key == "sd_model_checkpoint":  # `setting_sd_model_checkpoint` is the quicksettings dropdown's id
+        return gr.Dropdown(checkpoint_titles(svc), value=value, label=info.label,
+                           elem_id="settings_page_sd_model_checkpoint", allow_custom_value=True)
+    if kind == "checkbox":
+        return gr.Checkbox(value=bool(value), label=info.label, elem_id=elem_id)
+    if kind == "slider" and info.minimum is not None and info.maximum is not None:
+        return gr.Slider(info.minimum, info.maximum, value=value, step=info.step or 1, label=info.label,
+                         elem_id=elem_id)
+    if kind == "dropdown" and info.choices:
+        return gr.Dropdown(list(info.choices), value=value, label=info.label, elem_id=elem_id)
+    if kind in ("number", "slider"):
+        is_int = isinstance(info.default, int) and not isinstance(info.default, bool)
+        return gr.Number(value=value, label=info.label, elem_id=elem_id, precision=0 if is_int else None,
+                         minimum=info.minimum, maximum=info.maximum)
+    return gr.Textbox(value=_to_component_value(value), label=info.label, elem_id=elem_id, lines=1)
+
+
+def create_settings_tab(svc: "Services") -> SettingsTab:
+    from webui.settings import OPTIONS
+
+    opts = svc.options()
+    sections: dict[str, list[str]] = {}
+    for key, info in OPTIONS.items():
+        sections.setdefault(info.section, []).append(key)
+
+    components: dict[str, Any] = {}
+    with gr.Row():
+        apply = gr.Button("Apply settings", variant="primary", elem_id="settings_submit")
+    result = gr.Markdown("", elem_id="settings_result")
+    for section, keys in sections.items():
+        with gr.Group(elem_id=f"settings_section_{section.lower().replace(' ', '_')}"):
+            gr.Markdown(f"### {section}", elem_classes="settings-section-title", padding=True)
+            for key in keys:
+                components[key] = _component(key, OPTIONS[key], opts.get(key), svc)
+
+    tab = SettingsTab(components, apply, result)
+    keys = list(components)
+
+    def apply_settings(*values: Any) -> dict:
+        from webui.services.container import ModelLoadError
+        from webui.settings import SettingsError
+
+        current = svc.options()
+        changes: dict[str, Any] = {}
+        for key, v in zip(keys, values):
+            info = OPTIONS[key]
+            if isinstance(v, str) and info.component == "textbox" and info.default is None and v == "":
+                v = None
+            if isinstance(v, float) and isinstance(info.default, int) and not isinstance(info.default, bool) \
+                    and v.is_integer():
+                v = int(v)
+            if v != current.get(key) and not (v in ("", None) and current.get(key) in ("", None)):
+                changes[key] = v
+        if not changes:
+            return {result: "Nothing changed."} | tab.values_for(svc)
+        ckpt = changes.pop("sd_model_checkpoint", None)
+        try:
+            for k, v in changes.items():
+                svc.settings.coerce(k, v)  # validate all first: a bad value changes nothing
+            if ckpt:
+                svc.select_checkpoint(str(ckpt))
+            svc.settings.update(changes)
+        except (SettingsError, ModelLoadError) as e:
+            gr.Warning(str(e), title="Settings not applied")
+            return {result: f"**Error:** {e}"} | tab.values_for(svc)
+        names = ([OPTIONS["sd_model_checkpoint"].label] if ckpt else []) + [OPTIONS[k].label for k in changes]
+        msg = f"{len(names)} setting{'s' if len(names) != 1 else ''} changed: " + ", ".join(names) + "."
+        return {result: msg} | tab.values_for(svc)
+
+    comps = [components[k] for k in keys]
+    tab.apply_event = apply.click(apply_settings, comps, [result] + comps, api_visibility="private")
+    return tab

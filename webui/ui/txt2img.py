@@ -1,0 +1,394 @@
+"""The txt2img tab: A1111's layout over `Services.submit_txt2img` and the shared job queue.
+
+Generation runs in our own `JobQueue` (UI and API jobs in arrival order); the Gradio event only
+submits the job and then polls its `JobState`, so the event itself is not serialized by Gradio
+(`concurrency_limit=None`).
+"""
+from __future__ import annotations
+
+import html
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterator
+
+import gradio as gr
+
+from webui.ui.common import (AUTOMATIC, DEFAULT_SAMPLER, sampler_names, schedule_label_to_name, schedule_labels,
+                             schedule_name_to_label, token_counter_html, token_counter_text, upscaler_names)
+
+if TYPE_CHECKING:
+    from webui.services.container import Services
+
+POLL_SECONDS = 0.25
+PROMPT_PLACEHOLDER = "Prompt\n(Press Ctrl+Enter to generate, Alt+Enter to skip, Esc to interrupt)"
+NEG_PLACEHOLDER = "Negative prompt\n(Press Ctrl+Enter to generate, Alt+Enter to skip, Esc to interrupt)"
+
+
+@dataclass
+class Txt2ImgTab:
+    prompt: gr.Textbox
+    neg_prompt: gr.Textbox
+    token_counter: gr.HTML
+    neg_token_counter: gr.HTML
+    generate: gr.Button
+    interrupt: gr.Button
+    skip: gr.Button
+    sampler: gr.Dropdown
+    scheduler: gr.Dropdown
+    steps: gr.Slider
+    width: gr.Slider
+    height: gr.Slider
+    batch_count: gr.Slider
+    batch_size: gr.Slider
+    cfg_scale: gr.Slider
+    seed: gr.Number
+    random_seed: gr.Button
+    reuse_seed: gr.Button
+    extra: gr.Checkbox
+    subseed: gr.Number
+    subseed_strength: gr.Slider
+    seed_resize_w: gr.Slider
+    seed_resize_h: gr.Slider
+    enable_hr: gr.Checkbox
+    hr_upscaler: gr.Dropdown
+    hr_steps: gr.Slider
+    denoising: gr.Slider
+    hr_scale: gr.Slider
+    hr_resize_x: gr.Slider
+    hr_resize_y: gr.Slider
+    gallery: gr.Gallery
+    status: gr.Textbox
+    info: gr.HTML
+    gen_info: gr.State
+    selected: gr.State
+    generate_event: Any = None
+
+    # request field → component, for "Send to txt2img" from PNG Info
+    def paste_fields(self) -> dict[str, Any]:
+        return {
+            "prompt": self.prompt, "negative_prompt": self.neg_prompt, "steps": self.steps,
+            "sampler_name": self.sampler, "scheduler": self.scheduler, "cfg_scale": self.cfg_scale,
+            "seed": self.seed, "width": self.width, "height": self.height, "batch_size": self.batch_size,
+            "subseed": self.subseed, "subseed_strength": self.subseed_strength,
+            "seed_resize_from_w": self.seed_resize_w, "seed_resize_from_h": self.seed_resize_h,
+            "enable_hr": self.enable_hr, "hr_upscaler": self.hr_upscaler, "hr_second_pass_steps": self.hr_steps,
+            "denoising_strength": self.denoising, "hr_scale": self.hr_scale,
+            "hr_resize_x": self.hr_resize_x, "hr_resize_y": self.hr_resize_y,
+        }
+
+
+def infotext_html(text: str | None) -> str:
+    if not text:
+        return ""
+    return "<div class='infotext'>" + html.escape(text).replace("\n", "<br>") + "</div>"
+
+
+def _int(v: Any, default: int) -> int:
+    try:
+        return int(v) if v is not None and v != "" else default
+    except (TypeError, ValueError):
+        return default
+
+
+def _float(v: Any, default: float) -> float:
+    try:
+        return float(v) if v is not None and v != "" else default
+    except (TypeError, ValueError):
+        return default
+
+
+def _seed_for_index(info: dict | None, index: int | None) -> int | None:
+    if not info:
+        return None
+    seeds = info.get("all_seeds") or ([info["seed"]] if "seed" in info else [])
+    if not seeds:
+        return None
+    i = (index or 0) - int(info.get("index_of_first_image", 0))
+    i = min(max(i, 0), len(seeds) - 1)
+    return int(seeds[i])
+
+
+def _infotext_for_index(info: dict | None, index: int | None) -> str:
+    if not info:
+        return ""
+    texts = info.get("infotexts") or []
+    if not texts:
+        return ""
+    i = (index or 0) - int(info.get("index_of_first_image", 0))
+    return texts[min(max(i, 0), len(texts) - 1)]
+
+
+def create_txt2img_tab(svc: "Services") -> Txt2ImgTab:
+    """Build the tab's components (call inside a `gr.Tab`) and wire its events."""
+    samplers = sampler_names()
+    schedules = schedule_labels()
+    upscalers = upscaler_names()
+
+    with gr.Row(elem_id="txt2img_toprow", equal_height=False):
+        with gr.Column(scale=6, elem_id="txt2img_prompt_container"):
+            with gr.Column(elem_classes="prompt-box"):
+                prompt = gr.Textbox(label="Prompt", show_label=False, lines=3, max_lines=20,
+                                    placeholder=PROMPT_PLACEHOLDER, elem_id="txt2img_prompt")
+                token_counter = gr.HTML(token_counter_html("0/75"), elem_id="txt2img_token_counter",
+                                        elem_classes="token-counter", padding=False)
+            with gr.Column(elem_classes="prompt-box"):
+                neg_prompt = gr.Textbox(label="Negative prompt", show_label=False, lines=3, max_lines=20,
+                                        placeholder=NEG_PLACEHOLDER, elem_id="txt2img_neg_prompt")
+                neg_token_counter = gr.HTML(token_counter_html("0/75"), elem_id="txt2img_negative_token_counter",
+                                            elem_classes="token-counter", padding=False)
+        with gr.Column(scale=1, min_width=200, elem_id="txt2img_actions_column"):
+            generate = gr.Button("Generate", variant="primary", elem_id="txt2img_generate", size="lg")
+            with gr.Row():
+                interrupt = gr.Button("Interrupt", elem_id="txt2img_interrupt", size="sm", min_width=80)
+                skip = gr.Button("Skip", elem_id="txt2img_skip", size="sm", min_width=80)
+
+    with gr.Row(elem_id="txt2img_main", equal_height=False):
+        with gr.Column(scale=1, elem_id="txt2img_settings"):
+            with gr.Row():
+                sampler = gr.Dropdown(samplers, value=DEFAULT_SAMPLER if DEFAULT_SAMPLER in samplers else samplers[0],
+                                      label="Sampling method", elem_id="txt2img_sampling", min_width=160)
+                scheduler = gr.Dropdown(schedules, value=AUTOMATIC, label="Schedule type",
+                                        elem_id="txt2img_scheduler", min_width=160)
+            steps = gr.Slider(1, 150, value=20, step=1, label="Sampling steps", elem_id="txt2img_steps")
+            with gr.Row():
+                with gr.Column(scale=3):
+                    width = gr.Slider(64, 2048, value=512, step=8, label="Width", elem_id="txt2img_width")
+                    height = gr.Slider(64, 2048, value=512, step=8, label="Height", elem_id="txt2img_height")
+                with gr.Column(scale=1, min_width=140):
+                    batch_count = gr.Slider(1, 100, value=1, step=1, label="Batch count",
+                                            elem_id="txt2img_batch_count")
+                    batch_size = gr.Slider(1, 8, value=1, step=1, label="Batch size", elem_id="txt2img_batch_size")
+            cfg_scale = gr.Slider(1.0, 30.0, value=7.0, step=0.5, label="CFG Scale", elem_id="txt2img_cfg_scale")
+            with gr.Row(elem_id="txt2img_seed_row", equal_height=True):
+                seed = gr.Number(label="Seed", value=-1, precision=0, elem_id="txt2img_seed", scale=4, min_width=120)
+                random_seed = gr.Button("🎲", elem_id="txt2img_random_seed", size="sm", scale=0, min_width=44)
+                reuse_seed = gr.Button("♻️", elem_id="txt2img_reuse_seed", size="sm", scale=0, min_width=44)
+                extra = gr.Checkbox(label="Extra", value=False, elem_id="txt2img_subseed_show", scale=1,
+                                    min_width=80)
+            with gr.Group(visible=False, elem_id="txt2img_seed_extras") as extra_group:
+                with gr.Row():
+                    subseed = gr.Number(label="Variation seed", value=-1, precision=0, elem_id="txt2img_subseed")
+                    subseed_strength = gr.Slider(0.0, 1.0, value=0.0, step=0.01, label="Variation strength",
+                                                 elem_id="txt2img_subseed_strength")
+                with gr.Row():
+                    seed_resize_w = gr.Slider(0, 2048, value=0, step=8, label="Resize seed from width",
+                                              elem_id="txt2img_seed_resize_from_w")
+                    seed_resize_h = gr.Slider(0, 2048, value=0, step=8, label="Resize seed from height",
+                                              elem_id="txt2img_seed_resize_from_h")
+            enable_hr = gr.Checkbox(label="Hires. fix", value=False, elem_id="txt2img_hr")
+            with gr.Group(visible=False, elem_id="txt2img_hires_fix") as hr_group:
+                with gr.Row():
+                    hr_upscaler = gr.Dropdown(upscalers, value="Latent", label="Upscaler",
+                                              elem_id="txt2img_hr_upscaler")
+                    hr_steps = gr.Slider(0, 150, value=0, step=1, label="Hires steps",
+                                         elem_id="txt2img_hires_steps")
+                    denoising = gr.Slider(0.0, 1.0, value=0.7, step=0.01, label="Denoising strength",
+                                          elem_id="txt2img_denoising_strength")
+                with gr.Row():
+                    hr_scale = gr.Slider(1.0, 4.0, value=2.0, step=0.05, label="Upscale by",
+                                         elem_id="txt2img_hr_scale")
+                    hr_resize_x = gr.Slider(0, 2048, value=0, step=8, label="Resize width to",
+                                            elem_id="txt2img_hr_resize_x")
+                    hr_resize_y = gr.Slider(0, 2048, value=0, step=8, label="Resize height to",
+                                            elem_id="txt2img_hr_resize_y")
+
+        with gr.Column(scale=1, elem_id="txt2img_results"):
+            gallery = gr.Gallery(label="Output", show_label=False, elem_id="txt2img_gallery", format="png",
+                                 columns=4, height=512, object_fit="contain", preview=True, interactive=False)
+            status = gr.Textbox(label="Status", value="", interactive=False, lines=1, max_lines=3,
+                                elem_id="txt2img_status")
+            info = gr.HTML("", elem_id="txt2img_info", elem_classes="infotext-box")
+            gen_info = gr.State(None)
+            selected = gr.State(0)
+
+    tab = Txt2ImgTab(prompt, neg_prompt, token_counter, neg_token_counter, generate, interrupt, skip, sampler,
+                     scheduler, steps, width, height, batch_count, batch_size, cfg_scale, seed, random_seed,
+                     reuse_seed, extra, subseed, subseed_strength, seed_resize_w, seed_resize_h, enable_hr,
+                     hr_upscaler, hr_steps, denoising, hr_scale, hr_resize_x, hr_resize_y, gallery, status, info,
+                     gen_info, selected)
+
+    # ---------------------------------------------------------------- events
+    def count(text: str | None) -> str:
+        try:
+            return token_counter_html(token_counter_text(svc, text))
+        except Exception as e:  # a counter must never break typing
+            return token_counter_html(f"?/75 ({type(e).__name__})")
+
+    for box, counter in ((prompt, token_counter), (neg_prompt, neg_token_counter)):
+        box.change(count, box, counter, show_progress="hidden", trigger_mode="always_last",
+                   api_visibility="private")
+
+    extra.change(lambda v: gr.update(visible=bool(v)), extra, extra_group, show_progress="hidden",
+                 api_visibility="private", queue=False)
+    enable_hr.change(lambda v: gr.update(visible=bool(v)), enable_hr, hr_group, show_progress="hidden",
+                     api_visibility="private", queue=False)
+    random_seed.click(lambda: -1, None, seed, show_progress="hidden", api_visibility="private", queue=False)
+
+    def reuse(info: dict | None, index: int | None) -> Any:
+        s = _seed_for_index(info, index)
+        if s is None:
+            gr.Info("No generation yet: nothing to reuse.")
+            return gr.update()
+        return s
+
+    reuse_seed.click(reuse, [gen_info, selected], seed, show_progress="hidden", api_visibility="private")
+
+    def on_select(info: dict | None, evt: gr.SelectData) -> tuple[int, str]:
+        index = int(evt.index) if isinstance(evt.index, int) else 0
+        return index, infotext_html(_infotext_for_index(info, index))
+
+    gallery.select(on_select, gen_info, [selected, info], show_progress="hidden", api_visibility="private")
+
+    interrupt.click(lambda: svc.queue.interrupt(), None, None, show_progress="hidden", queue=False,
+                    api_visibility="private")
+    skip.click(lambda: svc.queue.skip(), None, None, show_progress="hidden", queue=False,
+               api_visibility="private")
+
+    inputs = {prompt, neg_prompt, sampler, scheduler, steps, width, height, batch_count, batch_size, cfg_scale,
+              seed, extra, subseed, subseed_strength, seed_resize_w, seed_resize_h, enable_hr, hr_upscaler,
+              hr_steps, denoising, hr_scale, hr_resize_x, hr_resize_y}
+
+    def build_request(d: dict) -> Any:
+        from webui.services.requests import Txt2ImgRequest
+        extras = bool(d[extra])
+        hires = bool(d[enable_hr])
+        return Txt2ImgRequest(
+            prompt=d[prompt] or "", negative_prompt=d[neg_prompt] or "",
+            sampler_name=d[sampler] or DEFAULT_SAMPLER, scheduler=schedule_label_to_name(d[scheduler]),
+            steps=_int(d[steps], 20), width=_int(d[width], 512), height=_int(d[height], 512),
+            n_iter=_int(d[batch_count], 1), batch_size=_int(d[batch_size], 1), cfg_scale=_float(d[cfg_scale], 7.0),
+            seed=_int(d[seed], -1),
+            subseed=_int(d[subseed], -1) if extras else -1,
+            subseed_strength=_float(d[subseed_strength], 0.0) if extras else 0.0,
+            seed_resize_from_w=_int(d[seed_resize_w], 0) if extras and _int(d[seed_resize_w], 0) > 0 else -1,
+            seed_resize_from_h=_int(d[seed_resize_h], 0) if extras and _int(d[seed_resize_h], 0) > 0 else -1,
+            enable_hr=hires, hr_upscaler=d[hr_upscaler] or "Latent", hr_second_pass_steps=_int(d[hr_steps], 0),
+            denoising_strength=_float(d[denoising], 0.7) if hires else None, hr_scale=_float(d[hr_scale], 2.0),
+            hr_resize_x=_int(d[hr_resize_x], 0), hr_resize_y=_int(d[hr_resize_y], 0),
+        )
+
+    def fail(message: str) -> dict:
+        gr.Warning(message, title="Generation failed")
+        return {status: f"Error: {message}"}
+
+    def run_generate(d: dict, progress: gr.Progress = gr.Progress()) -> Iterator[dict]:
+        from pydantic import ValidationError
+
+        from webui.services.container import GenerationError
+        t0 = time.perf_counter()
+        try:
+            req = build_request(d)
+            job = svc.submit_txt2img(req, save=True)
+        except (GenerationError, ValidationError, ValueError) as e:
+            yield fail(str(e))
+            return
+        last_pos: int | None = None
+        last_preview = -1
+        try:
+            yield {status: "Starting…"}
+            while not job.future.done():
+                pos = svc.queue.position(job)
+                if pos > 0:
+                    if pos != last_pos:
+                        last_pos = pos
+                        yield {status: f"Waiting in queue: position {pos}"}
+                    progress(0.0, desc=f"Waiting in queue: position {pos}")
+                elif pos == 0:
+                    st = job.state
+                    # yield first, then report progress: a yield hides the bar until the next progress update
+                    if last_pos != 0:
+                        last_pos = 0
+                        yield {status: "Sampling…"}
+                    img = st.current_image
+                    if img is not None and st.current_image_step != last_preview:
+                        last_preview = st.current_image_step
+                        yield {gallery: [img]}
+                    if st.sampling_steps:
+                        what = "Hires fix" if st.textinfo == "Hires fix" else "Sampling"
+                        desc = f"{what}: {st.sampling_step}/{st.sampling_steps} steps"
+                        if st.job_count > 1:
+                            desc += f" (job {min(st.job_no + 1, st.job_count)}/{st.job_count})"
+                        eta = st.eta()
+                        if eta > 0.5:
+                            desc += f", ETA {eta:.0f}s"
+                        progress(st.progress, desc=desc)
+                    else:
+                        loading = getattr(svc.models, "loading", None)
+                        progress(0.0, desc=f"Loading {loading}…" if loading else "Preparing…")
+                time.sleep(POLL_SECONDS)
+            result = job.result()
+        except GenerationError as e:
+            yield fail(str(e))
+            return
+        except Exception as e:  # the page must keep working whatever the job raised
+            yield fail(f"{type(e).__name__}: {e}")
+            return
+        finally:
+            if not job.future.done():  # browser tab closed while queued: drop the job
+                svc.queue.cancel(job)
+        dt = time.perf_counter() - t0
+        images = list(result.images)
+        for img, text in zip(images, result.infotexts):
+            img.info["parameters"] = text  # gradio copies text chunks into the gallery PNGs
+        shown = images
+        if len(images) > 1:
+            from webui import outputs
+            grid = outputs.make_grid(images)
+            if result.infotexts:
+                grid.info["parameters"] = result.infotexts[0]
+            shown = [grid] + images
+        info_dict = dict(result.info)
+        info_dict.setdefault("infotexts", list(result.infotexts))
+        info_dict["index_of_first_image"] = 1 if len(images) > 1 else 0
+        first = _infotext_for_index(info_dict, 0)
+        msg = f"Time taken: {dt:.1f} s"
+        if not images:
+            msg = f"Interrupted: no image ({dt:.1f} s)"
+        elif result.paths:
+            msg += f" · saved {result.paths[0].name}" + (f" (+{len(result.paths) - 1})" if len(result.paths) > 1
+                                                          else "")
+        yield {gallery: gr.Gallery(value=shown, selected_index=0), info: infotext_html(first), status: msg,
+               gen_info: info_dict, selected: 0}
+
+    tab.generate_event = generate.click(run_generate, inputs, [gallery, info, status, gen_info, selected],
+                   show_progress_on=[status], concurrency_limit=None, api_name="txt2img",
+                   api_visibility="undocumented")
+    return tab
+
+
+def paste_values(tab: Txt2ImgTab, req: dict[str, Any]) -> dict[Any, Any]:
+    """Component updates for a request dict from `webui.infotext.infotext_to_request`."""
+    fields = tab.paste_fields()
+    out: dict[Any, Any] = {c: gr.update() for c in fields.values()}
+    req = dict(req)
+    if req.get("sampler_name"):
+        try:  # A1111 shows "Automatic" when the pasted schedule is the sampler's own default
+            from webui.engine.samplers import resolve_sampler
+            s, sch = resolve_sampler(str(req["sampler_name"]), req.get("scheduler"), convert_automatic=True)
+            req["sampler_name"], req["scheduler"] = s.name, sch.name
+        except Exception:  # unknown sampler: reported below
+            pass
+    out[tab.extra] = gr.update()
+    for key, comp in fields.items():
+        if key not in req or req[key] is None:
+            continue
+        v = req[key]
+        if key == "scheduler":
+            v = schedule_name_to_label(str(v))
+        elif key == "sampler_name":
+            names = sampler_names()
+            if v not in names:
+                gr.Warning(f"Unknown sampler {v!r}; keeping the current one.")
+                continue
+        elif key == "hr_upscaler" and v not in upscaler_names():
+            continue
+        out[comp] = v
+    if "enable_hr" not in req:
+        out[tab.enable_hr] = False
+    if any(k in req and k in ("subseed_strength", "seed_resize_from_w", "seed_resize_from_h")
+           and req[k] not in (None, 0, -1, 0.0) for k in req):
+        out[tab.extra] = True
+    for key in ("seed_resize_from_w", "seed_resize_from_h"):
+        if key in req and (req[key] or 0) < 0:
+            out[fields[key]] = 0
+    return out
