@@ -34,6 +34,7 @@ class SwitchableApp:
     def __init__(self) -> None:
         self.app: Any = None
         self.error: str | None = None
+        self.stop_inner: Any = None
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -42,6 +43,8 @@ class SwitchableApp:
                 if msg["type"] == "lifespan.startup":
                     await send({"type": "lifespan.startup.complete"})
                 elif msg["type"] == "lifespan.shutdown":
+                    if self.stop_inner is not None:
+                        await self.stop_inner()  # let the real app (gradio's queue) shut down cleanly
                     await send({"type": "lifespan.shutdown.complete"})
                     return
         if self.app is not None:
@@ -60,13 +63,18 @@ class SwitchableApp:
         await send({"type": "http.response.body", "body": body})
 
 
-async def _run_lifespan(app: Any) -> None:
-    """Start the real app's lifespan (gradio starts its queue there) inside the server's loop."""
+async def _run_lifespan(app: Any, shell: "SwitchableApp") -> None:
+    """Start the real app's lifespan (gradio starts its queue there) inside the server's loop;
+    the shell forwards the server's shutdown to it later."""
     started = asyncio.Event()
     shutdown = asyncio.Event()
+    stopped = asyncio.Event()
+    sent = [False]
 
     async def receive() -> dict:
-        if not started.is_set():
+        # exactly one startup message; the next read waits for the server's shutdown
+        if not sent[0]:
+            sent[0] = True
             return {"type": "lifespan.startup"}
         await shutdown.wait()
         return {"type": "lifespan.shutdown"}
@@ -74,8 +82,26 @@ async def _run_lifespan(app: Any) -> None:
     async def send(msg: dict) -> None:
         if msg["type"].startswith("lifespan.startup"):
             started.set()
+        elif msg["type"].startswith("lifespan.shutdown"):
+            stopped.set()
 
-    asyncio.get_running_loop().create_task(app({"type": "lifespan", "asgi": {"version": "3.0"}}, receive, send))
+    async def run() -> None:
+        try:
+            await app({"type": "lifespan", "asgi": {"version": "3.0"}}, receive, send)
+        finally:
+            started.set()
+            stopped.set()
+
+    task = asyncio.get_running_loop().create_task(run())
+
+    async def stop() -> None:
+        shutdown.set()
+        try:
+            await asyncio.wait_for(stopped.wait(), timeout=5)
+        except asyncio.TimeoutError:
+            task.cancel()
+
+    shell.stop_inner = stop
     await started.wait()
 
 
@@ -153,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
         try:
             app = build_real_app(args, t_start)
             loop = server_loop[0]
-            asyncio.run_coroutine_threadsafe(_run_lifespan(app), loop).result(timeout=60)
+            asyncio.run_coroutine_threadsafe(_run_lifespan(app, shell), loop).result(timeout=60)
             shell.app = app
         except Exception as e:  # the shell keeps answering with the reason
             import traceback
