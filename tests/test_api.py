@@ -220,7 +220,7 @@ def test_png_info(api_server: Server) -> None:
     data = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
     body = post(api_server, "png-info", {"image": data}).json()
     assert body["info"] == text and body["items"].get("Software") == "test"
-    assert body["parameters"]["Seed"] == "3528893142" and body["parameters"]["Size-1"] == 512
+    assert body["parameters"]["Seed"] == "3528893142" and body["parameters"]["Size-1"] == "512"
     assert post(api_server, "png-info", {"image": "not base64 !!"}).status_code == 400
 
 

@@ -26,7 +26,7 @@ def test_parse_a1111_text_verbatim() -> None:
     assert p["Negative prompt"] == "blurry, lowres"
     assert p["Steps"] == "20" and p["Sampler"] == "DPM++ 2M" and p["Schedule type"] == "Karras"
     assert p["CFG scale"] == "7" and p["Seed"] == "3528893142"
-    assert p["Size-1"] == 512 and p["Size-2"] == 512 and "Size" not in p
+    assert p["Size-1"] == "512" and p["Size-2"] == "512" and "Size" not in p
     assert p["Model hash"] == "6ce0161689" and p["Model"] == "v1-5-pruned-emaonly"
     assert p["Denoising strength"] == "0.7" and p["Clip skip"] == "2"
     assert p["Hires upscale"] == "2" and p["Hires steps"] == "10" and p["Hires upscaler"] == "Latent"
@@ -113,7 +113,7 @@ def test_round_trip() -> None:
     p = parse_generation_parameters(text)
     assert p["Prompt"] == prompt and p["Negative prompt"] == neg
     assert p["Steps"] == "30" and p["CFG scale"] == "6.5" and p["Seed"] == "42"
-    assert (p["Size-1"], p["Size-2"]) == (640, 448)
+    assert (p["Size-1"], p["Size-2"]) == ("640", "448")
     assert p["Model"] == "my model" and p["Hires prompt"] == "line1\nline2, x"
     assert p["TI hashes"] == 'emb: 1234, "q": 5'
 

@@ -198,7 +198,7 @@ def parse_generation_parameters(text: str, skip_fields: list[str] | None = None)
         v = unquote(v) if v[0] == '"' and v[-1] == '"' else v
         m = re_imagesize.match(v)
         if m is not None:
-            res[f"{k}-1"], res[f"{k}-2"] = int(m[1]), int(m[2])
+            res[f"{k}-1"], res[f"{k}-2"] = m[1], m[2]  # strings, as A1111 returns them
         else:
             res[k] = v
 
