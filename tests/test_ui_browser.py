@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+import os
+
 import pytest
 import requests
 from PIL import Image
@@ -72,6 +74,8 @@ def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
     if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):  # run_tests.sh installs chromium, so in CI a missing browser is a failure
+            pytest.fail(f"{CHROMIUM} not installed")
         pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as p:
