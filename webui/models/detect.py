@@ -108,10 +108,10 @@ def _count_indices(shapes: dict[str, tuple[int, ...]], prefix: str) -> int:
     return n
 
 
-def _transformer_depths(shapes: dict[str, tuple[int, ...]]) -> dict[str, int]:
+def _transformer_depths(shapes: dict[str, tuple[int, ...]], prefix: str = UNET_PREFIX) -> dict[str, int]:
     """``'input_blocks.4.1'`` -> number of transformer blocks in that spatial transformer."""
     depth: dict[str, int] = defaultdict(int)
-    pat = re.compile(re.escape(UNET_PREFIX) + r"((?:input_blocks|output_blocks)\.\d+\.\d+|middle_block\.\d+)"
+    pat = re.compile(re.escape(prefix) + r"((?:input_blocks|output_blocks)\.\d+\.\d+|middle_block\.\d+)"
                      r"\.transformer_blocks\.(\d+)\.")
     for k in shapes:
         m = pat.match(k)
@@ -120,10 +120,13 @@ def _transformer_depths(shapes: dict[str, tuple[int, ...]]) -> dict[str, int]:
     return depth
 
 
-def _unet_config(shapes: dict[str, tuple[int, ...]], family: Family, keys: list[str]) -> dict:
-    p = UNET_PREFIX
+def _unet_config(shapes: dict[str, tuple[int, ...]], family: Family, keys: list[str],
+                 prefix: str = UNET_PREFIX) -> dict:
+    """diffusers UNet config from LDM-layout shapes under ``prefix`` (a ControlNet's
+    ``control_model.`` mirrors its base UNet's encoder, so it is read the same way)."""
+    p = prefix
     conv_in = shapes[p + "input_blocks.0.0.weight"]  # [model_channels, in_channels, 3, 3]
-    depths = _transformer_depths(shapes)
+    depths = _transformer_depths(shapes, p)
 
     # Walk input_blocks: resnet blocks (optionally followed by a transformer) until a downsampler.
     levels: list[dict] = []
@@ -174,7 +177,7 @@ def _unet_config(shapes: dict[str, tuple[int, ...]], family: Family, keys: list[
     time_embed = shapes.get(p + "time_embed.0.weight", (4 * block_out[0],))[0]
     config: dict = {
         "in_channels": conv_in[1],
-        "out_channels": shapes[p + "out.2.weight"][0],
+        "out_channels": shapes.get(p + "out.2.weight", conv_in[1:2])[0],  # ControlNets have no output
         "down_block_types": ["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in has_attn],
         "up_block_types": ["CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(has_attn)],
         "block_out_channels": block_out,
