@@ -144,8 +144,11 @@ def build_router(svc: Services) -> APIRouter:
         except GenerationError as e:
             raise HTTPException(400, str(e)) from None
         images = [encode_png(im, t) for im, t in zip(result.images, result.infotexts)] if req.send_images else []
-        return {"images": images, "parameters": req.model_dump(exclude={"infotext"}),
-                "info": json.dumps(result.info, ensure_ascii=False)}
+        params = req.model_dump(exclude={"infotext"})
+        for k in ("width", "height"):  # omitted sizes were filled from the model: echo what ran
+            if params.get(k) is None:
+                params[k] = result.info.get(k)
+        return {"images": images, "parameters": params, "info": json.dumps(result.info, ensure_ascii=False)}
 
     @r.get("/progress")
     def progress(skip_current_image: bool = False) -> dict[str, Any]:

@@ -53,7 +53,10 @@ class ModelService:
             for c in items:
                 if c.path.resolve() == self.preferred.resolve():
                     return c
-        return items[0] if items else None
+        # the shipped demo model is the fallback: any checkpoint the user added comes first
+        builtin = {p.resolve() for p in self.registry.builtin}
+        user = [c for c in items if c.path.resolve() not in builtin]
+        return (user or items or [None])[0]
 
     def resolve(self, name: str) -> CheckpointInfo:
         try:

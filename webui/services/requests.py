@@ -36,8 +36,9 @@ class Txt2ImgRequest(BaseModel):
     n_iter: int = 1
     steps: int = 50
     cfg_scale: float = 7.0
-    width: int = 512
-    height: int = 512
+    # None: the loaded model's native size (modelspec.resolution; 512 for SD1, 1024 for SDXL)
+    width: int | None = None
+    height: int | None = None
     restore_faces: bool | None = None
     tiling: bool | None = None
     do_not_save_samples: bool = False

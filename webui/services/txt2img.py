@@ -67,6 +67,8 @@ class Txt2ImgService:
     # ---- validation (runs before queueing so bad input fails fast) ----
     def validate(self, req: Txt2ImgRequest) -> _Plan:
         for name, v in (("width", req.width), ("height", req.height)):
+            if v is None:
+                continue  # filled in from the loaded model when the job runs
             if v < 64 or v > MAX_SIDE:
                 raise GenerationError(f"{name} must be between 64 and {MAX_SIDE}, got {v}")
             if v % 8:
@@ -91,7 +93,7 @@ class Txt2ImgService:
             raise GenerationError(str(e.args[0] if e.args else e)) from None
         hr_size = None
         crop = (0, 0)
-        if req.enable_hr:
+        if req.enable_hr and req.width is not None and req.height is not None:
             up = req.hr_upscaler or "Latent"
             if up not in LATENT_UPSCALE_MODES and up not in IMAGE_UPSCALERS:
                 raise GenerationError(f"unknown hires upscaler {up!r}; choose one of "
@@ -107,7 +109,7 @@ class Txt2ImgService:
 
     # ---- the job ----
     def run(self, req: Txt2ImgRequest, state: JobState, *, save: bool) -> GenerationResult:
-        plan = self.validate(req)
+        self.validate(req)
         overrides = dict(req.override_settings or {})
         restore: dict[str, Any] = {}
         try:
@@ -121,6 +123,10 @@ class Txt2ImgService:
                 except SettingsError as e:
                     raise GenerationError(str(e)) from None
             model = self.models.require()
+            if req.width is None or req.height is None:
+                req = req.model_copy(update={"width": req.width or model.sd.default_size,
+                                             "height": req.height or model.sd.default_size})
+            plan = self.validate(req)
             return self._generate(req, plan, model, state, save)
         except ModelLoadError as e:
             raise GenerationError(str(e)) from None

@@ -158,11 +158,26 @@ def checkpoint_status_md(svc: "Services", message: str = "") -> str:
                          "and press 🔄.")
         else:
             lines.append("No checkpoint loaded yet (the first generation loads one).")
+    cur = svc.models.current
+    if cur is not None and not loading and is_builtin(svc, cur.info.path):
+        meta = getattr(cur.sd, "metadata", {}) or {}
+        hint = meta.get("modelspec.usage_hint", "")
+        lines.append(f"ℹ️ **{md_escape(meta.get('modelspec.title', cur.info.model_name))}**: a small demonstration "
+                     f"model that draws coloured shapes only{f': *{md_escape(hint)}*' if hint else ''}. "
+                     f"For real pictures put a checkpoint in `{md_escape(svc.paths.ckpt_dir)}` and press 🔄.")
     bad = [c for c in svc.registry.list() if c.error]
     if bad:
         items = "; ".join(f"`{c.name}`: {c.error}" for c in bad)
         lines.append(f"Unusable: {items}")
     return "  \n".join(lines)
+
+
+def is_builtin(svc: "Services", path: Any) -> bool:
+    """Whether ``path`` is one of the models shipped inside the package."""
+    from pathlib import Path
+
+    target = Path(path).resolve()
+    return any(Path(p).resolve() == target for p in svc.registry.builtin)
 
 
 def md_escape(text: str) -> str:
