@@ -81,16 +81,20 @@ def stop_server(server: Server) -> None:
         server.proc.kill()
 
 
+def wait_for_model(server: Server, timeout: float = 120) -> dict:
+    """The model loads in the background after start; wait for it. Returns the options."""
+    deadline = time.time() + timeout
+    while True:
+        opts = requests.get(server.api("options"), timeout=5).json()
+        if opts.get("sd_checkpoint_hash") or time.time() > deadline:
+            return opts
+        time.sleep(0.3)
+
+
 @pytest.fixture(scope="session")
 def api_server(model_dir: Path) -> Server:
     data_dir = model_dir.parent.parent
     server = start_server(data_dir, model_dir, "--ckpt", str(model_dir / "tiny-sd1.safetensors"))
-    # the model loads in the background after start; wait for it so tests measure generation only
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        opts = requests.get(server.api("options"), timeout=5).json()
-        if opts.get("sd_checkpoint_hash"):
-            break
-        time.sleep(0.3)
+    wait_for_model(server)  # so tests measure generation only
     yield server
     stop_server(server)

@@ -13,7 +13,6 @@ import random
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ import requests
 import torch
 from PIL import Image
 
-from conftest import ROOT, start_server, stop_server
+from conftest import ROOT, start_server, stop_server, wait_for_model
 
 sys.path.insert(0, str(ROOT))
 from bench.shape_judge import judge  # noqa: E402
@@ -166,12 +165,7 @@ def test_fresh_install_launches_with_the_builtin_model(tmp_path: Path) -> None:
     ckpt_dir.mkdir(parents=True)
     server = start_server(tmp_path, ckpt_dir)
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            opts = requests.get(server.api("options"), timeout=5).json()
-            if opts.get("sd_checkpoint_hash"):
-                break
-            time.sleep(0.3)
+        opts = wait_for_model(server)
         assert opts["sd_model_checkpoint"].startswith("shapes-demo-v1")
         models = requests.get(server.api("sd-models"), timeout=10).json()
         assert [m["model_name"] for m in models] == ["shapes-demo-v1"]

@@ -138,10 +138,7 @@ def train_vae(budget: Budget, rng: random.Random, device: torch.device, triplets
         rec = vae.decode(post.sample()).sample
         kl = post.kl().mean() / (rec[0].numel())
         loss = F.l1_loss(rec, x) + F.mse_loss(rec, x) + 1e-5 * kl
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
+        optimizer_step(opt, loss, vae.parameters())
         curve.add(step, float(loss))
     return vae.eval().requires_grad_(False), curve
 
@@ -217,8 +214,22 @@ def encode_bank(vae, scenes: list[Scene], device: torch.device, batch: int = 256
 
 
 def ldm_alphas_cumprod(device: torch.device) -> torch.Tensor:
-    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
-    return torch.cumprod(1.0 - betas, 0).float().to(device)
+    from webui.models.load import ldm_alphas_cumprod as schedule  # the sampler's own schedule
+
+    return schedule().to(device)
+
+
+def sample_latents(lat_mean: torch.Tensor, lat_std: torch.Tensor, idx: list[int], gen: torch.Generator) -> torch.Tensor:
+    """A fresh posterior sample of each banked latent (as SD's trainer draws them)."""
+    i = torch.tensor(idx, device=lat_mean.device)
+    return lat_mean[i] + lat_std[i] * torch.randn(lat_mean[i].shape, device=lat_mean.device, generator=gen)
+
+
+def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, params) -> None:
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
 
 
 class EMA:
@@ -274,15 +285,11 @@ def train_unet(budget: Budget, rng: random.Random, device: torch.device, vae, se
         for g in opt.param_groups:
             g["lr"] = lr_at(step, budget.unet_steps, lr, 150)
         idx = [rng.randrange(len(scenes)) for _ in range(budget.unet_batch)]
-        idx_t = torch.tensor(idx, device=device)
-        latents = lat_mean[idx_t] + lat_std[idx_t] * torch.randn(lat_mean[idx_t].shape, device=device, generator=gen)
+        latents = sample_latents(lat_mean, lat_std, idx, gen)
         texts = ["" if rng.random() < 0.1 else training_caption(scenes[i], rng) for i in idx]
         context = te(tokens.batch(texts)).last_hidden_state
         loss = diffusion_loss(unet, latents, context, alphas, gen, offset_noise, min_snr)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        optimizer_step(opt, loss, params)
         ema.update(step)
         curve.add(step, float(loss))
     unet_ema, te_ema = ema.shadow
@@ -324,8 +331,7 @@ def train_controlnet(budget: Budget, rng: random.Random, device: torch.device, u
         for g in opt.param_groups:
             g["lr"] = lr_at(step, budget.cn_steps, 5e-4, 50)
         idx = [rng.randrange(len(scenes)) for _ in range(budget.cn_batch)]
-        idx_t = torch.tensor(idx, device=device)
-        latents = lat_mean[idx_t] + lat_std[idx_t] * torch.randn(lat_mean[idx_t].shape, device=device, generator=gen)
+        latents = sample_latents(lat_mean, lat_std, idx, gen)
         with torch.no_grad():
             context = te(tokens.batch([cn_caption(scenes[i]) for i in idx])).last_hidden_state
         cond = torch.stack([hint(i) for i in idx]).to(device)
@@ -340,10 +346,7 @@ def train_controlnet(budget: Budget, rng: random.Random, device: torch.device, u
                     mid_block_additional_residual=mid).sample
         snr = alphas[t] / (1 - alphas[t])
         loss = (((pred - noise) ** 2).mean(dim=(1, 2, 3)) * torch.clamp(snr, max=5.0) / snr).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(cn.parameters(), 1.0)
-        opt.step()
+        optimizer_step(opt, loss, cn.parameters())
         curve.add(step, float(loss))
     return cn.eval().requires_grad_(False), curve
 
