@@ -101,6 +101,27 @@ def build_router(svc: Services) -> APIRouter:
     def latent_modes() -> list[dict[str, str]]:
         return [{"name": n} for n in LATENT_UPSCALE_MODES]
 
+    @r.get("/embeddings")
+    def embeddings() -> dict[str, Any]:
+        """A1111's shape: usable embeddings of the loaded model, and the skipped ones."""
+        cur = svc.models.current
+        db = getattr(cur.encoder, "embeddings", None) if cur is not None else None
+        if db is None:
+            return {"loaded": {}, "skipped": {}}
+        db.refresh_if_changed()
+        loaded = {name: {"step": e.step, "sd_checkpoint": None, "sd_checkpoint_name": None,
+                         "shape": int(e.per_encoder[-1].shape[1]), "vectors": e.vectors}
+                  for name, e in db.loaded.items()}
+        skipped = {name: {"step": None, "sd_checkpoint": None, "sd_checkpoint_name": None, "shape": None,
+                          "vectors": None, "reason": why} for name, why in db.skipped.items()}
+        return {"loaded": loaded, "skipped": skipped}
+
+    @r.post("/refresh-embeddings")
+    def refresh_embeddings() -> None:
+        cur = svc.models.current
+        if cur is not None and getattr(cur.encoder, "embeddings", None) is not None:
+            cur.encoder.embeddings.load()
+
     @r.get("/scripts")
     def scripts() -> dict[str, list[str]]:
         return {"txt2img": [], "img2img": []}

@@ -7,23 +7,30 @@ interrupt) hooks in here, whatever sampler is running.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import torch
 
 from webui.engine.model_schedule import ModelSchedule
+from webui.prompts.conditioning import StepConds
 from webui.prompts.encoder import Conditioning
 
 
 @dataclass
 class DenoiserCall:
-    """What a per-step hook sees before the UNet runs; hooks may replace tensors in place."""
+    """What a per-step hook sees before the UNet runs; hooks may replace tensors in place.
+    ``cond`` stacks every positive part (AND) of every image; ``parts`` says which rows are whose."""
     x: torch.Tensor
     sigma: torch.Tensor
     step: int
     total_steps: int
     cond: Conditioning
     uncond: Conditioning
+    parts: list[list[tuple[int, float]]] = field(default_factory=list)
+
+
+class ConditioningSource(Protocol):
+    def at(self, step: int) -> StepConds: ...
 
 
 @dataclass
@@ -31,8 +38,7 @@ class CFGDenoiser:
     unet: Any
     schedule: ModelSchedule
     prediction_type: str
-    cond: Conditioning
-    uncond: Conditioning
+    conds: ConditioningSource  # per-step cond/uncond (prompt editing, alternation, AND)
     cfg_scale: float
     width: int
     height: int
@@ -42,6 +48,8 @@ class CFGDenoiser:
     before_hooks: list[Callable[[DenoiserCall], None]] = field(default_factory=list)
     after_cfg_hooks: list[Callable[[torch.Tensor, int], torch.Tensor]] = field(default_factory=list)
     step: int = 0
+    # when a list: every call appends (step, the conditioning it used) — for tests and debugging
+    record: list[tuple[int, StepConds]] | None = None
 
     def _sdxl_added(self, pooled: torch.Tensor, batch: int, device: torch.device, dtype: torch.dtype) -> dict:
         # original size, crop top-left, target size: A1111 passes the requested size and crop 0,0.
@@ -68,31 +76,43 @@ class CFGDenoiser:
         return x - out * s
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        call = DenoiserCall(x, sigma, self.step, self.total_steps, self.cond, self.uncond)
+        sc = self.conds.at(self.step)
+        if self.record is not None:
+            self.record.append((self.step, sc))
+        call = DenoiserCall(x, sigma, self.step, self.total_steps, sc.cond, sc.uncond, sc.parts)
         for hook in self.before_hooks:
             hook(call)
-        x, sigma = call.x, call.sigma
+        x, sigma, cond, uncond, parts = call.x, call.sigma, call.cond, call.uncond, call.parts
         b = x.shape[0]
         if sigma.ndim == 0:
             sigma = sigma.repeat(b)
-        cond, uncond = call.cond, call.uncond
-        skip_uncond = self.cfg_scale == 1.0
-        if skip_uncond:
-            denoised = self._model(x, sigma, cond.cross_attn, cond.pooled, self.image_conditioning)
-        elif cond.cross_attn.shape[1] != uncond.cross_attn.shape[1]:
-            # Different chunk counts: two UNet calls, as A1111 does unless pad_cond_uncond is set.
-            d_cond = self._model(x, sigma, cond.cross_attn, cond.pooled, self.image_conditioning)
-            d_uncond = self._model(x, sigma, uncond.cross_attn, uncond.pooled, self.image_conditioning)
-            denoised = d_uncond + (d_cond - d_uncond) * self.cfg_scale
+        # Each image's x once per AND part (A1111's repeats), then the images once for the negative.
+        rows = [i for i, item in enumerate(parts) for _ in item]
+        index = torch.tensor(rows, device=x.device)
+        xc, sc_sigma = x[index], sigma[index]
+        ic = self.image_conditioning
+        icc = None if ic is None else ic[index.to(ic.device)]
+        simple = all(len(p) == 1 and p[0][1] == 1.0 for p in parts)
+        if simple and self.cfg_scale == 1.0:
+            denoised = self._model(xc, sc_sigma, cond.cross_attn, cond.pooled, icc)
         else:
-            cross = torch.cat([cond.cross_attn, uncond.cross_attn])
-            pooled = None if cond.pooled is None else torch.cat([cond.pooled, uncond.pooled])
-            ic = None if self.image_conditioning is None else torch.cat([self.image_conditioning] * 2)
-            both = self._model(torch.cat([x, x]), torch.cat([sigma, sigma]), cross, pooled, ic)
-            d_cond, d_uncond = both[:b], both[b:]
-            denoised = d_uncond + (d_cond - d_uncond) * self.cfg_scale
+            if cond.cross_attn.shape[1] != uncond.cross_attn.shape[1]:
+                # Different chunk counts: two UNet calls, as A1111 does unless pad_cond_uncond is set.
+                d_cond = self._model(xc, sc_sigma, cond.cross_attn, cond.pooled, icc)
+                d_uncond = self._model(x, sigma, uncond.cross_attn, uncond.pooled, ic)
+            else:
+                n = xc.shape[0]
+                cross = torch.cat([cond.cross_attn, uncond.cross_attn])
+                pooled = None if cond.pooled is None else torch.cat([cond.pooled, uncond.pooled])
+                both_ic = None if ic is None else torch.cat([icc, ic])
+                both = self._model(torch.cat([xc, x]), torch.cat([sc_sigma, sigma]), cross, pooled, both_ic)
+                d_cond, d_uncond = both[:n], both[n:]
+            # A1111's combine_denoised: uncond + sum over parts of weight * scale * (cond_part - uncond)
+            denoised = d_uncond.clone()
+            for i, item in enumerate(parts):
+                for row, weight in item:
+                    denoised[i] += (d_cond[row] - d_uncond[i]) * (weight * self.cfg_scale)
         for after in self.after_cfg_hooks:
             denoised = after(denoised, self.step)
         self.step += 1
         return denoised
-

@@ -10,12 +10,11 @@ from typing import Any, Callable
 
 import torch
 
-from webui.engine.denoiser import CFGDenoiser
+from webui.engine.denoiser import CFGDenoiser, ConditioningSource
 from webui.engine.model_schedule import ModelSchedule
 from webui.engine.noise import NoiseSource
 from webui.engine.noise import brownian_noise_sampler
 from webui.engine.samplers import SamplerInfo, ScheduleType, get_sigmas, sample, txt2img_noise_scale
-from webui.prompts.encoder import Conditioning
 
 
 class StopSampling(Exception):
@@ -72,7 +71,7 @@ def img2img_sigmas(full: Callable[[int], torch.Tensor], steps: int, strength: fl
 
 
 def run_pass(unet: Any, family: str, prediction_type: str, schedule: ModelSchedule, cfg: PassConfig,
-             cond: Conditioning, uncond: Conditioning, noise: NoiseSource,
+             conds: ConditioningSource, noise: NoiseSource,
              on_step: Callable[[StepReport], None] | None = None,
              image_conditioning: torch.Tensor | None = None,
              denoiser_setup: Callable[[CFGDenoiser], None] | None = None) -> PassResult:
@@ -91,8 +90,8 @@ def run_pass(unet: Any, family: str, prediction_type: str, schedule: ModelSchedu
             total = int(cfg.steps / min(cfg.denoising_strength, 0.999)) if cfg.fixed_steps else cfg.steps
             noise_sampler = brownian_noise_sampler(x, full(total), noise.seeds)
     sigmas = sigmas.to(x.device)
-    denoiser = CFGDenoiser(unet=unet, schedule=schedule, prediction_type=prediction_type, cond=cond,
-                           uncond=uncond, cfg_scale=cfg.cfg_scale, width=cfg.width, height=cfg.height,
+    denoiser = CFGDenoiser(unet=unet, schedule=schedule, prediction_type=prediction_type, conds=conds,
+                           cfg_scale=cfg.cfg_scale, width=cfg.width, height=cfg.height,
                            family=family, image_conditioning=image_conditioning, total_steps=len(sigmas) - 1)
     if denoiser_setup:
         denoiser_setup(denoiser)

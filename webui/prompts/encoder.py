@@ -1,20 +1,26 @@
 """Text → conditioning tensors, the way A1111 feeds CLIP.
 
-Prompts of any length are cut into chunks of 75 tokens (+BOS/EOS = 77); each chunk is encoded
-separately and the results concatenated along the token axis. `BREAK` starts a new chunk.
-Clip skip takes `hidden_states[-N]` and applies the final layer norm (SD1/SD2); SDXL concatenates
-the penultimate layers of both encoders and takes the pooled embedding from the first chunk.
+A prompt is parsed for emphasis, cut into 77-token chunks (`chunking.tokenize_line`: 75 tokens +
+BOS/EOS, `BREAK`, comma backtracking, embeddings kept whole), each chunk is encoded on its own and
+the results are concatenated along the token axis.  Emphasis multiplies token vectors after the
+transformer (mode "Original" then restores the mean).  Clip skip takes `hidden_states[-N]` and
+applies the final layer norm (SD1/SD2); SDXL concatenates the penultimate layers of both encoders
+and takes the pooled embedding from the first chunk.  Encodings are cached per (text, clip skip,
+emphasis, embeddings, text-encoder version), so a batch or a re-run does not encode twice.
 """
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-from typing import Any
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import torch
 
-CHUNK_TOKENS = 75
-_BREAK = re.compile(r"\s*\bBREAK\b\s*")
+from webui.prompts.attention import apply_emphasis
+from webui.prompts.chunking import CHUNK_TOKENS, COMMA_BACKTRACK, Embedding, EmbeddingLookup, TokenizedPrompt, tokenize_line
+
+CACHE_SIZE = 128
 
 
 @dataclass
@@ -27,89 +33,150 @@ class Conditioning:
         return self.cross_attn.shape[1] // (CHUNK_TOKENS + 2)
 
 
-def tokenize_chunks(tokenizer: Any, text: str) -> list[list[int]]:
-    """Token ids (without BOS/EOS) in chunks of at most 75; BREAK forces a new chunk."""
-    chunks: list[list[int]] = []
-    for part in _BREAK.split(text):
-        ids = tokenizer(part, add_special_tokens=False, truncation=False)["input_ids"]
-        if not ids and chunks:
-            continue
-        for i in range(0, max(len(ids), 1), CHUNK_TOKENS):
-            chunks.append(ids[i:i + CHUNK_TOKENS])
-    return chunks or [[]]
+@dataclass(frozen=True)
+class EncodeOptions:
+    """Settings that change how a text encodes (part of the cache key)."""
+    clip_skip: int = 1
+    emphasis: str = "Original"
+    comma_backtrack: int = COMMA_BACKTRACK
 
 
-def count_tokens(tokenizer: Any, text: str) -> tuple[int, int]:
-    """(tokens used, chunk capacity) for the `N/75` counter under the prompt box."""
-    chunks = tokenize_chunks(tokenizer, text)
-    used = sum(len(c) for c in chunks[:-1]) + len(chunks[-1])
-    return used, CHUNK_TOKENS * len(chunks)
+@dataclass
+class EncodedText:
+    """One prompt text, encoded: [77*k, D] (+ pooled [P] for SDXL) and the embeddings it used."""
+    cross_attn: torch.Tensor
+    pooled: torch.Tensor | None
+    embeddings: list[Embedding] = field(default_factory=list)
+    token_count: int = 0
 
 
-def _pad_chunk(tokenizer: Any, ids: list[int]) -> list[int]:
-    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    body = [bos] + ids + [eos]
-    return body + [pad] * (CHUNK_TOKENS + 2 - len(body))
+def count_tokens(tokenizer: Any, text: str, embeddings: EmbeddingLookup | None = None) -> tuple[int, int]:
+    """(tokens used, chunk capacity) for the `N/75` counter under the prompt box (A1111's count)."""
+    tp = tokenize_line(tokenizer, text, embeddings=embeddings)
+    return tp.token_count, CHUNK_TOKENS * max(1, len(tp.chunks))
+
+
+def _final_norm(te: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+    # transformers ≥5 puts the norm on CLIPTextModel itself; 4.x on .text_model
+    return te.final_layer_norm if hasattr(te, "final_layer_norm") else te.text_model.final_layer_norm
 
 
 class PromptEncoder:
-    """Encodes prompts for one loaded model. Stateless apart from the model it wraps."""
+    """Encodes prompts for one loaded model; owns only a cache of its own results."""
 
     def __init__(self, family: str, text_encoders: list[Any], tokenizers: list[Any], device: torch.device,
-                 dtype: torch.dtype) -> None:
+                 dtype: torch.dtype, embeddings: EmbeddingLookup | None = None) -> None:
         self.family = family
         self.text_encoders = text_encoders
         self.tokenizers = tokenizers
         self.device = device
         self.dtype = dtype
+        self.embeddings = embeddings
+        self.version = 0  # bump when text-encoder weights change (networks): invalidates the cache
+        self._cache: OrderedDict[tuple, EncodedText] = OrderedDict()
+        self._lock = threading.Lock()
+        self.cache_hits = 0
+        self.cache_misses = 0
 
-    def _encode_one(self, idx: int, ids: torch.Tensor, clip_skip: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def invalidate(self) -> None:
+        with self._lock:
+            self.version += 1
+            self._cache.clear()
+
+    # ---- tokens ----
+    def tokenize(self, text: str, opts: EncodeOptions = EncodeOptions()) -> list[TokenizedPrompt]:
+        return [tokenize_line(tok, text, emphasis=opts.emphasis, embeddings=self.embeddings, tokenizer_index=i,
+                              comma_backtrack=opts.comma_backtrack)
+                for i, tok in enumerate(self.tokenizers)]
+
+    # ---- encoding ----
+    def _run_encoder(self, idx: int, chunk_ids: torch.Tensor, fixes: list[list[tuple[int, torch.Tensor]]],
+                     clip_skip: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """chunk_ids [k, 77]; fixes[c] = (token index, vectors) to write over placeholder embeddings."""
         te = self.text_encoders[idx]
-        out = te(ids.to(te.device), output_hidden_states=True)
+        handle = None
+        if any(fixes):
+            def write_vectors(_module: Any, _inp: Any, out: torch.Tensor) -> torch.Tensor:
+                out = out.clone()
+                for c, items in enumerate(fixes):
+                    for at, vec in items:
+                        n = min(vec.shape[0], out.shape[1] - at)
+                        out[c, at:at + n] = vec[:n].to(out.device, out.dtype)
+                return out
+            handle = te.get_input_embeddings().register_forward_hook(write_vectors)
+        try:
+            out = te(chunk_ids.to(te.device), output_hidden_states=True)
+        finally:
+            if handle is not None:
+                handle.remove()
         hs = out.hidden_states
         if self.family == "sdxl":
             # SDXL conditions on the penultimate layer without the final norm; clip skip (CLIP-L only)
             # goes one layer further back per step, as A1111 does with sdxl_clip_l_skip.
             layer = -2 - (max(clip_skip, 1) - 1 if idx == 0 else 0)
-            z = hs[layer]
-            pooled = out.text_embeds if idx == 1 else None
-            return z, pooled
+            return hs[layer], (out.text_embeds if idx == 1 else None)
         # SD2 (OpenCLIP) conditions on the penultimate layer by default; SD1 on the last.
-        base = 2 if self.family == "sd2" else 1
-        n = base + max(clip_skip, 1) - 1
-        z = hs[-n] if n > 1 else out.last_hidden_state
-        if n > 1:
-            # transformers ≥5 puts the norm on CLIPTextModel itself; 4.x on .text_model
-            norm = te.final_layer_norm if hasattr(te, "final_layer_norm") else te.text_model.final_layer_norm
-            z = norm(z)
-        return z, None
+        n = (2 if self.family == "sd2" else 1) + max(clip_skip, 1) - 1
+        if n <= 1:
+            return out.last_hidden_state, None
+        return _final_norm(te)(hs[-n]), None
+
+    def encode_text(self, text: str, opts: EncodeOptions = EncodeOptions()) -> EncodedText:
+        key = (text, opts, self.version, getattr(self.embeddings, "version", 0))
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                self.cache_hits += 1
+                return hit
+        enc = self._encode_uncached(text, opts)
+        with self._lock:
+            self.cache_misses += 1
+            self._cache[key] = enc
+            while len(self._cache) > CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return enc
 
     @torch.no_grad()
-    def encode(self, prompts: list[str], clip_skip: int = 1) -> Conditioning:
-        per_prompt: list[torch.Tensor] = []
-        pooled_all: list[torch.Tensor] = []
-        for text in prompts:
-            feats: list[torch.Tensor] = []
-            pooled: torch.Tensor | None = None
-            chunk_lists = [tokenize_chunks(tok, text) for tok in self.tokenizers]
-            n_chunks = max(len(c) for c in chunk_lists)
-            for ci in range(n_chunks):
-                parts = []
-                for ti, tok in enumerate(self.tokenizers):
-                    chunk = chunk_lists[ti][ci] if ci < len(chunk_lists[ti]) else []
-                    ids = torch.tensor([_pad_chunk(tok, chunk)], dtype=torch.long)
-                    z, p = self._encode_one(ti, ids, clip_skip)
-                    parts.append(z)
-                    if p is not None and ci == 0:
-                        pooled = p
-                feats.append(torch.cat(parts, dim=-1))
-            per_prompt.append(torch.cat(feats, dim=1)[0])
-            if pooled is not None:
-                pooled_all.append(pooled[0])
-        cross = stack_conds(per_prompt).to(self.device, self.dtype)
-        pooled_t = torch.stack(pooled_all).to(self.device, self.dtype) if pooled_all else None
-        return Conditioning(cross, pooled_t)
+    def _encode_uncached(self, text: str, opts: EncodeOptions) -> EncodedText:
+        per_tok = self.tokenize(text, opts)
+        n_chunks = max(len(tp.chunks) for tp in per_tok)
+        parts: list[torch.Tensor] = []
+        pooled = None
+        for idx, tp in enumerate(per_tok):
+            chunks = list(tp.chunks)
+            while len(chunks) < n_chunks:  # encoders disagreeing on chunk count: pad with empty chunks
+                chunks.append(tokenize_line(self.tokenizers[idx], "").chunks[0])
+            ids = torch.tensor([c.tokens for c in chunks], dtype=torch.long)
+            mult = torch.tensor([c.multipliers for c in chunks], dtype=torch.float32)
+            fixes = [[(f.offset + 1, f.embedding.vectors_for(idx)) for f in c.fixes] for c in chunks]
+            z, p = self._run_encoder(idx, ids, fixes, opts.clip_skip)
+            # Emphasis per chunk, as A1111 applies it chunk by chunk
+            z = torch.stack([apply_emphasis(z[c:c + 1].float(), mult[c:c + 1].to(z.device), opts.emphasis)[0]
+                             for c in range(z.shape[0])])
+            parts.append(z.reshape(-1, z.shape[-1]))
+            if p is not None:
+                pooled = p[0]  # first chunk's pooled embedding (A1111)
+        cross = torch.cat(parts, dim=-1).to(self.device, self.dtype)
+        pooled_t = pooled.to(self.device, self.dtype) if pooled is not None else None
+        used: dict[str, Embedding] = {}
+        for tp in per_tok:
+            for e in tp.embeddings_used:
+                used.setdefault(e.name, e)
+        return EncodedText(cross, pooled_t, list(used.values()), per_tok[0].token_count)
+
+    def encode(self, prompts: list[str], clip_skip: int = 1, emphasis: str = "Original") -> Conditioning:
+        """Plain (unscheduled) conditioning for a batch of texts."""
+        opts = EncodeOptions(clip_skip, emphasis)
+        encoded = [self.encode_text(t, opts) for t in prompts]
+        return stack_encoded(encoded)
+
+
+def stack_encoded(encoded: list[EncodedText]) -> Conditioning:
+    cross = stack_conds([e.cross_attn for e in encoded])
+    pooled = [e.pooled for e in encoded]
+    pooled_t = torch.stack(pooled) if all(p is not None for p in pooled) else None  # type: ignore[arg-type]
+    return Conditioning(cross, pooled_t)
 
 
 def stack_conds(conds: list[torch.Tensor]) -> torch.Tensor:

@@ -55,7 +55,8 @@ def build_services(args: argparse.Namespace, paths: Paths) -> Services:
     registry = CheckpointRegistry(paths.ckpt_dir, paths.cache_dir, extra_files=extra, builtin=builtin)
     registry.refresh()
     policy = DevicePolicy.from_flags(args.use_cpu, args.device_id, args.precision, args.no_half, args.no_half_vae)
-    models = ModelService(registry, policy, preferred=args.ckpt.resolve() if args.ckpt else None)
+    models = ModelService(registry, policy, preferred=args.ckpt.resolve() if args.ckpt else None,
+                          embeddings_dir=paths.embeddings_dir)
     queue = JobQueue()
     txt2img = Txt2ImgService(models, settings, paths.outputs_dir)
     return Services(args, paths, settings, registry, models, queue, txt2img)

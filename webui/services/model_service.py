@@ -33,8 +33,10 @@ class LoadedModel:
 
 
 class ModelService:
-    def __init__(self, registry: CheckpointRegistry, policy: DevicePolicy, preferred: Path | None = None) -> None:
+    def __init__(self, registry: CheckpointRegistry, policy: DevicePolicy, preferred: Path | None = None,
+                 embeddings_dir: Path | None = None) -> None:
         self.registry = registry
+        self.embeddings_dir = embeddings_dir
         self.policy = policy
         self.preferred = preferred
         self._lock = threading.RLock()
@@ -117,7 +119,10 @@ class ModelService:
         sd.vae.to(dev, self.policy.vae_dtype)
         for te in sd.text_encoders:
             te.to(dev, self.policy.text_dtype)
-        encoder = PromptEncoder(sd.family, sd.text_encoders, sd.tokenizers, dev, self.policy.unet_dtype)
+        from webui.networks.embeddings import EmbeddingDatabase
+        widths = [te.get_input_embeddings().weight.shape[1] for te in sd.text_encoders]
+        embeddings = EmbeddingDatabase(self.embeddings_dir, sd.tokenizers, widths).load()
+        encoder = PromptEncoder(sd.family, sd.text_encoders, sd.tokenizers, dev, self.policy.unet_dtype, embeddings)
         schedule = ModelSchedule(sd.alphas_cumprod, sd.prediction_type)
         dt = time.perf_counter() - t0
         print(f"Loaded {info.title} ({sd.family}{', inpainting' if sd.inpainting else ''}, "

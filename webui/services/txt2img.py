@@ -21,6 +21,9 @@ from webui.engine.loop import PassConfig, StepReport, StopSampling, run_pass
 from webui.engine.noise import NoiseSource
 from webui.engine.samplers import (SamplerInfo, ScheduleType, UnknownSamplerError, effective_schedule,
                                    is_timesteps_sampler, resolve_sampler)
+from webui.prompts.conditioning import build_conditioning, schedule_steps
+from webui.prompts.encoder import EncodeOptions
+from webui.prompts.extra_networks import parse_prompt
 from webui.services.jobs import Interrupted, JobState, Skipped
 from webui.services.model_service import LoadedModel, ModelLoadError, ModelService
 from webui.services.requests import IMAGE_UPSCALERS, LATENT_UPSCALE_MODES, Txt2ImgRequest
@@ -42,6 +45,40 @@ class GenerationResult:
     info: dict[str, Any]
     paths: list[Path] = field(default_factory=list)
     grid_path: Path | None = None
+
+
+@dataclass
+class PromptPlan:
+    """The batch's prompts with extra-network tags (`<lora:name:0.8>`) taken out, and the tags found.
+    Infotext and API keep the prompts as the user wrote them; the text encoder sees the cleaned ones."""
+    prompt: str
+    negative: str
+    hr_prompt: str
+    hr_negative: str
+    networks: dict[str, list[Any]]
+    count: int
+
+    @classmethod
+    def build(cls, req: Txt2ImgRequest, count: int) -> "PromptPlan":
+        prompt, nets = parse_prompt(req.prompt)
+        hr_prompt, hr_nets = parse_prompt(req.hr_prompt or req.prompt)
+        for k, v in hr_nets.items():
+            if k not in nets:
+                nets[k] = v
+        return cls(prompt, req.negative_prompt, hr_prompt, req.hr_negative_prompt or req.negative_prompt,
+                   dict(nets), count)
+
+    def prompts(self, idx: slice) -> list[str]:
+        return [self.prompt] * len(range(*idx.indices(self.count)))
+
+    def negatives(self, idx: slice) -> list[str]:
+        return [self.negative] * len(range(*idx.indices(self.count)))
+
+    def hr_prompts(self, idx: slice) -> list[str]:
+        return [self.hr_prompt] * len(range(*idx.indices(self.count)))
+
+    def hr_negatives(self, idx: slice) -> list[str]:
+        return [self.hr_negative] * len(range(*idx.indices(self.count)))
 
 
 def random_seed() -> int:
@@ -175,6 +212,10 @@ class Txt2ImgService:
         latent_ch = getattr(sd, "latent_channels", 4)
         vsf = getattr(sd, "vae_scale_factor", 8)
         dev = model.policy.device
+        enc_opts = EncodeOptions(clip_skip, str(opts.get("emphasis")), int(opts.get("comma_padding_backtrack")))
+        old_sched = bool(opts.get("use_old_scheduling"))
+        first_total = schedule_steps(req.steps, bool(plan.sampler.options.get("second_order")))
+        prompt_plan = PromptPlan.build(req, n_images)
 
         def on_step(r: StepReport) -> None:
             state.sampling_step = r.step + 1
@@ -191,7 +232,9 @@ class Txt2ImgService:
         out_dir = Path(opts.get("outdir_txt2img_samples") or self.outputs_dir / "txt2img-images")
         grid_dir = Path(opts.get("outdir_txt2img_grids") or self.outputs_dir / "txt2img-grids")
         date = time.strftime("%Y-%m-%d")
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = {"warnings": self._network_warnings(prompt_plan), "embeddings": {}}
+        if model.encoder.embeddings is not None:
+            model.encoder.embeddings.refresh_if_changed()  # files dropped in since the last job
         with torch.inference_mode(), model.policy.autocast_context():
             for it in range(req.n_iter):
                 if stop_all or state.interrupted:
@@ -199,10 +242,11 @@ class Txt2ImgService:
                 state.job_no = it * (2 if hires else 1)
                 idx = slice(it * req.batch_size, (it + 1) * req.batch_size)
                 seeds, subseeds = all_seeds[idx], all_subseeds[idx]
-                prompts = [req.prompt] * req.batch_size
-                negs = [req.negative_prompt] * req.batch_size
-                cond = model.encoder.encode(prompts, clip_skip)
-                uncond = model.encoder.encode(negs, clip_skip)
+                prompts, negs = prompt_plan.prompts(idx), prompt_plan.negatives(idx)
+                conds = build_conditioning(model.encoder, prompts, negs, first_total, opts=enc_opts,
+                                           use_old_scheduling=old_sched)
+                for e in conds.embeddings_used:
+                    extra["embeddings"].setdefault(e.name, e)
                 shape = (latent_ch, req.height // vsf, req.width // vsf)
                 noise = NoiseSource(shape, seeds, subseeds, req.subseed_strength,
                                     max(req.seed_resize_from_h, 0), max(req.seed_resize_from_w, 0),
@@ -212,7 +256,7 @@ class Txt2ImgService:
                                  s_tmax=req.s_tmax if req.s_tmax else float("inf"), s_noise=req.s_noise or 1.0,
                                  discard_next_to_last_sigma=True if opts.get("always_discard_next_to_last_sigma") else None)
                 ic = self._inpaint_conditioning(model, req.batch_size, req.width, req.height)
-                res = run_pass(sd.unet, sd.family, sd.prediction_type, model.schedule, cfg, cond, uncond, noise,
+                res = run_pass(sd.unet, sd.family, sd.prediction_type, model.schedule, cfg, conds, noise,
                                on_step, image_conditioning=ic)
                 latents = res.latents
                 if state.interrupted:
@@ -220,8 +264,8 @@ class Txt2ImgService:
                 if hires and not stop_all:
                     state.job_no += 1
                     state.textinfo = "Hires fix"
-                    latents = self._hires(req, plan, model, latents, seeds, subseeds, on_step, eta, clip_skip, cond,
-                                          uncond, extra, ensd)
+                    latents = self._hires(req, plan, model, latents, seeds, subseeds, on_step, eta, prompt_plan, idx,
+                                          first_total, enc_opts, old_sched, ensd)
                     if state.interrupted:
                         stop_all = True
                 decoded = vae_ops.to_pil(vae_ops.decode(sd.vae, latents, sd.scaling_factor))
@@ -247,6 +291,13 @@ class Txt2ImgService:
         info = self._info_json(req, plan, model, all_seeds, all_subseeds, infotexts, clip_skip, extra, state)
         return GenerationResult(images, infotexts, info, paths, grid_path)
 
+    def _network_warnings(self, prompt_plan: PromptPlan) -> list[str]:
+        """Extra-network tags name files of the model manager; until a kind is loadable here, its
+        tags are removed from the prompt and reported, never an error (A1111: "Networks not found")."""
+        missing = [f"{kind}:{p.items[0] if p.items else '?'}" for kind, params in prompt_plan.networks.items()
+                   for p in params]
+        return [f"Networks not found: {', '.join(missing)}"] if missing else []
+
     def _inpaint_conditioning(self, model: LoadedModel, batch: int, width: int, height: int) -> torch.Tensor | None:
         """txt2img on a 9-channel inpainting model: mask of ones + the latent of a neutral grey image (A1111)."""
         sd = model.sd
@@ -258,8 +309,8 @@ class Txt2ImgService:
         return torch.cat([mask, lat], dim=1).repeat(batch, 1, 1, 1)
 
     def _hires(self, req: Txt2ImgRequest, plan: _Plan, model: LoadedModel, latents: torch.Tensor,
-               seeds: list[int], subseeds: list[int], on_step: Any, eta: float, clip_skip: int,
-               cond: Any, uncond: Any, extra: dict[str, Any], ensd: int) -> torch.Tensor:
+               seeds: list[int], subseeds: list[int], on_step: Any, eta: float, prompt_plan: "PromptPlan",
+               idx: slice, first_total: int, enc_opts: EncodeOptions, old_sched: bool, ensd: int) -> torch.Tensor:
         sd = model.sd
         assert plan.hr_size is not None
         tw, th = plan.hr_size
@@ -287,10 +338,12 @@ class Txt2ImgService:
                 left, top = (cw * vsf) // 2, (ch * vsf) // 2
                 big.append(im.crop((left, top, left + tw, top + th)))
             init = vae_ops.encode(sd.vae, vae_ops.from_pil(big), sd.scaling_factor).to(latents.device)
-        hr_cond, hr_uncond = cond, uncond
-        if req.hr_prompt or req.hr_negative_prompt:
-            hr_cond = model.encoder.encode([req.hr_prompt or req.prompt] * len(seeds), clip_skip)
-            hr_uncond = model.encoder.encode([req.hr_negative_prompt or req.negative_prompt] * len(seeds), clip_skip)
+        # The hires pass numbers its steps after the first pass's (A1111): `[a:b:15]` with 10+20 steps
+        # switches 5 steps into the hires pass.
+        hr_steps = req.hr_second_pass_steps or req.steps
+        hr_total = schedule_steps(hr_steps, bool(plan.hr_sampler.options.get("second_order")))
+        conds = build_conditioning(model.encoder, prompt_plan.hr_prompts(idx), prompt_plan.hr_negatives(idx),
+                                   first_total, hires_steps=hr_total, opts=enc_opts, use_old_scheduling=old_sched)
         strength = 0.75 if req.denoising_strength is None else req.denoising_strength
         noise = NoiseSource(tuple(init.shape[1:]), seeds, subseeds, req.subseed_strength,
                             max(req.seed_resize_from_h, 0), max(req.seed_resize_from_w, 0),
@@ -299,12 +352,12 @@ class Txt2ImgService:
                          tw, th, eta=eta, init_latent=init, denoising_strength=strength,
                          fixed_steps=True)
         ic = self._inpaint_conditioning(model, len(seeds), tw, th)
-        return run_pass(sd.unet, sd.family, sd.prediction_type, model.schedule, cfg, hr_cond, hr_uncond, noise,
+        return run_pass(sd.unet, sd.family, sd.prediction_type, model.schedule, cfg, conds, noise,
                         on_step, image_conditioning=ic).latents
 
     # ---- infotext ----
     def _params(self, req: Txt2ImgRequest, plan: _Plan, model: LoadedModel, seed: int, subseed: int,
-                clip_skip: int) -> dict[str, Any]:
+                clip_skip: int, extra: dict[str, Any]) -> dict[str, Any]:
         sched = effective_schedule(plan.sampler, plan.schedule)
         p: dict[str, Any] = {
             "Steps": req.steps,
@@ -322,6 +375,9 @@ class Txt2ImgService:
             "Denoising strength": (0.75 if req.denoising_strength is None else req.denoising_strength)
             if plan.hr_size else None,
             "Clip skip": clip_skip if clip_skip > 1 else None,
+            "Emphasis": self.settings.get("emphasis") if self.settings.get("emphasis") != "Original" else None,
+            "Old prompt editing timelines": True if self.settings.get("use_old_scheduling") else None,
+            "TI hashes": ", ".join(f"{e.name}: {e.shorthash}" for e in extra.get("embeddings", {}).values()) or None,
             "ENSD": self.settings.get("eta_noise_seed_delta") or None,
             "RNG": "CPU",
         }
@@ -346,14 +402,14 @@ class Txt2ImgService:
 
     def _infotext(self, req: Txt2ImgRequest, plan: _Plan, model: LoadedModel, seeds: list[int],
                   subseeds: list[int], k: int, clip_skip: int, extra: dict[str, Any]) -> str:
-        params = self._params(req, plan, model, seeds[k], subseeds[k], clip_skip)
+        params = self._params(req, plan, model, seeds[k], subseeds[k], clip_skip, extra)
         return infotext_mod.create_infotext(req.prompt, req.negative_prompt, params)
 
     def _info_json(self, req: Txt2ImgRequest, plan: _Plan, model: LoadedModel, seeds: list[int],
                    subseeds: list[int], infotexts: list[str], clip_skip: int, extra: dict[str, Any],
                    state: JobState) -> dict[str, Any]:
         n = len(seeds)
-        params = self._params(req, plan, model, seeds[0], subseeds[0], clip_skip)
+        params = self._params(req, plan, model, seeds[0], subseeds[0], clip_skip, extra)
         base = ("Steps", "Sampler", "CFG scale", "Seed", "Size", "Model hash", "Model", "Variation seed",
                 "Variation seed strength", "Seed resize from", "Denoising strength", "Clip skip", "Version")
         return {
@@ -370,6 +426,7 @@ class Txt2ImgService:
             "extra_generation_params": {k: v for k, v in params.items() if k not in base and v is not None},
             "index_of_first_image": 1 if len(infotexts) > 1 else 0, "infotexts": infotexts,
             "styles": req.styles or [], "job_timestamp": state.job_timestamp, "clip_skip": clip_skip,
+            "warnings": list(extra.get("warnings", [])),
             "is_using_inpainting_conditioning": bool(getattr(model.sd, "inpainting", False)),
             "version": VERSION,
         }

@@ -106,9 +106,9 @@ def _fallback_clip_tokenizer() -> Any:
         return _fallback_tokenizer[0]
 
 
-def token_counter_text(svc: "Services", text: str | None) -> str:
-    """A1111's "N/75" (capacity grows by 75 per chunk)."""
-    from webui.prompts.encoder import count_tokens
+def token_counter_text(svc: "Services", text: str | None, steps: int = 20, is_positive: bool = True) -> str:
+    """A1111's "N/75" (capacity grows by 75 per chunk; the longest scheduled variant counts)."""
+    from webui.prompts.conditioning import count_prompt_tokens
     tokenizer = None
     cur = svc.models.current
     if cur is not None:
@@ -117,7 +117,8 @@ def token_counter_text(svc: "Services", text: str | None) -> str:
     if tokenizer is None:
         tokenizer = _fallback_clip_tokenizer()
     with _tok_lock:  # the slow tokenizer keeps a cache dict: do not share it between threads
-        used, capacity = count_tokens(tokenizer, text or "")
+        used, capacity = count_prompt_tokens(tokenizer, text or "", steps, is_positive=is_positive,
+                                             embeddings=getattr(getattr(cur, "encoder", None), "embeddings", None))
     return f"{used}/{capacity}"
 
 

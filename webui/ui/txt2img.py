@@ -77,10 +77,12 @@ class Txt2ImgTab:
         }
 
 
-def infotext_html(text: str | None) -> str:
-    if not text:
-        return ""
-    return "<div class='infotext'>" + html.escape(text).replace("\n", "<br>") + "</div>"
+def infotext_html(text: str | None, warnings: list[str] | None = None) -> str:
+    """The infotext under the gallery; warnings (e.g. networks not found) above it, as A1111's comments."""
+    out = "".join(f"<div class='gen-warning'>{html.escape(w)}</div>" for w in warnings or [])
+    if text:
+        out += "<div class='infotext'>" + html.escape(text).replace("\n", "<br>") + "</div>"
+    return out
 
 
 def _int(v: Any, default: int) -> int:
@@ -208,14 +210,16 @@ def create_txt2img_tab(svc: "Services") -> Txt2ImgTab:
                      gen_info, selected)
 
     # ---------------------------------------------------------------- events
-    def count(text: str | None) -> str:
-        try:
-            return token_counter_html(token_counter_text(svc, text))
-        except Exception as e:  # a counter must never break typing
-            return token_counter_html(f"?/75 ({type(e).__name__})")
+    def counter_for(is_positive: bool) -> Any:
+        def count(text: str | None, n_steps: float | None) -> str:
+            try:
+                return token_counter_html(token_counter_text(svc, text, _int(n_steps, 20), is_positive))
+            except Exception as e:  # a counter must never break typing
+                return token_counter_html(f"?/75 ({type(e).__name__})")
+        return count
 
-    for box, counter in ((prompt, token_counter), (neg_prompt, neg_token_counter)):
-        box.change(count, box, counter, show_progress="hidden", trigger_mode="always_last",
+    for box, counter, positive in ((prompt, token_counter, True), (neg_prompt, neg_token_counter, False)):
+        box.change(counter_for(positive), [box, steps], counter, show_progress="hidden", trigger_mode="always_last",
                    api_visibility="private")
 
     extra.change(lambda v: gr.update(visible=bool(v)), extra, extra_group, show_progress="hidden",
@@ -235,7 +239,7 @@ def create_txt2img_tab(svc: "Services") -> Txt2ImgTab:
 
     def on_select(info: dict | None, evt: gr.SelectData) -> tuple[int, str]:
         index = int(evt.index) if isinstance(evt.index, int) else 0
-        return index, infotext_html(_infotext_for_index(info, index))
+        return index, infotext_html(_infotext_for_index(info, index), (info or {}).get("warnings"))
 
     gallery.select(on_select, gen_info, [selected, info], show_progress="hidden", api_visibility="private")
 
@@ -347,7 +351,8 @@ def create_txt2img_tab(svc: "Services") -> Txt2ImgTab:
         elif result.paths:
             msg += f" · saved {result.paths[0].name}" + (f" (+{len(result.paths) - 1})" if len(result.paths) > 1
                                                           else "")
-        yield {gallery: gr.Gallery(value=shown, selected_index=0), info: infotext_html(first), status: msg,
+        yield {gallery: gr.Gallery(value=shown, selected_index=0), info: infotext_html(first, info_dict.get("warnings")),
+               status: msg,
                gen_info: info_dict, selected: 0}
 
     tab.generate_event = generate.click(run_generate, inputs, [gallery, info, status, gen_info, selected],
