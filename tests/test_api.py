@@ -258,3 +258,23 @@ def test_webuiapi_client(api_server: Server) -> None:
     info = api.png_info(res.image)
     assert info.parameters["Seed"] == "99" and info.parameters["Prompt"] == "a blue square"
     assert api.get_progress()["state"]["job_count"] >= 0
+
+
+def test_prompt_syntax_styles_and_embeddings_over_the_api(api_server: Server) -> None:
+    styles_csv = api_server.data_dir / "styles.csv"
+    styles_csv.write_text('name,prompt,negative_prompt\nsharp,"{prompt}, sharp focus",blurry\n', encoding="utf-8")
+    assert {"name": "sharp", "prompt": "{prompt}, sharp focus", "negative_prompt": "blurry"} in \
+        requests.get(api_server.api("prompt-styles"), timeout=10).json()
+    payload = dict(BASE, prompt="a [red:blue:2] circle AND a square:0.5 <lora:nowhere:1>", negative_prompt="",
+                   styles=["sharp", "gone"])
+    r = post(api_server, "txt2img", payload)
+    assert r.status_code == 200, r.text
+    info = json.loads(r.json()["info"])
+    assert info["warnings"] == ["Networks not found: lora:nowhere", "Styles not found: gone"]
+    assert info["infotexts"][0].startswith("a [red:blue:2] circle AND a square:0.5 <lora:nowhere:1>, sharp focus\n"
+                                           "Negative prompt: blurry\n")
+    emb = requests.get(api_server.api("embeddings"), timeout=10).json()
+    assert set(emb) == {"loaded", "skipped"}
+    assert requests.post(api_server.api("refresh-embeddings"), timeout=10).status_code == 200
+    bad = post(api_server, "txt2img", dict(BASE, prompt="((((unclosed [a:b:c:d] \\"))
+    assert bad.status_code == 200  # malformed syntax is literal text, never an error

@@ -311,3 +311,19 @@ def test_sdxl_embedding_uses_both_encoders(env) -> None:
     assert not torch.equal(a.cross_attn[:, :wl], b.cross_attn[:, :wl])
     assert not torch.equal(a.cross_attn[:, wl:], b.cross_attn[:, wl:])
     models.load("sd1.safetensors")
+
+
+def test_styles_fold_into_the_prompts_and_unknown_ones_are_reported(env, tmp_path: Path) -> None:
+    models, _, settings, root = env
+    from webui.prompts.styles import StyleDatabase
+
+    csv_file = tmp_path / "styles.csv"
+    csv_file.write_text('name,prompt,negative_prompt\nframed,"a frame around {prompt}",ugly\nblue,"blue tint",\n',
+                        encoding="utf-8")
+    svc = Txt2ImgService(models, settings, root / "out2", StyleDatabase(csv_file))
+    models.load("sd1.safetensors")
+    res = generate(svc, prompt="a cat", negative_prompt="low quality", styles=["framed", "blue", "nope"])
+    assert res.infotexts[0].startswith("a frame around a cat, blue tint\nNegative prompt: low quality, ugly\n")
+    assert res.info["warnings"] == ["Styles not found: nope"]
+    same = generate(svc, prompt="a frame around a cat, blue tint", negative_prompt="low quality, ugly")
+    assert np.array_equal(np.asarray(res.images[0]), np.asarray(same.images[0]))

@@ -343,6 +343,54 @@ def test_pnginfo_and_send_to_txt2img(page: Any, ui_server: Server) -> None:
         assert a.tobytes() == b.tobytes()
 
 
+def test_prompt_tools_styles_counter_and_network_warning(page: Any, ui_server: Server) -> None:
+    prompt = page.locator("#txt2img_prompt textarea")
+    # the token counter follows typing, counting A1111's way (longest scheduled variant)
+    prompt.fill("a [red:blue green yellow:5] circle")
+    page.wait_for_function("() => document.querySelector('#txt2img_token_counter').innerText.trim() === '5/75'")
+    prompt.fill("cat " * 80)
+    page.wait_for_function("() => document.querySelector('#txt2img_token_counter').innerText.trim() === '80/150'")
+
+    # save the prompts as a style: it lands in styles.csv and in the dropdown
+    prompt.fill("{prompt}, on a blue background")
+    page.locator("#txt2img_neg_prompt textarea").fill("blurry")
+    page.locator("#txt2img_styles_edit").get_by_text("Edit styles").click()
+    page.locator("#txt2img_style_name input, #txt2img_style_name textarea").first.fill("onblue")
+    page.click("#txt2img_style_save")
+    page.wait_for_function("() => document.querySelector('#txt2img_status textarea').value.includes('Saved style')")
+    csv_text = (ui_server.data_dir / "styles.csv").read_text(encoding="utf-8-sig")
+    assert "onblue,\"{prompt}, on a blue background\",blurry" in csv_text
+    api = requests.get(ui_server.api("prompt-styles"), timeout=10).json()
+    assert {"name": "onblue", "prompt": "{prompt}, on a blue background", "negative_prompt": "blurry"} in api
+
+    # generate with the style selected: the infotext holds the styled prompts; an unknown LoRA
+    # tag is removed from what the model sees and reported above the infotext
+    prompt.fill("a red circle <lora:not_there:0.7>")
+    page.locator("#txt2img_neg_prompt textarea").fill("")
+    set_number(page, "txt2img_steps", 3)
+    set_number(page, "txt2img_width", 64)
+    set_number(page, "txt2img_height", 64)
+    text = generate(page, "Steps: 3")
+    assert "Networks not found: lora:not_there" in text
+    page.locator("#txt2img_styles input").click()
+    page.get_by_role("option", name="onblue").click()
+    page.keyboard.press("Escape")
+    text = generate(page, "on a blue background")
+    assert text.startswith("Networks not found: lora:not_there\n")  # the warning sits above the infotext
+    assert page.inner_text("#txt2img_info .infotext").startswith(
+        "a red circle <lora:not_there:0.7>, on a blue background\nNegative prompt: blurry\n")
+
+    # 📋 writes the selected styles into the boxes and clears the selection
+    prompt.fill("a cat")
+    page.locator("#txt2img_styles input").click()
+    page.get_by_role("option", name="onblue").click()
+    page.keyboard.press("Escape")
+    page.click("#txt2img_style_apply")
+    page.wait_for_function("() => document.querySelector('#txt2img_prompt textarea').value"
+                           " === 'a cat, on a blue background'")
+    assert page.locator("#txt2img_neg_prompt textarea").input_value() == "blurry"
+
+
 def test_settings_apply_without_restart(page: Any, ui_server: Server) -> None:
     page.get_by_role("tab", name="Settings").click()
     box = page.locator("#setting_grid_save input[type=checkbox]")

@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     paths.add_argument("--models-dir", type=Path, default=None, help="base models folder (default <data-dir>/models)")
     paths.add_argument("--ckpt-dir", type=Path, default=None, help="checkpoint folder (default <models-dir>/Stable-diffusion)")
     paths.add_argument("--ckpt", type=Path, default=None, help="checkpoint to load at start (also listed)")
+    paths.add_argument("--styles-file", type=Path, default=None, help="prompt styles csv (default <data-dir>/styles.csv)")
     paths.add_argument("--embeddings-dir", type=Path, default=None, help="textual inversion folder (default <models-dir>/embeddings)")
 
     dev = p.add_argument_group("device")
@@ -54,6 +55,7 @@ class Paths:
     models_dir: Path
     ckpt_dir: Path
     embeddings_dir: Path
+    styles_file: Path
     outputs_dir: Path
     cache_dir: Path
     config_file: Path
@@ -81,6 +83,7 @@ def resolve_paths(args: argparse.Namespace) -> Paths:
         models_dir=models_dir,
         ckpt_dir=(args.ckpt_dir or models_dir / "Stable-diffusion").resolve(),
         embeddings_dir=(args.embeddings_dir or models_dir / "embeddings").resolve(),
+        styles_file=(getattr(args, "styles_file", None) or data_dir / "styles.csv").resolve(),
         outputs_dir=data_dir / "outputs",
         cache_dir=data_dir / "cache",
         config_file=data_dir / "config.json",

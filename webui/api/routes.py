@@ -101,6 +101,12 @@ def build_router(svc: Services) -> APIRouter:
     def latent_modes() -> list[dict[str, str]]:
         return [{"name": n} for n in LATENT_UPSCALE_MODES]
 
+    @r.get("/prompt-styles")
+    def prompt_styles() -> list[dict[str, Any]]:
+        svc.styles.reload()  # edits made to styles.csv by hand show up without a restart
+        return [{"name": s.name, "prompt": s.prompt, "negative_prompt": s.negative_prompt}
+                for s in svc.styles.styles.values()]
+
     @r.get("/embeddings")
     def embeddings() -> dict[str, Any]:
         """A1111's shape: usable embeddings of the loaded model, and the skipped ones."""

@@ -8,6 +8,7 @@ from typing import Any
 from webui.cli import Paths, cmd_flags
 from webui.memory.devices import DevicePolicy
 from webui.models.registry import CheckpointRegistry
+from webui.prompts.styles import PromptStyle, StyleDatabase
 from webui.services.jobs import Job, JobQueue
 from webui.services.model_service import ModelLoadError, ModelService
 from webui.services.requests import Txt2ImgRequest
@@ -24,6 +25,7 @@ class Services:
     models: ModelService
     queue: JobQueue
     txt2img: Txt2ImgService
+    styles: StyleDatabase
 
     def submit_txt2img(self, req: Txt2ImgRequest, *, save: bool, label: str = "txt2img") -> Job:
         self.txt2img.validate(req)  # fail before queueing
@@ -35,6 +37,20 @@ class Services:
         loaded = job.result()
         self.settings.set("sd_model_checkpoint", loaded.info.title, notify=False)
         return loaded.info.title
+
+    def save_style(self, name: str, prompt: str, negative_prompt: str) -> None:
+        """Add or replace a style in styles.csv (the previous file is kept as styles.csv.bak)."""
+        name = (name or "").strip()
+        if not name:
+            raise ValueError("a style needs a name")
+        self.styles.styles[name] = PromptStyle(name, prompt or "", negative_prompt or "", str(self.styles.path))
+        self.styles.save()
+
+    def delete_style(self, name: str) -> None:
+        if name not in self.styles.styles:
+            raise ValueError(f"no style named {name!r}")
+        del self.styles.styles[name]
+        self.styles.save()
 
     def options(self) -> dict[str, Any]:
         opts = self.settings.all()
@@ -58,8 +74,9 @@ def build_services(args: argparse.Namespace, paths: Paths) -> Services:
     models = ModelService(registry, policy, preferred=args.ckpt.resolve() if args.ckpt else None,
                           embeddings_dir=paths.embeddings_dir)
     queue = JobQueue()
-    txt2img = Txt2ImgService(models, settings, paths.outputs_dir)
-    return Services(args, paths, settings, registry, models, queue, txt2img)
+    styles = StyleDatabase(paths.styles_file)
+    txt2img = Txt2ImgService(models, settings, paths.outputs_dir, styles)
+    return Services(args, paths, settings, registry, models, queue, txt2img, styles)
 
 
 __all__ = ["Services", "build_services", "GenerationError", "GenerationResult", "ModelLoadError"]

@@ -24,6 +24,7 @@ from webui.engine.samplers import (SamplerInfo, ScheduleType, UnknownSamplerErro
 from webui.prompts.conditioning import build_conditioning, schedule_steps
 from webui.prompts.encoder import EncodeOptions
 from webui.prompts.extra_networks import parse_prompt
+from webui.prompts.styles import StyleDatabase
 from webui.services.jobs import Interrupted, JobState, Skipped
 from webui.services.model_service import LoadedModel, ModelLoadError, ModelService
 from webui.services.requests import IMAGE_UPSCALERS, LATENT_UPSCALE_MODES, Txt2ImgRequest
@@ -60,6 +61,7 @@ class PromptPlan:
 
     @classmethod
     def build(cls, req: Txt2ImgRequest, count: int) -> "PromptPlan":
+        """``req`` already carries the styled prompts (`Txt2ImgService.apply_styles`)."""
         prompt, nets = parse_prompt(req.prompt)
         hr_prompt, hr_nets = parse_prompt(req.hr_prompt or req.prompt)
         for k, v in hr_nets.items():
@@ -96,8 +98,10 @@ class _Plan:
 
 
 class Txt2ImgService:
-    def __init__(self, models: ModelService, settings: Settings, outputs_dir: Path) -> None:
+    def __init__(self, models: ModelService, settings: Settings, outputs_dir: Path,
+                 styles: StyleDatabase | None = None) -> None:
         self.models = models
+        self.styles = styles
         self.settings = settings
         self.outputs_dir = outputs_dir
 
@@ -144,6 +148,21 @@ class Txt2ImgService:
                 raise GenerationError(f"hires size {hr_size[0]}x{hr_size[1]} exceeds {MAX_SIDE}")
         return _Plan(sampler, schedule, hr_sampler, hr_schedule, hr_size, crop)
 
+    def apply_styles(self, req: Txt2ImgRequest) -> Txt2ImgRequest:
+        """Selected styles folded into the prompts, as A1111 does before generating (the infotext
+        then holds the styled prompt, so pasting it back reproduces the image without the style)."""
+        if not req.styles or self.styles is None:
+            return req
+        s = self.styles
+        s.reload()  # styles.csv edited by hand since the last job counts (it is a small file)
+        upd: dict[str, Any] = {"prompt": s.apply_styles_to_prompt(req.prompt, req.styles),
+                               "negative_prompt": s.apply_negative_styles_to_prompt(req.negative_prompt, req.styles)}
+        if req.hr_prompt:
+            upd["hr_prompt"] = s.apply_styles_to_prompt(req.hr_prompt, req.styles)
+        if req.hr_negative_prompt:
+            upd["hr_negative_prompt"] = s.apply_negative_styles_to_prompt(req.hr_negative_prompt, req.styles)
+        return req.model_copy(update=upd)
+
     # ---- the job ----
     def run(self, req: Txt2ImgRequest, state: JobState, *, save: bool) -> GenerationResult:
         self.validate(req)
@@ -160,6 +179,7 @@ class Txt2ImgService:
                 except SettingsError as e:
                     raise GenerationError(str(e)) from None
             model = self.models.require()
+            req = self.apply_styles(req)
             if req.width is None or req.height is None:
                 req = req.model_copy(update={"width": req.width or model.sd.default_size,
                                              "height": req.height or model.sd.default_size})
@@ -232,7 +252,9 @@ class Txt2ImgService:
         out_dir = Path(opts.get("outdir_txt2img_samples") or self.outputs_dir / "txt2img-images")
         grid_dir = Path(opts.get("outdir_txt2img_grids") or self.outputs_dir / "txt2img-grids")
         date = time.strftime("%Y-%m-%d")
-        extra: dict[str, Any] = {"warnings": self._network_warnings(prompt_plan), "embeddings": {}}
+        missing_styles = [n for n in req.styles or [] if self.styles is None or n not in self.styles.styles]
+        extra: dict[str, Any] = {"warnings": self._network_warnings(prompt_plan) + (
+            [f"Styles not found: {', '.join(missing_styles)}"] if missing_styles else []), "embeddings": {}}
         if model.encoder.embeddings is not None:
             model.encoder.embeddings.refresh_if_changed()  # files dropped in since the last job
         with torch.inference_mode(), model.policy.autocast_context():

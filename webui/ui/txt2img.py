@@ -62,6 +62,7 @@ class Txt2ImgTab:
     gen_info: gr.State
     selected: gr.State
     generate_event: Any = None
+    styles: Any = None  # gr.Dropdown (multiselect)
 
     # request field → component, for "Send to txt2img" from PNG Info
     def paste_fields(self) -> dict[str, Any]:
@@ -143,6 +144,15 @@ def create_txt2img_tab(svc: "Services") -> Txt2ImgTab:
             with gr.Row():
                 interrupt = gr.Button("Interrupt", elem_id="txt2img_interrupt", size="sm", min_width=80)
                 skip = gr.Button("Skip", elem_id="txt2img_skip", size="sm", min_width=80)
+            with gr.Row(elem_id="txt2img_styles_row", equal_height=True):
+                styles = gr.Dropdown(sorted(svc.styles.styles), value=[], multiselect=True, label="Styles",
+                                     elem_id="txt2img_styles", scale=4, min_width=120)
+                style_apply = gr.Button("📋", elem_id="txt2img_style_apply", size="sm", scale=0, min_width=44)
+            with gr.Accordion("Edit styles", open=False, elem_id="txt2img_styles_edit"):
+                style_name = gr.Textbox(label="Style name", elem_id="txt2img_style_name", lines=1, max_lines=1)
+                with gr.Row():
+                    style_save = gr.Button("Save prompts as style", elem_id="txt2img_style_save", size="sm")
+                    style_delete = gr.Button("Delete style", elem_id="txt2img_style_delete", size="sm")
 
     with gr.Row(elem_id="txt2img_main", equal_height=False):
         with gr.Column(scale=1, elem_id="txt2img_settings"):
@@ -208,6 +218,7 @@ def create_txt2img_tab(svc: "Services") -> Txt2ImgTab:
                      reuse_seed, extra, subseed, subseed_strength, seed_resize_w, seed_resize_h, enable_hr,
                      hr_upscaler, hr_steps, denoising, hr_scale, hr_resize_x, hr_resize_y, gallery, status, info,
                      gen_info, selected)
+    tab.styles = styles
 
     # ---------------------------------------------------------------- events
     def counter_for(is_positive: bool) -> Any:
@@ -248,7 +259,42 @@ def create_txt2img_tab(svc: "Services") -> Txt2ImgTab:
     skip.click(lambda: svc.queue.skip(), None, None, show_progress="hidden", queue=False,
                api_visibility="private")
 
-    inputs = {prompt, neg_prompt, sampler, scheduler, steps, width, height, batch_count, batch_size, cfg_scale,
+    def style_choices(selected: list[str] | None = None) -> Any:
+        svc.styles.reload()
+        names = sorted(svc.styles.styles)
+        return gr.update(choices=names, value=[n for n in selected or [] if n in names])
+
+    def apply_styles(p: str, n: str, chosen: list[str] | None) -> tuple[str, str, Any]:
+        """📋: write the selected styles into the prompt boxes and clear the selection (A1111)."""
+        chosen = chosen or []
+        return (svc.styles.apply_styles_to_prompt(p or "", chosen),
+                svc.styles.apply_negative_styles_to_prompt(n or "", chosen), gr.update(value=[]))
+
+    def save_style(name: str, p: str, n: str, chosen: list[str] | None) -> tuple[Any, str]:
+        try:
+            svc.save_style(name, p, n)
+        except (ValueError, OSError) as e:
+            gr.Warning(str(e), title="Style not saved")
+            return style_choices(chosen), f"Style not saved: {e}"
+        return style_choices((chosen or []) + [name.strip()]), f"Saved style {name.strip()!r} to {svc.styles.path.name}"
+
+    def delete_style(name: str, chosen: list[str] | None) -> tuple[Any, str]:
+        try:
+            svc.delete_style((name or "").strip())
+        except (ValueError, OSError) as e:
+            gr.Warning(str(e), title="Style not deleted")
+            return style_choices(chosen), f"Style not deleted: {e}"
+        return style_choices(chosen), f"Deleted style {name.strip()!r}"
+
+    style_apply.click(apply_styles, [prompt, neg_prompt, styles], [prompt, neg_prompt, styles],
+                      show_progress="hidden", api_visibility="private")
+    style_save.click(save_style, [style_name, prompt, neg_prompt, styles], [styles, status],
+                     show_progress="hidden", api_visibility="private")
+    style_delete.click(delete_style, [style_name, styles], [styles, status], show_progress="hidden",
+                       api_visibility="private")
+    styles.focus(style_choices, styles, styles, show_progress="hidden", api_visibility="private")
+
+    inputs = {styles, prompt, neg_prompt, sampler, scheduler, steps, width, height, batch_count, batch_size, cfg_scale,
               seed, extra, subseed, subseed_strength, seed_resize_w, seed_resize_h, enable_hr, hr_upscaler,
               hr_steps, denoising, hr_scale, hr_resize_x, hr_resize_y}
 
@@ -257,7 +303,7 @@ def create_txt2img_tab(svc: "Services") -> Txt2ImgTab:
         extras = bool(d[extra])
         hires = bool(d[enable_hr])
         return Txt2ImgRequest(
-            prompt=d[prompt] or "", negative_prompt=d[neg_prompt] or "",
+            prompt=d[prompt] or "", negative_prompt=d[neg_prompt] or "", styles=list(d[styles] or []),
             sampler_name=d[sampler] or DEFAULT_SAMPLER, scheduler=schedule_label_to_name(d[scheduler]),
             steps=_int(d[steps], 20), width=_int(d[width], 512), height=_int(d[height], 512),
             n_iter=_int(d[batch_count], 1), batch_size=_int(d[batch_size], 1), cfg_scale=_float(d[cfg_scale], 7.0),
