@@ -44,6 +44,23 @@ class ModelService:
         self._unloaded_info: CheckpointInfo | None = None
         self.loading: str | None = None
         self.listeners: list[Callable[[LoadedModel], None]] = []
+        # Extra-network kinds ("lora", "hypernet", …) → activator(list of tag params) → warnings.
+        # The model-manager issue registers them; a tag of a kind not registered is reported.
+        self.network_kinds: dict[str, Callable[[list[Any]], list[str]]] = {}
+
+    def activate_networks(self, networks: dict[str, list[Any]]) -> list[str]:
+        """Hand the prompt's `<kind:name:…>` tags to their loaders; returns warnings for the user."""
+        warnings: list[str] = []
+        missing: list[str] = []
+        for kind, params in networks.items():
+            activator = self.network_kinds.get(kind)
+            if activator is None:
+                missing += [f"{kind}:{p.items[0] if p.items else '?'}" for p in params]
+            else:
+                warnings += activator(params)
+        if missing:
+            warnings.insert(0, f"Networks not found: {', '.join(missing)}")
+        return warnings
 
     @property
     def current(self) -> LoadedModel | None:

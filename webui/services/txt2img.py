@@ -253,7 +253,9 @@ class Txt2ImgService:
         grid_dir = Path(opts.get("outdir_txt2img_grids") or self.outputs_dir / "txt2img-grids")
         date = time.strftime("%Y-%m-%d")
         missing_styles = [n for n in req.styles or [] if self.styles is None or n not in self.styles.styles]
-        extra: dict[str, Any] = {"warnings": self._network_warnings(prompt_plan) + (
+        # A1111's disable_extra_networks: the tags are still taken out of the prompt, but not loaded
+        nets = {} if req.disable_extra_networks else prompt_plan.networks
+        extra: dict[str, Any] = {"warnings": self.models.activate_networks(nets) + (
             [f"Styles not found: {', '.join(missing_styles)}"] if missing_styles else []), "embeddings": {}}
         if model.encoder.embeddings is not None:
             model.encoder.embeddings.refresh_if_changed()  # files dropped in since the last job
@@ -312,13 +314,6 @@ class Txt2ImgService:
                                                grid=True, fmt=str(opts.get("samples_format")))
         info = self._info_json(req, plan, model, all_seeds, all_subseeds, infotexts, clip_skip, extra, state)
         return GenerationResult(images, infotexts, info, paths, grid_path)
-
-    def _network_warnings(self, prompt_plan: PromptPlan) -> list[str]:
-        """Extra-network tags name files of the model manager; until a kind is loadable here, its
-        tags are removed from the prompt and reported, never an error (A1111: "Networks not found")."""
-        missing = [f"{kind}:{p.items[0] if p.items else '?'}" for kind, params in prompt_plan.networks.items()
-                   for p in params]
-        return [f"Networks not found: {', '.join(missing)}"] if missing else []
 
     def _inpaint_conditioning(self, model: LoadedModel, batch: int, width: int, height: int) -> torch.Tensor | None:
         """txt2img on a 9-channel inpainting model: mask of ones + the latent of a neutral grey image (A1111)."""
