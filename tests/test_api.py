@@ -278,3 +278,22 @@ def test_prompt_syntax_styles_and_embeddings_over_the_api(api_server: Server) ->
     assert requests.post(api_server.api("refresh-embeddings"), timeout=10).status_code == 200
     bad = post(api_server, "txt2img", dict(BASE, prompt="((((unclosed [a:b:c:d] \\"))
     assert bad.status_code == 200  # malformed syntax is literal text, never an error
+
+
+def test_lora_listing_and_tag_over_the_api(api_server: Server) -> None:
+    from safetensors.torch import save_file
+    import torch
+
+    lora_dir = api_server.data_dir / "models" / "Lora"
+    lora_dir.mkdir(parents=True, exist_ok=True)
+    save_file({"lora_unet_no_layer_here.lora_down.weight": torch.zeros(1, 4),
+               "lora_unet_no_layer_here.lora_up.weight": torch.zeros(4, 1)}, str(lora_dir / "odd.safetensors"),
+              metadata={"ss_output_name": "OddOne"})
+    assert requests.post(api_server.api("refresh-loras"), timeout=10).status_code == 200
+    listed = requests.get(api_server.api("loras"), timeout=10).json()
+    assert {"name": "odd", "alias": "OddOne", "path": str(lora_dir / "odd.safetensors"),
+            "metadata": {"ss_output_name": "OddOne"}} in listed
+    r = post(api_server, "txt2img", dict(BASE, prompt="a red circle <lora:OddOne:1>"))
+    assert r.status_code == 200
+    warnings = json.loads(r.json()["info"])["warnings"]
+    assert len(warnings) == 1 and "none of its 1 layers match" in warnings[0]

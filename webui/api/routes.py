@@ -107,6 +107,15 @@ def build_router(svc: Services) -> APIRouter:
         return [{"name": s.name, "prompt": s.prompt, "negative_prompt": s.negative_prompt}
                 for s in svc.styles.styles.values()]
 
+    @r.get("/loras")
+    def loras() -> list[dict[str, Any]]:
+        svc.models.loras.refresh()
+        return svc.models.loras.listing()
+
+    @r.post("/refresh-loras")
+    def refresh_loras() -> None:
+        svc.models.loras.refresh()
+
     @r.get("/embeddings")
     def embeddings() -> dict[str, Any]:
         """A1111's shape: usable embeddings of the loaded model, and the skipped ones."""

@@ -34,7 +34,9 @@ class LoadedModel:
 
 class ModelService:
     def __init__(self, registry: CheckpointRegistry, policy: DevicePolicy, preferred: Path | None = None,
-                 embeddings_dir: Path | None = None) -> None:
+                 embeddings_dir: Path | None = None, lora_dirs: list[Path] | None = None) -> None:
+        from webui.networks.lora_networks import LoraNetworks
+
         self.registry = registry
         self.embeddings_dir = embeddings_dir
         self.policy = policy
@@ -44,23 +46,29 @@ class ModelService:
         self._unloaded_info: CheckpointInfo | None = None
         self.loading: str | None = None
         self.listeners: list[Callable[[LoadedModel], None]] = []
-        # Extra-network kinds ("lora", "hypernet", …) → activator(list of tag params) → warnings.
-        # The model-manager issue registers them; a tag of a kind not registered is reported.
-        self.network_kinds: dict[str, Callable[[list[Any]], list[str]]] = {}
+        # Extra-network kinds ("lora", "lyco", …) → the object that applies them (`.activate(model,
+        # params) -> NetworkReport`); kinds sharing one object get their tags together.
+        self.loras = LoraNetworks(list(lora_dirs or []))
+        self.network_kinds: dict[str, Any] = {"lora": self.loras, "lyco": self.loras}
 
-    def activate_networks(self, networks: dict[str, list[Any]]) -> list[str]:
-        """Hand the prompt's `<kind:name:…>` tags to their loaders; returns warnings for the user."""
-        warnings: list[str] = []
-        missing: list[str] = []
-        for kind, params in networks.items():
-            activator = self.network_kinds.get(kind)
-            if activator is None:
-                missing += [f"{kind}:{p.items[0] if p.items else '?'}" for p in params]
-            else:
-                warnings += activator(params)
+    def activate_networks(self, model: LoadedModel, networks: dict[str, list[Any]]) -> Any:
+        """Hand the prompt's `<kind:name:…>` tags to their loaders — every loader is called, with no
+        tags too, so that networks dropped from the prompt are removed.  Returns a NetworkReport."""
+        from webui.networks.lora_networks import NetworkReport
+
+        report = NetworkReport()
+        missing = [f"{kind}:{p.items[0] if p.items else '?'}" for kind, params in networks.items()
+                   if kind not in self.network_kinds for p in params]
         if missing:
-            warnings.insert(0, f"Networks not found: {', '.join(missing)}")
-        return warnings
+            report.warnings.append(f"Networks not found: {', '.join(missing)}")
+        groups: dict[int, tuple[Any, list[Any]]] = {}
+        for kind, activator in self.network_kinds.items():
+            groups.setdefault(id(activator), (activator, []))[1].extend(networks.get(kind, []))
+        for activator, params in groups.values():
+            r = activator.activate(model, params)
+            report.warnings += r.warnings
+            report.infotext.update(r.infotext)
+        return report
 
     @property
     def current(self) -> LoadedModel | None:

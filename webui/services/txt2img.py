@@ -255,8 +255,10 @@ class Txt2ImgService:
         missing_styles = [n for n in req.styles or [] if self.styles is None or n not in self.styles.styles]
         # A1111's disable_extra_networks: the tags are still taken out of the prompt, but not loaded
         nets = {} if req.disable_extra_networks else prompt_plan.networks
-        extra: dict[str, Any] = {"warnings": self.models.activate_networks(nets) + (
-            [f"Styles not found: {', '.join(missing_styles)}"] if missing_styles else []), "embeddings": {}}
+        net_report = self.models.activate_networks(model, nets)
+        extra: dict[str, Any] = {"warnings": net_report.warnings + (
+            [f"Styles not found: {', '.join(missing_styles)}"] if missing_styles else []), "embeddings": {},
+            "networks": net_report.infotext}
         if model.encoder.embeddings is not None:
             model.encoder.embeddings.refresh_if_changed()  # files dropped in since the last job
         with torch.inference_mode(), model.policy.autocast_context():
@@ -395,6 +397,7 @@ class Txt2ImgService:
             "Emphasis": self.settings.get("emphasis") if self.settings.get("emphasis") != "Original" else None,
             "Old prompt editing timelines": True if self.settings.get("use_old_scheduling") else None,
             "TI hashes": ", ".join(f"{e.name}: {e.shorthash}" for e in extra.get("embeddings", {}).values()) or None,
+            **extra.get("networks", {}),
             "ENSD": self.settings.get("eta_noise_seed_delta") or None,
             "RNG": "CPU",
         }

@@ -1,0 +1,272 @@
+"""LoRA-family networks from `models/Lora`: read the ecosystem's formats, compute weight deltas.
+
+Formats (keys as kohya_ss, LyCORIS, A1111 and diffusers/PEFT write them):
+  - kohya LoRA / LoCon: `<module>.lora_down.weight`, `.lora_up.weight` (+ `.lora_mid.weight`), `.alpha`,
+    module names `lora_unet_*` (diffusers-style for SD1/SD2, LDM/compvis-style for SDXL and older
+    files), `lora_te_*` (SD1/SD2), `lora_te1_*` / `lora_te2_*` (SDXL);
+  - LyCORIS LoHa: `.hada_w1_a/.hada_w1_b/.hada_w2_a/.hada_w2_b` (+ `.alpha`);
+  - full difference: `.diff` (+ `.diff_b`);
+  - diffusers / PEFT: `unet.<module>.lora_A.weight` / `.lora_B.weight` (or `.lora.down/up.weight`),
+    `text_encoder.` / `text_encoder_2.` prefixes.
+A module's delta is `up @ down * alpha / rank` (A1111's scale); the tag's multiplier is applied by
+the caller, so changing only the multiplier never re-reads the file.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+
+LORA_SUFFIXES = (".safetensors", ".pt", ".ckpt")
+
+_KOHYA_PARTS = ("lora_down.weight", "lora_up.weight", "lora_mid.weight", "alpha", "hada_w1_a", "hada_w1_b",
+                "hada_w2_a", "hada_w2_b", "hada_t1", "hada_t2", "diff", "diff_b", "scale", "dora_scale",
+                "lokr_w1", "lokr_w2", "lokr_w1_a", "lokr_w1_b", "lokr_w2_a", "lokr_w2_b", "lokr_t2",
+                "lora_A.weight", "lora_B.weight", "lora.down.weight", "lora.up.weight", "lora_linear_layer.down.weight",
+                "lora_linear_layer.up.weight")
+
+
+class LoraFileError(ValueError):
+    pass
+
+
+@dataclass
+class NetworkModule:
+    """One target layer's update, in the file's own terms (tensors on CPU, float32)."""
+    key: str                      # the file's module name
+    tensors: dict[str, torch.Tensor]
+
+    @property
+    def kind(self) -> str:
+        t = self.tensors
+        if "hada_w1_a" in t:
+            return "loha"
+        if "lokr_w1" in t or "lokr_w1_a" in t:
+            return "lokr"
+        if "diff" in t:
+            return "full"
+        return "lora"
+
+    def delta(self, shape: torch.Size) -> torch.Tensor:
+        """The weight update (before the multiplier) reshaped to the target weight's shape."""
+        t = self.tensors
+        kind = self.kind
+        alpha = float(t["alpha"]) if "alpha" in t else None
+        if kind == "full":
+            return t["diff"].reshape(shape)
+        if kind == "loha":
+            w1 = t["hada_w1_a"] @ t["hada_w1_b"]
+            w2 = t["hada_w2_a"] @ t["hada_w2_b"]
+            rank = t["hada_w1_b"].shape[0]
+            d = (w1 * w2).reshape(shape)
+        elif kind == "lokr":
+            w1 = t["lokr_w1"] if "lokr_w1" in t else t["lokr_w1_a"] @ t["lokr_w1_b"]
+            w2 = t["lokr_w2"] if "lokr_w2" in t else t["lokr_w2_a"] @ t["lokr_w2_b"]
+            rank = t["lokr_w2_b"].shape[0] if "lokr_w2_b" in t else (
+                t["lokr_w1_b"].shape[0] if "lokr_w1_b" in t else None)
+            if len(shape) == 4 and w2.ndim == 2:
+                w2 = w2.unsqueeze(2).unsqueeze(3)
+            d = torch.kron(w1.reshape(w1.shape + (1,) * (w2.ndim - w1.ndim)), w2).reshape(shape)
+            if rank is None:
+                alpha = None
+        else:
+            down, up = t["down"], t["up"]
+            rank = down.shape[0]
+            if "mid" in t:  # LoCon with a CP-decomposed middle
+                d = torch.einsum("n m k l, i n, m j -> i j k l", t["mid"], up.flatten(1), down.flatten(1))
+            elif down.ndim == 4 and down.shape[2:] != (1, 1):  # 3x3 conv LoCon: up is 1x1
+                d = (up.flatten(1) @ down.flatten(1)).reshape(up.shape[0], down.shape[1], *down.shape[2:])
+            else:
+                d = up.flatten(1) @ down.flatten(1)
+            d = d.reshape(shape)
+        scale = float(t["scale"]) if "scale" in t else (alpha / rank if alpha is not None and rank else 1.0)
+        return d * scale
+
+
+@dataclass
+class LoraFile:
+    name: str
+    path: Path
+    metadata: dict[str, str]
+    modules: dict[str, NetworkModule] = field(default_factory=dict)
+    _addnet: str | None = None
+
+    @property
+    def alias(self) -> str:
+        return self.metadata.get("ss_output_name") or self.name
+
+    @property
+    def addnet_hash(self) -> str:
+        """A1111's `Lora hashes` value: sha256 of the tensor bytes after the safetensors header, 12 hex."""
+        if self._addnet is None:
+            h = hashlib.sha256()
+            with open(self.path, "rb") as f:
+                if self.path.suffix.lower() == ".safetensors":
+                    n = struct.unpack("<Q", f.read(8))[0]
+                    f.seek(8 + n)
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+            self._addnet = h.hexdigest()
+        return self._addnet[:12]
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """The safetensors header's `__metadata__` without reading any tensor."""
+    if path.suffix.lower() != ".safetensors":
+        return {}
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        if len(raw) < 8:
+            raise LoraFileError(f"{path.name}: empty or truncated file")
+        n = struct.unpack("<Q", raw)[0]
+        if n > 100_000_000 or n > path.stat().st_size - 8:
+            raise LoraFileError(f"{path.name}: header length {n} does not fit the file")
+        header = json.loads(f.read(n))
+    meta = header.get("__metadata__") or {}
+    return {str(k): str(v) for k, v in meta.items()}
+
+
+def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix.lower() == ".safetensors":
+        from safetensors.torch import load_file
+        try:
+            return load_file(str(path))
+        except Exception as e:
+            raise LoraFileError(f"{path.name}: not a readable safetensors file ({e})") from None
+    try:
+        data = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise LoraFileError(f"{path.name}: refused or unreadable pickle ({type(e).__name__})") from None
+    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise LoraFileError(f"{path.name}: not a LoRA state dict")
+    return data
+
+
+_PEFT = re.compile(r"^(.*?)\.(lora_A\.weight|lora_B\.weight|lora\.down\.weight|lora\.up\.weight|"
+                   r"lora_linear_layer\.down\.weight|lora_linear_layer\.up\.weight|alpha)$")
+
+
+def group_modules(sd: dict[str, torch.Tensor]) -> dict[str, NetworkModule]:
+    """Group a state dict's tensors by target module (kohya names keep their dots-free form)."""
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    for key, t in sd.items():
+        if key.startswith("bundle_emb."):
+            continue  # embeddings bundled in a LoRA file: read by the embedding database
+        base, part = None, None
+        for p in _KOHYA_PARTS:
+            if key.endswith("." + p):
+                base, part = key[: -len(p) - 1], p
+                break
+        if base is None:
+            raise LoraFileError(f"unknown tensor {key!r}")
+        part = {"lora_down.weight": "down", "lora_up.weight": "up", "lora_mid.weight": "mid",
+                "lora_A.weight": "down", "lora_B.weight": "up", "lora.down.weight": "down", "lora.up.weight": "up",
+                "lora_linear_layer.down.weight": "down", "lora_linear_layer.up.weight": "up"}.get(part, part)
+        out.setdefault(base, {})[part] = t.float()
+    mods = {k: NetworkModule(k, v) for k, v in out.items()}
+    for m in mods.values():
+        if m.kind == "lora" and not ("down" in m.tensors and "up" in m.tensors):
+            raise LoraFileError(f"{m.key}: a LoRA module needs both up and down weights")
+    return mods
+
+
+def read_lora(path: Path, name: str | None = None) -> LoraFile:
+    meta = read_metadata(path)
+    mods = group_modules(_load_tensors(path))
+    if not mods:
+        raise LoraFileError(f"{path.name}: no network modules in the file")
+    return LoraFile(name or path.stem, path, meta, mods)
+
+
+# ------------------------------------------------------------------ naming: file keys → modules
+
+def _underscored(name: str) -> str:
+    return name.replace(".", "_")
+
+
+def module_lookup(unet: torch.nn.Module, text_encoders: list[torch.nn.Module]) -> dict[str, tuple[str, torch.nn.Module]]:
+    """Every name a LoRA file may use for a layer → (our qualified name, the layer)."""
+    from webui.models.ldm_writer import unet_to_ldm
+    from webui.models.detect import UNET_PREFIX
+
+    table: dict[str, tuple[str, torch.nn.Module]] = {}
+    unet_mods = dict(unet.named_modules())
+    for name, mod in unet_mods.items():
+        if isinstance(mod, (torch.nn.Linear, torch.nn.Conv2d)):
+            entry = (f"unet.{name}", mod)
+            for key in (f"lora_unet_{_underscored(name)}", f"unet.{name}", name):
+                table[key] = entry
+    # LDM/compvis names (SDXL kohya files and older SD1 ones): map through the checkpoint writer's table
+    params = {f"{n}.weight": n for n, m in unet_mods.items() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))}
+    try:
+        for ldm_key, name in unet_to_ldm(params, unet.config).items():  # type: ignore[arg-type]
+            ldm_mod = ldm_key[len(UNET_PREFIX):].rsplit(".", 1)[0]
+            table.setdefault(f"lora_unet_{_underscored(ldm_mod)}", (f"unet.{name}", unet_mods[name]))
+    except ValueError:
+        pass  # an architecture without an LDM twin keeps diffusers names only
+    n_te = len(text_encoders)
+    for i, te in enumerate(text_encoders):
+        prefixes = ["lora_te_", "text_encoder."] if n_te == 1 else [f"lora_te{i + 1}_", "text_encoder." if i == 0
+                                                                      else "text_encoder_2."]
+        for name, mod in te.named_modules():
+            if not isinstance(mod, torch.nn.Linear):
+                continue
+            entry = (f"te{i}.{name}", mod)
+            hf = name if name.startswith("text_model.") else f"text_model.{name}"  # transformers 5 drops it
+            for pre in prefixes:
+                key = f"{pre}{_underscored(hf)}" if pre.startswith("lora_") else f"{pre}{hf}"
+                table[key] = entry
+                if not pre.startswith("lora_"):
+                    table[f"{pre}{name}"] = entry
+    return table
+
+
+def is_text_encoder_target(qualified: str) -> bool:
+    return qualified.startswith("te")
+
+
+def resolve_modules(lora: LoraFile, lookup: dict[str, tuple[str, torch.nn.Module]]) -> tuple[
+        list[tuple[str, torch.nn.Module, NetworkModule]], list[str]]:
+    """(matched (qualified name, layer, module) triples, unmatched file keys)."""
+    found, missing = [], []
+    for key, mod in lora.modules.items():
+        hit = lookup.get(key)
+        if hit is None and key.endswith(".processor"):
+            hit = lookup.get(key[: -len(".processor")])
+        if hit is None:
+            # diffusers' old attention-processor names: <attn>.processor.to_q_lora → <attn>.to_q
+            m = re.fullmatch(r"(.*)\.processor\.(to_q|to_k|to_v|to_out)_lora", key)
+            if m:
+                hit = lookup.get(f"{m[1]}.{m[2]}" + (".0" if m[2] == "to_out" else ""))
+        if hit is None:
+            missing.append(key)
+        else:
+            found.append((hit[0], hit[1], mod))
+    return found, missing
+
+
+def scan_folder(folders: Iterable[Path]) -> dict[str, Path]:
+    """name → path for every LoRA-looking file (first folder wins on a name clash)."""
+    out: dict[str, Path] = {}
+    for folder in folders:
+        if folder is None or not folder.is_dir():
+            continue
+        for p in sorted(folder.rglob("*")):
+            if p.is_file() and p.suffix.lower() in LORA_SUFFIXES and not p.name.startswith("."):
+                out.setdefault(p.stem, p)
+    return out
+
+
+def tag_multipliers(params: Any) -> tuple[float, float]:
+    """A1111's `<lora:name:te:unet>` / `te=`/`unet=`: (text-encoder, UNet) multipliers."""
+    pos = list(params.positional)
+    named = dict(params.named)
+    te = float(named.get("te", pos[1] if len(pos) > 1 else 1.0))
+    unet = float(named.get("unet", pos[2] if len(pos) > 2 else te))
+    return te, unet
