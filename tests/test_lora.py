@@ -34,7 +34,7 @@ def env(tmp_path_factory: pytest.TempPathFactory):
     registry = CheckpointRegistry(root / "models", root / "cache")
     registry.refresh()
     models = ModelService(registry, DevicePolicy.from_flags(["all"], None, "full", True, True),
-                          lora_dirs=[root / "Lora", root / "LyCORIS"])
+                          lora_dirs=[root / "Lora", root / "LyCORIS"], hypernetwork_dir=root / "hypernetworks")
     svc = Txt2ImgService(models, Settings.load(root / "config.json"), root / "out")
     return models, svc, root
 
@@ -237,3 +237,68 @@ def test_sdxl_kohya_lora_with_ldm_unet_names_and_two_text_encoders(env) -> None:
     generate(svc, "a house")
     assert all(torch.equal(v, before[k]) for k, v in m.sd.unet.state_dict().items())
     models.load("sd1.safetensors")
+
+
+# ---------------------------------------------------------------------------------- hypernetworks
+
+def _a1111_hypernet(path: Path, dim: int, structure: list[float], layer_norm: bool, dropout: bool, seed: int) -> None:
+    """A hypernetwork file as A1111's Hypernetwork.save writes it: per-width (k, v) state dicts
+    whose `linear.N` indices count activation, LayerNorm and Dropout modules too."""
+    g = torch.Generator().manual_seed(seed)
+
+    def mlp_state() -> dict[str, torch.Tensor]:
+        sd, idx = {}, 0
+        for i in range(len(structure) - 1):
+            a, b = int(dim * structure[i]), int(dim * structure[i + 1])
+            sd[f"linear.{idx}.weight"] = torch.randn(b, a, generator=g) * 0.3
+            sd[f"linear.{idx}.bias"] = torch.randn(b, generator=g) * 0.1
+            idx += 1
+            last = i == len(structure) - 2
+            if not last:
+                idx += 1  # relu
+            if layer_norm:
+                sd[f"linear.{idx}.weight"] = 1 + 0.1 * torch.randn(b, generator=g)
+                sd[f"linear.{idx}.bias"] = 0.1 * torch.randn(b, generator=g)
+                idx += 1
+            if dropout and 0 < i + 1 < len(structure) - 1:
+                idx += 1  # Dropout(0.3) (last_layer_dropout=True makes the one before the output count too)
+        return sd
+    torch.save({dim: [mlp_state(), mlp_state()], "step": 50, "name": path.stem, "layer_structure": structure,
+                "activation_func": "relu", "is_layer_norm": layer_norm, "weight_initialization": "Normal",
+                "sd_checkpoint": None, "sd_checkpoint_name": None, "activate_output": False,
+                "use_dropout": dropout, "last_layer_dropout": True}, path)
+
+
+def test_hypernetworks_change_cross_attention_context_and_remove_exactly(env) -> None:
+    models, svc, root = env
+    m = models.load("sd1.safetensors")
+    hn_dir = models.hypernetworks.folder
+    hn_dir.mkdir(parents=True, exist_ok=True)
+    dim = m.sd.unet.config.cross_attention_dim
+    _a1111_hypernet(hn_dir / "simple.pt", dim, [1, 2, 1], False, False, 1)
+    _a1111_hypernet(hn_dir / "deep.pt", dim, [1, 1.5, 1.5, 1], True, True, 2)
+    base = np.asarray(generate(svc, "a cat").images[0])
+
+    attn = next(mod for mod in m.sd.unet.modules() if getattr(mod, "is_cross_attention", False))
+    seen: dict[str, torch.Tensor] = {}
+    h1 = attn.register_forward_pre_hook(lambda mod, a, kw: seen.__setitem__("ctx", kw["encoder_hidden_states"]),
+                                        with_kwargs=True)
+    h2 = attn.to_k.register_forward_hook(lambda mod, a, out: seen.__setitem__("k_in", a[0]))
+    try:
+        for name in ("simple", "deep"):
+            res = generate(svc, f"a cat <hypernet:{name}:0.7>")
+            assert res.info["warnings"] == []
+            assert np.abs(np.asarray(res.images[0]).astype(int) - base.astype(int)).mean() > 0.05, name
+            hn = models.hypernetworks.load(hn_dir / f"{name}.pt")
+            x = seen["ctx"]
+            assert torch.allclose(seen["k_in"], x + hn.modules[dim][0](x) * 0.7, atol=1e-5)
+    finally:
+        h1.remove()
+        h2.remove()
+    assert np.array_equal(np.asarray(generate(svc, "a cat <hypernet:simple:0>").images[0]), base)
+    assert np.array_equal(np.asarray(generate(svc, "a cat").images[0]), base)
+    (hn_dir / "bad.pt").write_bytes(b"junk")
+    res = generate(svc, "a cat <hypernet:bad:1> <hypernet:absent:1>")
+    assert any("bad is unusable" in w for w in res.info["warnings"])
+    assert any("hypernet:absent" in w for w in res.info["warnings"])
+    assert np.array_equal(np.asarray(res.images[0]), base)

@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     paths.add_argument("--models-dir", type=Path, default=None, help="base models folder (default <data-dir>/models)")
     paths.add_argument("--ckpt-dir", type=Path, default=None, help="checkpoint folder (default <models-dir>/Stable-diffusion)")
     paths.add_argument("--ckpt", type=Path, default=None, help="checkpoint to load at start (also listed)")
+    paths.add_argument("--hypernetwork-dir", type=Path, default=None,
+                       help="hypernetwork folder (default <models-dir>/hypernetworks)")
     paths.add_argument("--lora-dir", type=Path, default=None, help="LoRA folder (default <models-dir>/Lora)")
     paths.add_argument("--lyco-dir", type=Path, default=None, help="LyCORIS folder (default <models-dir>/LyCORIS)")
     paths.add_argument("--styles-file", type=Path, default=None, help="prompt styles csv (default <data-dir>/styles.csv)")
@@ -59,6 +61,7 @@ class Paths:
     embeddings_dir: Path
     styles_file: Path
     lora_dir: Path
+    hypernetwork_dir: Path
     lyco_dir: Path
     outputs_dir: Path
     cache_dir: Path
@@ -89,6 +92,7 @@ def resolve_paths(args: argparse.Namespace) -> Paths:
         embeddings_dir=(args.embeddings_dir or models_dir / "embeddings").resolve(),
         styles_file=(getattr(args, "styles_file", None) or data_dir / "styles.csv").resolve(),
         lora_dir=(getattr(args, "lora_dir", None) or models_dir / "Lora").resolve(),
+        hypernetwork_dir=(getattr(args, "hypernetwork_dir", None) or models_dir / "hypernetworks").resolve(),
         lyco_dir=(getattr(args, "lyco_dir", None) or models_dir / "LyCORIS").resolve(),
         outputs_dir=data_dir / "outputs",
         cache_dir=data_dir / "cache",

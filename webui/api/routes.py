@@ -116,6 +116,11 @@ def build_router(svc: Services) -> APIRouter:
     def refresh_loras() -> None:
         svc.models.loras.refresh()
 
+    @r.get("/hypernetworks")
+    def hypernetworks() -> list[dict[str, str]]:
+        svc.models.hypernetworks.refresh()
+        return svc.models.hypernetworks.listing()
+
     @r.get("/embeddings")
     def embeddings() -> dict[str, Any]:
         """A1111's shape: usable embeddings of the loaded model, and the skipped ones."""

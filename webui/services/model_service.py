@@ -34,7 +34,9 @@ class LoadedModel:
 
 class ModelService:
     def __init__(self, registry: CheckpointRegistry, policy: DevicePolicy, preferred: Path | None = None,
-                 embeddings_dir: Path | None = None, lora_dirs: list[Path] | None = None) -> None:
+                 embeddings_dir: Path | None = None, lora_dirs: list[Path] | None = None,
+                 hypernetwork_dir: Path | None = None) -> None:
+        from webui.networks.hypernetworks import HypernetworkNetworks
         from webui.networks.lora_networks import LoraNetworks
 
         self.registry = registry
@@ -49,7 +51,8 @@ class ModelService:
         # Extra-network kinds ("lora", "lyco", …) → the object that applies them (`.activate(model,
         # params) -> NetworkReport`); kinds sharing one object get their tags together.
         self.loras = LoraNetworks(list(lora_dirs or []))
-        self.network_kinds: dict[str, Any] = {"lora": self.loras, "lyco": self.loras}
+        self.hypernetworks = HypernetworkNetworks(hypernetwork_dir)
+        self.network_kinds: dict[str, Any] = {"lora": self.loras, "lyco": self.loras, "hypernet": self.hypernetworks}
 
     def activate_networks(self, model: LoadedModel, networks: dict[str, list[Any]]) -> Any:
         """Hand the prompt's `<kind:name:…>` tags to their loaders — every loader is called, with no
