@@ -297,3 +297,16 @@ def test_lora_listing_and_tag_over_the_api(api_server: Server) -> None:
     assert r.status_code == 200
     warnings = json.loads(r.json()["info"])["warnings"]
     assert len(warnings) == 1 and "none of its 1 layers match" in warnings[0]
+
+
+def test_vae_listing_and_bad_vae_override_is_a_4xx(api_server: Server) -> None:
+    vae_dir = api_server.data_dir / "models" / "VAE"
+    vae_dir.mkdir(parents=True, exist_ok=True)
+    (vae_dir / "junk-vae.safetensors").write_bytes(b"\0" * 64)
+    assert requests.post(api_server.api("refresh-vae"), timeout=10).status_code == 200
+    listed = requests.get(api_server.api("sd-vae"), timeout=10).json()
+    assert {"model_name": "junk-vae.safetensors", "filename": str(vae_dir / "junk-vae.safetensors")} in listed
+    r = post(api_server, "txt2img", dict(BASE, override_settings={"sd_vae": "junk-vae.safetensors"}))
+    assert r.status_code in (400, 422) and "junk-vae.safetensors" in r.text
+    r = post(api_server, "txt2img", dict(BASE, override_settings={"sd_vae": "None"}))
+    assert r.status_code == 200 and json.loads(r.json()["info"])["sd_vae_name"] is None

@@ -302,3 +302,55 @@ def test_hypernetworks_change_cross_attention_context_and_remove_exactly(env) ->
     assert any("bad is unusable" in w for w in res.info["warnings"])
     assert any("hypernet:absent" in w for w in res.info["warnings"])
     assert np.array_equal(np.asarray(res.images[0]), base)
+
+
+# ------------------------------------------------------------------------------------------ VAE
+
+def test_vae_setting_automatic_none_file_and_both_layouts(env) -> None:
+    models, svc, root = env
+    m = models.load("sd1.safetensors")
+    vae_dir = root / "VAE"
+    vae_dir.mkdir(exist_ok=True)
+    models.vae_dir = vae_dir
+    from webui.models.ldm_writer import vae_to_ldm
+    from webui.models.detect import VAE_PREFIX
+
+    own = {k: v.clone() for k, v in m.sd.vae.state_dict().items()}
+    g = torch.Generator().manual_seed(3)
+    other = {k: v + 0.05 * torch.randn(v.shape, generator=g) for k, v in own.items()}
+    ldm = {k[len(VAE_PREFIX):]: v for k, v in vae_to_ldm(other, m.sd.vae.config).items()}
+    save_file(ldm, str(vae_dir / "other-vae.safetensors"))                         # original layout
+    torch.save({"state_dict": {**ldm, "loss.logvar": torch.zeros(())}}, vae_dir / "other-vae-ckpt.ckpt")
+    save_file({k: v.contiguous() for k, v in other.items()}, str(vae_dir / "diffusers-vae.safetensors"))
+    (vae_dir / "broken.safetensors").write_bytes(b"\0" * 16)
+
+    settings = svc.settings
+    base = np.asarray(generate(svc, "a cat").images[0])  # Automatic, no matching file: the checkpoint's VAE
+    outs = {}
+    for name in ("other-vae.safetensors", "other-vae-ckpt.ckpt", "diffusers-vae.safetensors"):
+        settings.set("sd_vae", name, save=False)
+        res = generate(svc, "a cat")
+        outs[name] = np.asarray(res.images[0])
+        sha = hashlib.sha256((vae_dir / name).read_bytes()).hexdigest()[:10]
+        assert f"VAE hash: {sha}, VAE: {name}" in res.infotexts[0]
+        assert torch.allclose(m.sd.vae.state_dict()["decoder.conv_out.weight"], other["decoder.conv_out.weight"])
+    assert np.array_equal(outs["other-vae.safetensors"], outs["diffusers-vae.safetensors"])
+    assert np.array_equal(outs["other-vae.safetensors"], outs["other-vae-ckpt.ckpt"])
+    assert not np.array_equal(outs["other-vae.safetensors"], base)
+    settings.set("sd_vae", "None", save=False)
+    assert np.array_equal(np.asarray(generate(svc, "a cat").images[0]), base)
+    # Automatic picks <checkpoint stem>.vae.* beside the checkpoint
+    (root / "models" / "sd1.vae.safetensors").write_bytes((vae_dir / "other-vae.safetensors").read_bytes())
+    settings.set("sd_vae", "Automatic", save=False)
+    res = generate(svc, "a cat")
+    assert "VAE: sd1.vae.safetensors" in res.infotexts[0]
+    assert np.array_equal(np.asarray(res.images[0]), outs["other-vae.safetensors"])
+    (root / "models" / "sd1.vae.safetensors").unlink()
+    # a broken file or an unknown name: a clear error, the VAE in use stays
+    from webui.services.txt2img import GenerationError
+    for bad in ("broken.safetensors", "nope.pt"):
+        settings.set("sd_vae", bad, save=False)
+        with pytest.raises(GenerationError, match="VAE"):
+            generate(svc, "a cat")
+    settings.set("sd_vae", "Automatic", save=False)
+    assert np.array_equal(np.asarray(generate(svc, "a cat").images[0]), base)

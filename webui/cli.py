@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     paths.add_argument("--models-dir", type=Path, default=None, help="base models folder (default <data-dir>/models)")
     paths.add_argument("--ckpt-dir", type=Path, default=None, help="checkpoint folder (default <models-dir>/Stable-diffusion)")
     paths.add_argument("--ckpt", type=Path, default=None, help="checkpoint to load at start (also listed)")
+    paths.add_argument("--vae-dir", type=Path, default=None, help="VAE folder (default <models-dir>/VAE)")
     paths.add_argument("--hypernetwork-dir", type=Path, default=None,
                        help="hypernetwork folder (default <models-dir>/hypernetworks)")
     paths.add_argument("--lora-dir", type=Path, default=None, help="LoRA folder (default <models-dir>/Lora)")
@@ -62,6 +63,7 @@ class Paths:
     styles_file: Path
     lora_dir: Path
     hypernetwork_dir: Path
+    vae_dir: Path
     lyco_dir: Path
     outputs_dir: Path
     cache_dir: Path
@@ -93,6 +95,7 @@ def resolve_paths(args: argparse.Namespace) -> Paths:
         styles_file=(getattr(args, "styles_file", None) or data_dir / "styles.csv").resolve(),
         lora_dir=(getattr(args, "lora_dir", None) or models_dir / "Lora").resolve(),
         hypernetwork_dir=(getattr(args, "hypernetwork_dir", None) or models_dir / "hypernetworks").resolve(),
+        vae_dir=(getattr(args, "vae_dir", None) or models_dir / "VAE").resolve(),
         lyco_dir=(getattr(args, "lyco_dir", None) or models_dir / "LyCORIS").resolve(),
         outputs_dir=data_dir / "outputs",
         cache_dir=data_dir / "cache",

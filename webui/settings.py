@@ -31,6 +31,9 @@ class OptionInfo:
 OPTIONS: dict[str, OptionInfo] = {
     "sd_model_checkpoint": OptionInfo(None, "Stable Diffusion checkpoint", "Stable Diffusion", "dropdown",
                                       infotext="Model hash"),
+    "sd_vae": OptionInfo("Automatic", "SD VAE (Automatic: <checkpoint>.vae.* if present; None: the checkpoint's "
+                                      "own; or a file from models/VAE)", "Stable Diffusion", "textbox",
+                         infotext="VAE"),
     "CLIP_stop_at_last_layers": OptionInfo(1, "Clip skip", "Stable Diffusion", "slider",
                                            minimum=1, maximum=12, step=1, infotext="Clip skip"),
     "emphasis": OptionInfo("Original", "Emphasis mode: how (word:1.2) weights change the conditioning",

@@ -116,6 +116,14 @@ def build_router(svc: Services) -> APIRouter:
     def refresh_loras() -> None:
         svc.models.loras.refresh()
 
+    @r.get("/sd-vae")
+    def sd_vae() -> list[dict[str, Any]]:
+        return [{"model_name": f.name, "filename": str(f.path)} for f in svc.models.vae_files().values()]
+
+    @r.post("/refresh-vae")
+    def refresh_vae() -> None:
+        return None  # the VAE list is read from the folders on every call
+
     @r.get("/hypernetworks")
     def hypernetworks() -> list[dict[str, str]]:
         svc.models.hypernetworks.refresh()

@@ -73,7 +73,7 @@ def build_services(args: argparse.Namespace, paths: Paths) -> Services:
     policy = DevicePolicy.from_flags(args.use_cpu, args.device_id, args.precision, args.no_half, args.no_half_vae)
     models = ModelService(registry, policy, preferred=args.ckpt.resolve() if args.ckpt else None,
                           embeddings_dir=paths.embeddings_dir, lora_dirs=[paths.lora_dir, paths.lyco_dir],
-                          hypernetwork_dir=paths.hypernetwork_dir)
+                          hypernetwork_dir=paths.hypernetwork_dir, vae_dir=paths.vae_dir)
     queue = JobQueue()
     styles = StyleDatabase(paths.styles_file)
     txt2img = Txt2ImgService(models, settings, paths.outputs_dir, styles)

@@ -26,6 +26,9 @@ class LoadedModel:
     schedule: Any           # webui.engine.model_schedule.ModelSchedule
     policy: DevicePolicy
     load_seconds: float
+    base_vae: Any = None      # the checkpoint's own VAE (restored when the setting says None)
+    vae_file: Any = None      # webui.models.vae_files.VaeFile in use, or None for the checkpoint's own
+    vae_hash: str | None = None  # its A1111 short hash (computed once per file)
 
     @property
     def family(self) -> str:
@@ -35,11 +38,14 @@ class LoadedModel:
 class ModelService:
     def __init__(self, registry: CheckpointRegistry, policy: DevicePolicy, preferred: Path | None = None,
                  embeddings_dir: Path | None = None, lora_dirs: list[Path] | None = None,
-                 hypernetwork_dir: Path | None = None) -> None:
+                 hypernetwork_dir: Path | None = None, vae_dir: Path | None = None) -> None:
         from webui.networks.hypernetworks import HypernetworkNetworks
         from webui.networks.lora_networks import LoraNetworks
 
         self.registry = registry
+        self.vae_dir = vae_dir
+        self._vae_cache: dict[tuple[str, int, int], Any] = {}
+        self._vae_hash: str | None = None
         self.embeddings_dir = embeddings_dir
         self.policy = policy
         self.preferred = preferred
@@ -156,6 +162,53 @@ class ModelService:
         print(f"Loaded {info.title} ({sd.family}{', inpainting' if sd.inpainting else ''}, "
               f"{sd.prediction_type}) in {dt:.2f}s on {self.policy.describe()}")
         return LoadedModel(info, sd, encoder, schedule, self.policy, dt)
+
+    # ---- VAE ----
+    def vae_files(self) -> dict[str, Any]:
+        from webui.models.vae_files import scan_vae_files
+        return scan_vae_files(self.vae_dir, self.registry.ckpt_dir)
+
+    def ensure_vae(self, model: LoadedModel, choice: str | None) -> None:
+        """Make ``model`` decode with the VAE the `sd_vae` setting names: "Automatic" (a
+        `<checkpoint>.vae.*` file if there is one, else the checkpoint's own), "None" (the
+        checkpoint's own) or a file name from the VAE list.  A bad file raises ModelLoadError and
+        leaves the current VAE in place."""
+        from webui.models.file_io import ModelFileError
+        from webui.models.vae_files import automatic_vae, load_vae_file
+
+        files = self.vae_files()
+        choice = choice or "Automatic"
+        if choice == "Automatic":
+            target = automatic_vae(model.info.path, files) if not model.info.is_folder else None
+        elif choice == "None":
+            target = None
+        elif choice in files:
+            target = files[choice]
+        else:
+            raise ModelLoadError(f"VAE not found: {choice!r} (choose Automatic, None or one of {sorted(files)})")
+        if model.base_vae is None:
+            model.base_vae = model.sd.vae
+        if target == model.vae_file:
+            return
+        if target is None:
+            model.sd.vae = model.base_vae
+        else:
+            st = target.path.stat()
+            key = (str(target.path), st.st_mtime_ns, st.st_size)
+            vae = self._vae_cache.get(key)
+            if vae is None:
+                try:
+                    vae = load_vae_file(target.path, self.policy.vae_dtype).to(self.policy.device)
+                except ModelFileError as e:
+                    raise ModelLoadError(f"VAE {target.name} could not be loaded: {e}") from None
+                if vae.config.latent_channels != model.base_vae.config.latent_channels:
+                    raise ModelLoadError(f"VAE {target.name} has {vae.config.latent_channels} latent channels; "
+                                         f"the model needs {model.base_vae.config.latent_channels}")
+                self._vae_cache = {key: vae}  # keep one external VAE in RAM
+                self._vae_hash = target.shorthash()
+            model.sd.vae = vae
+        model.vae_file = target
+        model.vae_hash = self._vae_hash if target is not None else None
 
     def require(self) -> LoadedModel:
         """The model a job should use, loading the default (or the last unloaded one) on demand."""

@@ -179,6 +179,7 @@ class Txt2ImgService:
                 except SettingsError as e:
                     raise GenerationError(str(e)) from None
             model = self.models.require()
+            self.models.ensure_vae(model, str(self.settings.get("sd_vae") or "Automatic"))
             req = self.apply_styles(req)
             if req.width is None or req.height is None:
                 req = req.model_copy(update={"width": req.width or model.sd.default_size,
@@ -398,6 +399,8 @@ class Txt2ImgService:
             "Old prompt editing timelines": True if self.settings.get("use_old_scheduling") else None,
             "TI hashes": ", ".join(f"{e.name}: {e.shorthash}" for e in extra.get("embeddings", {}).values()) or None,
             **extra.get("networks", {}),
+            "VAE hash": model.vae_hash if model.vae_file else None,
+            "VAE": model.vae_file.name if model.vae_file else None,
             "ENSD": self.settings.get("eta_noise_seed_delta") or None,
             "RNG": "CPU",
         }
@@ -440,7 +443,8 @@ class Txt2ImgService:
             "sampler_name": plan.sampler.name, "cfg_scale": req.cfg_scale, "steps": req.steps,
             "batch_size": req.batch_size, "restore_faces": False, "face_restoration_model": None,
             "sd_model_name": model.info.stem, "sd_model_hash": model.info.shorthash,
-            "sd_vae_name": None, "sd_vae_hash": None,
+            "sd_vae_name": model.vae_file.name if model.vae_file else None,
+            "sd_vae_hash": model.vae_hash if model.vae_file else None,
             "seed_resize_from_w": req.seed_resize_from_w, "seed_resize_from_h": req.seed_resize_from_h,
             "denoising_strength": req.denoising_strength if plan.hr_size else None,
             "extra_generation_params": {k: v for k, v in params.items() if k not in base and v is not None},
