@@ -354,3 +354,25 @@ def test_vae_setting_automatic_none_file_and_both_layouts(env) -> None:
             generate(svc, "a cat")
     settings.set("sd_vae", "Automatic", save=False)
     assert np.array_equal(np.asarray(generate(svc, "a cat").images[0]), base)
+
+
+def test_checkpoint_ram_cache_switches_back_without_reading_and_keeps_weights_clean(env) -> None:
+    models, svc, root = env
+    models.set_cache_limit(2)
+    try:
+        a = models.load("sd1.safetensors")
+        original = weights(a)
+        make_kohya(root / "Lora" / "style_a.safetensors", a, scale=1.0)
+        generate(svc, "a cat <lora:style_a:1>")  # A is patched when we leave it
+        b = models.load("sdxl.safetensors")
+        generate(svc, "a house")                  # networks now bind to B: A's weights go back
+        again = models.load("sd1.safetensors")
+        assert again is a and models.cached == ["sdxl.safetensors", "sd1.safetensors"]
+        now = weights(again)
+        assert all(torch.equal(now[k], original[k]) for k in original)
+        models.set_cache_limit(1)
+        assert models.cached == ["sd1.safetensors"]
+        assert models.load("sdxl.safetensors") is not b  # evicted: read again
+    finally:
+        models.set_cache_limit(1)
+        models.load("sd1.safetensors")

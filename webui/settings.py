@@ -34,6 +34,9 @@ OPTIONS: dict[str, OptionInfo] = {
     "sd_vae": OptionInfo("Automatic", "SD VAE (Automatic: <checkpoint>.vae.* if present; None: the checkpoint's "
                                       "own; or a file from models/VAE)", "Stable Diffusion", "textbox",
                          infotext="VAE"),
+    "sd_checkpoints_limit": OptionInfo(1, "Maximum number of checkpoints loaded at the same time (kept in RAM; "
+                                          "switching back to one is instant)", "Stable Diffusion", "slider",
+                                       minimum=1, maximum=10, step=1),
     "CLIP_stop_at_last_layers": OptionInfo(1, "Clip skip", "Stable Diffusion", "slider",
                                            minimum=1, maximum=12, step=1, infotext="Clip skip"),
     "emphasis": OptionInfo("Original", "Emphasis mode: how (word:1.2) weights change the conditioning",

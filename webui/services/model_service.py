@@ -5,6 +5,7 @@ A failed load keeps the previous model in place and marks the bad file unusable 
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,10 @@ class ModelService:
         self.vae_dir = vae_dir
         self._vae_cache: dict[tuple[str, int, int], Any] = {}
         self._vae_hash: str | None = None
+        # A1111's sd_checkpoints_limit: loaded checkpoints kept in RAM (the current one included),
+        # so switching back to a recent one takes no disk read.  Keyed by file identity.
+        self.cache_limit = 1
+        self._ram: OrderedDict[tuple[str, int, int], LoadedModel] = OrderedDict()
         self.embeddings_dir = embeddings_dir
         self.policy = policy
         self.preferred = preferred
@@ -114,19 +119,47 @@ class ModelService:
             cur = self._loaded
             if cur is not None and cur.info.path == info.path:
                 return cur
-            self.loading = info.name
-            try:
-                loaded = self._load_file(info)
-            finally:
-                self.loading = None
+            key = self._file_key(info)
+            loaded = self._ram.pop(key, None)
+            if loaded is None:
+                self.loading = info.name
+                try:
+                    loaded = self._load_file(info)
+                finally:
+                    self.loading = None
+            self._ram[key] = loaded
             old = self._loaded
             self._loaded = loaded
             self._unloaded_info = None
             del old
-            empty_cache()
+            self._trim_cache()
             for fn in self.listeners:
                 fn(loaded)
             return loaded
+
+    @staticmethod
+    def _file_key(info: CheckpointInfo) -> tuple[str, int, int]:
+        try:
+            st = info.path.stat()
+            return str(info.path), st.st_mtime_ns, st.st_size
+        except OSError:
+            return str(info.path), 0, 0
+
+    def set_cache_limit(self, n: int) -> None:
+        with self._lock:
+            self.cache_limit = max(1, int(n))
+            self._trim_cache()
+
+    def _trim_cache(self) -> None:
+        current = self._loaded
+        while len(self._ram) > self.cache_limit:
+            key = next(k for k, v in self._ram.items() if v is not current)  # oldest that is not in use
+            del self._ram[key]
+        empty_cache()
+
+    @property
+    def cached(self) -> list[str]:
+        return [m.info.name for m in self._ram.values()]
 
     def _load_file(self, info: CheckpointInfo) -> LoadedModel:
         from webui.engine.model_schedule import ModelSchedule
@@ -223,6 +256,7 @@ class ModelService:
             if self._loaded is not None:
                 self._unloaded_info = self._loaded.info
             self._loaded = None
+            self._ram.clear()
             empty_cache()
 
     def reload(self) -> LoadedModel:
@@ -230,5 +264,6 @@ class ModelService:
             name = (self._loaded.info.name if self._loaded else
                     self._unloaded_info.name if self._unloaded_info else None)
             self._loaded = None
+            self._ram.clear()  # reload means: read the file again
             empty_cache()
             return self.load(name)
