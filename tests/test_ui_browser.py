@@ -391,6 +391,22 @@ def test_prompt_tools_styles_counter_and_network_warning(page: Any, ui_server: S
     assert page.locator("#txt2img_neg_prompt textarea").input_value() == "blurry"
 
 
+def test_checkpoint_merger_tab_writes_a_loadable_checkpoint(page: Any, ui_server: Server) -> None:
+    page.get_by_role("tab", name="Checkpoint Merger").click()
+    for elem in ("modelmerger_primary_model_name", "modelmerger_secondary_model_name"):
+        page.locator(f"#{elem} input").click()
+        page.get_by_role("option", name=re.compile(r"^tiny-sd1\.safetensors")).click()
+    page.locator("#modelmerger_custom_name textarea, #modelmerger_custom_name input").first.fill("merged-in-test")
+    page.click("#modelmerger_merge")
+    page.wait_for_function("() => document.querySelector('#modelmerger_result').innerText.includes('saved')")
+    out = ui_server.data_dir / "models" / "Stable-diffusion" / "merged-in-test.safetensors"
+    assert out.is_file() and str(out) in page.inner_text("#modelmerger_result")
+    names = [m["model_name"] for m in requests.get(ui_server.api("sd-models"), timeout=10).json()]
+    assert "merged-in-test" in names
+    page.click("#modelmerger_merge")  # same name again: a clear message, nothing overwritten
+    page.wait_for_function("() => document.querySelector('#modelmerger_result').innerText.includes('already exists')")
+
+
 def test_settings_apply_without_restart(page: Any, ui_server: Server) -> None:
     page.get_by_role("tab", name="Settings").click()
     box = page.locator("#setting_grid_save input[type=checkbox]")

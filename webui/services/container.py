@@ -38,6 +38,36 @@ class Services:
         self.settings.set("sd_model_checkpoint", loaded.info.title, notify=False)
         return loaded.info.title
 
+    def merge_checkpoints(self, a: str | None, b: str | None, c: str | None, method: str, multiplier: float,
+                          save_as_half: bool, custom_name: str = "") -> str:
+        """Run A1111's merger through the job queue (never beside a generation) and list the result."""
+        from webui.models.merge import MergeRecipe, merge_checkpoints
+
+        if not a:
+            raise ValueError("choose a primary model (A)")
+        pa = self.models.resolve(a)
+        pb = self.models.resolve(b) if b else None
+        pc = self.models.resolve(c) if c else None
+        m = round(float(multiplier), 2)
+        if custom_name.strip():
+            stem = custom_name.strip()
+        elif method == "Add difference" and pb and pc:
+            stem = f"{pa.model_name} + {m}({pb.model_name} - {pc.model_name})"
+        elif pb:
+            stem = f"{round(1 - m, 2)}({pa.model_name}) + {m}({pb.model_name})"
+        else:
+            stem = f"{pa.model_name}-copy"
+        stem = stem.replace("/", "_").removesuffix(".safetensors")
+        out = self.paths.ckpt_dir / f"{stem}.safetensors"
+        if out.exists():
+            raise ValueError(f"{out.name} already exists in the checkpoint folder: choose another name")
+        recipe = MergeRecipe(pa.path, pb.path if pb else None, pc.path if pc else None, method, m,
+                             bool(save_as_half), out)
+        job = self.queue.submit(lambda state: merge_checkpoints(recipe), label="merge checkpoints")
+        path = job.result()
+        self.registry.refresh()
+        return str(path)
+
     def save_style(self, name: str, prompt: str, negative_prompt: str) -> None:
         """Add or replace a style in styles.csv (the previous file is kept as styles.csv.bak)."""
         name = (name or "").strip()

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 
 from webui.ui.common import checkpoint_status_md, checkpoint_titles, current_checkpoint_title
+from webui.ui.merger import create_merger_tab
 from webui.ui.pnginfo import create_pnginfo_tab
 from webui.ui.settings_tab import create_settings_tab
 from webui.ui.txt2img import create_txt2img_tab
@@ -125,6 +126,8 @@ def build_ui(svc: "Services") -> gr.Blocks:
                 t2i = create_txt2img_tab(svc)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
                 create_pnginfo_tab(svc, t2i, tabs)
+            with gr.Tab("Checkpoint Merger", id="modelmerger", elem_id="tab_modelmerger"):
+                create_merger_tab(svc)
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
                 settings = create_settings_tab(svc)
 
