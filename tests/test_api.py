@@ -310,3 +310,22 @@ def test_vae_listing_and_bad_vae_override_is_a_4xx(api_server: Server) -> None:
     assert r.status_code in (400, 422) and "junk-vae.safetensors" in r.text
     r = post(api_server, "txt2img", dict(BASE, override_settings={"sd_vae": "None"}))
     assert r.status_code == 200 and json.loads(r.json()["info"])["sd_vae_name"] is None
+
+
+def test_controlnet_routes_and_unit_errors(api_server: Server) -> None:
+    base = api_server.url
+    assert requests.get(base + "/controlnet/version", timeout=10).json() == {"version": 2}
+    assert "canny" in requests.get(base + "/controlnet/module_list", timeout=10).json()["module_list"]
+    assert isinstance(requests.get(base + "/controlnet/model_list", timeout=10).json()["model_list"], list)
+    img = np.zeros((32, 32, 3), np.uint8)
+    img[8:24, 8:24] = 255
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    b64 = base64.b64encode(buf.getvalue()).decode()
+    r = requests.post(base + "/controlnet/detect", json={"controlnet_module": "canny", "controlnet_input_images": [b64],
+                                                          "controlnet_processor_res": 32}, timeout=30)
+    edges = pixels(b64_image(r.json()["images"][0]))
+    assert edges.shape[:2] == (32, 32) and edges[8, 8:24].max() == 255 and edges[16, 16].max() == 0
+    unit = {"enabled": True, "module": "canny", "model": "missing_model", "image": b64}
+    r = post(api_server, "txt2img", dict(BASE, alwayson_scripts={"controlnet": {"args": [unit]}}))
+    assert r.status_code in (400, 422) and "missing_model" in r.text

@@ -201,9 +201,11 @@ def test_bad_lora_files_warn_and_leave_the_model_unchanged(env) -> None:
     save_file({"lora_unet_no_such_layer.lora_down.weight": torch.zeros(2, 4),
                "lora_unet_no_such_layer.lora_up.weight": torch.zeros(4, 2)}, str(root / "Lora" / "alien.safetensors"))
     (root / "Lora" / "pickle.pt").write_bytes(b"\x80\x04cos\nsystem\n(S'echo hi'\ntR.")
+    save_file({"lora_unet_x.lora_down.weight": torch.zeros(2, 4), "lora_unet_x.lora_up.weight": torch.zeros(4, 2),
+               "lora_unet_x.dora_scale": torch.ones(4, 1)}, str(root / "Lora" / "dora.safetensors"))
     base = np.asarray(generate(svc, "a cat").images[0])
     for name, expect in (("empty", "unusable"), ("truncated", "unusable"), ("alien", "match"),
-                         ("pickle", "unusable"), ("missing_file", "Networks not found")):
+                         ("pickle", "unusable"), ("dora", "DoRA"), ("missing_file", "Networks not found")):
         res = generate(svc, f"a cat <lora:{name}:1>")
         assert any(expect in w for w in res.info["warnings"]), (name, res.info["warnings"])
         assert np.array_equal(np.asarray(res.images[0]), base), name

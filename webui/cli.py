@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     paths.add_argument("--models-dir", type=Path, default=None, help="base models folder (default <data-dir>/models)")
     paths.add_argument("--ckpt-dir", type=Path, default=None, help="checkpoint folder (default <models-dir>/Stable-diffusion)")
     paths.add_argument("--ckpt", type=Path, default=None, help="checkpoint to load at start (also listed)")
+    paths.add_argument("--controlnet-dir", type=Path, default=None,
+                       help="ControlNet folder (default <models-dir>/ControlNet)")
     paths.add_argument("--vae-dir", type=Path, default=None, help="VAE folder (default <models-dir>/VAE)")
     paths.add_argument("--hypernetwork-dir", type=Path, default=None,
                        help="hypernetwork folder (default <models-dir>/hypernetworks)")
@@ -64,6 +66,7 @@ class Paths:
     lora_dir: Path
     hypernetwork_dir: Path
     vae_dir: Path
+    controlnet_dir: Path
     lyco_dir: Path
     outputs_dir: Path
     cache_dir: Path
@@ -96,6 +99,7 @@ def resolve_paths(args: argparse.Namespace) -> Paths:
         lora_dir=(getattr(args, "lora_dir", None) or models_dir / "Lora").resolve(),
         hypernetwork_dir=(getattr(args, "hypernetwork_dir", None) or models_dir / "hypernetworks").resolve(),
         vae_dir=(getattr(args, "vae_dir", None) or models_dir / "VAE").resolve(),
+        controlnet_dir=(getattr(args, "controlnet_dir", None) or models_dir / "ControlNet").resolve(),
         lyco_dir=(getattr(args, "lyco_dir", None) or models_dir / "LyCORIS").resolve(),
         outputs_dir=data_dir / "outputs",
         cache_dir=data_dir / "cache",

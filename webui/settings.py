@@ -37,6 +37,8 @@ OPTIONS: dict[str, OptionInfo] = {
     "sd_checkpoints_limit": OptionInfo(1, "Maximum number of checkpoints loaded at the same time (kept in RAM; "
                                           "switching back to one is instant)", "Stable Diffusion", "slider",
                                        minimum=1, maximum=10, step=1),
+    "control_net_unit_count": OptionInfo(3, "Multi-ControlNet: ControlNet unit number", "ControlNet", "slider",
+                                         minimum=1, maximum=10, step=1),
     "CLIP_stop_at_last_layers": OptionInfo(1, "Clip skip", "Stable Diffusion", "slider",
                                            minimum=1, maximum=12, step=1, infotext="Clip skip"),
     "emphasis": OptionInfo("Original", "Emphasis mode: how (word:1.2) weights change the conditioning",

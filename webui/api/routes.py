@@ -73,6 +73,43 @@ def progress_dict(state: JobState | None, queued: int, skip_current_image: bool)
     }
 
 
+def build_controlnet_router(svc: Services) -> APIRouter:
+    """sd-webui-controlnet's own routes (clients check them to find ControlNet support)."""
+    from webui.networks.controlnet_units import PREPROCESSORS, ControlNetError, decode_image, preprocess
+
+    r = APIRouter(prefix="/controlnet", tags=["controlnet"])
+
+    @r.get("/version")
+    def version() -> dict[str, int]:
+        return {"version": 2}
+
+    @r.get("/model_list")
+    def model_list() -> dict[str, list[str]]:
+        svc.models.controlnets.refresh()
+        return {"model_list": [f.title for f in svc.models.controlnets.files.values()]}
+
+    @r.get("/module_list")
+    def module_list() -> dict[str, list[str]]:
+        return {"module_list": list(PREPROCESSORS)}
+
+    @r.post("/detect")
+    def detect(body: dict[str, Any]) -> dict[str, Any]:
+        module = str(body.get("controlnet_module") or "none")
+        images = body.get("controlnet_input_images") or []
+        try:
+            out = []
+            for img in images:
+                arr = preprocess(module, decode_image(img), int(body.get("controlnet_processor_res") or 512),
+                                 float(body.get("controlnet_threshold_a") or -1),
+                                 float(body.get("controlnet_threshold_b") or -1))
+                out.append(encode_png(Image.fromarray(arr)))
+        except ControlNetError as e:
+            raise HTTPException(422, str(e)) from None
+        return {"images": out, "info": "Success"}
+
+    return r
+
+
 def build_router(svc: Services) -> APIRouter:
     r = APIRouter(prefix="/sdapi/v1", tags=["sdapi"])
 
@@ -183,6 +220,8 @@ def build_router(svc: Services) -> APIRouter:
         if req.script_name:
             raise HTTPException(422, f"script {req.script_name!r} not found")
         for name, val in (req.alwayson_scripts or {}).items():
+            if name.lower() == "controlnet":
+                continue  # built in: units are read by the txt2img service
             if isinstance(val, dict) and val.get("args"):
                 raise HTTPException(422, f"always on script {name!r} not found")
         if req.infotext:
@@ -258,6 +297,7 @@ def _fill_from_infotext(req: Txt2ImgRequest) -> None:
 
 def install_api(app: FastAPI, svc: Services) -> None:
     app.include_router(build_router(svc))
+    app.include_router(build_controlnet_router(svc))
 
     @app.middleware("http")
     async def process_time(request: Request, call_next: Any) -> Any:

@@ -50,6 +50,7 @@ class CFGDenoiser:
     step: int = 0
     # when a list: every call appends (step, the conditioning it used) — for tests and debugging
     record: list[tuple[int, StepConds]] | None = None
+    controls: Any = None  # webui.engine.controlnet.ControlStack: ControlNet residuals per UNet call
 
     def _sdxl_added(self, pooled: torch.Tensor, batch: int, device: torch.device, dtype: torch.dtype) -> dict:
         # original size, crop top-left, target size: A1111 passes the requested size and crop 0,0.
@@ -57,7 +58,7 @@ class CFGDenoiser:
         return {"text_embeds": pooled, "time_ids": ids.repeat(batch, 1)}
 
     def _model(self, x: torch.Tensor, sigma: torch.Tensor, cross: torch.Tensor, pooled: torch.Tensor | None,
-               image_cond: torch.Tensor | None) -> torch.Tensor:
+               image_cond: torch.Tensor | None, uncond_rows: torch.Tensor | None = None) -> torch.Tensor:
         dtype = next(self.unet.parameters()).dtype
         s = sigma.to(x.dtype).reshape(-1, 1, 1, 1)
         c_in = 1.0 / (s ** 2 + 1.0) ** 0.5
@@ -69,6 +70,10 @@ class CFGDenoiser:
         if self.family == "sdxl":
             assert pooled is not None
             kwargs["added_cond_kwargs"] = self._sdxl_added(pooled.to(x.device, dtype), x.shape[0], x.device, dtype)
+        if self.controls is not None and self.controls.units:
+            rows = uncond_rows if uncond_rows is not None else torch.zeros(x.shape[0], dtype=torch.bool)
+            kwargs.update(self.controls.residuals(inp[:, :x.shape[1]], t, cross.to(dtype), rows.to(x.device), self.step,
+                                                  self.total_steps, kwargs.get("added_cond_kwargs")))
         out = self.unet(inp.to(dtype), t.to(dtype) if dtype != torch.float32 else t, encoder_hidden_states=cross.to(dtype),
                         return_dict=False, **kwargs)[0].to(x.dtype)
         if self.prediction_type == "v_prediction":
@@ -99,13 +104,15 @@ class CFGDenoiser:
             if cond.cross_attn.shape[1] != uncond.cross_attn.shape[1]:
                 # Different chunk counts: two UNet calls, as A1111 does unless pad_cond_uncond is set.
                 d_cond = self._model(xc, sc_sigma, cond.cross_attn, cond.pooled, icc)
-                d_uncond = self._model(x, sigma, uncond.cross_attn, uncond.pooled, ic)
+                d_uncond = self._model(x, sigma, uncond.cross_attn, uncond.pooled, ic,
+                                       torch.ones(b, dtype=torch.bool))
             else:
                 n = xc.shape[0]
                 cross = torch.cat([cond.cross_attn, uncond.cross_attn])
                 pooled = None if cond.pooled is None else torch.cat([cond.pooled, uncond.pooled])
                 both_ic = None if ic is None else torch.cat([icc, ic])
-                both = self._model(torch.cat([xc, x]), torch.cat([sc_sigma, sigma]), cross, pooled, both_ic)
+                rows_mask = torch.cat([torch.zeros(n, dtype=torch.bool), torch.ones(b, dtype=torch.bool)])
+                both = self._model(torch.cat([xc, x]), torch.cat([sc_sigma, sigma]), cross, pooled, both_ic, rows_mask)
                 d_cond, d_uncond = both[:n], both[n:]
             # A1111's combine_denoised: uncond + sum over parts of weight * scale * (cond_part - uncond)
             denoised = d_uncond.clone()

@@ -170,6 +170,9 @@ def group_modules(sd: dict[str, torch.Tensor]) -> dict[str, NetworkModule]:
                 "lora_linear_layer.down.weight": "down", "lora_linear_layer.up.weight": "up"}.get(part, part)
         out.setdefault(base, {})[part] = t.float()
     mods = {k: NetworkModule(k, v) for k, v in out.items()}
+    if any("dora_scale" in m.tensors for m in mods.values()):
+        # DoRA renormalises the whole weight per column; adding its low-rank part alone would be wrong
+        raise LoraFileError("DoRA files (dora_scale) are not supported yet")
     for m in mods.values():
         if m.kind == "lora" and not ("down" in m.tensors and "up" in m.tensors):
             raise LoraFileError(f"{m.key}: a LoRA module needs both up and down weights")

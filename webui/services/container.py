@@ -103,7 +103,8 @@ def build_services(args: argparse.Namespace, paths: Paths) -> Services:
     policy = DevicePolicy.from_flags(args.use_cpu, args.device_id, args.precision, args.no_half, args.no_half_vae)
     models = ModelService(registry, policy, preferred=args.ckpt.resolve() if args.ckpt else None,
                           embeddings_dir=paths.embeddings_dir, lora_dirs=[paths.lora_dir, paths.lyco_dir],
-                          hypernetwork_dir=paths.hypernetwork_dir, vae_dir=paths.vae_dir)
+                          hypernetwork_dir=paths.hypernetwork_dir, vae_dir=paths.vae_dir,
+                          controlnet_dir=paths.controlnet_dir)
     models.set_cache_limit(int(settings.get("sd_checkpoints_limit")))
     settings.on_change("sd_checkpoints_limit", lambda v: models.set_cache_limit(int(v)))
     queue = JobQueue()

@@ -39,7 +39,9 @@ class LoadedModel:
 class ModelService:
     def __init__(self, registry: CheckpointRegistry, policy: DevicePolicy, preferred: Path | None = None,
                  embeddings_dir: Path | None = None, lora_dirs: list[Path] | None = None,
-                 hypernetwork_dir: Path | None = None, vae_dir: Path | None = None) -> None:
+                 hypernetwork_dir: Path | None = None, vae_dir: Path | None = None,
+                 controlnet_dir: Path | None = None) -> None:
+        from webui.networks.controlnet_units import ControlNetModels
         from webui.networks.hypernetworks import HypernetworkNetworks
         from webui.networks.lora_networks import LoraNetworks
 
@@ -63,6 +65,7 @@ class ModelService:
         # params) -> NetworkReport`); kinds sharing one object get their tags together.
         self.loras = LoraNetworks(list(lora_dirs or []))
         self.hypernetworks = HypernetworkNetworks(hypernetwork_dir)
+        self.controlnets = ControlNetModels([controlnet_dir] if controlnet_dir else [])
         self.network_kinds: dict[str, Any] = {"lora": self.loras, "lyco": self.loras, "hypernet": self.hypernetworks}
 
     def activate_networks(self, model: LoadedModel, networks: dict[str, list[Any]]) -> Any:

@@ -21,6 +21,8 @@ from webui.engine.loop import PassConfig, StepReport, StopSampling, run_pass
 from webui.engine.noise import NoiseSource
 from webui.engine.samplers import (SamplerInfo, ScheduleType, UnknownSamplerError, effective_schedule,
                                    is_timesteps_sampler, resolve_sampler)
+from webui.engine.controlnet import ControlStack
+from webui.networks.controlnet_units import ControlNetError, build_units
 from webui.prompts.conditioning import build_conditioning, schedule_steps
 from webui.prompts.encoder import EncodeOptions
 from webui.prompts.extra_networks import parse_prompt
@@ -186,7 +188,7 @@ class Txt2ImgService:
                                              "height": req.height or model.sd.default_size})
             plan = self.validate(req)
             return self._generate(req, plan, model, state, save)
-        except ModelLoadError as e:
+        except (ModelLoadError, ControlNetError) as e:
             raise GenerationError(str(e)) from None
         finally:
             if req.override_settings_restore_afterwards:
@@ -260,6 +262,14 @@ class Txt2ImgService:
         extra: dict[str, Any] = {"warnings": net_report.warnings + (
             [f"Styles not found: {', '.join(missing_styles)}"] if missing_styles else []), "embeddings": {},
             "networks": net_report.infotext}
+        scripts = {str(k).lower(): v for k, v in (req.alwayson_scripts or {}).items()}  # A1111 matches titles
+        cn_args = (scripts.get("controlnet") or {}).get("args") or []                   # case-insensitively
+        controls = None
+        if cn_args:
+            units, extra["controlnet"], _maps = build_units(
+                cn_args, self.models.controlnets, req.width, req.height, dev, next(sd.unet.parameters()).dtype,
+                int(opts.get("control_net_unit_count")))
+            controls = ControlStack(units) if units else None
         if model.encoder.embeddings is not None:
             model.encoder.embeddings.refresh_if_changed()  # files dropped in since the last job
         with torch.inference_mode(), model.policy.autocast_context():
@@ -284,7 +294,8 @@ class Txt2ImgService:
                                  discard_next_to_last_sigma=True if opts.get("always_discard_next_to_last_sigma") else None)
                 ic = self._inpaint_conditioning(model, req.batch_size, req.width, req.height)
                 res = run_pass(sd.unet, sd.family, sd.prediction_type, model.schedule, cfg, conds, noise,
-                               on_step, image_conditioning=ic)
+                               on_step, image_conditioning=ic,
+                               denoiser_setup=(lambda d: setattr(d, "controls", controls)) if controls else None)
                 latents = res.latents
                 if state.interrupted:
                     stop_all = True
@@ -399,6 +410,7 @@ class Txt2ImgService:
             "Old prompt editing timelines": True if self.settings.get("use_old_scheduling") else None,
             "TI hashes": ", ".join(f"{e.name}: {e.shorthash}" for e in extra.get("embeddings", {}).values()) or None,
             **extra.get("networks", {}),
+            **{f"ControlNet {i}": v for i, v in enumerate(extra.get("controlnet", []))},
             "VAE hash": model.vae_hash if model.vae_file else None,
             "VAE": model.vae_file.name if model.vae_file else None,
             "ENSD": self.settings.get("eta_noise_seed_delta") or None,

@@ -1,0 +1,103 @@
+"""ControlNet units in the loop, driven the way sd-webui-controlnet's API drives them, with the
+shipped demo model and its canny ControlNet (original `control_model.*` layout)."""
+from __future__ import annotations
+
+import base64
+import io
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bench.shape_judge import judge  # noqa: E402
+from tools.shapes_data import Scene, render  # noqa: E402
+
+BUILTIN = ROOT / "webui" / "builtin_models" / "shapes-demo-v1.safetensors"
+CN_NAME = "control_shapes-demo-v1_canny"
+CN_DIR = ROOT / "models" / "ControlNet"
+
+
+def b64(arr: np.ndarray) -> str:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory: pytest.TempPathFactory):
+    from webui.memory.devices import DevicePolicy
+    from webui.models.registry import CheckpointRegistry
+    from webui.services.model_service import ModelService
+    from webui.services.txt2img import Txt2ImgService
+    from webui.settings import Settings
+
+    tmp = tmp_path_factory.mktemp("cn")
+    reg = CheckpointRegistry(tmp / "empty", tmp / "cache", builtin=[BUILTIN])
+    reg.refresh()
+    models = ModelService(reg, DevicePolicy.from_flags(["all"], None, "full", True, True), controlnet_dir=CN_DIR)
+    models.load(BUILTIN.name)
+    settings = Settings.load(tmp / "config.json")
+    settings.set("live_previews_enable", False, save=False)
+    return Txt2ImgService(models, settings, tmp / "out")
+
+
+def run(svc, prompt: str, units: list[dict], seed: int = 1):
+    from webui.services.jobs import JobState
+    from webui.services.requests import Txt2ImgRequest
+
+    req = Txt2ImgRequest(prompt=prompt, steps=20, cfg_scale=7, seed=seed, sampler_name="DPM++ 2M",
+                         alwayson_scripts={"controlnet": {"args": units}})
+    return svc.run(req, JobState("t", "test"), save=False)
+
+
+def unit(pos: str, **kw) -> dict:
+    photo = render(Scene("white", "star", "black", pos))  # a picture; the canny preprocessor makes the map
+    return {"enabled": True, "module": "canny", "model": CN_NAME, "image": b64(photo), "weight": 1.0,
+            "resize_mode": "Just Resize", "threshold_a": 100, "threshold_b": 200, "processor_res": 64, **kw}
+
+
+def test_edge_map_puts_the_shape_where_the_edges_are_whatever_the_prompt_says(svc) -> None:
+    prompt = "a yellow star at the top on a blue background"
+    for pos in ("left", "right"):  # moving the map moves the shape
+        found = [judge(run(svc, prompt, [unit(pos)], seed).images[0]).position for seed in (1, 2)]
+        assert found.count(pos) >= 1 and "top" not in found, (pos, found)
+    plain = [judge(run(svc, prompt, [], seed).images[0]).position for seed in (1, 2)]
+    assert plain != ["left", "left"]  # without the unit the map's position is not forced
+
+
+def test_unit_fields_infotext_and_disabled_units(svc) -> None:
+    res = run(svc, "a red circle on a blue background", [unit("left", guidance_start=0.0, guidance_end=0.5,
+                                                                  control_mode=1), {"enabled": False}])
+    text = res.infotexts[0]
+    m = re.search(r'ControlNet 0: "Module: canny, Model: control_shapes-demo-v\d_canny \[([0-9a-f]{8})\], Weight: 1, '
+                  r'Resize Mode: Just Resize, Processor Res: 64, Threshold A: 100, Threshold B: 200, '
+                  r'Guidance Start: 0, Guidance End: 0.5, Pixel Perfect: False, '
+                  r'Control Mode: My prompt is more important"', text)
+    assert m, text
+    import hashlib
+    assert m[1] == hashlib.sha256((CN_DIR / f"{CN_NAME}.safetensors").read_bytes()).hexdigest()[:8]
+    assert "ControlNet 1" not in text
+    base = np.asarray(run(svc, "a red circle on a blue background", []).images[0])
+    off = np.asarray(run(svc, "a red circle on a blue background", [unit("left", weight=0)]).images[0])
+    assert np.array_equal(off, base)  # weight 0 changes nothing
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"model": "no_such_model"}, "not found"),
+    ({"image": "not-base64!"}, "not a readable"),
+    ({"module": "openpose_full"}, "unknown preprocessor"),
+    ({"guidance_start": 0.8, "guidance_end": 0.2}, "guidance_start"),
+    ({"control_mode": "Louder"}, "control_mode"),
+])
+def test_bad_units_are_clear_errors(svc, bad: dict, message: str) -> None:
+    from webui.services.txt2img import GenerationError
+
+    with pytest.raises(GenerationError, match=message):
+        run(svc, "a red circle", [unit("left", **bad)])
+    with pytest.raises(GenerationError, match="limit is 3"):
+        run(svc, "a red circle", [unit("left")] * 4)

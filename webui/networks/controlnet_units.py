@@ -1,0 +1,206 @@
+"""ControlNet models from `models/ControlNet`, preprocessors, and A1111-ControlNet unit requests.
+
+Units arrive as sd-webui-controlnet's API sends them (`alwayson_scripts.controlnet.args`):
+`{enabled, module, model, weight, image, resize_mode, processor_res, threshold_a, threshold_b,
+guidance_start, guidance_end, control_mode, pixel_perfect}`.  Preprocessors here need no
+downloaded weights: none, canny, invert, threshold (scribble), reference passthrough.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+
+from webui.engine.controlnet import ControlUnitRuntime, control_mode_name
+
+PREPROCESSORS = ("none", "canny", "invert", "threshold", "scribble_hed_free", "reference_passthrough")
+RESIZE_MODES = ("Just Resize", "Crop and Resize", "Resize and Fill")
+CN_SUFFIXES = (".safetensors", ".pth", ".ckpt", ".bin")
+
+
+class ControlNetError(ValueError):
+    """A unit the user must fix (answered as HTTP 4xx)."""
+
+
+def resize_mode_name(value: Any) -> str:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return RESIZE_MODES[int(value)]
+    aliases = {"Envelope (Outer Fit)": "Resize and Fill", "Scale to Fit (Inner Fit)": "Crop and Resize",
+               "Inner Fit (Scale to Fit)": "Crop and Resize", "Outer Fit (Shrink to Fit)": "Resize and Fill"}
+    value = aliases.get(value, value)
+    if value not in RESIZE_MODES:
+        raise ControlNetError(f"resize_mode must be one of {list(RESIZE_MODES)}, got {value!r}")
+    return str(value)
+
+
+def preprocess(module: str, image: np.ndarray, res: int, a: float, b: float) -> np.ndarray:
+    """RGB uint8 in → the control map (RGB uint8), computed at ``res`` on the short side."""
+    module = (module or "none").lower()
+    if module in ("none", "reference_passthrough"):
+        return image
+    h, w = image.shape[:2]
+    k = res / min(h, w) if res > 0 else 1.0
+    work = cv2.resize(image, (max(1, round(w * k)), max(1, round(h * k))), interpolation=cv2.INTER_AREA if k < 1
+                      else cv2.INTER_CUBIC) if k != 1.0 else image
+    if module == "canny":
+        low, high = (a if a > 0 else 100), (b if b > 0 else 200)
+        edges = np.zeros(work.shape[:2], np.uint8)
+        for ch in range(3):  # per channel, so hue-only edges are found too
+            edges |= cv2.Canny(np.ascontiguousarray(work[:, :, ch]), low, high)
+        out = np.repeat(edges[:, :, None], 3, axis=2)
+    elif module == "invert":
+        out = 255 - work
+    elif module in ("threshold", "scribble_hed_free"):
+        grey = cv2.cvtColor(work, cv2.COLOR_RGB2GRAY)
+        t = a if a > 0 else 127
+        out = np.repeat(np.where(grey > t, 255, 0).astype(np.uint8)[:, :, None], 3, axis=2)
+    else:
+        raise ControlNetError(f"unknown preprocessor {module!r}; available: {list(PREPROCESSORS)}")
+    return out
+
+
+def fit_to(image: np.ndarray, width: int, height: int, mode: str) -> np.ndarray:
+    """The control map at the generation size, as the three resize modes place it."""
+    h, w = image.shape[:2]
+    if mode == "Just Resize":
+        return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+    if mode == "Crop and Resize":
+        k = max(width / w, height / h)
+        big = cv2.resize(image, (max(width, round(w * k)), max(height, round(h * k))), interpolation=cv2.INTER_AREA)
+        y, x = (big.shape[0] - height) // 2, (big.shape[1] - width) // 2
+        return big[y:y + height, x:x + width]
+    k = min(width / w, height / h)  # Resize and Fill: fit inside, pad with black
+    small = cv2.resize(image, (max(1, round(w * k)), max(1, round(h * k))), interpolation=cv2.INTER_AREA)
+    out = np.zeros((height, width, 3), np.uint8)
+    y, x = (height - small.shape[0]) // 2, (width - small.shape[1]) // 2
+    out[y:y + small.shape[0], x:x + small.shape[1]] = small
+    return out
+
+
+def decode_image(value: Any) -> np.ndarray:
+    if isinstance(value, dict):  # A1111-ControlNet also sends {"image": b64, "mask": b64}
+        value = value.get("image")
+    if not isinstance(value, str) or not value:
+        raise ControlNetError("the unit has no image (base64 PNG/JPEG in `image` or `input_image`)")
+    data = value.split(",", 1)[1] if value.startswith("data:") else value
+    try:
+        return np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB"))
+    except Exception:
+        raise ControlNetError("the unit's image is not a readable base64 image") from None
+
+
+@dataclass
+class ControlNetFile:
+    name: str
+    path: Path
+    _hash: str | None = None
+
+    @property
+    def shorthash(self) -> str:
+        """sd-webui-controlnet lists models as `name [sha256[:8]]`."""
+        if self._hash is None:
+            h = hashlib.sha256()
+            with open(self.path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+            self._hash = h.hexdigest()[:8]
+        return self._hash
+
+    @property
+    def title(self) -> str:
+        return f"{self.name} [{self.shorthash}]"
+
+
+class ControlNetModels:
+    def __init__(self, folders: list[Path]) -> None:
+        self.folders = [f for f in folders if f is not None]
+        self.files: dict[str, ControlNetFile] = {}
+        self._cache: dict[tuple[str, int, int], Any] = {}
+        self.refresh()
+
+    def refresh(self) -> None:
+        found: dict[str, ControlNetFile] = {}
+        for folder in self.folders:
+            if folder.is_dir():
+                for p in sorted(folder.rglob("*")):
+                    if p.is_file() and p.suffix.lower() in CN_SUFFIXES:
+                        old = self.files.get(p.stem)
+                        found.setdefault(p.stem, old if old and old.path == p else ControlNetFile(p.stem, p))
+        self.files = found
+
+    def find(self, model: str) -> ControlNetFile:
+        name = (model or "").split(" [", 1)[0].strip()
+        if name in ("", "None"):
+            raise ControlNetError("the unit names no ControlNet model")
+        for _ in range(2):
+            if name in self.files:
+                return self.files[name]
+            self.refresh()
+        raise ControlNetError(f"ControlNet model not found: {model!r} (available: {sorted(self.files)})")
+
+    def load(self, f: ControlNetFile, device: torch.device, dtype: torch.dtype) -> Any:
+        from webui.models.controlnet_io import load_controlnet
+        from webui.models.file_io import ModelFileError
+
+        st = f.path.stat()
+        key = (str(f.path), st.st_mtime_ns, st.st_size)
+        model = self._cache.get(key)
+        if model is None:
+            try:
+                model = load_controlnet(f.path, dtype=dtype, device=device)
+            except (ModelFileError, KeyError, ValueError, RuntimeError) as e:
+                raise ControlNetError(f"ControlNet {f.name} could not be loaded: {e}") from None
+            self._cache[key] = model
+            while len(self._cache) > 3:  # up to three units' models stay loaded
+                self._cache.pop(next(iter(self._cache)))
+        return model
+
+
+def _num(unit: dict[str, Any], key: str, default: float) -> float:
+    v = unit.get(key, default)
+    try:
+        return float(default if v is None else v)
+    except (TypeError, ValueError):
+        raise ControlNetError(f"ControlNet unit field {key} must be a number, got {v!r}") from None
+
+
+def build_units(args: list[Any], models: ControlNetModels, width: int, height: int, device: torch.device,
+                dtype: torch.dtype, max_units: int = 3) -> tuple[list[ControlUnitRuntime], list[str], list[np.ndarray]]:
+    """(runtime units, infotext values, detected maps) for the enabled units of a request."""
+    units, infos, maps = [], [], []
+    enabled = [u for u in args if isinstance(u, dict) and u.get("enabled", True)]
+    if len(enabled) > max_units:
+        raise ControlNetError(f"{len(enabled)} ControlNet units enabled; the limit is {max_units} (setting)")
+    for i, u in enumerate(enabled):
+        module = str(u.get("module") or "none")
+        f = models.find(str(u.get("model") or ""))
+        img = decode_image(u.get("image") if u.get("image") is not None else u.get("input_image"))
+        resize = resize_mode_name(u.get("resize_mode", "Crop and Resize"))
+        res = int(_num(u, "processor_res", 512))
+        if u.get("pixel_perfect"):
+            res = min(width, height)  # the map is made at the size it will be used
+        a, b = _num(u, "threshold_a", -1), _num(u, "threshold_b", -1)
+        detected = fit_to(preprocess(module, img, res, a, b), width, height, resize)
+        start, end = _num(u, "guidance_start", 0.0), _num(u, "guidance_end", 1.0)
+        if not 0 <= start <= end <= 1:
+            raise ControlNetError("guidance_start/guidance_end must satisfy 0 <= start <= end <= 1")
+        try:
+            mode = control_mode_name(u.get("control_mode", "Balanced"))
+        except (ValueError, IndexError) as e:
+            raise ControlNetError(str(e)) from None
+        weight = _num(u, "weight", 1.0)
+        hint = torch.from_numpy(detected).permute(2, 0, 1).float().div(255.0).unsqueeze(0)
+        units.append(ControlUnitRuntime(models.load(f, device, dtype), hint, weight, start, end, mode))
+        maps.append(detected)
+        infos.append(f"Module: {module}, Model: {f.title}, Weight: {weight:g}, Resize Mode: {resize}, "
+                     f"Processor Res: {res}, Threshold A: {a:g}, Threshold B: {b:g}, Guidance Start: {start:g}, "
+                     f"Guidance End: {end:g}, Pixel Perfect: {bool(u.get('pixel_perfect'))}, Control Mode: {mode}")
+    return units, infos, maps
