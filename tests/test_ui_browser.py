@@ -477,3 +477,47 @@ def test_fresh_install_draws_with_the_builtin_model(browser: Any, tmp_path: Path
     finally:
         ctx.close()
         stop_server(server)
+
+
+def test_controlnet_accordion_places_the_shape_where_the_edges_are(browser: Any, tmp_path: Path) -> None:
+    """The shipped demo model and its canny ControlNet, driven from the page: upload a picture of a
+    star at the left, preview the canny map, and generate with a prompt that says "right"."""
+    import sys
+
+    from conftest import ROOT
+    sys.path.insert(0, str(ROOT))
+    from bench.shape_judge import judge
+    from tools.shapes_data import Scene, render
+
+    ckpt_dir = tmp_path / "models" / "Stable-diffusion"
+    ckpt_dir.mkdir(parents=True)
+    server = start_server(tmp_path, ckpt_dir, "--controlnet-dir", str(ROOT / "models" / "ControlNet"), nowebui=False)
+    photo = tmp_path / "star_left.png"
+    Image.fromarray(render(Scene("white", "star", "black", "left"))).save(photo)
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1400})
+    try:
+        pg = ctx.new_page()
+        pg.set_default_timeout(TIMEOUT_MS)
+        pg.goto(server.url + "/")
+        pg.wait_for_selector("#txt2img_prompt textarea")
+        checkpoint_value(pg)
+        pg.wait_for_function("() => document.querySelector('#txt2img_width input[type=number]').value === '64'")
+        pg.locator("#txt2img_controlnet").get_by_text("ControlNet", exact=True).first.click()
+        pg.locator("#txt2img_controlnet_unit_0_image input[type=file]").set_input_files(str(photo))
+        pg.locator("#txt2img_controlnet_unit_0_enable input[type=checkbox]").check()
+        pg.locator("#txt2img_controlnet_unit_0_module input").click()
+        pg.get_by_role("option", name="canny", exact=True).click()
+        set_number(pg, "txt2img_controlnet_unit_0_res", 64)
+        assert "control_shapes-demo" in pg.locator("#txt2img_controlnet_unit_0_model input").input_value()
+        pg.click("#txt2img_controlnet_unit_0_preview")
+        pg.locator("#txt2img_controlnet_unit_0_detected img").wait_for()
+        pg.locator("#txt2img_prompt textarea").fill("a yellow star at the right on a blue background")
+        set_number(pg, "txt2img_seed", 1)
+        text = generate(pg, "Seed: 1")
+        assert 'ControlNet 0: "Module: canny, Model: control_shapes-demo' in text
+        v = judge(Image.open(output_file(server, 1)))
+        assert v.position == "left", v
+        pg.screenshot(path="/tmp/ui_controlnet.png", full_page=True)
+    finally:
+        ctx.close()
+        stop_server(server)

@@ -86,6 +86,9 @@ def fit_to(image: np.ndarray, width: int, height: int, mode: str) -> np.ndarray:
 
 
 def decode_image(value: Any) -> np.ndarray:
+    if isinstance(value, np.ndarray):  # from the UI's image box
+        arr = value.astype(np.uint8)
+        return np.repeat(arr[:, :, None], 3, axis=2) if arr.ndim == 2 else np.ascontiguousarray(arr[:, :, :3])
     if isinstance(value, dict):  # A1111-ControlNet also sends {"image": b64, "mask": b64}
         value = value.get("image")
     if not isinstance(value, str) or not value:

@@ -15,6 +15,7 @@ import gradio as gr
 
 from webui.ui.common import (AUTOMATIC, DEFAULT_SAMPLER, sampler_names, schedule_label_to_name, schedule_labels,
                              schedule_name_to_label, token_counter_html, token_counter_text, upscaler_names)
+from webui.ui.controlnet import create_controlnet_accordion
 
 if TYPE_CHECKING:
     from webui.services.container import Services
@@ -204,6 +205,8 @@ def create_txt2img_tab(svc: "Services") -> Txt2ImgTab:
                     hr_resize_y = gr.Slider(0, 2048, value=0, step=8, label="Resize height to",
                                             elem_id="txt2img_hr_resize_y")
 
+            cn_units = create_controlnet_accordion(svc, "txt2img")
+
         with gr.Column(scale=1, elem_id="txt2img_results"):
             gallery = gr.Gallery(label="Output", show_label=False, elem_id="txt2img_gallery", format="png",
                                  columns=4, height=512, object_fit="contain", preview=True, interactive=False)
@@ -294,7 +297,7 @@ def create_txt2img_tab(svc: "Services") -> Txt2ImgTab:
                        api_visibility="private")
     styles.focus(style_choices, styles, styles, show_progress="hidden", api_visibility="private")
 
-    inputs = {styles, prompt, neg_prompt, sampler, scheduler, steps, width, height, batch_count, batch_size, cfg_scale,
+    inputs = {*[c for u in cn_units for c in u.components()], styles, prompt, neg_prompt, sampler, scheduler, steps, width, height, batch_count, batch_size, cfg_scale,
               seed, extra, subseed, subseed_strength, seed_resize_w, seed_resize_h, enable_hr, hr_upscaler,
               hr_steps, denoising, hr_scale, hr_resize_x, hr_resize_y}
 
@@ -304,6 +307,7 @@ def create_txt2img_tab(svc: "Services") -> Txt2ImgTab:
         hires = bool(d[enable_hr])
         return Txt2ImgRequest(
             prompt=d[prompt] or "", negative_prompt=d[neg_prompt] or "", styles=list(d[styles] or []),
+            alwayson_scripts={"controlnet": {"args": [u for u in (c.to_unit(d) for c in cn_units) if u]}},
             sampler_name=d[sampler] or DEFAULT_SAMPLER, scheduler=schedule_label_to_name(d[scheduler]),
             steps=_int(d[steps], 20), width=_int(d[width], 512), height=_int(d[height], 512),
             n_iter=_int(d[batch_count], 1), batch_size=_int(d[batch_size], 1), cfg_scale=_float(d[cfg_scale], 7.0),
