@@ -407,6 +407,37 @@ def test_checkpoint_merger_tab_writes_a_loadable_checkpoint(page: Any, ui_server
     page.wait_for_function("() => document.querySelector('#modelmerger_result').innerText.includes('already exists')")
 
 
+def test_extra_network_cards_insert_tags_and_save_metadata(page: Any, ui_server: Server) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    lora_dir = ui_server.data_dir / "models" / "Lora"
+    lora_dir.mkdir(parents=True, exist_ok=True)
+    save_file({"lora_unet_x.lora_down.weight": torch.zeros(1, 4), "lora_unet_x.lora_up.weight": torch.zeros(4, 1)},
+              str(lora_dir / "inkwash.safetensors"))
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(lora_dir / "inkwash.preview.png")
+    (lora_dir / "inkwash.json").write_text(json.dumps({"activation text": "ink wash", "preferred weight": 0.7}))
+    prompt = page.locator("#txt2img_prompt textarea")
+    prompt.fill("a cat")
+    page.locator("#txt2img_extra_networks").get_by_text("Extra networks", exact=True).first.click()
+    page.get_by_role("tab", name="Lora").click()
+    page.locator("#txt2img_lora_cards").get_by_text("inkwash").first.wait_for()
+    page.locator("#txt2img_lora_cards img").first.click()
+    page.wait_for_function("() => document.querySelector('#txt2img_prompt textarea').value"
+                           " === 'a cat, <lora:inkwash:0.7>, ink wash'")
+    page.locator("#txt2img_lora_meta").get_by_text("Edit metadata", exact=False).first.click()
+    page.locator("#txt2img_lora_meta_description textarea").fill("washes of ink")
+    page.click("#txt2img_lora_meta_save")
+    page.screenshot(path="/tmp/ui_cards.png", full_page=True)
+    deadline = time.time() + 20
+    while time.time() < deadline and "washes of ink" not in (lora_dir / "inkwash.json").read_text():
+        time.sleep(0.2)
+    meta = json.loads((lora_dir / "inkwash.json").read_text())
+    assert meta["description"] == "washes of ink" and meta["activation text"] == "ink wash"
+    page.locator("#txt2img_lora_cards img").first.click()  # again: the tag and its words go away
+    page.wait_for_function("() => document.querySelector('#txt2img_prompt textarea').value === 'a cat'")
+
+
 def test_settings_apply_without_restart(page: Any, ui_server: Server) -> None:
     page.get_by_role("tab", name="Settings").click()
     box = page.locator("#setting_grid_save input[type=checkbox]")

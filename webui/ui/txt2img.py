@@ -16,6 +16,7 @@ import gradio as gr
 from webui.ui.common import (AUTOMATIC, DEFAULT_SAMPLER, sampler_names, schedule_label_to_name, schedule_labels,
                              schedule_name_to_label, token_counter_html, token_counter_text, upscaler_names)
 from webui.ui.controlnet import create_controlnet_accordion
+from webui.ui.extra_networks import create_extra_networks
 
 if TYPE_CHECKING:
     from webui.services.container import Services
@@ -206,6 +207,7 @@ def create_txt2img_tab(svc: "Services") -> Txt2ImgTab:
                                             elem_id="txt2img_hr_resize_y")
 
             cn_units = create_controlnet_accordion(svc, "txt2img")
+            create_extra_networks(svc, "txt2img", prompt, neg_prompt)
 
         with gr.Column(scale=1, elem_id="txt2img_results"):
             gallery = gr.Gallery(label="Output", show_label=False, elem_id="txt2img_gallery", format="png",
