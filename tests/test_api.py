@@ -292,7 +292,7 @@ def test_lora_listing_and_tag_over_the_api(api_server: Server) -> None:
     assert requests.post(api_server.api("refresh-loras"), timeout=10).status_code == 200
     listed = requests.get(api_server.api("loras"), timeout=10).json()
     assert {"name": "odd", "alias": "OddOne", "path": str(lora_dir / "odd.safetensors"),
-            "metadata": {"ss_output_name": "OddOne"}} in listed
+            "metadata": {"ss_output_name": "OddOne"}, "sd_version": None, "fits": None} in listed
     r = post(api_server, "txt2img", dict(BASE, prompt="a red circle <lora:OddOne:1>"))
     assert r.status_code == 200
     warnings = json.loads(r.json()["info"])["warnings"]

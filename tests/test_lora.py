@@ -378,3 +378,22 @@ def test_checkpoint_ram_cache_switches_back_without_reading_and_keeps_weights_cl
     finally:
         models.set_cache_limit(1)
         models.load("sd1.safetensors")
+
+
+def test_listing_says_which_family_a_lora_was_made_for(env) -> None:
+    models, svc, root = env
+    m = models.load("sd1.safetensors")
+    d = torch.zeros(2, 768)
+    save_file({"lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight": d,
+               "lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_up.weight": torch.zeros(768, 2)},
+              str(root / "Lora" / "for_sd15.safetensors"))
+    save_file({"lora_te1_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight": d,
+               "lora_te1_text_model_encoder_layers_0_self_attn_q_proj.lora_up.weight": torch.zeros(768, 2)},
+              str(root / "Lora" / "for_xl.safetensors"))
+    save_file({"x.lora_down.weight": torch.zeros(1, 4), "x.lora_up.weight": torch.zeros(4, 1)},
+              str(root / "Lora" / "for_sd2.safetensors"), metadata={"ss_v2": "True"})
+    models.loras.refresh()
+    listed = {e["name"]: e for e in models.loras.listing(m.sd.family)}
+    assert (listed["for_sd15"]["sd_version"], listed["for_sd15"]["fits"]) == ("sd1", True)
+    assert (listed["for_xl"]["sd_version"], listed["for_xl"]["fits"]) == ("sdxl", False)
+    assert (listed["for_sd2"]["sd_version"], listed["for_sd2"]["fits"]) == ("sd2", False)

@@ -147,7 +147,8 @@ def build_router(svc: Services) -> APIRouter:
     @r.get("/loras")
     def loras() -> list[dict[str, Any]]:
         svc.models.loras.refresh()
-        return svc.models.loras.listing()
+        cur = svc.models.current
+        return svc.models.loras.listing(cur.sd.family if cur is not None else None)
 
     @r.post("/refresh-loras")
     def refresh_loras() -> None:

@@ -132,6 +132,35 @@ def read_metadata(path: Path) -> dict[str, str]:
     return {str(k): str(v) for k, v in meta.items()}
 
 
+def lora_family(path: Path) -> str | None:
+    """sd1 / sd2 / sdxl from the header alone (names, shapes, kohya metadata); None if it cannot tell."""
+    if path.suffix.lower() != ".safetensors":
+        return None
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        if len(raw) < 8:
+            return None
+        n = struct.unpack("<Q", raw)[0]
+        if n > 100_000_000 or n > path.stat().st_size - 8:
+            return None
+        header = json.loads(f.read(n))
+    meta = header.pop("__metadata__", None) or {}
+    keys = list(header)
+    if any(k.startswith(("lora_te1_", "lora_te2_", "text_encoder_2.")) for k in keys) or \
+            str(meta.get("ss_base_model_version", "")).startswith("sdxl"):
+        return "sdxl"
+    if str(meta.get("ss_v2", "")).lower() == "true":
+        return "sd2"
+    for k in keys:  # text-encoder width: 768 = CLIP-L (SD1), 1024 = OpenCLIP-H (SD2)
+        if k.startswith("lora_te_") and k.endswith("lora_down.weight"):
+            width = header[k]["shape"][-1]
+            return {768: "sd1", 1024: "sd2"}.get(width)
+    for k in keys:  # cross-attention context width of the UNet's attn2.to_k
+        if "attn2_to_k" in k and k.endswith("lora_down.weight"):
+            return {768: "sd1", 1024: "sd2", 2048: "sdxl"}.get(header[k]["shape"][-1])
+    return None
+
+
 def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix.lower() == ".safetensors":
         from safetensors.torch import load_file

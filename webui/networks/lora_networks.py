@@ -50,16 +50,21 @@ class LoraNetworks:
             if alias and alias not in self.files:
                 self._aliases.setdefault(alias, name)
 
-    def listing(self) -> list[dict[str, Any]]:
-        """A1111's GET /sdapi/v1/loras entries."""
+    def listing(self, family: str | None = None) -> list[dict[str, Any]]:
+        """A1111's GET /sdapi/v1/loras entries, plus `sd_version` (from the header) and `fits`
+        (whether it matches the loaded model's family; None when either is unknown)."""
+        from webui.networks.lora import lora_family
+
         out = []
         for name, path in sorted(self.files.items()):
             try:
                 meta: dict[str, Any] = read_metadata(path)
+                fam = lora_family(path)
             except Exception as e:
-                meta = {"error": str(e)}
+                meta, fam = {"error": str(e)}, None
             out.append({"name": name, "alias": meta.get("ss_output_name") or name, "path": str(path),
-                        "metadata": meta})
+                        "metadata": meta, "sd_version": fam,
+                        "fits": None if fam is None or family is None else fam == family})
         return out
 
     def find(self, name: str) -> Path | None:

@@ -98,7 +98,12 @@ def write_user_metadata(card: Card, values: dict[str, Any]) -> Path:
 def list_cards(svc: "Services", kind: str) -> list[Card]:
     if kind == "Lora":
         svc.models.loras.refresh()
-        return [Card(kind, n, n, p) for n, p in sorted(svc.models.loras.files.items())]
+        cur = svc.models.current
+        listing = svc.models.loras.listing(cur.sd.family if cur is not None else None)
+        return [Card(kind, e["name"], e["name"], Path(e["path"]),
+                     f"made for {e['sd_version']}" if e["fits"] is False else
+                     (f"unreadable: {e['metadata']['error']}" if "error" in e["metadata"] else ""))
+                for e in listing]
     if kind == "Hypernetworks":
         svc.models.hypernetworks.refresh()
         return [Card(kind, n, n, p) for n, p in sorted(svc.models.hypernetworks.files.items())]
