@@ -6,7 +6,6 @@ metadata records the recipe (`sd_merge_recipe`, as A1111 writes it) and the inpu
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from webui.hashes import sha256_file
 from webui.models.file_io import ModelFileError, load_state_dict
 
 METHODS = ("Weighted sum", "Add difference", "No interpolation")
@@ -36,11 +36,7 @@ class MergeRecipe:
 
 
 def _sha10(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:10]
+    return sha256_file(path)[:10]
 
 
 def _same_family(models: dict[Path | None, dict[str, torch.Tensor]]) -> None:

@@ -7,13 +7,13 @@ as A1111 ignores them.  Pickles are read with `torch.load(weights_only=True)` on
 """
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from webui.hashes import sha256_file
 from webui.models.detect import VAE_PREFIX, _vae_config
 from webui.models.file_io import ModelFileError
 
@@ -27,11 +27,7 @@ class VaeFile:
 
     def shorthash(self) -> str:
         """A1111's `VAE hash`: sha256 of the file, 10 hex."""
-        h = hashlib.sha256()
-        with open(self.path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        return h.hexdigest()[:10]
+        return sha256_file(self.path)[:10]
 
 
 def scan_vae_files(vae_dir: Path | None, ckpt_dir: Path | None) -> dict[str, VaeFile]:

@@ -8,7 +8,6 @@ downloaded weights: none, canny, invert, threshold (scribble), reference passthr
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch
 from PIL import Image
 
 from webui.engine.controlnet import ControlUnitRuntime, control_mode_name
+from webui.hashes import sha256_file
 
 PREPROCESSORS = ("none", "canny", "invert", "threshold", "scribble_hed_free", "reference_passthrough")
 RESIZE_MODES = ("Just Resize", "Crop and Resize", "Resize and Fill")
@@ -110,11 +110,7 @@ class ControlNetFile:
     def shorthash(self) -> str:
         """sd-webui-controlnet lists models as `name [sha256[:8]]`."""
         if self._hash is None:
-            h = hashlib.sha256()
-            with open(self.path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
-            self._hash = h.hexdigest()[:8]
+            self._hash = sha256_file(self.path)[:8]
         return self._hash
 
     @property

@@ -8,12 +8,13 @@ with `torch.load(weights_only=True)`: a file that needs more is refused, never e
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+
+from webui.hashes import sha256_file
 
 EMBEDDING_SUFFIXES = (".pt", ".bin", ".safetensors")
 
@@ -41,11 +42,7 @@ class TextualInversion:
     def shorthash(self) -> str:
         """A1111's `TI hashes` value: sha256 of the whole file, 12 hex digits."""
         if self._sha256 is None:
-            h = hashlib.sha256()
-            with open(self.path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
-            self._sha256 = h.hexdigest()
+            self._sha256 = sha256_file(self.path)
         return self._sha256[:12]
 
 

@@ -9,13 +9,14 @@ matches.  They wrap the projections with forward pre-hooks, so removing one is e
 """
 from __future__ import annotations
 
-import hashlib
 import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from webui.hashes import sha256_file
 
 HYPERNET_SUFFIXES = (".pt",)
 
@@ -90,7 +91,7 @@ class Hypernetwork:
     def shorthash(self) -> str:
         """A1111: sha256 of the file, 10 hex (`Hypernet hash`)."""
         if self._sha256 is None:
-            self._sha256 = hashlib.sha256(self.path.read_bytes()).hexdigest()
+            self._sha256 = sha256_file(self.path)
         return self._sha256[:10]
 
 

@@ -13,7 +13,6 @@ the caller, so changing only the multiplier never re-reads the file.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import struct
@@ -22,6 +21,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import torch
+
+from webui.hashes import addnet_hash_safetensors, sha256_file
 
 LORA_SUFFIXES = (".safetensors", ".pt", ".ckpt")
 
@@ -105,14 +106,8 @@ class LoraFile:
     def addnet_hash(self) -> str:
         """A1111's `Lora hashes` value: sha256 of the tensor bytes after the safetensors header, 12 hex."""
         if self._addnet is None:
-            h = hashlib.sha256()
-            with open(self.path, "rb") as f:
-                if self.path.suffix.lower() == ".safetensors":
-                    n = struct.unpack("<Q", f.read(8))[0]
-                    f.seek(8 + n)
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
-            self._addnet = h.hexdigest()
+            self._addnet = (addnet_hash_safetensors(self.path) if self.path.suffix.lower() == ".safetensors"
+                            else sha256_file(self.path))
         return self._addnet[:12]
 
 
