@@ -30,8 +30,8 @@ from tools.shapes_data import (  # noqa: E402
 )
 from webui.models.file_io import read_safetensors_header  # noqa: E402
 
-BUILTIN = ROOT / "webui" / "builtin_models" / "shapes-demo-v1.safetensors"
-CONTROLNET = ROOT / "models" / "ControlNet" / "control_shapes-demo-v1_canny.safetensors"
+BUILTIN = ROOT / "webui" / "builtin_models" / "shapes-demo-v2.safetensors"
+CONTROLNET = ROOT / "models" / "ControlNet" / "control_shapes-demo-v2_canny.safetensors"
 
 
 # ------------------------------------------------------------------------------ the world
@@ -121,16 +121,16 @@ def test_red_circle_on_blue_background(service) -> None:
     blueish = (border[:, 2] > 150) & (border[:, 0] < 100)
     assert blueish.mean() > 0.8
     v = judge(img)
-    assert (v.background, v.color) == ("blue", "red") and v.blob_fraction > 0.03
+    assert (v.background, v.color, v.shape) == ("blue", "red", "circle") and 0.03 < v.blob_fraction < 0.3
 
 
 @pytest.mark.parametrize("scene", [Scene("yellow", "star", "black", "left"), Scene("white", "square", "green", "top"),
                                    Scene("green", "triangle", "white", "bottom"), Scene("blue", "circle", "yellow", "right")])
 def test_fixed_prompts_meet_floors(service, scene: Scene) -> None:
-    """Both seeds: the background colour the prompt names, and one distinct shape-sized blob.
-    (The v1 model gets shape colour/class/position right far less often: see the issue notes.)"""
+    """Both seeds: background, shape colour and shape class as the prompt says, one shape-sized blob.
+    (Position words are not followed reliably yet — see the README's status of the demo model.)"""
     verdicts = [judge(_generate(service, caption(scene), seed)) for seed in (1, 2)]
-    assert all(v.background == scene.background for v in verdicts), verdicts
+    assert all(v.score(scene)["all_three"] for v in verdicts), verdicts
     assert all(0.03 < v.blob_fraction < 0.3 for v in verdicts), verdicts
 
 
@@ -166,9 +166,9 @@ def test_fresh_install_launches_with_the_builtin_model(tmp_path: Path) -> None:
     server = start_server(tmp_path, ckpt_dir)
     try:
         opts = wait_for_model(server)
-        assert opts["sd_model_checkpoint"].startswith("shapes-demo-v1")
+        assert opts["sd_model_checkpoint"].startswith("shapes-demo-v2")
         models = requests.get(server.api("sd-models"), timeout=10).json()
-        assert [m["model_name"] for m in models] == ["shapes-demo-v1"]
+        assert [m["model_name"] for m in models] == ["shapes-demo-v2"]
         r = requests.post(server.api("txt2img"), json={"prompt": "a red circle on a blue background",
                                                         "seed": 1, "steps": 20, "sampler_name": "DPM++ 2M"},
                           timeout=120)
@@ -176,7 +176,7 @@ def test_fresh_install_launches_with_the_builtin_model(tmp_path: Path) -> None:
         body = r.json()
         img = Image.open(io.BytesIO(base64.b64decode(body["images"][0])))
         assert img.size == (64, 64) and (body["parameters"]["width"], body["parameters"]["height"]) == (64, 64)
-        assert json.loads(body["info"])["sd_model_name"] == "shapes-demo-v1"
+        assert json.loads(body["info"])["sd_model_name"] == "shapes-demo-v2"
         v = judge(img)
         assert (v.background, v.color) == ("blue", "red")
     finally:
@@ -192,8 +192,8 @@ def test_builtin_model_stays_listed_beside_user_checkpoints(tmp_path: Path) -> N
     reg = CheckpointRegistry(ckpt_dir, tmp_path / "cache", builtin=[BUILTIN])
     reg.refresh()
     names = [i.model_name for i in reg.list()]
-    assert set(names) == {"mine", "shapes-demo-v1"}
-    assert reg.get("shapes-demo-v1").path == BUILTIN
+    assert set(names) == {"mine", "shapes-demo-v2"}
+    assert reg.get("shapes-demo-v2").path == BUILTIN
 
 
 def test_a_user_checkpoint_is_the_default_over_the_builtin(tmp_path: Path) -> None:
@@ -208,6 +208,6 @@ def test_a_user_checkpoint_is_the_default_over_the_builtin(tmp_path: Path) -> No
     reg.refresh()
     svc = ModelService(reg, DevicePolicy.from_flags([], None, "autocast", False, False))
     assert svc.default_checkpoint().path == BUILTIN  # empty folder: the shipped model
-    make_tiny_checkpoint(ckpt_dir / "zzz-mine.safetensors")  # sorts after "shapes-demo-v1"
+    make_tiny_checkpoint(ckpt_dir / "zzz-mine.safetensors")  # sorts after "shapes-demo-v2"
     reg.refresh()
     assert svc.default_checkpoint().model_name == "zzz-mine"
