@@ -395,7 +395,8 @@ def test_checkpoint_merger_tab_writes_a_loadable_checkpoint(page: Any, ui_server
     page.get_by_role("tab", name="Checkpoint Merger").click()
     for elem in ("modelmerger_primary_model_name", "modelmerger_secondary_model_name"):
         page.locator(f"#{elem} input").click()
-        page.get_by_role("option", name=re.compile(r"^tiny-sd1\.safetensors")).click()
+        page.locator(f"#{elem}").get_by_role("option", name=re.compile(r"^tiny-sd1\.safetensors")).click()
+        page.keyboard.press("Escape")
     page.locator("#modelmerger_custom_name textarea, #modelmerger_custom_name input").first.fill("merged-in-test")
     page.click("#modelmerger_merge")
     page.wait_for_function("() => document.querySelector('#modelmerger_result').innerText.includes('saved')")

@@ -20,10 +20,14 @@ def create_merger_tab(svc: "Services") -> dict[str, Any]:
             gr.Markdown("A merger of the checkpoints below; the result is written to the checkpoint folder "
                         "as `.safetensors` with the recipe in its metadata.")
             with gr.Row():
-                primary = gr.Dropdown(titles, label="Primary model (A)", elem_id="modelmerger_primary_model_name")
-                secondary = gr.Dropdown(titles, label="Secondary model (B)",
+                # custom values allowed: a title gains its [hash] once the file is first hashed, and a
+                # choice made before that must still be accepted (names resolve with or without it)
+                primary = gr.Dropdown(titles, label="Primary model (A)", elem_id="modelmerger_primary_model_name",
+                                      allow_custom_value=True)
+                secondary = gr.Dropdown(titles, label="Secondary model (B)", allow_custom_value=True,
                                         elem_id="modelmerger_secondary_model_name")
-                tertiary = gr.Dropdown(titles, label="Tertiary model (C)", elem_id="modelmerger_tertiary_model_name")
+                tertiary = gr.Dropdown(titles, label="Tertiary model (C)", allow_custom_value=True,
+                                       elem_id="modelmerger_tertiary_model_name")
                 refresh = gr.Button("🔄", elem_id="modelmerger_refresh", size="sm", scale=0, min_width=44)
             name = gr.Textbox(label="Custom Name (Optional)", elem_id="modelmerger_custom_name")
             multiplier = gr.Slider(0.0, 1.0, value=0.3, step=0.05, label="Multiplier (M) - set to 0 to get model A",
