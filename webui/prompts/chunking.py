@@ -96,7 +96,7 @@ def tokenize_line(tokenizer: Any, text: str, *, emphasis: str = "Original", embe
         if part == "BREAK" and weight == -1:
             next_chunk()
             continue
-        ids = tokenizer(part, add_special_tokens=False, truncation=False)["input_ids"]
+        ids = tokenizer(part, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
         pos = 0
         while pos < len(ids):
             token = ids[pos]
