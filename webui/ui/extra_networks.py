@@ -174,7 +174,7 @@ def create_extra_networks(svc: "Services", prefix: str, prompt: gr.Textbox, neg_
                         order = gr.Dropdown(["Name", "Date modified"], value="Name", show_label=False, scale=1,
                                             min_width=120, elem_id=f"{prefix}_{key}_sort")
                         refresh = gr.Button("🔄", size="sm", scale=0, min_width=44, elem_id=f"{prefix}_{key}_refresh")
-                    gallery = gr.Gallery(show_label=False, columns=6, height=300, allow_preview=False,
+                    gallery = gr.Gallery(show_label=False, columns=6, height=300, allow_preview=False, preview=False,
                                          elem_id=f"{prefix}_{key}_cards", object_fit="cover")
                     shown = gr.State([])
                     with gr.Accordion("Edit metadata of the selected card", open=False,
