@@ -4,6 +4,7 @@ Needs Debian's chromium (`apt-get install chromium`) and the playwright package;
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import re
@@ -477,6 +478,27 @@ def test_screenshot_layout(page: Any) -> None:
     assert SCREENSHOT.stat().st_size > 10_000
 
 
+@contextlib.contextmanager
+def fresh_install_page(browser: Any, tmp_path: Path, *flags: str, height: int = 1000) -> Iterator[tuple[Any, Server]]:
+    """A server on an empty data folder (the shipped demo model loads) and a page on it, once the
+    model's 64x64 default size has reached the width box."""
+    ckpt_dir = tmp_path / "models" / "Stable-diffusion"
+    ckpt_dir.mkdir(parents=True)
+    server = start_server(tmp_path, ckpt_dir, *flags, nowebui=False)
+    ctx = browser.new_context(viewport={"width": 1400, "height": height})
+    try:
+        pg = ctx.new_page()
+        pg.set_default_timeout(TIMEOUT_MS)
+        pg.goto(server.url + "/")
+        pg.wait_for_selector("#txt2img_prompt textarea")
+        assert checkpoint_value(pg).startswith("shapes-demo-v2")
+        pg.wait_for_function("() => document.querySelector('#txt2img_width input[type=number]').value === '64'")
+        yield pg, server
+    finally:
+        ctx.close()
+        stop_server(server)
+
+
 def test_fresh_install_draws_with_the_builtin_model(browser: Any, tmp_path: Path) -> None:
     """Empty models folder: the page offers the shipped demo model at its native 64x64 and a
     newcomer's first prompt gives the picture it asks for."""
@@ -486,17 +508,7 @@ def test_fresh_install_draws_with_the_builtin_model(browser: Any, tmp_path: Path
     sys.path.insert(0, str(ROOT))
     from bench.shape_judge import judge
 
-    ckpt_dir = tmp_path / "models" / "Stable-diffusion"
-    ckpt_dir.mkdir(parents=True)
-    server = start_server(tmp_path, ckpt_dir, nowebui=False)
-    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
-    try:
-        pg = ctx.new_page()
-        pg.set_default_timeout(TIMEOUT_MS)
-        pg.goto(server.url + "/")
-        pg.wait_for_selector("#txt2img_prompt textarea")
-        assert checkpoint_value(pg).startswith("shapes-demo-v2")
-        pg.wait_for_function("() => document.querySelector('#txt2img_width input[type=number]').value === '64'")
+    with fresh_install_page(browser, tmp_path) as (pg, server):
         assert pg.locator("#txt2img_height input[type=number]").input_value() == "64"
         pg.locator("#txt2img_prompt textarea").fill("a red circle on a blue background")
         set_number(pg, "txt2img_seed", 1)
@@ -506,9 +518,6 @@ def test_fresh_install_draws_with_the_builtin_model(browser: Any, tmp_path: Path
         v = judge(Image.open(output_file(server, 1)))
         assert (v.background, v.color) == ("blue", "red")
         pg.screenshot(path="/tmp/ui_builtin_model.png", full_page=True)
-    finally:
-        ctx.close()
-        stop_server(server)
 
 
 def test_controlnet_accordion_places_the_shape_where_the_edges_are(browser: Any, tmp_path: Path) -> None:
@@ -521,19 +530,10 @@ def test_controlnet_accordion_places_the_shape_where_the_edges_are(browser: Any,
     from bench.shape_judge import judge
     from tools.shapes_data import Scene, render
 
-    ckpt_dir = tmp_path / "models" / "Stable-diffusion"
-    ckpt_dir.mkdir(parents=True)
-    server = start_server(tmp_path, ckpt_dir, "--controlnet-dir", str(ROOT / "models" / "ControlNet"), nowebui=False)
     photo = tmp_path / "star_left.png"
     Image.fromarray(render(Scene("white", "star", "black", "left"))).save(photo)
-    ctx = browser.new_context(viewport={"width": 1400, "height": 1400})
-    try:
-        pg = ctx.new_page()
-        pg.set_default_timeout(TIMEOUT_MS)
-        pg.goto(server.url + "/")
-        pg.wait_for_selector("#txt2img_prompt textarea")
-        checkpoint_value(pg)
-        pg.wait_for_function("() => document.querySelector('#txt2img_width input[type=number]').value === '64'")
+    with fresh_install_page(browser, tmp_path, "--controlnet-dir", str(ROOT / "models" / "ControlNet"),
+                            height=1400) as (pg, server):
         pg.locator("#txt2img_controlnet").get_by_text("ControlNet", exact=True).first.click()
         pg.locator("#txt2img_controlnet_unit_0_image input[type=file]").set_input_files(str(photo))
         pg.locator("#txt2img_controlnet_unit_0_enable input[type=checkbox]").check()
@@ -550,6 +550,3 @@ def test_controlnet_accordion_places_the_shape_where_the_edges_are(browser: Any,
         v = judge(Image.open(output_file(server, 1)))
         assert v.position == "left", v
         pg.screenshot(path="/tmp/ui_controlnet.png", full_page=True)
-    finally:
-        ctx.close()
-        stop_server(server)
