@@ -15,7 +15,7 @@ import torch
 
 from webui.hashes import sha256_file
 from webui.models.detect import VAE_PREFIX, _vae_config
-from webui.models.file_io import ModelFileError
+from webui.models.file_io import ModelFileError, load_state_dict
 
 VAE_SUFFIXES = (".safetensors", ".pt", ".ckpt", ".bin")
 
@@ -57,29 +57,11 @@ def automatic_vae(checkpoint: Path, files: dict[str, VaeFile]) -> VaeFile | None
     return None
 
 
-def _read(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix.lower() == ".safetensors":
-        from safetensors.torch import load_file
-        try:
-            return load_file(str(path))
-        except Exception as e:
-            raise ModelFileError(path, f"not a readable safetensors file ({e})") from None
-    try:
-        data = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ModelFileError(path, f"refused or unreadable pickle ({type(e).__name__})") from None
-    if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
-        data = data["state_dict"]
-    if not isinstance(data, dict):
-        raise ModelFileError(path, "not a VAE state dict")
-    return {k: v for k, v in data.items() if isinstance(v, torch.Tensor)}
-
-
 def load_vae_file(path: Path, dtype: torch.dtype = torch.float32):
     """An AutoencoderKL from a standalone VAE file of either layout."""
     from diffusers import AutoencoderKL
 
-    sd = {k: v for k, v in _read(path).items() if not k.startswith(("loss.", "model_ema."))}
+    sd = {k: v for k, v in load_state_dict(path).items() if not k.startswith(("loss.", "model_ema."))}
     sd = {k[len("first_stage_model."):] if k.startswith("first_stage_model.") else k: v for k, v in sd.items()}
     if not any(k.startswith("encoder.") for k in sd) or not any(k.startswith("decoder.") for k in sd):
         raise ModelFileError(path, "no encoder/decoder weights: not a VAE file")

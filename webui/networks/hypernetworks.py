@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from webui.hashes import sha256_file
+from webui.hashes import file_stamp, sha256_file
 
 HYPERNET_SUFFIXES = (".pt",)
 
@@ -137,8 +137,7 @@ class HypernetworkNetworks:
         return [{"name": n, "path": str(p)} for n, p in sorted(self.files.items())]
 
     def load(self, path: Path) -> Hypernetwork:
-        st = path.stat()
-        key = (st.st_mtime_ns, st.st_size)
+        key = file_stamp(path)
         hit = self._cache.get(path)
         if hit and hit[0] == key:
             return hit[1]

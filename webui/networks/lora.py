@@ -13,9 +13,7 @@ the caller, so changing only the multiplier never re-reads the file.
 """
 from __future__ import annotations
 
-import json
 import re
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -23,6 +21,7 @@ from typing import Any, Iterable
 import torch
 
 from webui.hashes import addnet_hash_safetensors, sha256_file
+from webui.models.file_io import ModelFileError, load_state_dict, read_safetensors_header
 
 LORA_SUFFIXES = (".safetensors", ".pt", ".ckpt")
 
@@ -115,32 +114,21 @@ def read_metadata(path: Path) -> dict[str, str]:
     """The safetensors header's `__metadata__` without reading any tensor."""
     if path.suffix.lower() != ".safetensors":
         return {}
-    with open(path, "rb") as f:
-        raw = f.read(8)
-        if len(raw) < 8:
-            raise LoraFileError(f"{path.name}: empty or truncated file")
-        n = struct.unpack("<Q", raw)[0]
-        if n > 100_000_000 or n > path.stat().st_size - 8:
-            raise LoraFileError(f"{path.name}: header length {n} does not fit the file")
-        header = json.loads(f.read(n))
-    meta = header.get("__metadata__") or {}
-    return {str(k): str(v) for k, v in meta.items()}
+    try:
+        return {str(k): str(v) for k, v in read_safetensors_header(path)[1].items()}
+    except ModelFileError as e:
+        raise LoraFileError(str(e)) from None
 
 
 def lora_family(path: Path) -> str | None:
     """sd1 / sd2 / sdxl from the header alone (names, shapes, kohya metadata); None if it cannot tell."""
     if path.suffix.lower() != ".safetensors":
         return None
-    with open(path, "rb") as f:
-        raw = f.read(8)
-        if len(raw) < 8:
-            return None
-        n = struct.unpack("<Q", raw)[0]
-        if n > 100_000_000 or n > path.stat().st_size - 8:
-            return None
-        header = json.loads(f.read(n))
-    meta = header.pop("__metadata__", None) or {}
-    keys = list(header)
+    try:
+        infos, meta = read_safetensors_header(path)
+    except ModelFileError:
+        return None
+    keys = list(infos)
     if any(k.startswith(("lora_te1_", "lora_te2_", "text_encoder_2.")) for k in keys) or \
             str(meta.get("ss_base_model_version", "")).startswith("sdxl"):
         return "sdxl"
@@ -148,28 +136,18 @@ def lora_family(path: Path) -> str | None:
         return "sd2"
     for k in keys:  # text-encoder width: 768 = CLIP-L (SD1), 1024 = OpenCLIP-H (SD2)
         if k.startswith("lora_te_") and k.endswith("lora_down.weight"):
-            width = header[k]["shape"][-1]
-            return {768: "sd1", 1024: "sd2"}.get(width)
+            return {768: "sd1", 1024: "sd2"}.get(infos[k].shape[-1])
     for k in keys:  # cross-attention context width of the UNet's attn2.to_k
         if "attn2_to_k" in k and k.endswith("lora_down.weight"):
-            return {768: "sd1", 1024: "sd2", 2048: "sdxl"}.get(header[k]["shape"][-1])
+            return {768: "sd1", 1024: "sd2", 2048: "sdxl"}.get(infos[k].shape[-1])
     return None
 
 
 def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix.lower() == ".safetensors":
-        from safetensors.torch import load_file
-        try:
-            return load_file(str(path))
-        except Exception as e:
-            raise LoraFileError(f"{path.name}: not a readable safetensors file ({e})") from None
     try:
-        data = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise LoraFileError(f"{path.name}: refused or unreadable pickle ({type(e).__name__})") from None
-    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
-        raise LoraFileError(f"{path.name}: not a LoRA state dict")
-    return data
+        return load_state_dict(path)  # safetensors checked first; pickles only with weights_only
+    except ModelFileError as e:
+        raise LoraFileError(str(e)) from None
 
 
 _PEFT = re.compile(r"^(.*?)\.(lora_A\.weight|lora_B\.weight|lora\.down\.weight|lora\.up\.weight|"

@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from webui.hashes import file_stamp
+
 from webui.networks.lora import (LoraFile, LoraFileError, is_text_encoder_target, module_lookup, read_lora,
                                  read_metadata, resolve_modules, scan_folder, tag_multipliers)
 from webui.networks.patcher import LayerUpdate, WeightPatcher
@@ -77,8 +79,7 @@ class LoraNetworks:
         return None
 
     def load(self, path: Path) -> LoraFile:
-        st = path.stat()
-        key = (st.st_mtime_ns, st.st_size)
+        key = file_stamp(path)
         hit = self._cache.get(path)
         if hit and hit[0] == key:
             return hit[1]
