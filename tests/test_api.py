@@ -292,7 +292,7 @@ def test_lora_listing_and_tag_over_the_api(api_server: Server) -> None:
     assert requests.post(api_server.api("refresh-loras"), timeout=10).status_code == 200
     listed = requests.get(api_server.api("loras"), timeout=10).json()
     assert {"name": "odd", "alias": "OddOne", "path": str(lora_dir / "odd.safetensors"),
-            "metadata": {"ss_output_name": "OddOne"}, "sd_version": None, "fits": None} in listed
+            "metadata": {"ss_output_name": "OddOne"}, "sd_version": None, "fits": None, "note": ""} in listed
     r = post(api_server, "txt2img", dict(BASE, prompt="a red circle <lora:OddOne:1>"))
     assert r.status_code == 200
     warnings = json.loads(r.json()["info"])["warnings"]
@@ -305,7 +305,9 @@ def test_vae_listing_and_bad_vae_override_is_a_4xx(api_server: Server) -> None:
     (vae_dir / "junk-vae.safetensors").write_bytes(b"\0" * 64)
     assert requests.post(api_server.api("refresh-vae"), timeout=10).status_code == 200
     listed = requests.get(api_server.api("sd-vae"), timeout=10).json()
-    assert {"model_name": "junk-vae.safetensors", "filename": str(vae_dir / "junk-vae.safetensors")} in listed
+    assert {"model_name": "junk-vae.safetensors", "filename": str(vae_dir / "junk-vae.safetensors"),
+            "error": "safetensors header is not valid JSON (JSONDecodeError); the file is corrupt or not a "
+                     "safetensors file"} in listed
     r = post(api_server, "txt2img", dict(BASE, override_settings={"sd_vae": "junk-vae.safetensors"}))
     assert r.status_code in (400, 422) and "junk-vae.safetensors" in r.text
     r = post(api_server, "txt2img", dict(BASE, override_settings={"sd_vae": "None"}))
@@ -316,7 +318,7 @@ def test_controlnet_routes_and_unit_errors(api_server: Server) -> None:
     base = api_server.url
     assert requests.get(base + "/controlnet/version", timeout=10).json() == {"version": 2}
     assert "canny" in requests.get(base + "/controlnet/module_list", timeout=10).json()["module_list"]
-    assert requests.get(base + "/controlnet/model_list", timeout=10).json() == {"model_list": []}  # none installed
+    assert requests.get(base + "/controlnet/model_list", timeout=10).json() == {"model_list": [], "unusable": {}}
     img = np.zeros((32, 32, 3), np.uint8)
     img[8:24, 8:24] = 255
     buf = io.BytesIO()
@@ -329,3 +331,91 @@ def test_controlnet_routes_and_unit_errors(api_server: Server) -> None:
     unit = {"enabled": True, "module": "canny", "model": "missing_model", "image": b64}
     r = post(api_server, "txt2img", dict(BASE, alwayson_scripts={"controlnet": {"args": [unit]}}))
     assert r.status_code in (400, 422) and "missing_model" in r.text
+
+
+class _RunsCode:
+    """Pickles as a call to os.system: a file that must never be unpickled."""
+
+    def __init__(self, marker) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+        return os.system, (f"touch {self.marker}",)
+
+
+def _lying_safetensors(path) -> None:
+    """A header promising a 4 MB tensor over a 16-byte data section."""
+    import struct
+
+    header = json.dumps({"x.lora_down.weight": {"dtype": "F32", "shape": [1000, 1000],
+                                                "data_offsets": [0, 4000000]}}).encode()
+    path.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 16)
+
+
+def test_bad_files_of_every_kind_are_listed_refused_and_change_nothing(api_server: Server, tmp_path) -> None:
+    """Truncated, empty, lying header, code-running pickle, keys matching nothing, wrong
+    architecture: each listed as unusable with its reason, each refused with a clear message when
+    used, the server keeps running and the loaded model draws exactly what it drew before."""
+    import torch
+    from safetensors.torch import save_file
+
+    models = api_server.data_dir / "models"
+    folders = {k: models / k for k in ("Lora", "VAE", "hypernetworks", "ControlNet")}
+    for d in folders.values():
+        d.mkdir(parents=True, exist_ok=True)
+    marker = tmp_path / "code-ran"
+    good = tmp_path / "good.safetensors"
+    save_file({"lora_unet_a.lora_down.weight": torch.randn(4, 64), "lora_unet_a.lora_up.weight": torch.randn(64, 4)},
+              str(good))
+    lora, vae, hn, cn = (folders[k] for k in ("Lora", "VAE", "hypernetworks", "ControlNet"))
+    (lora / "bad_trunc.safetensors").write_bytes(good.read_bytes()[:600])
+    (lora / "bad_zero.safetensors").write_bytes(b"")
+    _lying_safetensors(lora / "bad_liar.safetensors")
+    torch.save({"x.lora_down.weight": _RunsCode(marker)}, str(lora / "bad_evil.pt"))
+    save_file({"foo.bar": torch.zeros(2)}, str(lora / "bad_keys.safetensors"))
+    torch.save({"encoder.conv_in.weight": _RunsCode(marker)}, str(vae / "bad-evil.vae.pt"))
+    save_file({"encoder.conv_in.weight": torch.zeros(8, 3, 3, 3), "decoder.conv_in.weight": torch.zeros(8, 16, 3, 3)},
+              str(vae / "bad-flux-like.safetensors"))
+    torch.save({768: _RunsCode(marker)}, str(hn / "bad_evil_hn.pt"))
+    torch.save({768: [{}, {}], "layer_structure": [1, 2, 1]}, str(tmp_path / "hn.pt"))
+    (hn / "bad_trunc_hn.pt").write_bytes((tmp_path / "hn.pt").read_bytes()[:300])
+    (cn / "bad_trunc_cn.safetensors").write_bytes(good.read_bytes()[:600])
+    save_file({"body.0.block1.weight": torch.zeros(2), "conv_in.weight": torch.zeros(2)},
+              str(cn / "bad_t2i_adapter.safetensors"))
+
+    before = post(api_server, "txt2img", BASE).json()["images"][0]
+
+    truncated = "lies outside the file"
+    evil = "refused: this pickle would run code"
+    loras = {e["name"]: e.get("error", "") for e in requests.get(api_server.api("loras"), timeout=30).json()}
+    assert truncated in loras["bad_trunc"] and "empty (0 bytes)" in loras["bad_zero"]
+    assert truncated in loras["bad_liar"] and evil in loras["bad_evil"]
+    assert "not a LoRA file" in loras["bad_keys"]
+    vaes = {e["model_name"]: e.get("error", "") for e in requests.get(api_server.api("sd-vae"), timeout=30).json()}
+    assert evil in vaes["bad-evil.vae.pt"] and "16 latent channels" in vaes["bad-flux-like.safetensors"]
+    hns = {e["name"]: e.get("error", "") for e in requests.get(api_server.api("hypernetworks"), timeout=30).json()}
+    assert evil in hns["bad_evil_hn"] and "truncated" in hns["bad_trunc_hn"]
+    cns = requests.get(api_server.url + "/controlnet/model_list", timeout=30).json()
+    assert not [t for t in cns["model_list"] if t.startswith("bad_")]  # not offered for use
+    assert truncated in cns["unusable"]["bad_trunc_cn.safetensors"]
+    assert "T2I-Adapter" in cns["unusable"]["bad_t2i_adapter.safetensors"]
+
+    # using them: LoRA/hypernetwork tags warn (A1111 generates on), a VAE or ControlNet unit is a 4xx
+    tags = " ".join(f"<lora:{n}:1>" for n in ("bad_trunc", "bad_zero", "bad_liar", "bad_evil", "bad_keys"))
+    r = post(api_server, "txt2img", dict(BASE, prompt=BASE["prompt"] + " " + tags + " <hypernet:bad_evil_hn:1>"))
+    assert r.status_code == 200
+    warnings = json.loads(r.json()["info"])["warnings"]
+    assert sum("is unusable" in w for w in warnings) == 6, warnings
+    assert np.array_equal(pixels(b64_image(r.json()["images"][0])), pixels(b64_image(before)))  # nothing applied
+    r = post(api_server, "txt2img", dict(BASE, override_settings={"sd_vae": "bad-evil.vae.pt"}))
+    assert r.status_code in (400, 422) and evil in r.text
+    unit = {"enabled": True, "module": "none", "model": "bad_trunc_cn", "image": before}
+    r = post(api_server, "txt2img", dict(BASE, alwayson_scripts={"controlnet": {"args": [unit]}}))
+    assert r.status_code in (400, 422) and "bad_trunc_cn.safetensors is unusable" in r.text
+    assert post(api_server, "txt2img", BASE).json()["images"][0] == before  # the model is unchanged
+    assert not marker.exists()  # no pickle ever ran
+
+    for d in folders.values():  # leave the shared server's folders as other tests expect them
+        for f in d.glob("bad*"):
+            f.unlink()

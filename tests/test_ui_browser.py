@@ -62,6 +62,8 @@ def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     ckpt_dir.mkdir(parents=True)
     make_tiny_checkpoint(ckpt_dir / "tiny-sd1.safetensors", family="sd1")
     (ckpt_dir / "broken.safetensors").write_bytes(b"")
+    (data_dir / "models" / "VAE").mkdir()
+    (data_dir / "models" / "VAE" / "broken-vae.safetensors").write_bytes(b"\0" * 64)
     server = start_server(data_dir, ckpt_dir, nowebui=False)
     deadline = time.time() + 120  # the startup model load runs in the background: wait for it
     while time.time() < deadline:
@@ -221,7 +223,9 @@ def test_live_preview_progress_and_interrupt(page: Any, ui_server: Server) -> No
 def test_broken_checkpoint_error_then_generate_again(page: Any, ui_server: Server) -> None:
     good = checkpoint_value(page)
     assert good.startswith("tiny-sd1.safetensors")
-    assert "broken.safetensors" in page.inner_text("#sd_checkpoint_status")  # listed as unusable, with why
+    listed = page.inner_text("#sd_checkpoint_status")  # unusable files of every kind, with why
+    assert "broken.safetensors (checkpoint): empty file" in listed, listed
+    assert "broken-vae.safetensors (VAE): safetensors header is not valid JSON" in listed, listed
     page.locator("#setting_sd_model_checkpoint input").click()
     page.get_by_role("option", name="broken.safetensors").click()
     page.wait_for_function(

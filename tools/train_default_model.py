@@ -300,7 +300,7 @@ class EMA:
 
 
 def diffusion_loss(unet, latents, context, alphas, gen: torch.Generator, offset_noise: float, min_snr: float,
-                   **unet_kwargs) -> torch.Tensor:
+                   x0_floor: float = 0.0, **unet_kwargs) -> torch.Tensor:
     b = latents.shape[0]
     dev = latents.device
     t = torch.randint(0, 1000, (b,), device=dev, generator=gen)
@@ -311,14 +311,18 @@ def diffusion_loss(unet, latents, context, alphas, gen: torch.Generator, offset_
     noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
     pred = unet(noisy, t, encoder_hidden_states=context, **unet_kwargs).sample
     per = ((pred.float() - noise) ** 2).mean(dim=(1, 2, 3))
-    if min_snr:
-        snr = alphas[t] / (1 - alphas[t])
-        per = per * torch.clamp(snr, max=min_snr) / snr
-    return per.mean()
+    snr = alphas[t] / (1 - alphas[t])
+    # In x0 terms the epsilon loss weighs each step by snr (min-SNR caps it at min_snr), so the
+    # noisiest steps, where only the prompt can say *where* the shape goes, hardly count; a floor
+    # on that weight makes the layout at those steps matter.
+    x0_weight = torch.clamp(snr, max=min_snr) if min_snr else snr
+    if x0_floor:
+        x0_weight = torch.clamp(x0_weight, min=x0_floor)
+    return (per * x0_weight / snr).mean()
 
 
 def train_unet(budget: Budget, rng: random.Random, device: torch.device, vae, seed: int, triplets,
-               lr: float, offset_noise: float, min_snr: float):
+               lr: float, offset_noise: float, min_snr: float, x0_floor: float):
     t0 = time.time()
     scenes = [random_scene(rng, triplets) for _ in range(budget.bank)]
     lat_mean, lat_std = encode_bank(vae, scenes, device)
@@ -341,7 +345,7 @@ def train_unet(budget: Budget, rng: random.Random, device: torch.device, vae, se
         latents = sample_latents(lat_mean, lat_std, idx, gen)
         texts = ["" if rng.random() < 0.1 else training_caption(scenes[i], rng) for i in idx]
         context = te(tokens.batch(texts)).last_hidden_state
-        loss = diffusion_loss(unet, latents, context, alphas, gen, offset_noise, min_snr)
+        loss = diffusion_loss(unet, latents, context, alphas, gen, offset_noise, min_snr, x0_floor)
         optimizer_step(opt, loss, params)
         ema.update(step)
         curve.add(step, float(loss))
@@ -453,6 +457,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lr", type=float, default=6e-4)
     p.add_argument("--offset-noise", type=float, default=0.1)
     p.add_argument("--min-snr", type=float, default=5.0, help="min-SNR-gamma loss weighting (0: off)")
+    p.add_argument("--x0-floor", type=float, default=0.0,
+                   help="lowest x0-space loss weight of a step (lifts the noisiest steps; 0: off)")
     p.add_argument("--vae-steps", type=int)
     p.add_argument("--unet-steps", type=int)
     p.add_argument("--cn-steps", type=int)
@@ -499,7 +505,7 @@ def main(argv: list[str] | None = None) -> None:
         + judged_reconstructions(vae, device))
 
     unet, te, unet_curve, bank = train_unet(budget, rng, device, vae, args.seed, triplets, args.lr,
-                                            args.offset_noise, args.min_snr)
+                                            args.offset_noise, args.min_snr, args.x0_floor)
     minutes = (time.time() - t_start) / 60
 
     from webui.models.ldm_writer import save_ldm_checkpoint

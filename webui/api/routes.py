@@ -84,9 +84,11 @@ def build_controlnet_router(svc: Services) -> APIRouter:
         return {"version": 2}
 
     @r.get("/model_list")
-    def model_list() -> dict[str, list[str]]:
+    def model_list() -> dict[str, Any]:
         svc.models.controlnets.refresh()
-        return {"model_list": [f.title for f in svc.models.controlnets.files.values()]}
+        # usable files only (as the UI's dropdown); the others with their reason beside
+        return {"model_list": [f.title for f in svc.models.controlnets.usable()],
+                "unusable": svc.models.controlnets.unusable()}
 
     @r.get("/module_list")
     def module_list() -> dict[str, list[str]]:
@@ -156,16 +158,17 @@ def build_router(svc: Services) -> APIRouter:
 
     @r.get("/sd-vae")
     def sd_vae() -> list[dict[str, Any]]:
-        return [{"model_name": f.name, "filename": str(f.path)} for f in svc.models.vae_files().values()]
+        return svc.models.vae_listing()
 
     @r.post("/refresh-vae")
     def refresh_vae() -> None:
         return None  # the VAE list is read from the folders on every call
 
     @r.get("/hypernetworks")
-    def hypernetworks() -> list[dict[str, str]]:
+    def hypernetworks() -> list[dict[str, Any]]:
         svc.models.hypernetworks.refresh()
-        return svc.models.hypernetworks.listing()
+        cur = svc.models.current
+        return svc.models.hypernetworks.listing(cur.sd.family if cur is not None else None)
 
     @r.get("/embeddings")
     def embeddings() -> dict[str, Any]:

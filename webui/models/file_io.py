@@ -207,6 +207,15 @@ def _torch_load_weights_only(path: Path, *, mmap: bool = False) -> Any:
         raise _fail(path, f"cannot read PyTorch checkpoint, file is truncated or corrupt ({first[:160]})") from None
 
 
+def load_pickle(path: str | Path) -> Any:
+    """A PyTorch pickle (.pt/.ckpt/.bin) read with ``torch.load(weights_only=True)`` and the project's
+    allow-list, for files whose top level is not a plain state dict (embeddings, hypernetworks).
+    A pickle that would run code, a truncated or a foreign file gives a ModelFileError with the reason."""
+    path = Path(path)
+    _check_exists(path)
+    return _torch_load_weights_only(path)
+
+
 def _tensors_only(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]  # Lightning / original CompVis wrapper

@@ -15,7 +15,8 @@ import torch
 
 from webui.hashes import sha256_file
 from webui.models.detect import VAE_PREFIX, _vae_config
-from webui.models.file_io import ModelFileError, load_state_dict
+from webui.models.file_checks import FileCheck
+from webui.models.file_io import ModelFileError, load_state_dict, read_key_shapes
 
 VAE_SUFFIXES = (".safetensors", ".pt", ".ckpt", ".bin")
 
@@ -55,6 +56,19 @@ def automatic_vae(checkpoint: Path, files: dict[str, VaeFile]) -> VaeFile | None
         if f.name.rsplit(".", 1)[0] in (stem, stem + ".vae"):
             return f
     return None
+
+
+def check_vae_file(path: Path) -> FileCheck:
+    """Listing check from the header (or a memory-mapped weights-only pickle): a VAE of either layout
+    with SD's 4 latent channels.  SD1, SD2 and SDXL VAEs share that shape, so no family is claimed."""
+    shapes, _meta = read_key_shapes(path)
+    keys = [k.removeprefix("first_stage_model.") for k in shapes]
+    if not any(k.startswith("encoder.") for k in keys) or not any(k.startswith("decoder.") for k in keys):
+        return FileCheck("no encoder/decoder weights: not a VAE file")
+    conv_in = shapes.get("decoder.conv_in.weight") or shapes.get("first_stage_model.decoder.conv_in.weight")
+    if conv_in is not None and len(conv_in) == 4 and conv_in[1] != 4:
+        return FileCheck(f"{conv_in[1]} latent channels: a VAE for another architecture (SD1/SD2/SDXL use 4)")
+    return FileCheck()
 
 
 def load_vae_file(path: Path, dtype: torch.dtype = torch.float32):

@@ -20,6 +20,8 @@ from PIL import Image
 
 from webui.engine.controlnet import ControlUnitRuntime, control_mode_name
 from webui.hashes import sha256_file
+from webui.models.controlnet_io import check_controlnet_file
+from webui.models.file_checks import CheckCache
 
 PREPROCESSORS = ("none", "canny", "invert", "threshold", "scribble_hed_free", "reference_passthrough")
 RESIZE_MODES = ("Just Resize", "Crop and Resize", "Resize and Fill")
@@ -123,6 +125,7 @@ class ControlNetModels:
         self.folders = [f for f in folders if f is not None]
         self.files: dict[str, ControlNetFile] = {}
         self._cache: dict[tuple[str, int, int], Any] = {}
+        self.checks = CheckCache(check_controlnet_file)
         self.refresh()
 
     def refresh(self) -> None:
@@ -135,13 +138,23 @@ class ControlNetModels:
                         found.setdefault(p.stem, old if old and old.path == p else ControlNetFile(p.stem, p))
         self.files = found
 
+    def usable(self) -> list[ControlNetFile]:
+        return [f for f in self.files.values() if not self.checks.get(f.path).error]
+
+    def unusable(self) -> dict[str, str]:
+        """file name -> why it cannot be used (header, layout, pickle safety)."""
+        return {f.path.name: err for f in self.files.values() if (err := self.checks.get(f.path).error)}
+
     def find(self, model: str) -> ControlNetFile:
         name = (model or "").split(" [", 1)[0].strip()
         if name in ("", "None"):
             raise ControlNetError("the unit names no ControlNet model")
         for _ in range(2):
             if name in self.files:
-                return self.files[name]
+                f = self.files[name]
+                if err := self.checks.get(f.path).error:
+                    raise ControlNetError(f"ControlNet {f.path.name} is unusable: {err}")
+                return f
             self.refresh()
         raise ControlNetError(f"ControlNet model not found: {model!r} (available: {sorted(self.files)})")
 
@@ -171,9 +184,24 @@ def _num(unit: dict[str, Any], key: str, default: float) -> float:
         raise ControlNetError(f"ControlNet unit field {key} must be a number, got {v!r}") from None
 
 
+def check_fits(name: str, controlnet: Any, unet_config: Any) -> None:
+    """A ControlNet mirrors its base UNet's encoder: context width and SDXL's added embedding must match."""
+    cfg = controlnet.config
+    if (cfg.cross_attention_dim != unet_config.cross_attention_dim
+            or getattr(cfg, "addition_embed_type", None) != getattr(unet_config, "addition_embed_type", None)
+            or tuple(cfg.block_out_channels) != tuple(unet_config.block_out_channels)):
+        def arch(c: Any) -> str:
+            kind = "SDXL" if getattr(c, "addition_embed_type", None) == "text_time" else "SD1/SD2"
+            return f"{kind}, context width {c.cross_attention_dim}, channels {tuple(c.block_out_channels)}"
+        raise ControlNetError(f"ControlNet {name} does not fit the loaded model ({arch(cfg)} vs the model's "
+                              f"{arch(unet_config)}): choose a ControlNet made for this model's architecture")
+
+
 def build_units(args: list[Any], models: ControlNetModels, width: int, height: int, device: torch.device,
-                dtype: torch.dtype, max_units: int = 3) -> tuple[list[ControlUnitRuntime], list[str], list[np.ndarray]]:
-    """(runtime units, infotext values, detected maps) for the enabled units of a request."""
+                dtype: torch.dtype, max_units: int = 3, unet_config: Any = None,
+                ) -> tuple[list[ControlUnitRuntime], list[str], list[np.ndarray]]:
+    """(runtime units, infotext values, detected maps) for the enabled units of a request;
+    ``unet_config``: the loaded UNet's, to refuse a ControlNet made for another architecture."""
     units, infos, maps = [], [], []
     enabled = [u for u in args if isinstance(u, dict) and u.get("enabled", True)]
     if len(enabled) > max_units:
@@ -197,7 +225,10 @@ def build_units(args: list[Any], models: ControlNetModels, width: int, height: i
             raise ControlNetError(str(e)) from None
         weight = _num(u, "weight", 1.0)
         hint = torch.from_numpy(detected).permute(2, 0, 1).float().div(255.0).unsqueeze(0)
-        units.append(ControlUnitRuntime(models.load(f, device, dtype), hint, weight, start, end, mode))
+        net = models.load(f, device, dtype)
+        if unet_config is not None:
+            check_fits(f.name, net, unet_config)
+        units.append(ControlUnitRuntime(net, hint, weight, start, end, mode))
         maps.append(detected)
         infos.append(f"Module: {module}, Model: {f.title}, Weight: {weight:g}, Resize Mode: {resize}, "
                      f"Processor Res: {res}, Threshold A: {a:g}, Threshold B: {b:g}, Guidance Start: {start:g}, "

@@ -4,7 +4,7 @@ Reads the files A1111 reads (`create_embedding_from_data`): `.pt`/`.bin` with `s
 (A1111's own trainer), SDXL dicts with `clip_l` + `clip_g`, and single-tensor files such as
 `.safetensors` with `emb_params`.  Only embeddings whose width matches the loaded model's text
 encoders are usable; the others are listed as skipped with the reason.  Pickled files are read
-with `torch.load(weights_only=True)`: a file that needs more is refused, never executed.
+with `torch.load(weights_only=True)` (file_io.load_pickle): a file that needs more is refused, never executed.
 """
 from __future__ import annotations
 
@@ -47,13 +47,14 @@ class TextualInversion:
 
 
 def _read(path: Path) -> dict[str, Any]:
-    if path.suffix.lower() == ".safetensors":
-        from safetensors.torch import load_file
-        return dict(load_file(str(path)))
+    from webui.models.file_io import ModelFileError, load_pickle, load_state_dict
+
     try:
-        data = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # not a weights-only pickle, or not a pickle at all
-        raise EmbeddingFileError(f"{path.name}: not a readable embedding file ({type(e).__name__})") from None
+        if path.suffix.lower() == ".safetensors":
+            return load_state_dict(path)  # header validated before any tensor is read
+        data = load_pickle(path)
+    except ModelFileError as e:
+        raise EmbeddingFileError(str(e)) from None
     if not isinstance(data, dict):
         raise EmbeddingFileError(f"{path.name}: expected a dict, found {type(data).__name__}")
     return data

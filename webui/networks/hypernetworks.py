@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from webui.hashes import file_stamp, sha256_file
+from webui.models.file_checks import CONTEXT_FAMILIES, CheckCache, FileCheck
 
 HYPERNET_SUFFIXES = (".pt",)
 
@@ -96,10 +97,12 @@ class Hypernetwork:
 
 
 def read_hypernetwork(path: Path) -> Hypernetwork:
+    from webui.models.file_io import ModelFileError, load_pickle
+
     try:
-        data = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise HypernetworkFileError(f"{path.name}: refused or unreadable file ({type(e).__name__})") from None
+        data = load_pickle(path)
+    except ModelFileError as e:
+        raise HypernetworkFileError(str(e)) from None
     if not isinstance(data, dict):
         raise HypernetworkFileError(f"{path.name}: not a hypernetwork")
     info = {k: v for k, v in data.items() if isinstance(k, str)}
@@ -121,6 +124,7 @@ class HypernetworkNetworks:
         self.folder = folder
         self.files: dict[str, Path] = {}
         self._cache: dict[Path, tuple[tuple[int, int], Hypernetwork]] = {}
+        self.checks = CheckCache(self._check)
         self.active: list[tuple[Hypernetwork, float]] = []
         self._hooked: Any = None
         self._handles: list[Any] = []
@@ -133,8 +137,26 @@ class HypernetworkNetworks:
                 if p.is_file() and p.suffix.lower() in HYPERNET_SUFFIXES:
                     self.files.setdefault(p.stem, p)
 
-    def listing(self) -> list[dict[str, str]]:
-        return [{"name": n, "path": str(p)} for n, p in sorted(self.files.items())]
+    def listing(self, family: str | None = None) -> list[dict[str, Any]]:
+        """A1111's GET /sdapi/v1/hypernetworks entries (name, path) plus sd_version/fits/error."""
+        out = []
+        for n, p in sorted(self.files.items()):
+            check = self.checks.get(p)
+            entry: dict[str, Any] = {"name": n, "path": str(p), "sd_version": check.family,
+                                     "fits": check.fits(family), "note": check.note(family)}
+            if check.error:
+                entry["error"] = check.error
+            out.append(entry)
+        return out
+
+    def _check(self, path: Path) -> FileCheck:
+        """Listing check: the (small) file parsed as an A1111 hypernetwork (and kept, as a use would);
+        the family is read from the context widths it has modules for."""
+        try:
+            hn = self.load(path)
+        except HypernetworkFileError as e:
+            return FileCheck(str(e).split(": ", 1)[-1])
+        return FileCheck(None, next((CONTEXT_FAMILIES[w] for w in sorted(hn.modules) if w in CONTEXT_FAMILIES), None))
 
     def load(self, path: Path) -> Hypernetwork:
         key = file_stamp(path)

@@ -21,7 +21,8 @@ from typing import Any, Iterable
 import torch
 
 from webui.hashes import addnet_hash_safetensors, sha256_file
-from webui.models.file_io import ModelFileError, load_state_dict, read_safetensors_header
+from webui.models.file_checks import FileCheck
+from webui.models.file_io import ModelFileError, load_state_dict, read_key_shapes, read_safetensors_header
 
 LORA_SUFFIXES = (".safetensors", ".pt", ".ckpt")
 
@@ -120,15 +121,9 @@ def read_metadata(path: Path) -> dict[str, str]:
         raise LoraFileError(str(e)) from None
 
 
-def lora_family(path: Path) -> str | None:
-    """sd1 / sd2 / sdxl from the header alone (names, shapes, kohya metadata); None if it cannot tell."""
-    if path.suffix.lower() != ".safetensors":
-        return None
-    try:
-        infos, meta = read_safetensors_header(path)
-    except ModelFileError:
-        return None
-    keys = list(infos)
+def family_from_keys(shapes: dict[str, tuple[int, ...]], meta: dict[str, str]) -> str | None:
+    """sd1 / sd2 / sdxl from key names, shapes and kohya metadata; None if they cannot tell."""
+    keys = list(shapes)
     if any(k.startswith(("lora_te1_", "lora_te2_", "text_encoder_2.")) for k in keys) or \
             str(meta.get("ss_base_model_version", "")).startswith("sdxl"):
         return "sdxl"
@@ -136,11 +131,43 @@ def lora_family(path: Path) -> str | None:
         return "sd2"
     for k in keys:  # text-encoder width: 768 = CLIP-L (SD1), 1024 = OpenCLIP-H (SD2)
         if k.startswith("lora_te_") and k.endswith("lora_down.weight"):
-            return {768: "sd1", 1024: "sd2"}.get(infos[k].shape[-1])
+            return {768: "sd1", 1024: "sd2"}.get(shapes[k][-1])
     for k in keys:  # cross-attention context width of the UNet's attn2.to_k
         if "attn2_to_k" in k and k.endswith("lora_down.weight"):
-            return {768: "sd1", 1024: "sd2", 2048: "sdxl"}.get(infos[k].shape[-1])
+            return {768: "sd1", 1024: "sd2", 2048: "sdxl"}.get(shapes[k][-1])
     return None
+
+
+def lora_family(path: Path) -> str | None:
+    """``family_from_keys`` from a safetensors header alone (None for pickles or a broken header)."""
+    if path.suffix.lower() != ".safetensors":
+        return None
+    try:
+        infos, meta = read_safetensors_header(path)
+    except ModelFileError:
+        return None
+    return family_from_keys({k: v.shape for k, v in infos.items()}, meta)
+
+
+def _part_of(key: str) -> str | None:
+    return next((p for p in _KOHYA_PARTS if key.endswith("." + p)), None)
+
+
+def check_lora_file(path: Path) -> FileCheck:
+    """Listing check from the header (or a memory-mapped weights-only pickle): every tensor is a
+    part of a LoRA/LyCORIS module we apply, and the family it was made for."""
+    shapes, meta = read_key_shapes(path)
+    keys = [k for k in shapes if not k.startswith("bundle_emb.")]
+    if not keys:
+        return FileCheck("no network tensors in the file")
+    unknown = [k for k in keys if _part_of(k) is None]
+    if len(unknown) == len(keys):
+        return FileCheck(f"no LoRA/LyCORIS tensors (first key {keys[0]!r}): not a LoRA file")
+    if unknown:
+        return FileCheck(f"unknown tensor {unknown[0]!r}")
+    if any(k.endswith(".dora_scale") for k in keys):
+        return FileCheck("DoRA files (dora_scale) are not supported yet")
+    return FileCheck(None, family_from_keys(shapes, {str(k): str(v) for k, v in meta.items()}))
 
 
 def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -160,13 +187,10 @@ def group_modules(sd: dict[str, torch.Tensor]) -> dict[str, NetworkModule]:
     for key, t in sd.items():
         if key.startswith("bundle_emb."):
             continue  # embeddings bundled in a LoRA file: read by the embedding database
-        base, part = None, None
-        for p in _KOHYA_PARTS:
-            if key.endswith("." + p):
-                base, part = key[: -len(p) - 1], p
-                break
-        if base is None:
+        part = _part_of(key)
+        if part is None:
             raise LoraFileError(f"unknown tensor {key!r}")
+        base = key[: -len(part) - 1]
         part = {"lora_down.weight": "down", "lora_up.weight": "up", "lora_mid.weight": "mid",
                 "lora_A.weight": "down", "lora_B.weight": "up", "lora.down.weight": "down", "lora.up.weight": "up",
                 "lora_linear_layer.down.weight": "down", "lora_linear_layer.up.weight": "up"}.get(part, part)

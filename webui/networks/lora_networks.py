@@ -15,8 +15,9 @@ import torch
 
 from webui.hashes import file_stamp
 
-from webui.networks.lora import (LoraFile, LoraFileError, is_text_encoder_target, module_lookup, read_lora,
-                                 read_metadata, resolve_modules, scan_folder, tag_multipliers)
+from webui.models.file_checks import CheckCache
+from webui.networks.lora import (LoraFile, LoraFileError, check_lora_file, is_text_encoder_target, module_lookup,
+                                 read_lora, read_metadata, resolve_modules, scan_folder, tag_multipliers)
 from webui.networks.patcher import LayerUpdate, WeightPatcher
 
 
@@ -33,6 +34,7 @@ class LoraNetworks:
         self.files: dict[str, Path] = {}
         self.errors: dict[str, str] = {}
         self._cache: dict[Path, tuple[tuple[int, int], LoraFile]] = {}
+        self.checks = CheckCache(check_lora_file)
         self._aliases: dict[str, str] = {}
         self._patcher = WeightPatcher()
         self._model: Any = None
@@ -53,20 +55,21 @@ class LoraNetworks:
                 self._aliases.setdefault(alias, name)
 
     def listing(self, family: str | None = None) -> list[dict[str, Any]]:
-        """A1111's GET /sdapi/v1/loras entries, plus `sd_version` (from the header) and `fits`
-        (whether it matches the loaded model's family; None when either is unknown)."""
-        from webui.networks.lora import lora_family
-
+        """A1111's GET /sdapi/v1/loras entries, plus `sd_version` (from the header), `fits` (whether
+        it matches the loaded model's family; None when either is unknown) and `error` (unusable)."""
         out = []
         for name, path in sorted(self.files.items()):
+            check = self.checks.get(path)
             try:
                 meta: dict[str, Any] = read_metadata(path)
-                fam = lora_family(path)
-            except Exception as e:
-                meta, fam = {"error": str(e)}, None
-            out.append({"name": name, "alias": meta.get("ss_output_name") or name, "path": str(path),
-                        "metadata": meta, "sd_version": fam,
-                        "fits": None if fam is None or family is None else fam == family})
+            except LoraFileError:
+                meta = {}
+            entry = {"name": name, "alias": meta.get("ss_output_name") or name, "path": str(path),
+                     "metadata": meta, "sd_version": check.family, "fits": check.fits(family),
+                     "note": check.note(family)}
+            if check.error:
+                entry["error"] = check.error
+            out.append(entry)
         return out
 
     def find(self, name: str) -> Path | None:
@@ -116,6 +119,10 @@ class LoraNetworks:
             path = self.find(name)
             if path is None:
                 report.warnings.append(f"Networks not found: lora:{name}")
+                continue
+            check = self.checks.get(path)
+            if check.error:
+                report.warnings.append(f"LoRA {name} is unusable: {check.error}")
                 continue
             try:
                 lora = self.load(path)

@@ -45,8 +45,12 @@ class ModelService:
         from webui.networks.hypernetworks import HypernetworkNetworks
         from webui.networks.lora_networks import LoraNetworks
 
+        from webui.models.file_checks import CheckCache
+        from webui.models.vae_files import check_vae_file
+
         self.registry = registry
         self.vae_dir = vae_dir
+        self.vae_checks = CheckCache(check_vae_file)
         self._vae_cache: dict[tuple[str, int, int], Any] = {}
         self._vae_hash: str | None = None
         # A1111's sd_checkpoints_limit: loaded checkpoints kept in RAM (the current one included),
@@ -207,6 +211,34 @@ class ModelService:
         from webui.models.vae_files import scan_vae_files
         return scan_vae_files(self.vae_dir, self.registry.ckpt_dir)
 
+    def vae_listing(self) -> list[dict[str, Any]]:
+        """A1111's GET /sdapi/v1/sd-vae entries, plus `error` for a file that cannot be used."""
+        out = []
+        for f in self.vae_files().values():
+            entry: dict[str, Any] = {"model_name": f.name, "filename": str(f.path)}
+            if err := self.vae_checks.get(f.path).error:
+                entry["error"] = err
+            out.append(entry)
+        return out
+
+    def refresh_files(self) -> None:
+        """Rescan every model folder (the quicksettings 🔄 and page load)."""
+        self.registry.refresh()
+        self.loras.refresh()
+        self.hypernetworks.refresh()
+        self.controlnets.refresh()
+
+    def unusable_files(self) -> list[tuple[str, str, str]]:
+        """(kind, file name, reason) for every file in the model folders that cannot be used."""
+        family = self._loaded.sd.family if self._loaded is not None else None
+        out = [("checkpoint", c.name, c.error) for c in self.registry.list() if c.error]
+        out += [("VAE", e["model_name"], e["error"]) for e in self.vae_listing() if "error" in e]
+        out += [("LoRA", Path(e["path"]).name, e["error"]) for e in self.loras.listing(family) if "error" in e]
+        out += [("hypernetwork", Path(e["path"]).name, e["error"])
+                for e in self.hypernetworks.listing(family) if "error" in e]
+        out += [("ControlNet", name, err) for name, err in self.controlnets.unusable().items()]
+        return out
+
     def ensure_vae(self, model: LoadedModel, choice: str | None) -> None:
         """Make ``model`` decode with the VAE the `sd_vae` setting names: "Automatic" (a
         `<checkpoint>.vae.*` file if there is one, else the checkpoint's own), "None" (the
@@ -236,6 +268,8 @@ class ModelService:
             key = (str(target.path), st.st_mtime_ns, st.st_size)
             vae = self._vae_cache.get(key)
             if vae is None:
+                if err := self.vae_checks.get(target.path).error:
+                    raise ModelLoadError(f"VAE {target.name} is unusable: {err}")
                 try:
                     vae = load_vae_file(target.path, self.policy.vae_dtype).to(self.policy.device)
                 except ModelFileError as e:

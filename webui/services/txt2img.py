@@ -268,7 +268,7 @@ class Txt2ImgService:
         if cn_args:
             units, extra["controlnet"], _maps = build_units(
                 cn_args, self.models.controlnets, req.width, req.height, dev, next(sd.unet.parameters()).dtype,
-                int(opts.get("control_net_unit_count")))
+                int(opts.get("control_net_unit_count")), sd.unet.config)
             controls = ControlStack(units) if units else None
         if model.encoder.embeddings is not None:
             model.encoder.embeddings.refresh_if_changed()  # files dropped in since the last job

@@ -166,9 +166,9 @@ def checkpoint_status_md(svc: "Services", message: str = "") -> str:
         lines.append(f"ℹ️ **{md_escape(meta.get('modelspec.title', cur.info.model_name))}**: a small demonstration "
                      f"model that draws coloured shapes only{f': *{md_escape(hint)}*' if hint else ''}. "
                      f"For real pictures put a checkpoint in `{md_escape(svc.paths.ckpt_dir)}` and press 🔄.")
-    bad = [c for c in svc.registry.list() if c.error]
+    bad = svc.models.unusable_files()
     if bad:
-        items = "; ".join(f"`{c.name}`: {c.error}" for c in bad)
+        items = "; ".join(f"`{md_escape(name)}` ({kind}): {md_escape(reason)}" for kind, name, reason in bad)
         lines.append(f"Unusable: {items}")
     return "  \n".join(lines)
 

@@ -54,7 +54,7 @@ def create_controlnet_accordion(svc: "Services", prefix: str) -> list[UnitContro
 
     def model_choices() -> list[str]:
         svc.models.controlnets.refresh()
-        return ["None"] + [f.title for f in svc.models.controlnets.files.values()]
+        return ["None"] + [f.title for f in svc.models.controlnets.usable()]
 
     n = int(svc.settings.get("control_net_unit_count"))
     units: list[UnitControls] = []

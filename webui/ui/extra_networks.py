@@ -96,21 +96,20 @@ def write_user_metadata(card: Card, values: dict[str, Any]) -> Path:
 
 
 def list_cards(svc: "Services", kind: str) -> list[Card]:
+    cur = svc.models.current
+    family = cur.sd.family if cur is not None else None
     if kind == "Lora":
         svc.models.loras.refresh()
-        cur = svc.models.current
-        listing = svc.models.loras.listing(cur.sd.family if cur is not None else None)
-        return [Card(kind, e["name"], e["name"], Path(e["path"]),
-                     f"made for {e['sd_version']}" if e["fits"] is False else
-                     (f"unreadable: {e['metadata']['error']}" if "error" in e["metadata"] else ""))
-                for e in listing]
+        return [Card(kind, e["name"], e["name"], Path(e["path"]), e["note"])
+                for e in svc.models.loras.listing(family)]
     if kind == "Hypernetworks":
         svc.models.hypernetworks.refresh()
-        return [Card(kind, n, n, p) for n, p in sorted(svc.models.hypernetworks.files.items())]
+        return [Card(kind, e["name"], e["name"], Path(e["path"]), e["note"])
+                for e in svc.models.hypernetworks.listing(family)]
     if kind == "Checkpoints":
         svc.registry.refresh()
-        return [Card(kind, c.title, c.model_name, c.path, c.error or "") for c in svc.registry.list()]
-    cur = svc.models.current
+        return [Card(kind, c.title, c.model_name, c.path, f"unusable: {c.error}" if c.error else "")
+                for c in svc.registry.list()]
     db = getattr(cur.encoder, "embeddings", None) if cur is not None else None
     if db is None:
         return []

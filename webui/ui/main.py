@@ -155,7 +155,7 @@ def build_ui(svc: "Services") -> gr.Blocks:
                    show_progress="minimal", show_progress_on=[ckpt_status], api_visibility="private")
 
         def refresh_list() -> tuple[Any, str]:
-            svc.registry.refresh()
+            svc.models.refresh_files()
             return _ckpt_dropdown(svc), checkpoint_status_md(svc)
 
         refresh.click(refresh_list, None, [ckpt, ckpt_status], show_progress="hidden", api_visibility="private")
