@@ -46,12 +46,12 @@ def svc(tmp_path_factory: pytest.TempPathFactory):
     return Txt2ImgService(models, settings, tmp / "out")
 
 
-def run(svc, prompt: str, units: list[dict], seed: int = 1):
+def run(svc, prompt: str, units: list[dict], seed: int = 1, **fields):
     from webui.services.jobs import JobState
     from webui.services.requests import Txt2ImgRequest
 
     req = Txt2ImgRequest(prompt=prompt, steps=20, cfg_scale=7, seed=seed, sampler_name="DPM++ 2M",
-                         alwayson_scripts={"controlnet": {"args": units}})
+                         alwayson_scripts={"controlnet": {"args": units}}, **fields)
     return svc.run(req, JobState("t", "test"), save=False)
 
 
@@ -68,6 +68,16 @@ def test_edge_map_puts_the_shape_where_the_edges_are_whatever_the_prompt_says(sv
         assert found.count(pos) >= 1 and "top" not in found, (pos, found)
     plain = [judge(run(svc, prompt, [], seed).images[0]).position for seed in (1, 2)]
     assert plain != ["left", "left"]  # without the unit the map's position is not forced
+
+
+def test_units_also_guide_the_hires_pass(svc) -> None:
+    # Hires fix at scale 1 with denoising 1.0: the second pass starts again from noise, so only a
+    # unit active in that pass (with its map fitted to the hires size) can decide where the shape goes.
+    prompt = "a yellow star on a blue background"
+    hires = dict(enable_hr=True, hr_scale=1.0, denoising_strength=1.0, hr_upscaler="Latent", hr_second_pass_steps=20)
+    for pos in ("left", "right"):
+        found = [judge(run(svc, prompt, [unit(pos)], seed, **hires).images[0]).position for seed in (1, 2, 3)]
+        assert found.count(pos) >= 2, (pos, found)
 
 
 def test_unit_fields_infotext_and_disabled_units(svc) -> None:

@@ -10,7 +10,7 @@ step on the same scaled input and timestep the UNet gets, and returns the summed
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -37,6 +37,7 @@ class ControlUnitRuntime:
     guidance_start: float = 0.0
     guidance_end: float = 1.0
     control_mode: str = "Balanced"
+    hires_hint: torch.Tensor | None = None  # the same map at the hires-fix size, for the second pass
 
     def active(self, step: int, total: int) -> bool:
         frac = step / max(1, total)
@@ -47,6 +48,12 @@ class ControlUnitRuntime:
 class ControlStack:
     units: list[ControlUnitRuntime] = field(default_factory=list)
     calls: list[tuple[int, int]] = field(default_factory=list)  # (step, active units) per UNet call
+
+    def for_hires(self) -> "ControlStack":
+        """The units for the hires-fix pass: each with its map made at the hires size (as
+        sd-webui-controlnet does), sharing this stack's call log."""
+        return ControlStack([replace(u, hint=u.hires_hint) for u in self.units if u.hires_hint is not None],
+                            self.calls)
 
     def residuals(self, sample: torch.Tensor, t: torch.Tensor, cross: torch.Tensor, uncond_rows: torch.Tensor,
                   step: int, total: int, added_cond_kwargs: dict | None = None) -> dict[str, Any]:

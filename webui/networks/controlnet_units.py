@@ -197,11 +197,17 @@ def check_fits(name: str, controlnet: Any, unet_config: Any) -> None:
                               f"{arch(unet_config)}): choose a ControlNet made for this model's architecture")
 
 
+def _as_hint(rgb: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div(255.0).unsqueeze(0)
+
+
 def build_units(args: list[Any], models: ControlNetModels, width: int, height: int, device: torch.device,
                 dtype: torch.dtype, max_units: int = 3, unet_config: Any = None,
+                hr_size: tuple[int, int] | None = None,
                 ) -> tuple[list[ControlUnitRuntime], list[str], list[np.ndarray]]:
     """(runtime units, infotext values, detected maps) for the enabled units of a request;
-    ``unet_config``: the loaded UNet's, to refuse a ControlNet made for another architecture."""
+    ``unet_config``: the loaded UNet's, to refuse a ControlNet made for another architecture;
+    ``hr_size``: (width, height) of a hires-fix pass, which gets the map fitted to that size."""
     units, infos, maps = [], [], []
     enabled = [u for u in args if isinstance(u, dict) and u.get("enabled", True)]
     if len(enabled) > max_units:
@@ -215,7 +221,8 @@ def build_units(args: list[Any], models: ControlNetModels, width: int, height: i
         if u.get("pixel_perfect"):
             res = min(width, height)  # the map is made at the size it will be used
         a, b = _num(u, "threshold_a", -1), _num(u, "threshold_b", -1)
-        detected = fit_to(preprocess(module, img, res, a, b), width, height, resize)
+        control_map = preprocess(module, img, res, a, b)
+        detected = fit_to(control_map, width, height, resize)
         start, end = _num(u, "guidance_start", 0.0), _num(u, "guidance_end", 1.0)
         if not 0 <= start <= end <= 1:
             raise ControlNetError("guidance_start/guidance_end must satisfy 0 <= start <= end <= 1")
@@ -224,11 +231,11 @@ def build_units(args: list[Any], models: ControlNetModels, width: int, height: i
         except (ValueError, IndexError) as e:
             raise ControlNetError(str(e)) from None
         weight = _num(u, "weight", 1.0)
-        hint = torch.from_numpy(detected).permute(2, 0, 1).float().div(255.0).unsqueeze(0)
         net = models.load(f, device, dtype)
         if unet_config is not None:
             check_fits(f.name, net, unet_config)
-        units.append(ControlUnitRuntime(net, hint, weight, start, end, mode))
+        hr_hint = _as_hint(fit_to(control_map, hr_size[0], hr_size[1], resize)) if hr_size else None
+        units.append(ControlUnitRuntime(net, _as_hint(detected), weight, start, end, mode, hr_hint))
         maps.append(detected)
         infos.append(f"Module: {module}, Model: {f.title}, Weight: {weight:g}, Resize Mode: {resize}, "
                      f"Processor Res: {res}, Threshold A: {a:g}, Threshold B: {b:g}, Guidance Start: {start:g}, "

@@ -268,7 +268,7 @@ class Txt2ImgService:
         if cn_args:
             units, extra["controlnet"], _maps = build_units(
                 cn_args, self.models.controlnets, req.width, req.height, dev, next(sd.unet.parameters()).dtype,
-                int(opts.get("control_net_unit_count")), sd.unet.config)
+                int(opts.get("control_net_unit_count")), sd.unet.config, plan.hr_size)
             controls = ControlStack(units) if units else None
         if model.encoder.embeddings is not None:
             model.encoder.embeddings.refresh_if_changed()  # files dropped in since the last job
@@ -303,7 +303,7 @@ class Txt2ImgService:
                     state.job_no += 1
                     state.textinfo = "Hires fix"
                     latents = self._hires(req, plan, model, latents, seeds, subseeds, on_step, eta, prompt_plan, idx,
-                                          first_total, enc_opts, old_sched, ensd)
+                                          first_total, enc_opts, old_sched, ensd, controls)
                     if state.interrupted:
                         stop_all = True
                 decoded = vae_ops.to_pil(vae_ops.decode(sd.vae, latents, sd.scaling_factor))
@@ -341,7 +341,8 @@ class Txt2ImgService:
 
     def _hires(self, req: Txt2ImgRequest, plan: _Plan, model: LoadedModel, latents: torch.Tensor,
                seeds: list[int], subseeds: list[int], on_step: Any, eta: float, prompt_plan: "PromptPlan",
-               idx: slice, first_total: int, enc_opts: EncodeOptions, old_sched: bool, ensd: int) -> torch.Tensor:
+               idx: slice, first_total: int, enc_opts: EncodeOptions, old_sched: bool, ensd: int,
+               controls: ControlStack | None = None) -> torch.Tensor:
         sd = model.sd
         assert plan.hr_size is not None
         tw, th = plan.hr_size
@@ -383,8 +384,10 @@ class Txt2ImgService:
                          tw, th, eta=eta, init_latent=init, denoising_strength=strength,
                          fixed_steps=True)
         ic = self._inpaint_conditioning(model, len(seeds), tw, th)
+        hr_controls = controls.for_hires() if controls is not None else None
         return run_pass(sd.unet, sd.family, sd.prediction_type, model.schedule, cfg, conds, noise,
-                        on_step, image_conditioning=ic).latents
+                        on_step, image_conditioning=ic,
+                        denoiser_setup=(lambda d: setattr(d, "controls", hr_controls)) if hr_controls else None).latents
 
     # ---- infotext ----
     def _params(self, req: Txt2ImgRequest, plan: _Plan, model: LoadedModel, seed: int, subseed: int,
