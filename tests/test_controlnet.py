@@ -111,3 +111,16 @@ def test_bad_units_are_clear_errors(svc, bad: dict, message: str) -> None:
         run(svc, "a red circle", [unit("left", **bad)])
     with pytest.raises(GenerationError, match="limit is 3"):
         run(svc, "a red circle", [unit("left")] * 4)
+
+
+@pytest.mark.parametrize("module", ["lineart_standard", "lineart_standard (from white bg & black line)",
+                                    "scribble_xdog"])
+def test_line_filters_turn_a_dark_drawing_into_white_lines_on_black(module: str) -> None:
+    from webui.networks.controlnet_units import preprocess
+
+    drawing = np.full((64, 64, 3), 240, np.uint8)
+    drawing[30:33, 8:56] = 20  # a dark horizontal stroke on light paper
+    out = preprocess(module, drawing, 64, -1, -1)
+    assert out.shape == (64, 64, 3)
+    assert out[31, 16:48].min() >= 100  # bright on the stroke
+    assert out[:20].max() <= 10 and out[45:].max() <= 10  # black away from it

@@ -23,7 +23,11 @@ from webui.hashes import sha256_file
 from webui.models.controlnet_io import check_controlnet_file
 from webui.models.file_checks import CheckCache
 
-PREPROCESSORS = ("none", "canny", "invert", "threshold", "scribble_hed_free", "reference_passthrough")
+PREPROCESSORS = ("none", "canny", "invert", "threshold", "scribble_hed_free", "scribble_xdog", "lineart_standard",
+                 "reference_passthrough")
+# sd-webui-controlnet's long display names for the same filters
+_MODULE_ALIASES = {"invert (from white bg & black line)": "invert",
+                   "lineart_standard (from white bg & black line)": "lineart_standard"}
 RESIZE_MODES = ("Just Resize", "Crop and Resize", "Resize and Fill")
 CN_SUFFIXES = (".safetensors", ".pth", ".ckpt", ".bin")
 
@@ -46,6 +50,7 @@ def resize_mode_name(value: Any) -> str:
 def preprocess(module: str, image: np.ndarray, res: int, a: float, b: float) -> np.ndarray:
     """RGB uint8 in → the control map (RGB uint8), computed at ``res`` on the short side."""
     module = (module or "none").lower()
+    module = _MODULE_ALIASES.get(module, module)
     if module in ("none", "reference_passthrough"):
         return image
     h, w = image.shape[:2]
@@ -64,6 +69,21 @@ def preprocess(module: str, image: np.ndarray, res: int, a: float, b: float) -> 
         grey = cv2.cvtColor(work, cv2.COLOR_RGB2GRAY)
         t = a if a > 0 else 127
         out = np.repeat(np.where(grey > t, 255, 0).astype(np.uint8)[:, :, None], 3, axis=2)
+    elif module == "scribble_xdog":
+        # difference of Gaussians (sigma 0.5 vs 5): strokes where the image is darker than its
+        # surroundings, thresholded (threshold A, default 32) into white lines on black
+        f = work.astype(np.float32)
+        dog = (cv2.GaussianBlur(f, (0, 0), 5.0) - cv2.GaussianBlur(f, (0, 0), 0.5)).max(axis=2)
+        t = a if a > 0 else 32
+        out = np.repeat(np.where(2 * dog > t, 255, 0).astype(np.uint8)[:, :, None], 3, axis=2)
+    elif module == "lineart_standard":
+        # line art from a drawing (dark lines on light paper): how much darker each pixel is than a
+        # wide blur of itself, normalised by the typical line strength
+        f = work.astype(np.float32)
+        darker = (cv2.GaussianBlur(f, (0, 0), 6.0) - f).min(axis=2).clip(0, 255)
+        strong = darker[darker > 8]
+        darker = darker / max(16.0, float(np.median(strong)) if strong.size else 16.0) * 127
+        out = np.repeat(darker.clip(0, 255).astype(np.uint8)[:, :, None], 3, axis=2)
     else:
         raise ControlNetError(f"unknown preprocessor {module!r}; available: {list(PREPROCESSORS)}")
     return out
