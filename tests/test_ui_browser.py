@@ -64,6 +64,10 @@ def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     (ckpt_dir / "broken.safetensors").write_bytes(b"")
     (data_dir / "models" / "VAE").mkdir()
     (data_dir / "models" / "VAE" / "broken-vae.safetensors").write_bytes(b"\0" * 64)
+    from safetensors.torch import load_file, save_file
+    vae = {k.removeprefix("first_stage_model."): v for k, v in load_file(str(ckpt_dir / "tiny-sd1.safetensors")).items()
+           if k.startswith("first_stage_model.")}
+    save_file(vae, str(data_dir / "models" / "VAE" / "extra-vae.safetensors"))  # an original-layout VAE file
     server = start_server(data_dir, ckpt_dir, nowebui=False)
     deadline = time.time() + 120  # the startup model load runs in the background: wait for it
     while time.time() < deadline:
@@ -460,6 +464,19 @@ def test_settings_apply_without_restart(page: Any, ui_server: Server) -> None:
     page.click("#settings_submit")
     page.wait_for_function("() => document.querySelector('#settings_result').innerText.includes('1 setting changed')")
     assert requests.get(ui_server.api("options"), timeout=10).json()["grid_save"] is True
+
+    # SD VAE: a dropdown of Automatic, None and the usable files (the broken one is not offered)
+    page.locator("#setting_sd_vae input").click()
+    offered = [o.inner_text().replace("✓", "").strip() for o in page.get_by_role("option").all()]
+    assert offered == ["Automatic", "None", "extra-vae.safetensors"], offered
+    page.get_by_role("option", name="extra-vae.safetensors").click()
+    page.click("#settings_submit")
+    page.wait_for_function("() => document.querySelector('#settings_result').innerText.includes('SD VAE')")
+    assert requests.get(ui_server.api("options"), timeout=10).json()["sd_vae"] == "extra-vae.safetensors"
+    r = requests.post(ui_server.api("txt2img"), json={"prompt": "a red circle", "steps": 2, "width": 64,
+                                                       "height": 64}, timeout=120)
+    assert json.loads(r.json()["info"])["sd_vae_name"] == "extra-vae.safetensors"
+    requests.post(ui_server.api("options"), json={"sd_vae": "Automatic"}, timeout=10)
 
 
 def test_screenshot_layout(page: Any) -> None:

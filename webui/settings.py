@@ -32,7 +32,7 @@ OPTIONS: dict[str, OptionInfo] = {
     "sd_model_checkpoint": OptionInfo(None, "Stable Diffusion checkpoint", "Stable Diffusion", "dropdown",
                                       infotext="Model hash"),
     "sd_vae": OptionInfo("Automatic", "SD VAE (Automatic: <checkpoint>.vae.* if present; None: the checkpoint's "
-                                      "own; or a file from models/VAE)", "Stable Diffusion", "textbox",
+                                      "own; or a file from models/VAE)", "Stable Diffusion", "dropdown",
                          infotext="VAE"),
     "sd_checkpoints_limit": OptionInfo(1, "Maximum number of checkpoints loaded at the same time (kept in RAM; "
                                           "switching back to one is instant)", "Stable Diffusion", "slider",

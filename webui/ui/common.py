@@ -145,6 +145,11 @@ def current_checkpoint_title(svc: "Services") -> str | None:
     return None
 
 
+def vae_choices(svc: "Services") -> list[str]:
+    """A1111's SD VAE dropdown: Automatic, None, then the usable VAE files by name."""
+    return ["Automatic", "None"] + [e["model_name"] for e in svc.models.vae_listing() if "error" not in e]
+
+
 def checkpoint_status_md(svc: "Services", message: str = "") -> str:
     """Markdown under the quicksettings: loading state, errors, unusable files with reasons."""
     lines: list[str] = []

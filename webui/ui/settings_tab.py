@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
-from webui.ui.common import checkpoint_titles
+from webui.ui.common import checkpoint_titles, vae_choices
 
 if TYPE_CHECKING:
     from webui.services.container import Services
@@ -27,6 +27,8 @@ class SettingsTab:
             v = opts.get(key)
             if key == "sd_model_checkpoint":
                 out[comp] = gr.update(choices=checkpoint_titles(svc), value=v)
+            elif key == "sd_vae":
+                out[comp] = gr.update(choices=vae_choices(svc), value=v)
             else:
                 out[comp] = _to_component_value(v)
         return out
@@ -42,6 +44,8 @@ def _component(key: str, info: Any, value: Any, svc: "Services") -> Any:
     if key == "sd_model_checkpoint":  # `setting_sd_model_checkpoint` is the quicksettings dropdown's id
         return gr.Dropdown(checkpoint_titles(svc), value=value, label=info.label,
                            elem_id="settings_page_sd_model_checkpoint", allow_custom_value=True)
+    if key == "sd_vae":  # files are listed as they are found (usable ones only); a typed name is allowed
+        return gr.Dropdown(vae_choices(svc), value=value, label=info.label, elem_id=elem_id, allow_custom_value=True)
     if kind == "checkbox":
         return gr.Checkbox(value=bool(value), label=info.label, elem_id=elem_id)
     if kind == "slider" and info.minimum is not None and info.maximum is not None:
