@@ -170,7 +170,7 @@ def train_vae(budget: Budget, rng: random.Random, device: torch.device, triplets
         kl = post.kl().mean() / (rec[0].numel())
         loss = reconstruction_loss(rec, x, w, edge_weight) + 1e-5 * kl
         optimizer_step(opt, loss, vae.parameters())
-        curve.add(step, float(loss))
+        curve.add(step, float(loss.detach()))
     return vae.eval().requires_grad_(False), curve
 
 
@@ -266,10 +266,33 @@ def encode_bank(vae, scenes: list[Scene], device: torch.device, batch: int = 256
     return torch.cat(means), torch.cat(stds)
 
 
-def ldm_alphas_cumprod(device: torch.device) -> torch.Tensor:
+# A1111's "Zero Terminal SNR" noise schedule keeps this in place of alpha_bar = 0 at the last step,
+# so that sigma stays finite (about 4500); it is what the checkpoint stores for the sampler.
+ZERO_SNR_LAST_ALPHA = 4.8973451890853435e-08
+
+
+def ldm_alphas_cumprod(device: torch.device, zero_snr: bool = False) -> torch.Tensor:
+    """The training schedule: SD's scaled-linear one, or that one rescaled to zero terminal SNR
+    (Lin et al. 2024: the last step then holds no trace of the image, so the prompt alone must
+    decide the layout there, exactly as at the first sampling step)."""
     from webui.models.load import ldm_alphas_cumprod as schedule  # the sampler's own schedule
 
-    return schedule().to(device)
+    ac = schedule().double()
+    if zero_snr:
+        sq = ac.sqrt()
+        first, last = sq[0].clone(), sq[-1].clone()
+        sq = (sq - last) * first / (first - last)  # shift so the last is 0, scale so the first is kept
+        ac = sq ** 2
+    return ac.float().to(device)
+
+
+def stored_alphas_cumprod(zero_snr: bool) -> torch.Tensor | None:
+    """What the checkpoint carries as ``alphas_cumprod`` (None: the standard schedule, not stored)."""
+    if not zero_snr:
+        return None
+    ac = ldm_alphas_cumprod(torch.device("cpu"), True).clone()
+    ac[-1] = ZERO_SNR_LAST_ALPHA
+    return ac
 
 
 def sample_latents(lat_mean: torch.Tensor, lat_std: torch.Tensor, idx: list[int], gen: torch.Generator) -> torch.Tensor:
@@ -299,8 +322,9 @@ class EMA:
                 ps.lerp_(pm.detach(), 1.0 - d)
 
 
-def diffusion_loss(unet, latents, context, alphas, gen: torch.Generator, offset_noise: float, min_snr: float,
-                   x0_floor: float = 0.0, **unet_kwargs) -> torch.Tensor:
+def diffusion_loss(predict, latents, alphas, gen: torch.Generator, offset_noise: float, min_snr: float,
+                   x0_floor: float = 0.0, prediction: str = "epsilon") -> torch.Tensor:
+    """``predict(noisy, t)``: the network's output (epsilon or v) for a batch of noised latents."""
     b = latents.shape[0]
     dev = latents.device
     t = torch.randint(0, 1000, (b,), device=dev, generator=gen)
@@ -309,8 +333,9 @@ def diffusion_loss(unet, latents, context, alphas, gen: torch.Generator, offset_
         noise = noise + offset_noise * torch.randn((b, latents.shape[1], 1, 1), device=dev, generator=gen)
     a = alphas[t].view(b, 1, 1, 1)
     noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
-    pred = unet(noisy, t, encoder_hidden_states=context, **unet_kwargs).sample
-    per = ((pred.float() - noise) ** 2).mean(dim=(1, 2, 3))
+    pred = predict(noisy, t)
+    target = noise if prediction == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * latents
+    per = ((pred.float() - target) ** 2).mean(dim=(1, 2, 3))
     snr = alphas[t] / (1 - alphas[t])
     # In x0 terms the epsilon loss weighs each step by snr (min-SNR caps it at min_snr), so the
     # noisiest steps, where only the prompt can say *where* the shape goes, hardly count; a floor
@@ -318,11 +343,13 @@ def diffusion_loss(unet, latents, context, alphas, gen: torch.Generator, offset_
     x0_weight = torch.clamp(snr, max=min_snr) if min_snr else snr
     if x0_floor:
         x0_weight = torch.clamp(x0_weight, min=x0_floor)
-    return (per * x0_weight / snr).mean()
+    # x0-error = eps-error / snr = v-error / (snr + 1): convert the x0 weight to this target's
+    return (per * x0_weight / (snr if prediction == "epsilon" else snr + 1)).mean()
 
 
 def train_unet(budget: Budget, rng: random.Random, device: torch.device, vae, seed: int, triplets,
-               lr: float, offset_noise: float, min_snr: float, x0_floor: float):
+               lr: float, offset_noise: float, min_snr: float, x0_floor: float, prediction: str = "epsilon",
+               zero_snr: bool = False):
     t0 = time.time()
     scenes = [random_scene(rng, triplets) for _ in range(budget.bank)]
     lat_mean, lat_std = encode_bank(vae, scenes, device)
@@ -335,7 +362,7 @@ def train_unet(budget: Budget, rng: random.Random, device: torch.device, vae, se
     params = list(unet.parameters()) + list(te.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, betas=(0.9, 0.99))
     ema = EMA([unet, te], decay=0.998)
-    alphas = ldm_alphas_cumprod(device)
+    alphas = ldm_alphas_cumprod(device, zero_snr)
     gen = torch.Generator(device).manual_seed(seed + 3)
     curve = LossCurve("unet", budget.unet_steps, max(1, budget.unet_steps // 40))
     for step in range(budget.unet_steps):
@@ -345,24 +372,26 @@ def train_unet(budget: Budget, rng: random.Random, device: torch.device, vae, se
         latents = sample_latents(lat_mean, lat_std, idx, gen)
         texts = ["" if rng.random() < 0.1 else training_caption(scenes[i], rng) for i in idx]
         context = te(tokens.batch(texts)).last_hidden_state
-        loss = diffusion_loss(unet, latents, context, alphas, gen, offset_noise, min_snr, x0_floor)
+        loss = diffusion_loss(lambda x, t: unet(x, t, encoder_hidden_states=context).sample, latents, alphas, gen,
+                              offset_noise, min_snr, x0_floor, prediction)
         optimizer_step(opt, loss, params)
         ema.update(step)
-        curve.add(step, float(loss))
+        curve.add(step, float(loss.detach()))
     unet_ema, te_ema = ema.shadow
     return unet_ema, te_ema, curve, (scenes, lat_mean, lat_std)
 
 
 # ------------------------------------------------------------------------------- ControlNet
 
-def train_controlnet(budget: Budget, rng: random.Random, device: torch.device, unet, te, bank, seed: int):
+def train_controlnet(budget: Budget, rng: random.Random, device: torch.device, unet, te, bank, seed: int,
+                     min_snr: float, x0_floor: float, prediction: str, zero_snr: bool):
     from diffusers import ControlNetModel
 
     scenes, lat_mean, lat_std = bank
     torch.manual_seed(seed + 4)
     cn = ControlNetModel.from_unet(unet).to(device).train()
     tokens = CaptionTokens(device)
-    alphas = ldm_alphas_cumprod(device)
+    alphas = ldm_alphas_cumprod(device, zero_snr)
     gen = torch.Generator(device).manual_seed(seed + 5)
     opt = torch.optim.AdamW(cn.parameters(), lr=5e-4, weight_decay=0.0)
     unet.requires_grad_(False)
@@ -393,18 +422,14 @@ def train_controlnet(budget: Budget, rng: random.Random, device: torch.device, u
             context = te(tokens.batch([cn_caption(scenes[i]) for i in idx])).last_hidden_state
         cond = torch.stack([hint(i) for i in idx]).to(device)
 
-        b = latents.shape[0]
-        t = torch.randint(0, 1000, (b,), device=device, generator=gen)
-        noise = torch.randn(latents.shape, device=device, generator=gen)
-        a = alphas[t].view(b, 1, 1, 1)
-        noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
-        down, mid = cn(noisy, t, encoder_hidden_states=context, controlnet_cond=cond, return_dict=False)
-        pred = unet(noisy, t, encoder_hidden_states=context, down_block_additional_residuals=down,
-                    mid_block_additional_residual=mid).sample
-        snr = alphas[t] / (1 - alphas[t])
-        loss = (((pred - noise) ** 2).mean(dim=(1, 2, 3)) * torch.clamp(snr, max=5.0) / snr).mean()
+
+        def predict(noisy: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            down, mid = cn(noisy, t, encoder_hidden_states=context, controlnet_cond=cond, return_dict=False)
+            return unet(noisy, t, encoder_hidden_states=context, down_block_additional_residuals=down,
+                        mid_block_additional_residual=mid).sample
+        loss = diffusion_loss(predict, latents, alphas, gen, 0.0, min_snr, x0_floor, prediction)
         optimizer_step(opt, loss, cn.parameters())
-        curve.add(step, float(loss))
+        curve.add(step, float(loss.detach()))
     return cn.eval().requires_grad_(False), curve
 
 
@@ -432,7 +457,7 @@ def checkpoint_metadata(args, machine: str, minutes: float, scores_hint: str = "
             "models/Stable-diffusion. Retrain with tools/train_default_model.py." + scores_hint),
         "modelspec.resolution": f"{IMAGE_SIZE}x{IMAGE_SIZE}",
         "modelspec.license": "CC0-1.0",
-        "modelspec.prediction_type": "epsilon",
+        "modelspec.prediction_type": "v" if args.prediction == "v" else "epsilon",
         "modelspec.date": time.strftime("%Y-%m-%d"),
         "modelspec.usage_hint": "a <colour> <circle|square|triangle|star> at the <left|right|top|bottom|center> "
                                 "on a <colour> background",
@@ -459,6 +484,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--min-snr", type=float, default=5.0, help="min-SNR-gamma loss weighting (0: off)")
     p.add_argument("--x0-floor", type=float, default=0.0,
                    help="lowest x0-space loss weight of a step (lifts the noisiest steps; 0: off)")
+    p.add_argument("--prediction", choices=["epsilon", "v"], default="epsilon", help="what the UNet predicts")
+    p.add_argument("--zero-snr", action="store_true",
+                   help="train on the zero-terminal-SNR schedule (needs --prediction v; stored in the checkpoint)")
     p.add_argument("--vae-steps", type=int)
     p.add_argument("--unet-steps", type=int)
     p.add_argument("--cn-steps", type=int)
@@ -470,6 +498,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--vae-from", type=Path,
                    help="reuse the VAE of this checkpoint instead of training one (for experiments)")
     args = p.parse_args(argv)
+    if args.zero_snr and args.prediction != "v":
+        p.error("--zero-snr needs --prediction v (epsilon is undefined where no signal is left)")
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -505,18 +535,20 @@ def main(argv: list[str] | None = None) -> None:
         + judged_reconstructions(vae, device))
 
     unet, te, unet_curve, bank = train_unet(budget, rng, device, vae, args.seed, triplets, args.lr,
-                                            args.offset_noise, args.min_snr, args.x0_floor)
+                                            args.offset_noise, args.min_snr, args.x0_floor, args.prediction,
+                                            args.zero_snr)
     minutes = (time.time() - t_start) / 60
 
     from webui.models.ldm_writer import save_ldm_checkpoint
     meta = checkpoint_metadata(args, machine, minutes)
     save_ldm_checkpoint(args.out, unet=unet, vae=vae, text_encoders=[te], family="sd1", metadata=meta,
-                        dtype=torch.float16)
+                        dtype=torch.float16, extra_tensors={"alphas_cumprod": stored_alphas_cumprod(args.zero_snr)})
     log(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB) after {minutes:.1f} min")
 
     cn_curve = None
     if not args.no_controlnet:
-        cn, cn_curve = train_controlnet(budget, rng, device, unet, te, bank, args.seed)
+        cn, cn_curve = train_controlnet(budget, rng, device, unet, te, bank, args.seed, args.min_snr, args.x0_floor,
+                                        args.prediction, args.zero_snr)
         from webui.models.controlnet_io import save_controlnet
         cn_meta = {k: v for k, v in meta.items() if k.startswith(("modelspec.", "training."))}
         cn_meta.update({

@@ -191,8 +191,12 @@ def save_ldm_checkpoint(
     family: str,
     metadata: dict[str, str] | None = None,
     dtype: torch.dtype | None = None,
+    extra_tensors: dict[str, torch.Tensor | None] | None = None,
 ) -> Path:
-    """Save a model set as one real-layout ``.safetensors`` checkpoint (``dtype`` casts float tensors)."""
+    """Save a model set as one real-layout ``.safetensors`` checkpoint (``dtype`` casts float tensors).
+
+    ``extra_tensors``: top-level tensors stored as they are (e.g. ``alphas_cumprod``, which must stay
+    float32); None values are skipped."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -204,6 +208,9 @@ def save_ldm_checkpoint(
         if dtype is not None and t.is_floating_point():
             t = t.to(dtype)
         out[k] = t.contiguous().cpu()
+    for k, t in (extra_tensors or {}).items():
+        if t is not None:
+            out[k] = t.detach().contiguous().cpu()
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(out, str(path), metadata=meta)
     return path
