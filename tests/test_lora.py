@@ -397,3 +397,55 @@ def test_listing_says_which_family_a_lora_was_made_for(env) -> None:
     assert (listed["for_sd15"]["sd_version"], listed["for_sd15"]["fits"]) == ("sd1", True)
     assert (listed["for_xl"]["sd_version"], listed["for_xl"]["fits"]) == ("sdxl", False)
     assert (listed["for_sd2"]["sd_version"], listed["for_sd2"]["fits"]) == ("sd2", False)
+
+
+def test_lycoris_lokr_kronecker_updates_linear_and_conv_layers(env) -> None:
+    """LyCORIS LoKr as its trainer names the tensors: w1 full (4x4 here), w2 full, low-rank
+    (w2_a @ w2_b) or Tucker (t2 core between w2_a and w2_b); delta = kron(w1, w2) x alpha/rank when
+    a half is factorised, x1 when both are full."""
+    models, svc, root = env
+    m = models.load("sd1.safetensors")
+    unet = m.sd.unet
+    g = torch.Generator().manual_seed(9)
+    lin_name = next(n for n, mod in unet.named_modules() if n.endswith("attn1.to_q"))
+    conv_names = [n for n, mod in unet.named_modules() if isinstance(mod, torch.nn.Conv2d)
+                  and mod.kernel_size == (3, 3) and mod.in_channels % 4 == 0 and mod.out_channels % 4 == 0][:2]
+    lin = unet.get_submodule(lin_name)
+    convs = [unet.get_submodule(n) for n in conv_names]
+    before = {n: unet.get_submodule(n).weight.detach().clone() for n in [lin_name] + conv_names}
+    sd, want = {}, {}
+
+    def key(name: str) -> str:
+        return "lora_unet_" + name.replace(".", "_")
+    # linear: w1 4x4 full, w2 low-rank (rank 2), alpha 1 -> scale 1/2
+    o, i = lin.weight.shape
+    w1 = torch.randn(4, 4, generator=g)
+    w2a, w2b = torch.randn(o // 4, 2, generator=g), torch.randn(2, i // 4, generator=g)
+    sd.update({f"{key(lin_name)}.lokr_w1": w1, f"{key(lin_name)}.lokr_w2_a": w2a, f"{key(lin_name)}.lokr_w2_b": w2b,
+               f"{key(lin_name)}.alpha": torch.tensor(1.0)})
+    want[lin_name] = torch.kron(w1, w2a @ w2b) * 0.5
+    # conv 1: both halves full (alpha present but unused)
+    o, i = convs[0].weight.shape[:2]
+    w1c, w2c = torch.randn(4, 4, generator=g) * 0.1, torch.randn(o // 4, i // 4, 3, 3, generator=g) * 0.1
+    sd.update({f"{key(conv_names[0])}.lokr_w1": w1c, f"{key(conv_names[0])}.lokr_w2": w2c,
+               f"{key(conv_names[0])}.alpha": torch.tensor(7.0)})
+    want[conv_names[0]] = torch.kron(w1c[:, :, None, None], w2c)
+    # conv 2: Tucker-decomposed w2 (rank 3), alpha 6 -> scale 2
+    o, i = convs[1].weight.shape[:2]
+    w1t = torch.randn(4, 4, generator=g) * 0.1
+    t2 = torch.randn(3, 3, 3, 3, generator=g) * 0.1
+    wa, wb = torch.randn(3, o // 4, generator=g), torch.randn(3, i // 4, generator=g)
+    sd.update({f"{key(conv_names[1])}.lokr_w1": w1t, f"{key(conv_names[1])}.lokr_t2": t2,
+               f"{key(conv_names[1])}.lokr_w2_a": wa, f"{key(conv_names[1])}.lokr_w2_b": wb,
+               f"{key(conv_names[1])}.alpha": torch.tensor(6.0)})
+    w2t = torch.einsum("ijkl,jr,ip->prkl", t2, wb, wa).contiguous()  # [out/4, in/4, 3, 3]
+    want[conv_names[1]] = torch.kron(w1t[:, :, None, None], w2t) * 2.0
+    save_file(sd, str(root / "LyCORIS" / "lokr_style.safetensors"))
+
+    res = generate(svc, "a cat <lyco:lokr_style:0.8>")
+    assert res.info["warnings"] == [], res.info["warnings"]
+    for n, d in want.items():
+        got = unet.get_submodule(n).weight.detach() - before[n]
+        assert got.shape == d.shape and torch.allclose(got, 0.8 * d, atol=1e-4), n
+    generate(svc, "a cat")
+    assert all(torch.equal(unet.get_submodule(n).weight, w) for n, w in before.items())  # bit-exact removal

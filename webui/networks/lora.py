@@ -68,9 +68,17 @@ class NetworkModule:
             d = (w1 * w2).reshape(shape)
         elif kind == "lokr":
             w1 = t["lokr_w1"] if "lokr_w1" in t else t["lokr_w1_a"] @ t["lokr_w1_b"]
-            w2 = t["lokr_w2"] if "lokr_w2" in t else t["lokr_w2_a"] @ t["lokr_w2_b"]
-            rank = t["lokr_w2_b"].shape[0] if "lokr_w2_b" in t else (
-                t["lokr_w1_b"].shape[0] if "lokr_w1_b" in t else None)
+            if "lokr_w2" in t:
+                w2 = t["lokr_w2"]
+            elif "lokr_t2" in t:  # Tucker: core [r, r, k, k] between w2_a [r, out] and w2_b [r, in]
+                w2 = torch.einsum("i j k l, j r, i p -> p r k l", t["lokr_t2"], t["lokr_w2_b"],
+                                  t["lokr_w2_a"]).contiguous()
+            else:
+                w2 = t["lokr_w2_a"] @ t["lokr_w2_b"]
+            # the rank that alpha is relative to (LyCORIS/A1111: w1's if it is factorised, else w2's);
+            # with both halves full, alpha is not used
+            rank = t["lokr_w1_b"].shape[0] if "lokr_w1_b" in t else (
+                t["lokr_w2_b"].shape[0] if "lokr_w2_b" in t else None)
             if len(shape) == 4 and w2.ndim == 2:
                 w2 = w2.unsqueeze(2).unsqueeze(3)
             d = torch.kron(w1.reshape(w1.shape + (1,) * (w2.ndim - w1.ndim)), w2).reshape(shape)
