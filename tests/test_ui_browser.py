@@ -432,6 +432,8 @@ def test_extra_network_cards_insert_tags_and_save_metadata(page: Any, ui_server:
     page.locator("#txt2img_extra_networks").get_by_text("Extra networks", exact=True).first.click()
     page.get_by_role("tab", name="Lora").click()
     page.locator("#txt2img_lora_cards").get_by_text("inkwash").first.wait_for()
+    card = page.locator("#txt2img_lora_cards .thumbnail-item").first.bounding_box()
+    assert card is not None and card["width"] <= 160, card  # a lone card keeps a card's size
     page.locator("#txt2img_lora_cards img").first.click()
     page.wait_for_function("() => document.querySelector('#txt2img_prompt textarea').value"
                            " === 'a cat, <lora:inkwash:0.7>, ink wash'")

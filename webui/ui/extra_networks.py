@@ -174,7 +174,8 @@ def create_extra_networks(svc: "Services", prefix: str, prompt: gr.Textbox, neg_
                                             min_width=120, elem_id=f"{prefix}_{key}_sort")
                         refresh = gr.Button("🔄", size="sm", scale=0, min_width=44, elem_id=f"{prefix}_{key}_refresh")
                     gallery = gr.Gallery(show_label=False, columns=6, height=300, allow_preview=False, preview=False,
-                                         elem_id=f"{prefix}_{key}_cards", object_fit="cover")
+                                         elem_id=f"{prefix}_{key}_cards", object_fit="cover",
+                                         elem_classes=["extra-network-cards"])
                     shown = gr.State([])
                     with gr.Accordion("Edit metadata of the selected card", open=False,
                                       elem_id=f"{prefix}_{key}_meta"):

@@ -37,6 +37,9 @@ CSS = """
 #txt2img_random_seed, #txt2img_reuse_seed { max-width: 44px; height: 42px; margin-bottom: 2px; }
 #txt2img_info .infotext { font-size: 0.9em; word-break: break-word; padding: 6px 2px; }
 #pnginfo_html .pnginfo-item p { margin: 0.2em 0; word-break: break-word; }
+/* Extra-network cards keep a card's size however few files there are (Gradio's gallery shrinks its
+   column count to the item count, so a lone card would span the whole row). */
+.extra-network-cards .grid-container { grid-template-columns: repeat(auto-fill, minmax(110px, 150px)) !important; }
 """
 
 # A1111 keyboard shortcuts in the prompt boxes: Ctrl+Enter generate, Alt+Enter skip, Esc interrupt.
