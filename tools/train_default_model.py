@@ -241,11 +241,18 @@ class CaptionTokens:
         return torch.tensor([self.ids(t) for t in texts], dtype=torch.long, device=self.device)
 
 
-def make_text_encoder(seed: int):
+def make_text_encoder(seed: int, embedding_std: float = 0.0):
+    """``embedding_std``: re-initialise token and position embeddings with this std (0: CLIP's own)."""
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(seed)
-    return CLIPTextModel(CLIPTextConfig(**TEXT_CONFIG))
+    te = CLIPTextModel(CLIPTextConfig(**TEXT_CONFIG))
+    if embedding_std:
+        with torch.no_grad():
+            for mod in te.modules():
+                if isinstance(mod, torch.nn.Embedding):
+                    mod.weight.normal_(0.0, embedding_std)
+    return te
 
 
 def make_unet(seed: int):
@@ -349,14 +356,14 @@ def diffusion_loss(predict, latents, alphas, gen: torch.Generator, offset_noise:
 
 def train_unet(budget: Budget, rng: random.Random, device: torch.device, vae, seed: int, triplets,
                lr: float, offset_noise: float, min_snr: float, x0_floor: float, prediction: str = "epsilon",
-               zero_snr: bool = False):
+               zero_snr: bool = False, embedding_std: float = 0.0):
     t0 = time.time()
     scenes = [random_scene(rng, triplets) for _ in range(budget.bank)]
     lat_mean, lat_std = encode_bank(vae, scenes, device)
     log(f"[unet] encoded {len(scenes)} scenes in {time.time() - t0:.0f} s "
         f"(latent std {float(lat_mean.std()):.3f})")
 
-    te = make_text_encoder(seed + 1).to(device).train()
+    te = make_text_encoder(seed + 1, embedding_std).to(device).train()
     unet = make_unet(seed + 2).to(device).train()
     tokens = CaptionTokens(device)
     params = list(unet.parameters()) + list(te.parameters())
@@ -487,6 +494,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--prediction", choices=["epsilon", "v"], default="epsilon", help="what the UNet predicts")
     p.add_argument("--zero-snr", action="store_true",
                    help="train on the zero-terminal-SNR schedule (needs --prediction v; stored in the checkpoint)")
+    p.add_argument("--te-embedding-std", type=float, default=0.0,
+                   help="init std of the text encoder's token/position embeddings (0: CLIP's 0.02)")
     p.add_argument("--vae-steps", type=int)
     p.add_argument("--unet-steps", type=int)
     p.add_argument("--cn-steps", type=int)
@@ -536,7 +545,7 @@ def main(argv: list[str] | None = None) -> None:
 
     unet, te, unet_curve, bank = train_unet(budget, rng, device, vae, args.seed, triplets, args.lr,
                                             args.offset_noise, args.min_snr, args.x0_floor, args.prediction,
-                                            args.zero_snr)
+                                            args.zero_snr, args.te_embedding_std)
     minutes = (time.time() - t_start) / 60
 
     from webui.models.ldm_writer import save_ldm_checkpoint
