@@ -45,6 +45,42 @@ class ModelFileError(Exception):
 class TensorInfo(NamedTuple):
     dtype: str
     shape: tuple[int, ...]
+    offset: int = 0  # absolute file position of the tensor's first byte
+
+
+def _torch_dtypes() -> dict[str, torch.dtype]:
+    names = {"BOOL": "bool", "U8": "uint8", "I8": "int8", "I16": "int16", "I32": "int32", "I64": "int64",
+             "U16": "uint16", "U32": "uint32", "U64": "uint64", "F16": "float16", "BF16": "bfloat16",
+             "F32": "float32", "F64": "float64", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
+    return {k: getattr(torch, v) for k, v in names.items() if hasattr(torch, v)}
+
+
+def _read_safetensors(path: Path, infos: dict[str, TensorInfo], keep: tuple[str, ...] | None,
+                      cast: Any) -> dict[str, torch.Tensor]:
+    """Every kept tensor read straight from the file into memory it owns, in file order.
+
+    Plain reads instead of a memory map: mapped file pages count towards the process's RSS while
+    they are touched, so copying out of a mapping peaks at twice the file; here the peak is the
+    tensors themselves (plus one tensor when ``cast`` converts).  The header was validated before,
+    so every read stays inside the file.  (safetensors is little-endian, as every host we run on.)"""
+    dtypes = _torch_dtypes()
+    out: dict[str, torch.Tensor] = {}
+    wanted = sorted(((info.offset, key, info) for key, info in infos.items() if keep is None or key.startswith(keep)))
+    with path.open("rb", buffering=0) as f:
+        for offset, key, info in wanted:
+            if info.dtype not in dtypes:
+                raise _fail(path, f"tensor {key!r} has dtype {info.dtype}, which this torch cannot hold")
+            t = torch.empty(info.shape, dtype=dtypes[info.dtype])
+            view = memoryview(t.reshape(-1).view(torch.uint8).numpy())
+            f.seek(offset)
+            done = 0
+            while done < len(view):  # one read() returns at most ~2 GB
+                got = f.readinto(view[done:])
+                if not got:
+                    raise _fail(path, f"file ended inside tensor {key!r} (it changed while being read)")
+                done += got
+            out[key] = cast(t)
+    return out
 
 
 def _fail(path: Path, reason: str) -> ModelFileError:
@@ -117,7 +153,7 @@ def read_safetensors_header(path: str | Path) -> tuple[dict[str, TensorInfo], di
         if nbits % 8 or end - begin != nbits // 8:
             raise _fail(path, f"tensor {name!r}: header says {dtype}{shape} ({nbits / 8:g} bytes) but its "
                               f"offsets span {end - begin} bytes; the header is corrupt")
-        tensors[name] = TensorInfo(dtype, tuple(shape))
+        tensors[name] = TensorInfo(dtype, tuple(shape), 8 + n + begin)
         spans.append((begin, end, name))
 
     spans.sort()
@@ -259,7 +295,12 @@ def load_state_dict(
         return t.to(dtype) if dtype is not None and t.is_floating_point() and t.dtype != dtype else t
 
     if suffix in SAFETENSORS_SUFFIXES:
-        read_safetensors_header(path)
+        infos, _meta = read_safetensors_header(path)
+        if not mmap:
+            try:
+                return {k: v.to(device) for k, v in _read_safetensors(path, infos, keep, cast).items()}
+            except OSError as e:
+                raise _fail(path, f"cannot read safetensors data ({e.strerror or e})") from None
         from safetensors import SafetensorError, safe_open
 
         out: dict[str, torch.Tensor] = {}
@@ -267,11 +308,7 @@ def load_state_dict(
             with safe_open(str(path), framework="pt", device=str(device)) as f:
                 for key in f.keys():
                     if keep is None or key.startswith(keep):
-                        t = f.get_tensor(key)
-                        c = cast(t)
-                        if c is t and not mmap and c.device.type == "cpu":
-                            c = c.clone()  # own the memory (see ``mmap``)
-                        out[key] = c
+                        out[key] = cast(f.get_tensor(key))  # backed by the mapping (see ``mmap``)
         except (SafetensorError, OSError) as e:
             raise _fail(path, f"cannot read safetensors data ({e})") from None
         return out
