@@ -467,8 +467,18 @@ def test_settings_apply_without_restart(page: Any, ui_server: Server) -> None:
     page.wait_for_function("() => document.querySelector('#settings_result').innerText.includes('1 setting changed')")
     assert requests.get(ui_server.api("options"), timeout=10).json()["grid_save"] is True
 
-    # SD VAE: a dropdown of Automatic, None and the usable files (the broken one is not offered)
+    # SD VAE: a dropdown of Automatic, None and the usable files (the broken one is not offered);
+    # a file dropped in is offered after 🔄
+    import shutil
+    vae_dir = ui_server.data_dir / "models" / "VAE"
+    shutil.copy(vae_dir / "extra-vae.safetensors", vae_dir / "dropped-vae.safetensors")
+    page.click("#refresh_sd_vae")
     page.locator("#setting_sd_vae input").click()
+    page.get_by_role("option", name="dropped-vae.safetensors").wait_for()
+    (vae_dir / "dropped-vae.safetensors").unlink()
+    page.click("#refresh_sd_vae")
+    page.locator("#setting_sd_vae input").click()
+    page.get_by_role("option", name="dropped-vae.safetensors").wait_for(state="detached")
     offered = [o.inner_text().replace("✓", "").strip() for o in page.get_by_role("option").all()]
     assert offered == ["Automatic", "None", "extra-vae.safetensors"], offered
     page.get_by_role("option", name="extra-vae.safetensors").click()

@@ -76,7 +76,14 @@ def create_settings_tab(svc: "Services") -> SettingsTab:
         with gr.Group(elem_id=f"settings_section_{section.lower().replace(' ', '_')}"):
             gr.Markdown(f"### {section}", elem_classes="settings-section-title", padding=True)
             for key in keys:
-                components[key] = _component(key, OPTIONS[key], opts.get(key), svc)
+                if key == "sd_vae":  # A1111 has a refresh button beside the VAE list
+                    with gr.Row(equal_height=False):
+                        components[key] = _component(key, OPTIONS[key], opts.get(key), svc)
+                        refresh_vae = gr.Button("🔄", elem_id="refresh_sd_vae", size="sm", scale=0, min_width=44)
+                    refresh_vae.click(lambda: gr.update(choices=vae_choices(svc)), None, components[key],
+                                      show_progress="hidden", api_visibility="private")
+                else:
+                    components[key] = _component(key, OPTIONS[key], opts.get(key), svc)
 
     tab = SettingsTab(components, apply, result)
     keys = list(components)
