@@ -330,11 +330,15 @@ class EMA:
 
 
 def diffusion_loss(predict, latents, alphas, gen: torch.Generator, offset_noise: float, min_snr: float,
-                   x0_floor: float = 0.0, prediction: str = "epsilon") -> torch.Tensor:
-    """``predict(noisy, t)``: the network's output (epsilon or v) for a batch of noised latents."""
+                   x0_floor: float = 0.0, prediction: str = "epsilon", high_t: float = 0.0) -> torch.Tensor:
+    """``predict(noisy, t)``: the network's output (epsilon or v) for a batch of noised latents;
+    ``high_t``: share of the batch drawn from the noisiest fifth of the steps (where layout is decided)."""
     b = latents.shape[0]
     dev = latents.device
     t = torch.randint(0, 1000, (b,), device=dev, generator=gen)
+    n_high = int(round(b * high_t))
+    if n_high:
+        t[:n_high] = torch.randint(800, 1000, (n_high,), device=dev, generator=gen)
     noise = torch.randn(latents.shape, device=dev, generator=gen)
     if offset_noise:
         noise = noise + offset_noise * torch.randn((b, latents.shape[1], 1, 1), device=dev, generator=gen)
@@ -356,7 +360,7 @@ def diffusion_loss(predict, latents, alphas, gen: torch.Generator, offset_noise:
 
 def train_unet(budget: Budget, rng: random.Random, device: torch.device, vae, seed: int, triplets,
                lr: float, offset_noise: float, min_snr: float, x0_floor: float, prediction: str = "epsilon",
-               zero_snr: bool = False, embedding_std: float = 0.0):
+               zero_snr: bool = False, embedding_std: float = 0.0, high_t: float = 0.0):
     t0 = time.time()
     scenes = [random_scene(rng, triplets) for _ in range(budget.bank)]
     lat_mean, lat_std = encode_bank(vae, scenes, device)
@@ -380,7 +384,7 @@ def train_unet(budget: Budget, rng: random.Random, device: torch.device, vae, se
         texts = ["" if rng.random() < 0.1 else training_caption(scenes[i], rng) for i in idx]
         context = te(tokens.batch(texts)).last_hidden_state
         loss = diffusion_loss(lambda x, t: unet(x, t, encoder_hidden_states=context).sample, latents, alphas, gen,
-                              offset_noise, min_snr, x0_floor, prediction)
+                              offset_noise, min_snr, x0_floor, prediction, high_t)
         optimizer_step(opt, loss, params)
         ema.update(step)
         curve.add(step, float(loss.detach()))
@@ -496,6 +500,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="train on the zero-terminal-SNR schedule (needs --prediction v; stored in the checkpoint)")
     p.add_argument("--te-embedding-std", type=float, default=0.0,
                    help="init std of the text encoder's token/position embeddings (0: CLIP's 0.02)")
+    p.add_argument("--high-t-fraction", type=float, default=0.0,
+                   help="share of each UNet batch drawn from steps 800-999 (0: uniform)")
     p.add_argument("--vae-steps", type=int)
     p.add_argument("--unet-steps", type=int)
     p.add_argument("--cn-steps", type=int)
@@ -545,7 +551,7 @@ def main(argv: list[str] | None = None) -> None:
 
     unet, te, unet_curve, bank = train_unet(budget, rng, device, vae, args.seed, triplets, args.lr,
                                             args.offset_noise, args.min_snr, args.x0_floor, args.prediction,
-                                            args.zero_snr, args.te_embedding_std)
+                                            args.zero_snr, args.te_embedding_std, args.high_t_fraction)
     minutes = (time.time() - t_start) / 60
 
     from webui.models.ldm_writer import save_ldm_checkpoint
