@@ -83,6 +83,54 @@ def test_training_script_quick_mode(tmp_path: Path) -> None:
     assert (model.family, model.default_size, model.vae_scale_factor) == ("sd1", 64, 8)
 
 
+def test_training_script_v_prediction_zero_snr_checkpoint_loads_and_samples(tmp_path: Path) -> None:
+    """The position recipe's flags: the file says v-prediction and carries the zero-terminal-SNR
+    schedule (float32, A1111's finite last value), and our loader and loop use both."""
+    import torch
+
+    out = tmp_path / "v.safetensors"
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "train_default_model.py"), "--quick",
+                           "--no-controlnet", "--prediction", "v", "--zero-snr", "--x0-floor", "1",
+                           "--te-embedding-std", "0.5", "--high-t-fraction", "0.5", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    infos, meta = read_safetensors_header(out)
+    assert meta["modelspec.prediction_type"] == "v" and infos["alphas_cumprod"].dtype == "F32"
+
+    from webui.engine.model_schedule import ModelSchedule
+    from webui.models.load import load_checkpoint, ldm_alphas_cumprod
+
+    model = load_checkpoint(out)
+    assert model.prediction_type == "v_prediction"
+    ac = model.alphas_cumprod
+    assert float(ac[-1]) == pytest.approx(4.8973451890853435e-08, rel=1e-6)
+    assert float(ac[0]) == pytest.approx(float(ldm_alphas_cumprod()[0]), rel=1e-6)  # first step kept
+    assert ModelSchedule(ac, model.prediction_type).sigma_max == pytest.approx(4518.8, rel=1e-3)
+    bad = subprocess.run([sys.executable, str(ROOT / "tools" / "train_default_model.py"), "--quick", "--zero-snr",
+                          "--out", str(tmp_path / "e.safetensors")], capture_output=True, text=True, timeout=120,
+                         cwd=ROOT)
+    assert bad.returncode != 0 and "--zero-snr needs --prediction v" in bad.stderr
+    assert torch.isfinite(ac).all()
+
+    # sampling starts at sigma 4518.8: the image must come out finite (a NaN latent decodes to a flat image)
+    from webui.memory.devices import DevicePolicy
+    from webui.models.registry import CheckpointRegistry
+    from webui.services.jobs import JobState
+    from webui.services.model_service import ModelService
+    from webui.services.requests import Txt2ImgRequest
+    from webui.services.txt2img import Txt2ImgService
+    from webui.settings import Settings
+
+    reg = CheckpointRegistry(tmp_path, tmp_path / "cache")
+    reg.refresh()
+    models = ModelService(reg, DevicePolicy.from_flags(["all"], None, "full", True, True))
+    models.load("v.safetensors")
+    res = Txt2ImgService(models, Settings.load(tmp_path / "config.json"), tmp_path / "o").run(
+        Txt2ImgRequest(prompt="a red circle", steps=6, sampler_name="DPM++ 2M", seed=1), JobState("t", "t"), save=False)
+    img = np.asarray(res.images[0], np.int16)
+    assert img.shape == (64, 64, 3) and img.std() > 1
+
+
 # ------------------------------------------------------------------------------ shipped files
 
 def test_shipped_checkpoint_is_a_real_fp16_ldm_file_with_modelspec() -> None:

@@ -438,8 +438,14 @@ def test_extra_network_cards_insert_tags_and_save_metadata(page: Any, ui_server:
     page.wait_for_function("() => document.querySelector('#txt2img_prompt textarea').value"
                            " === 'a cat, <lora:inkwash:0.7>, ink wash'")
     page.locator("#txt2img_lora_meta").get_by_text("Edit metadata", exact=False).first.click()
+    # the card's metadata must have arrived in the (lazily mounted) fields before typing over them
+    page.wait_for_function("() => document.querySelector('#txt2img_lora_meta_activation input, "
+                           "#txt2img_lora_meta_activation textarea')?.value === 'ink wash'")
     page.locator("#txt2img_lora_meta_description textarea").fill("washes of ink")
+    page.wait_for_function("() => document.querySelector('#txt2img_lora_meta_description textarea').value"
+                           " === 'washes of ink'")
     page.click("#txt2img_lora_meta_save")
+    page.locator(".toast-body", has_text="Saved inkwash.json").first.wait_for()
     page.screenshot(path="/tmp/ui_cards.png", full_page=True)
     deadline = time.time() + 20
     while time.time() < deadline and "washes of ink" not in (lora_dir / "inkwash.json").read_text():
