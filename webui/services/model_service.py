@@ -230,12 +230,11 @@ class ModelService:
 
     def unusable_files(self) -> list[tuple[str, str, str]]:
         """(kind, file name, reason) for every file in the model folders that cannot be used."""
-        family = self._loaded.sd.family if self._loaded is not None else None
+        # from the cached checks only (no headers re-read): the UI asks for this every second at startup
         out = [("checkpoint", c.name, c.error) for c in self.registry.list() if c.error]
         out += [("VAE", e["model_name"], e["error"]) for e in self.vae_listing() if "error" in e]
-        out += [("LoRA", Path(e["path"]).name, e["error"]) for e in self.loras.listing(family) if "error" in e]
-        out += [("hypernetwork", Path(e["path"]).name, e["error"])
-                for e in self.hypernetworks.listing(family) if "error" in e]
+        for kind, net in (("LoRA", self.loras), ("hypernetwork", self.hypernetworks)):
+            out += [(kind, p.name, err) for p in net.files.values() if (err := net.checks.get(p).error)]
         out += [("ControlNet", name, err) for name, err in self.controlnets.unusable().items()]
         return out
 
