@@ -20,6 +20,7 @@ from webui.models.detect import ADDITION_TIME_EMBED_DIM, _unet_config
 from webui.models.file_checks import FileCheck
 from webui.models.file_io import ModelFileError, load_state_dict, read_key_shapes
 from webui.models.ldm_writer import UNET_PREFIX, unet_to_ldm
+from webui.models.load import assign_weights
 
 CONTROL_PREFIX = "control_model."
 _HINT_LAST = 14  # diffusers' converter expects the 4-level hint encoder of every released ControlNet
@@ -207,16 +208,5 @@ def load_controlnet(path: str | Path, *, dtype: torch.dtype = torch.float32, dev
         raise ModelFileError(path, f"ControlNet weights are incomplete ({type(e).__name__}: {e})") from None
     with init_empty_weights():
         model = ControlNetModel(**cfg)
-    weights = {k: v for k, v in converted.items() if v is not None}
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in weights]
-    unexpected = [k for k in weights if k not in expected]
-    if missing or unexpected:
-        raise ModelFileError(path, f"ControlNet weights do not fit the architecture read from their shapes "
-                                   f"(missing {missing[:2]}, unexpected {unexpected[:2]})")
-    bad = [k for k in expected if tuple(weights[k].shape) != tuple(expected[k].shape)]
-    if bad:
-        raise ModelFileError(path, f"ControlNet weight {bad[0]} has shape {tuple(weights[bad[0]].shape)}, "
-                                   f"expected {tuple(expected[bad[0]].shape)}")
-    model.load_state_dict(weights, strict=True, assign=True)
+    assign_weights(model, converted, path, "ControlNet")
     return model.to(device).eval().requires_grad_(False)

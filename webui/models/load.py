@@ -59,7 +59,7 @@ def _sub(sd: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     return {k: v for k, v in sd.items() if k.startswith(prefix)}
 
 
-def _assign(model: torch.nn.Module, weights: dict[str, Any], path: Path, what: str) -> None:
+def assign_weights(model: torch.nn.Module, weights: dict[str, Any], path: Path, what: str) -> None:
     """Strict load that names the offending keys instead of dumping torch's wall of text."""
     expected = model.state_dict()
     weights = {k: v for k, v in weights.items() if v is not None}
@@ -94,7 +94,7 @@ def build_unet(det: Detection, sd: dict[str, torch.Tensor], path: Path):
         raise ModelFileError(path, f"UNet weights are incomplete ({e})") from None
     with init_empty_weights():
         unet = UNet2DConditionModel(**det.unet_config)
-    _assign(unet, converted, path, "UNet")
+    assign_weights(unet, converted, path, "UNet")
     return unet
 
 
@@ -109,7 +109,7 @@ def build_vae(det: Detection, sd: dict[str, torch.Tensor], path: Path):
         raise ModelFileError(path, f"VAE weights are incomplete ({e})") from None
     with init_empty_weights():
         vae = AutoencoderKL(**det.vae_config)
-    _assign(vae, converted, path, "VAE")
+    assign_weights(vae, converted, path, "VAE")
     return vae
 
 
@@ -153,7 +153,8 @@ def build_text_encoders(det: Detection, sd: dict[str, torch.Tensor], path: Path)
                 raise ModelFileError(path, f"text encoder weights are incomplete ({e})") from None
             if cls is CLIPTextModel:
                 converted.pop("text_projection.weight", None)
-        _assign(model, _fit_text_model_keys(model, converted), path, f"text encoder {len(models) + 1}")
+        assign_weights(model, _fit_text_model_keys(model, converted), path,
+                       f"text encoder {len(models) + 1}")
         models.append(model)
     return models
 

@@ -58,13 +58,19 @@ def automatic_vae(checkpoint: Path, files: dict[str, VaeFile]) -> VaeFile | None
     return None
 
 
+def _not_a_vae(keys: list[str]) -> str | None:
+    """Why a set of (prefix-free) keys is not a VAE, or None."""
+    if not any(k.startswith("encoder.") for k in keys) or not any(k.startswith("decoder.") for k in keys):
+        return "no encoder/decoder weights: not a VAE file"
+    return None
+
+
 def check_vae_file(path: Path) -> FileCheck:
     """Listing check from the header (or a memory-mapped weights-only pickle): a VAE of either layout
     with SD's 4 latent channels.  SD1, SD2 and SDXL VAEs share that shape, so no family is claimed."""
     shapes, _meta = read_key_shapes(path)
-    keys = [k.removeprefix("first_stage_model.") for k in shapes]
-    if not any(k.startswith("encoder.") for k in keys) or not any(k.startswith("decoder.") for k in keys):
-        return FileCheck("no encoder/decoder weights: not a VAE file")
+    if reason := _not_a_vae([k.removeprefix("first_stage_model.") for k in shapes]):
+        return FileCheck(reason)
     conv_in = shapes.get("decoder.conv_in.weight") or shapes.get("first_stage_model.decoder.conv_in.weight")
     if conv_in is not None and len(conv_in) == 4 and conv_in[1] != 4:
         return FileCheck(f"{conv_in[1]} latent channels: a VAE for another architecture (SD1/SD2/SDXL use 4)")
@@ -77,8 +83,8 @@ def load_vae_file(path: Path, dtype: torch.dtype = torch.float32):
 
     sd = {k: v for k, v in load_state_dict(path).items() if not k.startswith(("loss.", "model_ema."))}
     sd = {k[len("first_stage_model."):] if k.startswith("first_stage_model.") else k: v for k, v in sd.items()}
-    if not any(k.startswith("encoder.") for k in sd) or not any(k.startswith("decoder.") for k in sd):
-        raise ModelFileError(path, "no encoder/decoder weights: not a VAE file")
+    if reason := _not_a_vae(list(sd)):
+        raise ModelFileError(path, reason)
     if any(k.startswith("encoder.down_blocks.") for k in sd):  # diffusers layout
         n = 1 + max(int(m[1]) for k in sd if (m := re.match(r"encoder\.down_blocks\.(\d+)\.", k)))
         block_out = [sd[f"encoder.down_blocks.{i}.resnets.0.conv2.weight"].shape[0] for i in range(n)]
