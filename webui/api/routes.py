@@ -4,36 +4,28 @@ from __future__ import annotations
 import base64
 import io
 import json
-import re
 import time
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from pydantic import BaseModel
 
 from webui import infotext
 from webui.engine.samplers import SAMPLERS, SCHEDULE_TYPES
 from webui.services.container import GenerationError, ModelLoadError, Services
 from webui.services.jobs import JobState
-from webui.services.requests import IMAGE_UPSCALERS, LATENT_UPSCALE_MODES, Txt2ImgRequest
+from webui.imaging.decode import ImageInputError, decode_base64_image
+from webui.services.requests import IMAGE_UPSCALERS, LATENT_UPSCALE_MODES, Img2ImgRequest, Txt2ImgRequest
 from webui.settings import SettingsError
 
-_DATA_URL = re.compile(r"^data:image/[\w.+-]+;base64,")
-
-
-def decode_image(data: str) -> Image.Image:
+def decode_image(data: Any, what: str = "image") -> Image.Image:
     """base64 image with or without a data: prefix → PIL image; bad data → HTTP 400."""
-    if not isinstance(data, str) or not data:
-        raise HTTPException(400, "image is empty")
     try:
-        raw = base64.b64decode(_DATA_URL.sub("", data.strip()), validate=False)
-        img = Image.open(io.BytesIO(raw))
-        img.load()
-        return img
-    except (ValueError, UnidentifiedImageError, OSError) as e:
-        raise HTTPException(400, f"could not decode image: {e}") from None
+        return decode_base64_image(data, what)
+    except ImageInputError as e:
+        raise HTTPException(400, str(e)) from None
 
 
 def encode_png(img: Image.Image, text: str | None = None) -> str:
@@ -219,28 +211,53 @@ def build_router(svc: Services) -> APIRouter:
             raise HTTPException(400, str(e)) from None
         return None
 
-    @r.post("/txt2img")
-    def txt2img(req: Txt2ImgRequest) -> dict[str, Any]:
+    def check_scripts(req: Txt2ImgRequest) -> None:
         if req.script_name:
             raise HTTPException(422, f"script {req.script_name!r} not found")
         for name, val in (req.alwayson_scripts or {}).items():
             if name.lower() == "controlnet":
-                continue  # built in: units are read by the txt2img service
+                continue  # built in: units are read by the generation service
             if isinstance(val, dict) and val.get("args"):
                 raise HTTPException(422, f"always on script {name!r} not found")
-        if req.infotext:
-            _fill_from_infotext(req)
-        try:
-            job = svc.submit_txt2img(req, save=req.save_images, label="txt2img (api)")
-            result = job.result()
-        except GenerationError as e:
-            raise HTTPException(400, str(e)) from None
+
+    def respond(req: Txt2ImgRequest, result: Any, params: dict[str, Any]) -> dict[str, Any]:
         images = [encode_png(im, t) for im, t in zip(result.images, result.infotexts)] if req.send_images else []
-        params = req.model_dump(exclude={"infotext"})
         for k in ("width", "height"):  # omitted sizes were filled from the model: echo what ran
             if params.get(k) is None:
                 params[k] = result.info.get(k)
         return {"images": images, "parameters": params, "info": json.dumps(result.info, ensure_ascii=False)}
+
+    @r.post("/txt2img")
+    def txt2img(req: Txt2ImgRequest) -> dict[str, Any]:
+        check_scripts(req)
+        if req.infotext:
+            _fill_from_infotext(req)
+        try:
+            result = svc.submit_txt2img(req, save=req.save_images, label="txt2img (api)").result()
+        except GenerationError as e:
+            raise HTTPException(400, str(e)) from None
+        return respond(req, result, req.model_dump(exclude={"infotext"}))
+
+    @r.post("/img2img")
+    def img2img(req: Img2ImgRequest) -> dict[str, Any]:
+        check_scripts(req)
+        if req.infotext:
+            _fill_from_infotext(req)
+        if not req.init_images:
+            raise HTTPException(422, "init_images is empty: img2img needs at least one base64 image")
+        params = req.model_dump(exclude={"infotext"})
+        if not req.include_init_images:  # A1111 echoes the request without the images unless asked
+            params["init_images"] = None
+            params["mask"] = None
+        run = req.model_copy(update={
+            "init_images": [decode_image(im, f"init_images[{i}]") for i, im in enumerate(req.init_images)],
+            "mask": decode_image(req.mask, "mask") if req.mask else None,
+            "latent_mask": decode_image(req.latent_mask, "latent_mask") if req.latent_mask else None})
+        try:
+            result = svc.submit_img2img(run, save=req.save_images, label="img2img (api)").result()
+        except GenerationError as e:
+            raise HTTPException(400, str(e)) from None
+        return respond(req, result, params)
 
     @r.get("/progress")
     def progress(skip_current_image: bool = False) -> dict[str, Any]:

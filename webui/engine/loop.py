@@ -1,6 +1,6 @@
 """The denoising loop: one sampling pass from noise (or a noised latent) to a latent.
 
-txt2img, the hires. fix second pass and (later) img2img all come through `run_pass`, so the
+txt2img, the hires. fix second pass and img2img/inpainting all come through `run_pass`, so the
 per-step work — progress, live preview, interrupt/skip, hooks — lives in one place.
 """
 from __future__ import annotations
@@ -39,6 +39,7 @@ class PassConfig:
     init_latent: torch.Tensor | None = None
     denoising_strength: float = 1.0
     fixed_steps: bool = False  # hires: run exactly `steps` steps (A1111 with steps given)
+    noise_multiplier: float = 1.0  # img2img: A1111's initial_noise_multiplier on the added noise
 
 
 @dataclass
@@ -84,7 +85,7 @@ def run_pass(unet: Any, family: str, prediction_type: str, schedule: ModelSchedu
         x = noise.first() * txt2img_noise_scale(cfg.sampler, sigmas)
     else:
         sigmas = img2img_sigmas(full, cfg.steps, cfg.denoising_strength, cfg.fixed_steps)
-        x = cfg.init_latent + noise.first() * sigmas[0]
+        x = cfg.init_latent + noise.first() * (sigmas[0] * cfg.noise_multiplier)
         if cfg.sampler.options.get("brownian_noise"):
             # A1111 builds the Brownian tree over the whole schedule, not the tail an img2img pass runs
             total = int(cfg.steps / min(cfg.denoising_strength, 0.999)) if cfg.fixed_steps else cfg.steps

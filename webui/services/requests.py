@@ -80,3 +80,27 @@ class Txt2ImgRequest(BaseModel):
     @property
     def effective_sampler(self) -> str:
         return self.sampler_name or self.sampler_index or "Euler"
+
+
+INPAINTING_FILL = ("fill", "original", "latent noise", "latent nothing")
+
+
+class Img2ImgRequest(Txt2ImgRequest):
+    """Fields and defaults of A1111's StableDiffusionImg2ImgProcessingAPI. The service takes
+    PIL images in ``init_images``/``mask``; the API decodes base64 into them first."""
+    init_images: list[Any] = Field(default_factory=list)
+    resize_mode: int = 0
+    denoising_strength: float | None = 0.75
+    image_cfg_scale: float | None = None
+    mask: Any = None
+    mask_blur_x: int = 4
+    mask_blur_y: int = 4
+    mask_blur: int | None = None
+    mask_round: bool = True
+    inpainting_fill: int = 0
+    inpaint_full_res: bool = True
+    inpaint_full_res_padding: int = 0
+    inpainting_mask_invert: int = 0
+    initial_noise_multiplier: float | None = None
+    latent_mask: Any = None
+    include_init_images: bool = False

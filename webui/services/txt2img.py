@@ -187,7 +187,8 @@ class Txt2ImgService:
                 req = req.model_copy(update={"width": req.width or model.sd.default_size,
                                              "height": req.height or model.sd.default_size})
             plan = self.validate(req)
-            return self._generate(req, plan, model, state, save)
+            req, prep = self._prepare(req, plan, model)
+            return self._generate(req, plan, model, state, save, prep)
         except (ModelLoadError, ControlNetError) as e:
             raise GenerationError(str(e)) from None
         finally:
@@ -207,8 +208,36 @@ class Txt2ImgService:
                     self.settings.set("sd_model_checkpoint", self.models.current.info.title if self.models.current
                                       else overrides["sd_model_checkpoint"], notify=False)
 
+    # ---- what img2img (a subclass) changes; txt2img starts from noise and keeps the image as decoded ----
+    def _prepare(self, req: Txt2ImgRequest, plan: _Plan, model: LoadedModel) -> tuple[Txt2ImgRequest, Any]:
+        """Per-job preparation before sampling; returns the request as it will run and a context."""
+        return req, None
+
+    def _first_pass(self, prep: Any, model: LoadedModel, cfg: PassConfig, conds: Any, noise: NoiseSource,
+                    on_step: Any, controls: ControlStack | None, idx: slice) -> torch.Tensor:
+        sd = model.sd
+        ic = self._inpaint_conditioning(model, len(noise.seeds), cfg.width, cfg.height)
+        return run_pass(sd.unet, sd.family, sd.prediction_type, model.schedule, cfg, conds, noise,
+                        on_step, image_conditioning=ic,
+                        denoiser_setup=(lambda d: setattr(d, "controls", controls)) if controls else None).latents
+
+    def _finish_image(self, prep: Any, img: Image.Image, k: int) -> Image.Image:
+        return img
+
+    def _extra_params(self, prep: Any, req: Txt2ImgRequest) -> dict[str, Any]:
+        """Infotext fields of this mode, placed after "Denoising strength" as A1111 does."""
+        return {}
+
+    def _warnings(self, prep: Any) -> list[str]:
+        return []
+
+    def _denoising(self, req: Txt2ImgRequest, plan: _Plan) -> float | None:
+        return (0.75 if req.denoising_strength is None else req.denoising_strength) if plan.hr_size else None
+
+    mode = "txt2img"
+
     def _generate(self, req: Txt2ImgRequest, plan: _Plan, model: LoadedModel, state: JobState,
-                  save: bool) -> GenerationResult:
+                  save: bool, prep: Any = None) -> GenerationResult:
         sd = model.sd
         opts = self.settings
         n_images = req.batch_size * req.n_iter
@@ -252,16 +281,17 @@ class Txt2ImgService:
                 state.skipped = False
                 raise StopSampling()
 
-        out_dir = Path(opts.get("outdir_txt2img_samples") or self.outputs_dir / "txt2img-images")
-        grid_dir = Path(opts.get("outdir_txt2img_grids") or self.outputs_dir / "txt2img-grids")
+        out_dir = Path(opts.get(f"outdir_{self.mode}_samples") or self.outputs_dir / f"{self.mode}-images")
+        grid_dir = Path(opts.get(f"outdir_{self.mode}_grids") or self.outputs_dir / f"{self.mode}-grids")
         date = time.strftime("%Y-%m-%d")
         missing_styles = [n for n in req.styles or [] if self.styles is None or n not in self.styles.styles]
         # A1111's disable_extra_networks: the tags are still taken out of the prompt, but not loaded
         nets = {} if req.disable_extra_networks else prompt_plan.networks
         net_report = self.models.activate_networks(model, nets)
         extra: dict[str, Any] = {"warnings": net_report.warnings + (
-            [f"Styles not found: {', '.join(missing_styles)}"] if missing_styles else []), "embeddings": {},
-            "networks": net_report.infotext}
+            [f"Styles not found: {', '.join(missing_styles)}"] if missing_styles else []) + self._warnings(prep),
+            "embeddings": {},
+            "networks": net_report.infotext, "mode": self._extra_params(prep, req)}
         scripts = {str(k).lower(): v for k, v in (req.alwayson_scripts or {}).items()}  # A1111 matches titles
         cn_args = (scripts.get("controlnet") or {}).get("args") or []                   # case-insensitively
         controls = None
@@ -292,11 +322,7 @@ class Txt2ImgService:
                                  eta=eta, s_churn=req.s_churn or 0.0, s_tmin=req.s_tmin or 0.0,
                                  s_tmax=req.s_tmax if req.s_tmax else float("inf"), s_noise=req.s_noise or 1.0,
                                  discard_next_to_last_sigma=True if opts.get("always_discard_next_to_last_sigma") else None)
-                ic = self._inpaint_conditioning(model, req.batch_size, req.width, req.height)
-                res = run_pass(sd.unet, sd.family, sd.prediction_type, model.schedule, cfg, conds, noise,
-                               on_step, image_conditioning=ic,
-                               denoiser_setup=(lambda d: setattr(d, "controls", controls)) if controls else None)
-                latents = res.latents
+                latents = self._first_pass(prep, model, cfg, conds, noise, on_step, controls, idx)
                 if state.interrupted:
                     stop_all = True
                 if hires and not stop_all:
@@ -309,6 +335,7 @@ class Txt2ImgService:
                 decoded = vae_ops.to_pil(vae_ops.decode(sd.vae, latents, sd.scaling_factor))
                 for j, img in enumerate(decoded):
                     k = it * req.batch_size + j
+                    img = self._finish_image(prep, img, k)
                     text = self._infotext(req, plan, model, all_seeds, all_subseeds, k, clip_skip, extra)
                     images.append(img)
                     infotexts.append(text)
@@ -406,8 +433,8 @@ class Txt2ImgService:
             "Variation seed strength": req.subseed_strength if req.subseed_strength > 0 else None,
             "Seed resize from": (f"{req.seed_resize_from_w}x{req.seed_resize_from_h}"
                                  if req.seed_resize_from_w > 0 and req.seed_resize_from_h > 0 else None),
-            "Denoising strength": (0.75 if req.denoising_strength is None else req.denoising_strength)
-            if plan.hr_size else None,
+            "Denoising strength": self._denoising(req, plan),
+            **extra.get("mode", {}),
             "Clip skip": clip_skip if clip_skip > 1 else None,
             "Emphasis": self.settings.get("emphasis") if self.settings.get("emphasis") != "Original" else None,
             "Old prompt editing timelines": True if self.settings.get("use_old_scheduling") else None,
@@ -461,7 +488,7 @@ class Txt2ImgService:
             "sd_vae_name": model.vae_file.name if model.vae_file else None,
             "sd_vae_hash": model.vae_hash if model.vae_file else None,
             "seed_resize_from_w": req.seed_resize_from_w, "seed_resize_from_h": req.seed_resize_from_h,
-            "denoising_strength": req.denoising_strength if plan.hr_size else None,
+            "denoising_strength": self._denoising(req, plan),
             "extra_generation_params": {k: v for k, v in params.items() if k not in base and v is not None},
             "index_of_first_image": 1 if len(infotexts) > 1 else 0, "infotexts": infotexts,
             "styles": req.styles or [], "job_timestamp": state.job_timestamp, "clip_skip": clip_skip,
