@@ -89,10 +89,11 @@ def test_same_seed_same_image_and_batch_seeds(api_server: Server) -> None:
     batch = post(api_server, "txt2img", dict(BASE, seed=10, batch_size=2, n_iter=2)).json()
     info = json.loads(batch["info"])
     assert info["all_seeds"] == [10, 11, 12, 13]
-    assert len(batch["images"]) == 4
+    assert len(batch["images"]) == 5 and info["index_of_first_image"] == 1  # the grid first, as A1111
+    assert b64_image(batch["images"][0]).size == (128, 128)
     single = post(api_server, "txt2img", dict(BASE, seed=12)).json()
     # the third image of the batch (seed 12) equals a single run with seed 12
-    assert np.abs(pixels(b64_image(batch["images"][2])) - pixels(b64_image(single["images"][0]))).max() <= 1
+    assert np.abs(pixels(b64_image(batch["images"][3])) - pixels(b64_image(single["images"][0]))).max() <= 1
     rnd = json.loads(post(api_server, "txt2img", dict(BASE, seed=-1)).json()["info"])
     assert rnd["seed"] >= 0 and f"Seed: {rnd['seed']}," in rnd["infotexts"][0]
 

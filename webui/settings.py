@@ -59,6 +59,8 @@ OPTIONS: dict[str, OptionInfo] = {
     "grid_save": OptionInfo(True, "Always save all generated image grids", "Saving images", "checkbox"),
     "samples_format": OptionInfo("png", "File format for images", "Saving images", "dropdown",
                                  choices=("png", "jpg", "webp")),
+    "return_grid": OptionInfo(True, "Show grid in gallery (and first in the API's images)", "Saving images",
+                              "checkbox"),
     "enable_pnginfo": OptionInfo(True, "Save text information about generation parameters as chunks to png files",
                                  "Saving images", "checkbox"),
     "outdir_txt2img_samples": OptionInfo("", "Output directory for txt2img images (empty = outputs/txt2img-images)",

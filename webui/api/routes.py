@@ -222,6 +222,8 @@ def build_router(svc: Services) -> APIRouter:
 
     def respond(req: Txt2ImgRequest, result: Any, params: dict[str, Any]) -> dict[str, Any]:
         images = [encode_png(im, t) for im, t in zip(result.images, result.infotexts)] if req.send_images else []
+        if images and result.grid is not None and svc.settings.get("return_grid"):
+            images.insert(0, encode_png(result.grid, result.infotexts[0]))  # A1111: grid first
         for k in ("width", "height"):  # omitted sizes were filled from the model: echo what ran
             if params.get(k) is None:
                 params[k] = result.info.get(k)

@@ -48,6 +48,7 @@ class GenerationResult:
     info: dict[str, Any]
     paths: list[Path] = field(default_factory=list)
     grid_path: Path | None = None
+    grid: Image.Image | None = None  # made when there are several images (the API returns it first)
 
 
 @dataclass
@@ -346,7 +347,7 @@ class Txt2ImgService:
                             fmt=str(opts.get("samples_format"))))
                 state.sampling_step = 0
         state.job_no = state.job_count
-        grid_path = None
+        grid_path = grid = None
         if len(images) > 1:
             grid = outputs.make_grid(images)
             if save and opts.get("grid_save") and not req.do_not_save_grid:
@@ -354,7 +355,7 @@ class Txt2ImgService:
                                                infotext=infotexts[0] if opts.get("enable_pnginfo") else None,
                                                grid=True, fmt=str(opts.get("samples_format")))
         info = self._info_json(req, plan, model, all_seeds, all_subseeds, infotexts, clip_skip, extra, state)
-        return GenerationResult(images, infotexts, info, paths, grid_path)
+        return GenerationResult(images, infotexts, info, paths, grid_path, grid)
 
     def _inpaint_conditioning(self, model: LoadedModel, batch: int, width: int, height: int) -> torch.Tensor | None:
         """txt2img on a 9-channel inpainting model: mask of ones + the latent of a neutral grey image (A1111)."""
