@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from webui import infotext
 from webui.engine.samplers import SAMPLERS, SCHEDULE_TYPES
 from webui.services.container import GenerationError, ModelLoadError, Services
+from webui.services.img2img_scripts import SCRIPT_INFO as IMG2IMG_SCRIPTS, find_script
 from webui.services.jobs import JobState
 from webui.imaging.decode import ImageInputError, decode_base64_image
 from webui.services.requests import IMAGE_UPSCALERS, LATENT_UPSCALE_MODES, Img2ImgRequest, Txt2ImgRequest
@@ -185,7 +186,12 @@ def build_router(svc: Services) -> APIRouter:
 
     @r.get("/scripts")
     def scripts() -> dict[str, list[str]]:
-        return {"txt2img": [], "img2img": []}
+        return {"txt2img": [], "img2img": [s.title.lower() for s in IMG2IMG_SCRIPTS]}
+
+    @r.get("/script-info")
+    def script_info() -> list[dict[str, Any]]:
+        return [{"name": s.title.lower(), "is_alwayson": False, "is_img2img": True, "args": s.args}
+                for s in IMG2IMG_SCRIPTS]
 
     @r.get("/cmd-flags")
     def flags() -> dict[str, Any]:
@@ -213,7 +219,11 @@ def build_router(svc: Services) -> APIRouter:
 
     def check_scripts(req: Txt2ImgRequest) -> None:
         if req.script_name:
-            raise HTTPException(422, f"script {req.script_name!r} not found")
+            try:
+                if not isinstance(req, Img2ImgRequest) or find_script(req.script_name) is None:
+                    raise GenerationError(f"script {req.script_name!r} not found")
+            except GenerationError as e:
+                raise HTTPException(422, str(e)) from None
         for name, val in (req.alwayson_scripts or {}).items():
             if name.lower() == "controlnet":
                 continue  # built in: units are read by the generation service

@@ -12,6 +12,7 @@ from webui.prompts.styles import PromptStyle, StyleDatabase
 from webui.services.jobs import Job, JobQueue
 from webui.services.model_service import ModelLoadError, ModelService
 from webui.services.img2img import Img2ImgService
+from webui.services.img2img_scripts import Img2ImgScripts, find_script
 from webui.services.requests import Img2ImgRequest, Txt2ImgRequest
 from webui.services.txt2img import GenerationError, GenerationResult, Txt2ImgService
 from webui.settings import Settings
@@ -28,6 +29,7 @@ class Services:
     txt2img: Txt2ImgService
     styles: StyleDatabase
     img2img: Img2ImgService
+    img2img_scripts: Img2ImgScripts
 
     def submit_txt2img(self, req: Txt2ImgRequest, *, save: bool, label: str = "txt2img") -> Job:
         self.txt2img.validate(req)  # fail before queueing
@@ -35,7 +37,8 @@ class Services:
 
     def submit_img2img(self, req: Img2ImgRequest, *, save: bool, label: str = "img2img") -> Job:
         self.img2img.validate(req)
-        return self.queue.submit(lambda state: self.img2img.run(req, state, save=save), label=label)
+        find_script(req.script_name)  # an unknown script fails before queueing
+        return self.queue.submit(lambda state: self.img2img_scripts.run(req, state, save=save), label=label)
 
     def select_checkpoint(self, name: str) -> str:
         """Switch the model through the queue (never under a running job) and persist the choice."""
@@ -117,7 +120,7 @@ def build_services(args: argparse.Namespace, paths: Paths) -> Services:
     styles = StyleDatabase(paths.styles_file)
     txt2img = Txt2ImgService(models, settings, paths.outputs_dir, styles)
     img2img = Img2ImgService(models, settings, paths.outputs_dir, styles)
-    return Services(args, paths, settings, registry, models, queue, txt2img, styles, img2img)
+    return Services(args, paths, settings, registry, models, queue, txt2img, styles, img2img, Img2ImgScripts(img2img))
 
 
 __all__ = ["Services", "build_services", "GenerationError", "GenerationResult", "ModelLoadError"]

@@ -258,7 +258,9 @@ class Img2ImgService(Txt2ImgService):
         return img
 
     def _extra_params(self, prep: Any, req: Txt2ImgRequest) -> dict[str, Any]:
-        return dict(prep.params) if isinstance(prep, Img2ImgPrep) else {}
+        out = dict(prep.params) if isinstance(prep, Img2ImgPrep) else {}
+        out.update(getattr(req, "extra_generation_params", None) or {})
+        return out
 
     def _warnings(self, prep: Any) -> list[str]:
         return list(prep.warnings) if isinstance(prep, Img2ImgPrep) else []

@@ -104,3 +104,5 @@ class Img2ImgRequest(Txt2ImgRequest):
     initial_noise_multiplier: float | None = None
     latent_mask: Any = None
     include_init_images: bool = False
+    # infotext fields a built-in script adds (A1111's p.extra_generation_params)
+    extra_generation_params: dict[str, Any] = Field(default_factory=dict)
