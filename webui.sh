@@ -23,5 +23,13 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ -n "${WEBUI_EXTRAS:
   "$PY" -m pip install -e ".${WEBUI_EXTRAS:+[$WEBUI_EXTRAS]}"
   touch "$stamp"
 fi
+# Model upscalers use spandrel. It declares torchvision, which it imports only for two architectures this app
+# never runs (LaMa inpainting, RestoreFormer faces); pip would add a CUDA torchvision wheel that cannot load
+# beside CPU torch and breaks every transformers import, so spandrel is installed without its dependencies
+# (einops comes from pyproject.toml; a working torchvision, if installed, is used).
+SPANDREL_VERSION=0.4.2
+if ! "$PY" -c "import importlib.metadata as m, sys; sys.exit(m.version('spandrel') != '$SPANDREL_VERSION')" 2>/dev/null; then
+  "$PY" -m pip install --no-deps "spandrel==$SPANDREL_VERSION"
+fi
 if [ "${WEBUI_INSTALL_ONLY:-0}" = "1" ]; then exit 0; fi
 exec "$PY" launch.py "$@"

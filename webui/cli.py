@@ -42,6 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     paths.add_argument("--lyco-dir", type=Path, default=None, help="LyCORIS folder (default <models-dir>/LyCORIS)")
     paths.add_argument("--styles-file", type=Path, default=None, help="prompt styles csv (default <data-dir>/styles.csv)")
     paths.add_argument("--embeddings-dir", type=Path, default=None, help="textual inversion folder (default <models-dir>/embeddings)")
+    paths.add_argument("--esrgan-models-path", type=Path, default=None,
+                       help="ESRGAN upscaler folder (default <models-dir>/ESRGAN)")
+    paths.add_argument("--realesrgan-models-path", type=Path, default=None,
+                       help="Real-ESRGAN upscaler folder (default <models-dir>/RealESRGAN)")
+    paths.add_argument("--swinir-models-path", type=Path, default=None,
+                       help="SwinIR upscaler folder (default <models-dir>/SwinIR)")
+    paths.add_argument("--dat-models-path", type=Path, default=None, help="DAT upscaler folder (default <models-dir>/DAT)")
 
     dev = p.add_argument_group("device")
     dev.add_argument("--use-cpu", nargs="+", default=[], metavar="MODULE",
@@ -72,6 +79,12 @@ class Paths:
     cache_dir: Path
     config_file: Path
     builtin_models_dir: Path
+    # model upscaler folders by kind (ESRGAN, RealESRGAN, SwinIR, DAT, HAT); empty = <models-dir>/<kind>
+    upscaler_dirs: tuple[tuple[str, Path], ...] = ()
+
+    def upscaler_folders(self) -> dict[str, Path]:
+        given = dict(self.upscaler_dirs)
+        return {k: given.get(k, self.models_dir / k) for k in ("ESRGAN", "RealESRGAN", "SwinIR", "DAT", "HAT")}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -105,6 +118,9 @@ def resolve_paths(args: argparse.Namespace) -> Paths:
         cache_dir=data_dir / "cache",
         config_file=data_dir / "config.json",
         builtin_models_dir=Path(__file__).resolve().parent / "builtin_models",
+        upscaler_dirs=tuple((kind, Path(v).resolve()) for kind, flag in (
+            ("ESRGAN", "esrgan_models_path"), ("RealESRGAN", "realesrgan_models_path"),
+            ("SwinIR", "swinir_models_path"), ("DAT", "dat_models_path")) if (v := getattr(args, flag, None))),
     )
 
 
