@@ -159,6 +159,33 @@ def save_image(image: Image.Image, directory: Path, *, seed: int | None, infotex
         tmp.unlink(missing_ok=True)
 
 
+def save_image_named(image: Image.Image, directory: Path, stem: str, *, infotext: str | None, fmt: str = "png",
+                     extra_pnginfo: dict[str, str] | None = None) -> Path:
+    """Save as `<stem>.<ext>` (A1111's original-name saving in Extras batches); a name already taken
+    is never overwritten: `<stem>-1.<ext>`, `<stem>-2.<ext>`, ... are tried instead."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    ext = fmt.lower().lstrip(".")
+    pil_format = FORMATS.get(ext)
+    if pil_format is None:
+        raise ValueError(f"unsupported image format: {fmt!r}")
+    stem = "".join("_" if c in '/\\\0' else c for c in stem).strip() or "image"
+    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=f".{ext}")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    os.chmod(tmp, 0o666 & ~_UMASK)
+    try:
+        _encode(image, tmp, pil_format, infotext, extra_pnginfo)
+        with _folder_lock(directory):
+            for i in range(10000):
+                final = directory / (f"{stem}.{ext}" if i == 0 else f"{stem}-{i}.{ext}")
+                if _publish(tmp, final):
+                    return final
+        raise FileExistsError(f"no free file name for {stem} in {directory}")
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def make_grid(images: list[Image.Image], rows: int | None = None, *, n_rows: int = -1,
               batch_size: int = 1, prevent_empty_spots: bool = False) -> Image.Image:
     """Paste images into a grid, A1111 `image_grid` rules for the row count.

@@ -13,12 +13,13 @@ from PIL import Image
 from pydantic import BaseModel
 
 from webui import infotext
+from webui.api.extras_routes import build_extras_router, upscaler_listing
 from webui.engine.samplers import SAMPLERS, SCHEDULE_TYPES
 from webui.services.container import GenerationError, ModelLoadError, Services
 from webui.services.img2img_scripts import SCRIPT_INFO as IMG2IMG_SCRIPTS, find_script
 from webui.services.jobs import JobState
 from webui.imaging.decode import ImageInputError, decode_base64_image
-from webui.services.requests import IMAGE_UPSCALERS, LATENT_UPSCALE_MODES, Img2ImgRequest, Txt2ImgRequest
+from webui.services.requests import LATENT_UPSCALE_MODES, Img2ImgRequest, Txt2ImgRequest
 from webui.settings import SettingsError
 
 def decode_image(data: Any, what: str = "image") -> Image.Image:
@@ -126,8 +127,7 @@ def build_router(svc: Services) -> APIRouter:
 
     @r.get("/upscalers")
     def upscalers() -> list[dict[str, Any]]:
-        return [{"name": n, "model_name": None, "model_path": None, "model_url": None, "scale": 4}
-                for n in IMAGE_UPSCALERS]
+        return upscaler_listing(svc.extras)
 
     @r.get("/latent-upscale-modes")
     def latent_modes() -> list[dict[str, str]]:
@@ -331,6 +331,7 @@ def _fill_from_infotext(req: Txt2ImgRequest) -> None:
 def install_api(app: FastAPI, svc: Services) -> None:
     app.include_router(build_router(svc))
     app.include_router(build_controlnet_router(svc))
+    app.include_router(build_extras_router(svc.extras))
 
     @app.middleware("http")
     async def process_time(request: Request, call_next: Any) -> Any:

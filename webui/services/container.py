@@ -11,6 +11,7 @@ from webui.models.registry import CheckpointRegistry
 from webui.prompts.styles import PromptStyle, StyleDatabase
 from webui.services.jobs import Job, JobQueue
 from webui.services.model_service import ModelLoadError, ModelService
+from webui.services.extras import ExtrasService, build_extras_service
 from webui.services.img2img import Img2ImgService
 from webui.services.img2img_scripts import Img2ImgScripts, find_script
 from webui.services.requests import Img2ImgRequest, Txt2ImgRequest
@@ -30,6 +31,7 @@ class Services:
     styles: StyleDatabase
     img2img: Img2ImgService
     img2img_scripts: Img2ImgScripts
+    extras: ExtrasService
 
     def submit_txt2img(self, req: Txt2ImgRequest, *, save: bool, label: str = "txt2img") -> Job:
         self.txt2img.validate(req)  # fail before queueing
@@ -120,7 +122,8 @@ def build_services(args: argparse.Namespace, paths: Paths) -> Services:
     styles = StyleDatabase(paths.styles_file)
     txt2img = Txt2ImgService(models, settings, paths.outputs_dir, styles)
     img2img = Img2ImgService(models, settings, paths.outputs_dir, styles)
-    return Services(args, paths, settings, registry, models, queue, txt2img, styles, img2img, Img2ImgScripts(img2img))
+    return Services(args, paths, settings, registry, models, queue, txt2img, styles, img2img, Img2ImgScripts(img2img),
+                    extras=build_extras_service(args, paths, settings, queue))
 
 
 __all__ = ["Services", "build_services", "GenerationError", "GenerationResult", "ModelLoadError"]

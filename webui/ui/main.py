@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 
 from webui.ui.common import checkpoint_status_md, checkpoint_titles, current_checkpoint_title
+from webui.ui.extras import create_extras_tab
 from webui.ui.merger import create_merger_tab
 from webui.ui.pnginfo import create_pnginfo_tab
 from webui.ui.settings_tab import create_settings_tab
@@ -127,6 +128,8 @@ def build_ui(svc: "Services") -> gr.Blocks:
         with gr.Tabs(elem_id="tabs", selected="txt2img") as tabs:
             with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"):
                 t2i = create_txt2img_tab(svc)
+            with gr.Tab("Extras", id="extras", elem_id="tab_extras"):
+                create_extras_tab(svc)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
                 create_pnginfo_tab(svc, t2i, tabs)
             with gr.Tab("Checkpoint Merger", id="modelmerger", elem_id="tab_modelmerger"):

@@ -1,0 +1,288 @@
+"""The Extras tab's upscale (A1111's run_extras / postprocessing "Upscale" script).
+
+One image, a batch of uploaded files, or every file of a folder, each enlarged by upscaler 1
+(optionally blended with upscaler 2), "Scale by" a factor (with an optional longest-side limit) or
+"Scale to" a width and height (cropped to fit, or not). Results keep the source's text chunks
+(`parameters` above all) and gain A1111's postprocessing infotext, e.g.
+`Postprocess upscale by: 2, Postprocess upscaler: Lanczos`.
+
+Jobs go through the shared queue, so an upscale never runs beside a generation.
+"""
+from __future__ import annotations
+
+import html
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from PIL import Image
+
+from webui.imaging.decode import ImageInputError, open_image_file
+from webui.imaging.upscalers import UpscalerError, UpscalerRegistry, scaled_size
+from webui.infotext import quote, read_info_from_image
+from webui.outputs import save_image, save_image_named
+from webui.services.jobs import Interrupted, Job, JobQueue, JobState, Skipped
+from webui.settings import Settings
+
+RESIZE_MODES = ("Scale by", "Scale to")
+MAX_SCALE = 8.0     # the UI slider's top (A1111: 1..8)
+MAX_TARGET_SIDE = 8192
+
+
+class ExtrasError(ValueError):
+    """A request the Extras tab cannot do (bad folder, bad value); the message is for the user."""
+
+
+@dataclass
+class ExtrasParams:
+    """A1111's run_extras arguments (API field names)."""
+    resize_mode: int = 0                  # 0 = Scale by, 1 = Scale to
+    upscaling_resize: float = 2.0         # Scale by (API default 2; the UI's slider starts at 4)
+    max_side_length: int = 0              # Scale by: longest side limit, 0 = none
+    upscaling_resize_w: int = 512         # Scale to
+    upscaling_resize_h: int = 512
+    upscaling_crop: bool = True           # Scale to: crop to the exact size
+    upscaler_1: str = "None"
+    upscaler_2: str = "None"
+    extras_upscaler_2_visibility: float = 0.0
+    upscale_first: bool = False           # order against face restoration, which this app does not have
+
+
+@dataclass
+class ExtrasResult:
+    images: list[Image.Image] = field(default_factory=list)
+    infotexts: list[str] = field(default_factory=list)
+    pnginfo: list[dict[str, str]] = field(default_factory=list)  # text chunks of each result
+    names: list[str | None] = field(default_factory=list)
+    saved: list[Path] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)              # "<file>: <reason>" per skipped input
+    processed: int = 0
+    interrupted: bool = False
+
+    @property
+    def html_info(self) -> str:
+        """A1111's plaintext_to_html of the last image's postprocessing infotext."""
+        text = self.infotexts[-1] if self.infotexts else ""
+        return "<p>" + "<br>\n".join(html.escape(x) for x in text.split("\n")) + "</p>"
+
+
+def limit_size_by_one_dimension(w: float, h: float, limit: int) -> tuple[int, int]:
+    """A1111's limit_size_by_one_dimention: shrink so the longer side is `limit`."""
+    if h > w and h > limit:
+        w = limit * w // h
+        h = limit
+    elif w > limit:
+        h = limit * h // w
+        w = limit
+    return int(w), int(h)
+
+
+def format_infotext(info: dict[str, Any]) -> str:
+    return ", ".join(k if k == v else f"{k}: {quote(v)}" for k, v in info.items() if v is not None)
+
+
+def _number(v: float) -> float | int:
+    v = float(v)
+    return int(v) if v.is_integer() else v
+
+
+class ExtrasService:
+    def __init__(self, upscalers: UpscalerRegistry, settings: Settings, outputs_dir: Path, queue: JobQueue) -> None:
+        self.upscalers = upscalers
+        self.settings = settings
+        self.outputs_dir = Path(outputs_dir)
+        self.queue = queue
+
+    # ------------------------------------------------------------ checks
+    def validate(self, p: ExtrasParams) -> None:
+        """Fail before queueing: values out of range, unknown or unusable upscalers."""
+        if p.resize_mode not in (0, 1):
+            raise ExtrasError(f"resize_mode must be 0 (Scale by) or 1 (Scale to), got {p.resize_mode!r}")
+        if p.resize_mode == 0 and not 0 < float(p.upscaling_resize) <= MAX_SCALE:
+            raise ExtrasError(f"upscaling_resize must be above 0 and at most {MAX_SCALE:g}, got {p.upscaling_resize}")
+        if p.max_side_length < 0:
+            raise ExtrasError(f"max_side_length must be 0 (no limit) or positive, got {p.max_side_length}")
+        if p.resize_mode == 1:
+            for k in ("upscaling_resize_w", "upscaling_resize_h"):
+                v = getattr(p, k)
+                if not 1 <= int(v) <= MAX_TARGET_SIDE:
+                    raise ExtrasError(f"{k} must be 1..{MAX_TARGET_SIDE}, got {v}")
+        if not 0.0 <= float(p.extras_upscaler_2_visibility) <= 1.0:
+            raise ExtrasError(f"extras_upscaler_2_visibility must be 0..1, got {p.extras_upscaler_2_visibility}")
+        self.upscalers.find(p.upscaler_1)
+        self.upscalers.find(p.upscaler_2)
+
+    # ------------------------------------------------------------ one image
+    def _scale(self, img: Image.Image, name: str, p: ExtrasParams, info: dict[str, Any],
+               state: JobState | None) -> Image.Image:
+        """A1111's ScriptPostprocessingUpscale.upscale for one upscaler."""
+        mode, scale = p.resize_mode, float(p.upscaling_resize)
+        w_to, h_to, crop = int(p.upscaling_resize_w), int(p.upscaling_resize_h), bool(p.upscaling_crop)
+        if mode == 1:
+            scale = max(w_to / img.width, h_to / img.height)
+            info["Postprocess upscale to"] = f"{w_to}x{h_to}"
+        else:
+            info["Postprocess upscale by"] = _number(p.upscaling_resize)
+            if p.max_side_length and max(img.size) * scale > p.max_side_length:
+                mode, crop = 1, False
+                w_to, h_to = limit_size_by_one_dimension(img.width * scale, img.height * scale, int(p.max_side_length))
+                scale = max(w_to / img.width, h_to / img.height)
+                info["Max side length"] = int(p.max_side_length)
+
+        def on_tile(done: int, total: int) -> None:
+            if state is not None:
+                state.sampling_step, state.sampling_steps = done, total
+                state.check()  # Interrupt / Skip between tiles
+
+        out = self.upscalers.upscale(img, scale, name, tile=int(self.settings.get("ESRGAN_tile")),
+                                     overlap=int(self.settings.get("ESRGAN_tile_overlap")), on_tile=on_tile)
+        if mode == 1 and crop:
+            if out.size != (w_to, h_to):  # centred, as A1111 pastes it into a new w_to x h_to picture
+                canvas = Image.new(out.mode, (w_to, h_to))
+                canvas.paste(out, box=(w_to // 2 - out.width // 2, h_to // 2 - out.height // 2))
+                out = canvas
+            info["Postprocess crop to"] = f"{out.width}x{out.height}"
+        return out
+
+    def upscale_image(self, img: Image.Image, p: ExtrasParams,
+                      state: JobState | None = None) -> tuple[Image.Image, dict[str, Any]]:
+        """(result, postprocessing info) for one picture; upscaler 1 "None" leaves it as it is."""
+        if img.mode not in ("RGB", "RGBA"):
+            alpha = img.mode in ("LA", "PA") or (img.mode == "P" and "transparency" in img.info)
+            img = img.convert("RGBA" if alpha else "RGB")
+        info: dict[str, Any] = {}
+        first = self.upscalers.find(p.upscaler_1)
+        if first.name == "None":
+            return img, info
+        second = self.upscalers.find(p.upscaler_2)
+        out = self._scale(img, first.name, p, info, state)
+        info["Postprocess upscaler"] = first.name
+        vis = float(p.extras_upscaler_2_visibility)
+        if second.name != "None" and vis > 0:
+            other = self._scale(img, second.name, p, info, state)
+            if other.mode != out.mode:
+                other = other.convert(out.mode)
+            out = Image.blend(out, other, vis)
+            info["Postprocess upscaler 2"] = second.name
+        return out, info
+
+    # ------------------------------------------------------------ batches
+    def output_dir(self) -> Path:
+        custom = str(self.settings.get("outdir_extras_samples") or "").strip()
+        return Path(custom) if custom else self.outputs_dir / "extras-images"
+
+    def run(self, images: Iterable[tuple[Image.Image | Path, str | None]], p: ExtrasParams,
+            state: JobState | None = None, *, save: bool, output_dir: Path | None = None,
+            keep_results: bool = True) -> ExtrasResult:
+        """Upscale each (image or file, name); a file that cannot be read is reported and skipped.
+
+        `name` (the source file name) makes the saved file `<name stem>.<format>` as A1111's
+        "use original name" does; without one the file is numbered (`00012.png`)."""
+        items = list(images)
+        res = ExtrasResult()
+        if state is not None:
+            state.job_count = len(items)
+        out_dir = Path(output_dir) if output_dir else self.output_dir()
+        fmt = str(self.settings.get("samples_format") or "png")
+        for i, (src, name) in enumerate(items):
+            if state is not None:
+                state.job_no, state.textinfo = i, name or ""
+                state.sampling_step = state.sampling_steps = 0
+                if state.interrupted:
+                    res.interrupted = True
+                    break
+            label = name or (src.name if isinstance(src, Path) else f"image {i + 1}")
+            try:
+                img = open_image_file(src) if isinstance(src, Path) else src
+                text, items_info = read_info_from_image(img)
+                out, info = self.upscale_image(img, p, state)
+            except ImageInputError as e:
+                msg = str(e)
+                res.errors.append(f"{label}: {msg[len(label):].strip() if msg.startswith(label) else msg}")
+                continue
+            except Skipped:
+                continue
+            except Interrupted:
+                res.interrupted = True
+                break
+            post = format_infotext(info)
+            chunks = {k: v for k, v in items_info.items() if isinstance(k, str) and isinstance(v, str)}
+            if text:
+                chunks["parameters"] = text
+            if post:
+                chunks["postprocessing"] = post
+                chunks["extras"] = post
+            res.processed += 1
+            if save:
+                extra = {k: v for k, v in chunks.items() if k != "parameters"}
+                geninfo = text if (text or fmt.lower() == "png") else (post or None)
+                try:
+                    if name:
+                        path = save_image_named(out, out_dir, os.path.splitext(os.path.basename(name))[0],
+                                                infotext=geninfo, fmt=fmt, extra_pnginfo=extra)
+                    else:
+                        path = save_image(out, out_dir, seed=None, infotext=geninfo, fmt=fmt, extra_pnginfo=extra)
+                except OSError as e:
+                    raise ExtrasError(f"cannot save into {out_dir}: {e.strerror or e}") from None
+                res.saved.append(path)
+            res.infotexts.append(post)
+            if keep_results:
+                res.images.append(out)
+                res.pnginfo.append(chunks)
+                res.names.append(name)
+        return res
+
+    def directory_files(self, input_dir: str | Path, output_dir: str | Path | None = None) -> list[Path]:
+        """The files of an input folder (A1111's listfiles: sorted, not recursive); clear errors."""
+        if not str(input_dir or "").strip():
+            raise ExtrasError("input directory not selected")
+        d = Path(str(input_dir).strip()).expanduser()
+        if not d.exists():
+            raise ExtrasError(f"input directory {d} does not exist")
+        if not d.is_dir():
+            raise ExtrasError(f"{d} is not a directory")
+        try:
+            files = sorted((f for f in d.iterdir() if f.is_file() and not f.name.startswith(".")),
+                           key=lambda f: f.name.lower())
+        except OSError as e:
+            raise ExtrasError(f"cannot read input directory {d}: {e.strerror or e}") from None
+        if not files:
+            raise ExtrasError(f"input directory {d} has no files")
+        if output_dir and str(output_dir).strip():
+            out = Path(str(output_dir).strip()).expanduser()
+            if out.exists() and not out.is_dir():
+                raise ExtrasError(f"output directory {out} is a file")
+        return files
+
+    # ------------------------------------------------------------ through the queue
+    def submit(self, images: list[tuple[Image.Image | Path, str | None]], p: ExtrasParams, *, save: bool,
+               label: str = "extras") -> Job:
+        self.validate(p)
+        if not images:
+            raise ExtrasError("image not selected")
+        return self.queue.submit(lambda state: self.run(images, p, state, save=save), label=label)
+
+    def submit_directory(self, input_dir: str, output_dir: str, p: ExtrasParams, *, show_results: bool = True,
+                         label: str = "extras (directory)") -> Job:
+        self.validate(p)
+        files = self.directory_files(input_dir, output_dir)
+        out = Path(output_dir.strip()).expanduser() if output_dir and output_dir.strip() else None
+        return self.queue.submit(lambda state: self.run([(f, f.name) for f in files], p, state, save=True,
+                                                        output_dir=out, keep_results=show_results), label=label)
+
+
+__all__ = ["ExtrasError", "ExtrasParams", "ExtrasResult", "ExtrasService", "RESIZE_MODES", "UpscalerError"]
+
+
+def build_extras_service(args: Any, paths: Any, settings: Settings, queue: JobQueue) -> ExtrasService:
+    """Wiring for the app: folders from the flags, device from --use-cpu (all/esrgan) and --device-id."""
+    import torch
+
+    on_cpu = bool({"all", "esrgan"} & set(getattr(args, "use_cpu", None) or [])) or not torch.cuda.is_available()
+    device = torch.device("cpu") if on_cpu else torch.device(
+        f"cuda:{args.device_id}" if getattr(args, "device_id", None) not in (None, "") else "cuda")
+    full = getattr(args, "no_half", False) or getattr(args, "precision", "autocast") == "full"
+    dtype = torch.float32 if on_cpu or full else torch.float16
+    registry = UpscalerRegistry(paths.upscaler_folders(), device=device, dtype=dtype)
+    return ExtrasService(registry, settings, paths.outputs_dir, queue)
