@@ -138,6 +138,10 @@ def test_listing_names_scales_and_unusable_files_with_reasons(registry: Any) -> 
         registry.find("broken")
     with pytest.raises(UpscalerError, match="unknown upscaler 'nope'"):
         registry.find("nope")
+    import importlib.util
+    import sys
+    if importlib.util.find_spec("torchvision") is None:  # spandrel imported without it: no stand-in left behind
+        assert not any(k == "torchvision" or k.startswith("torchvision.") for k in sys.modules)
 
 
 @pytest.mark.parametrize("name,file", [("tiny-compact-x2", "RealESRGAN/tiny-compact-x2.pth"),
@@ -188,6 +192,11 @@ def test_lanczos_and_nearest_are_pils(registry: Any) -> None:
     assert np.array_equal(np.asarray(registry.upscale(img, 2, "Nearest")),
                           np.asarray(img.resize((82, 58), Image.Resampling.NEAREST)))
     assert registry.upscale(img, 2, "None") is img
+    from webui.imaging.upscalers import UpscalerError
+    with pytest.raises(UpscalerError, match="largest side allowed is 16384"):
+        registry.upscale(Image.new("RGB", (5000, 10)), 4, "Lanczos")
+    with pytest.raises(UpscalerError, match="over the 16384 px limit"):
+        registry.upscale(Image.new("RGB", (8192, 4)), 1.5, "tiny-rrdb-x4")
 
 
 def test_flags_choose_the_folders(tmp_path: Path) -> None:
@@ -367,6 +376,19 @@ def test_api_model_upscale_and_batch(server: Server, data_dir: Path) -> None:
     assert [decode(i).size for i in r.json()["images"]] == [(30, 30), (30, 30)]
     assert "Postprocess upscale to: 30x30" in r.json()["html_info"]
     assert not (data_dir / "outputs" / "extras-images").exists()  # the API does not save (as A1111)
+
+
+def test_webuiapi_client(server: Server, data_dir: Path) -> None:
+    """PyPI's webuiapi (an A1111 client) unchanged: upscaler list, single and batch extras."""
+    webuiapi = pytest.importorskip("webuiapi")
+    api = webuiapi.WebUIApi(host="127.0.0.1", port=int(server.url.rsplit(":", 1)[1]))
+    assert "tiny-rrdb-x4" in [u["name"] for u in api.get_upscalers()]
+    img = photo(20, 15, seed=11)
+    r = api.extra_single_image(img, upscaler_1="tiny-rrdb-x4", upscaling_resize=4)
+    assert np.array_equal(np.asarray(r.image.convert("RGB")),
+                          spandrel_direct(data_dir / "models/ESRGAN/tiny-rrdb-x4.pth", img))
+    r = api.extra_batch_images([img, photo(8, 6)], name_list=["a.png", "b.png"], upscaler_1="Lanczos")
+    assert [i.size for i in r.images] == [(40, 30), (16, 12)]
 
 
 def test_api_bad_input_is_4xx_and_server_keeps_serving(server: Server) -> None:

@@ -378,6 +378,10 @@ class UpscalerRegistry:
             if img.width >= dest[0] and img.height >= dest[1] and (i > 0 or scale != 1):
                 break
             if max(img.width, img.height) * int(desc.scale) > MAX_OUTPUT_SIDE:
+                if i == 0:
+                    raise UpscalerError(f"{info.name} enlarges {desc.scale}x: {img.width}x{img.height} would become "
+                                        f"{img.width * desc.scale}x{img.height * desc.scale}, over the "
+                                        f"{MAX_OUTPUT_SIDE} px limit; use a smaller picture or Lanczos")
                 break  # one more pass would overshoot the limit: Lanczos does the rest
             before = img.size
             img = run_model(desc, img, tile=tile, overlap=overlap, on_tile=on_tile)
