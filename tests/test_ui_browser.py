@@ -15,6 +15,7 @@ from typing import Any, Iterator
 
 import os
 
+import numpy as np
 import pytest
 import requests
 from PIL import Image
@@ -350,6 +351,93 @@ def test_pnginfo_and_send_to_txt2img(page: Any, ui_server: Server) -> None:
     assert text2.strip() == text.strip()
     with Image.open(path) as a, Image.open(output_file(ui_server, seed)) as b:
         assert a.tobytes() == b.tobytes()
+
+
+def _blocks(size: int, seed: int) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    cells = rng.integers(0, 255, (size // 16, size // 16, 3)).astype(np.uint8)
+    return Image.fromarray(cells.repeat(16, 0).repeat(16, 1))
+
+
+def _img2img_result(page: Any, ui_server: Server) -> Image.Image:
+    page.wait_for_function("() => { const s = document.querySelector('#img2img_status textarea');"
+                           " return s && (s.value.startsWith('Time taken') || s.value.startsWith('Error')); }")
+    status = page.locator("#img2img_status textarea").input_value()
+    assert status.startswith("Time taken"), status
+    src = page.locator("#img2img_gallery img").first.get_attribute("src")
+    data = requests.get(src if src.startswith("http") else ui_server.url + src, timeout=30).content
+    return Image.open(io.BytesIO(data)).convert("RGB")
+
+
+def test_img2img_inpaint_a_drawn_stroke(page: Any, ui_server: Server, tmp_path: Path) -> None:
+    """Upload, draw one brush stroke in the Inpaint editor, generate: the stroke's region is
+    repainted, every pixel well away from it is the uploaded one, and the infotext says how."""
+    src = _blocks(256, 1)
+    src.save(tmp_path / "src.png")
+    page.get_by_role("tab", name="img2img", exact=True).click()
+    page.wait_for_selector("#img2img_prompt textarea")
+    page.get_by_role("tab", name="Inpaint", exact=True).click()
+    page.locator("#img2img_prompt textarea").fill("a red circle")
+    set_number(page, "img2img_steps", 4)
+    set_number(page, "img2img_width", 256)
+    set_number(page, "img2img_height", 256)
+    editor = page.locator("#img2maskimg")
+    editor.locator("canvas").first.wait_for(state="attached")
+    editor.locator("input[type=file]").set_input_files(str(tmp_path / "src.png"))
+    page.wait_for_timeout(2500)  # the editor draws the upload before it takes strokes
+    canvas = editor.locator("canvas").last
+    canvas.scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
+    box = canvas.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(cx - 30, cy)
+    page.mouse.down()
+    page.mouse.move(cx + 30, cy, steps=2)
+    page.mouse.up()
+    page.wait_for_timeout(300)
+    page.click("#img2img_generate")
+    out = _img2img_result(page, ui_server)
+    assert out.size == (256, 256)
+    changed = np.abs(np.asarray(out, np.int16) - np.asarray(src, np.int16)).sum(-1) > 0
+    assert 0.02 < changed.mean() < 0.6
+    ys, xs = np.nonzero(changed)
+    assert abs((xs.min() + xs.max()) / 2 - 128) < 40 and abs((ys.min() + ys.max()) / 2 - 128) < 40
+    keep = np.ones_like(changed)
+    keep[40:216, 40:216] = False
+    assert not changed[keep].any()  # far from the stroke: the uploaded pixels, exactly
+    info = page.inner_text("#img2img_info")
+    assert "Denoising strength: 0.75" in info and "Mask blur: 4" in info and "Size: 256x256" in info
+
+
+def test_pnginfo_send_to_inpaint_fills_image_and_fields(page: Any, ui_server: Server, tmp_path: Path) -> None:
+    from PIL import PngImagePlugin
+    img = _blocks(64, 2)
+    meta = PngImagePlugin.PngInfo()
+    meta.add_text("parameters", "a blue square\nNegative prompt: ugly\nSteps: 7, Sampler: Euler, CFG scale: 5, "
+                                "Seed: 42, Size: 64x64, Denoising strength: 0.4, Mask blur: 9, "
+                                "Masked content: latent noise, Inpaint area: Only masked, Masked area padding: 16")
+    img.save(tmp_path / "a1111.png", pnginfo=meta)
+    page.get_by_role("tab", name="PNG Info").click()
+    page.locator("#pnginfo_image input[type=file]").set_input_files(str(tmp_path / "a1111.png"))
+    page.wait_for_function("() => document.querySelector('#pnginfo_html').innerText.includes('Mask blur: 9')")
+    page.click("#pnginfo_send_to_inpaint")
+    page.wait_for_function("() => { const t = document.querySelector('#img2img_prompt textarea');"
+                           " return t && t.value === 'a blue square'; }")
+    assert page.locator("#img2img_neg_prompt textarea").input_value() == "ugly"
+    assert page.locator("#img2img_steps input[type=number]").input_value() == "7"
+    assert page.locator("#img2img_denoising_strength input[type=number]").input_value() == "0.4"
+    assert page.locator("#img2img_mask_blur input[type=number]").input_value() == "9"
+    assert page.locator("#img2img_inpainting_fill input[value='latent noise']").is_checked()
+    assert page.locator("#img2img_inpaint_full_res input[value='Only masked']").is_checked()
+    assert page.locator("#img2img_inpaint_full_res_padding input[type=number]").input_value() == "16"
+    page.locator("#img2maskimg canvas").first.wait_for(state="visible")  # the Inpaint sub-tab is open
+    page.wait_for_function("() => !document.querySelector('#img2maskimg').innerText.includes('Upload an image')")
+    page.screenshot(path="/tmp/ui_pnginfo_to_inpaint.png")
+    # generating with no stroke drawn: nothing to repaint, said, and the image comes back unchanged
+    page.click("#img2img_generate")
+    out = _img2img_result(page, ui_server)
+    assert np.array_equal(np.asarray(out), np.asarray(img))
+    assert "mask is empty" in page.inner_text("#img2img_info")
 
 
 def test_prompt_tools_styles_counter_and_network_warning(page: Any, ui_server: Server) -> None:

@@ -319,6 +319,19 @@ def infotext_to_request(params: Mapping[str, object],
                 v = str(p[key])
                 req[field] = SCHEDULER_LABELS.get(v, v) if field == "hr_scheduler" else v
 
+    # img2img / inpaint fields (the parser fills A1111's defaults for the missing ones)
+    if "Mask blur" in p:
+        req["mask_blur"] = _conv(int, p["Mask blur"])
+    if "Mask mode" in p:
+        req["inpainting_mask_invert"] = 1 if p["Mask mode"] == "Inpaint not masked" else 0
+    if "Masked content" in p:
+        fills = ("fill", "original", "latent noise", "latent nothing")
+        req["inpainting_fill"] = fills.index(str(p["Masked content"])) if p["Masked content"] in fills else 1
+    if "Inpaint area" in p:
+        req["inpaint_full_res"] = p["Inpaint area"] == "Only masked"
+    if "Masked area padding" in p:
+        req["inpaint_full_res_padding"] = _conv(int, p["Masked area padding"])
+
     overrides: dict[str, object] = {}
     model = p.get("Model") or p.get("Model hash")
     if model:

@@ -42,6 +42,14 @@ class Services:
         find_script(req.script_name)  # an unknown script fails before queueing
         return self.queue.submit(lambda state: self.img2img_scripts.run(req, state, save=save), label=label)
 
+    def submit_img2img_batch(self, req: Img2ImgRequest, input_dir: str, output_dir: str, mask_dir: str,
+                             label: str = "img2img batch") -> Job:
+        from webui.services.img2img_batch import check_dirs, run_batch
+        check_dirs(input_dir, output_dir, mask_dir)  # a missing folder fails before queueing
+        find_script(req.script_name)
+        return self.queue.submit(lambda state: run_batch(self.img2img_scripts, req, input_dir, output_dir, mask_dir,
+                                                         state), label=label)
+
     def select_checkpoint(self, name: str) -> str:
         """Switch the model through the queue (never under a running job) and persist the choice."""
         job = self.queue.submit(lambda state: self.models.load(name), label="load checkpoint")

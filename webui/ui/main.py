@@ -1,4 +1,5 @@
-"""The Gradio front end: quicksettings row + tabs in A1111's order (txt2img, PNG Info, Settings).
+"""The Gradio front end: quicksettings row + tabs in A1111's order (txt2img, img2img, Extras, PNG Info,
+Checkpoint Merger, Settings).
 
 `build_ui(svc)` returns the Blocks; the app mounts it with `gr.mount_gradio_app(app, demo, path="/",
 **launch_kwargs())`. Every handler is a thin call into the service layer.
@@ -15,7 +16,7 @@ from webui.ui.extras import create_extras_tab
 from webui.ui.merger import create_merger_tab
 from webui.ui.pnginfo import create_pnginfo_tab
 from webui.ui.settings_tab import create_settings_tab
-from webui.ui.txt2img import create_txt2img_tab
+from webui.ui.txt2img import create_img2img_tab, create_txt2img_tab
 
 if TYPE_CHECKING:
     from webui.services.container import Services
@@ -32,11 +33,14 @@ CSS = """
 .prompt-box .token-counter { position: absolute !important; right: 12px; bottom: 10px; width: auto !important;
   min-width: 0 !important; z-index: 5; pointer-events: none; font-size: 0.8em; opacity: 0.7; }
 .token-counter .token-count { font-variant-numeric: tabular-nums; }
-#txt2img_generate { min-height: 76px; font-size: 1.15em; }
-#txt2img_actions_column { gap: 6px; }
-#txt2img_seed_row { align-items: flex-end; }
-#txt2img_random_seed, #txt2img_reuse_seed { max-width: 44px; height: 42px; margin-bottom: 2px; }
-#txt2img_info .infotext { font-size: 0.9em; word-break: break-word; padding: 6px 2px; }
+#txt2img_generate, #img2img_generate { min-height: 76px; font-size: 1.15em; }
+#txt2img_actions_column, #img2img_actions_column { gap: 6px; }
+#txt2img_seed_row, #img2img_seed_row { align-items: flex-end; }
+#txt2img_random_seed, #txt2img_reuse_seed, #img2img_random_seed, #img2img_reuse_seed {
+  max-width: 44px; height: 42px; margin-bottom: 2px; }
+#txt2img_info .infotext, #img2img_info .infotext { font-size: 0.9em; word-break: break-word; padding: 6px 2px; }
+.img2img-copy-row { align-items: center; gap: 4px; }
+.img2img-copy-label { flex: 0 0 auto !important; min-width: 0 !important; }
 #pnginfo_html .pnginfo-item p { margin: 0.2em 0; word-break: break-word; }
 /* Extra-network cards keep a card's size however few files there are (Gradio's gallery shrinks its
    column count to the item count, so a lone card would span the whole row). */
@@ -48,11 +52,13 @@ JS = """
 () => {
   document.addEventListener('keydown', (e) => {
     const t = e.target;
-    if (!t || !t.closest || !t.closest('#txt2img_prompt, #txt2img_neg_prompt')) return;
+    const box = t && t.closest && t.closest('#txt2img_prompt, #txt2img_neg_prompt, #img2img_prompt, #img2img_neg_prompt');
+    if (!box) return;
+    const tab = box.id.startsWith('img2img') ? 'img2img' : 'txt2img';
     let id = null;
-    if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) id = 'txt2img_generate';
-    else if (e.key === 'Enter' && e.altKey) id = 'txt2img_skip';
-    else if (e.key === 'Escape') id = 'txt2img_interrupt';
+    if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) id = tab + '_generate';
+    else if (e.key === 'Enter' && e.altKey) id = tab + '_skip';
+    else if (e.key === 'Escape') id = tab + '_interrupt';
     if (!id) return;
     const b = document.getElementById(id);
     if (b) { e.preventDefault(); b.click(); }
@@ -128,10 +134,12 @@ def build_ui(svc: "Services") -> gr.Blocks:
         with gr.Tabs(elem_id="tabs", selected="txt2img") as tabs:
             with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"):
                 t2i = create_txt2img_tab(svc)
+            with gr.Tab("img2img", id="img2img", elem_id="tab_img2img"):
+                i2i = create_img2img_tab(svc)
             with gr.Tab("Extras", id="extras", elem_id="tab_extras"):
                 create_extras_tab(svc)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
-                create_pnginfo_tab(svc, t2i, tabs)
+                create_pnginfo_tab(svc, t2i, tabs, i2i)
             with gr.Tab("Checkpoint Merger", id="modelmerger", elem_id="tab_modelmerger"):
                 create_merger_tab(svc)
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
@@ -141,9 +149,9 @@ def build_ui(svc: "Services") -> gr.Blocks:
         idle_ticks = gr.State(0)
 
         # ------------------------------------------------------------ checkpoint events
-        def select_checkpoint(name: str | None, w: Any, h: Any) -> tuple[Any, ...]:
+        def select_checkpoint(name: str | None, w: Any, h: Any, w2: Any, h2: Any) -> tuple[Any, ...]:
             if not name:
-                return gr.update(), gr.update(), gr.update(), gr.update()
+                return (gr.update(),) * 6
             before = _default_size(svc)
             try:
                 title = svc.select_checkpoint(name)
@@ -153,11 +161,13 @@ def build_ui(svc: "Services") -> gr.Blocks:
                 cur = current_checkpoint_title(svc)
                 keep = f" Still using `{cur}`." if cur else ""
                 status = checkpoint_status_md(svc, f"❌ **Could not load `{name}`** ({msg}).{keep}")
-                return _ckpt_dropdown(svc), status, gr.update(), gr.update()
-            sw, sh = _size_update(before, _default_size(svc), w, h)
-            return _ckpt_dropdown(svc, title), checkpoint_status_md(svc, f"✅ Loaded `{title}`"), sw, sh
+                return (_ckpt_dropdown(svc), status) + (gr.update(),) * 4
+            after = _default_size(svc)
+            new_sizes = _size_update(before, after, w, h) + _size_update(before, after, w2, h2)
+            return (_ckpt_dropdown(svc, title), checkpoint_status_md(svc, f"✅ Loaded `{title}`")) + new_sizes
 
-        ckpt.select(select_checkpoint, [ckpt, t2i.width, t2i.height], [ckpt, ckpt_status, t2i.width, t2i.height],
+        sizes = [t2i.width, t2i.height, i2i.width, i2i.height]
+        ckpt.select(select_checkpoint, [ckpt] + sizes, [ckpt, ckpt_status] + sizes,
                    show_progress="minimal", show_progress_on=[ckpt_status], api_visibility="private")
 
         def refresh_list() -> tuple[Any, str]:
@@ -167,19 +177,19 @@ def build_ui(svc: "Services") -> gr.Blocks:
         refresh.click(refresh_list, None, [ckpt, ckpt_status], show_progress="hidden", api_visibility="private")
 
         # ------------------------------------------------------------ startup model / page load
-        def sync(w: Any, h: Any, ticks: int) -> tuple[Any, ...]:
+        def sync(w: Any, h: Any, w2: Any, h2: Any, ticks: int) -> tuple[Any, ...]:
             """Follow the startup model load, then stop the timer."""
             loaded = svc.models.current is not None
             busy = bool(getattr(svc.models, "loading", None)) or svc.queue.current is not None \
                 or svc.queue.queued() > 0
             ticks = 0 if busy else (ticks or 0) + 1
             done = loaded or ticks >= SYNC_TICKS_WITHOUT_LOAD
-            sw, sh = _size_update(None, _default_size(svc), w, h) if loaded else (gr.update(), gr.update())
-            return (_ckpt_dropdown(svc), checkpoint_status_md(svc), sw, sh, ticks,
-                    gr.Timer(active=not done))
+            keep = (gr.update(), gr.update())
+            sw = _size_update(None, _default_size(svc), w, h) if loaded else keep
+            sw2 = _size_update(None, _default_size(svc), w2, h2) if loaded else keep
+            return (_ckpt_dropdown(svc), checkpoint_status_md(svc), *sw, *sw2, ticks, gr.Timer(active=not done))
 
-        sync_timer.tick(sync, [t2i.width, t2i.height, idle_ticks],
-                        [ckpt, ckpt_status, t2i.width, t2i.height, idle_ticks, sync_timer],
+        sync_timer.tick(sync, sizes + [idle_ticks], [ckpt, ckpt_status] + sizes + [idle_ticks, sync_timer],
                         show_progress="hidden", api_visibility="private")
 
         settings_outputs = list(settings.components.values())
@@ -191,9 +201,10 @@ def build_ui(svc: "Services") -> gr.Blocks:
                   api_visibility="private")
 
         # a generation may load the default model or compute its hash: keep the dropdown in step
-        if t2i.generate_event is not None:
-            t2i.generate_event.then(lambda: (_ckpt_dropdown(svc), checkpoint_status_md(svc)), None,
-                                    [ckpt, ckpt_status], show_progress="hidden", api_visibility="private")
+        for tab in (t2i, i2i):
+            if tab.generate_event is not None:
+                tab.generate_event.then(lambda: (_ckpt_dropdown(svc), checkpoint_status_md(svc)), None,
+                                        [ckpt, ckpt_status], show_progress="hidden", api_visibility="private")
         settings.apply_event.then(lambda: (_ckpt_dropdown(svc), checkpoint_status_md(svc)), None, [ckpt, ckpt_status],
                              show_progress="hidden", api_visibility="private")
     return demo

@@ -32,7 +32,9 @@ def pnginfo_html(geninfo: str | None, items: dict[str, Any]) -> str:
     return "".join(out)
 
 
-def create_pnginfo_tab(svc: "Services", txt2img: Txt2ImgTab, tabs: gr.Tabs) -> None:
+def create_pnginfo_tab(svc: "Services", txt2img: Txt2ImgTab, tabs: gr.Tabs, img2img: Txt2ImgTab | None = None,
+                       extras_image: Any = None) -> Any:
+    """Returns the tab's image box (so other tabs can route images here)."""
     with gr.Row(equal_height=False):
         with gr.Column(scale=1):
             image = gr.Image(label="Source", type="pil", image_mode=None, sources=["upload", "clipboard"],
@@ -40,7 +42,14 @@ def create_pnginfo_tab(svc: "Services", txt2img: Txt2ImgTab, tabs: gr.Tabs) -> N
         with gr.Column(scale=1):
             info_html = gr.HTML("", elem_id="pnginfo_html")
             geninfo = gr.Textbox(visible=False, elem_id="pnginfo_generation_info")
-            send_txt2img = gr.Button("Send to txt2img", elem_id="pnginfo_send_to_txt2img")
+            with gr.Row():
+                send_txt2img = gr.Button("Send to txt2img", elem_id="pnginfo_send_to_txt2img")
+                send_img2img = gr.Button("Send to img2img", elem_id="pnginfo_send_to_img2img",
+                                         visible=img2img is not None)
+                send_inpaint = gr.Button("Send to inpaint", elem_id="pnginfo_send_to_inpaint",
+                                         visible=img2img is not None)
+                send_extras = gr.Button("Send to extras", elem_id="pnginfo_send_to_extras",
+                                        visible=extras_image is not None)
 
     def read(img: Any) -> tuple[str, str]:
         from webui.infotext import read_info_from_image
@@ -55,20 +64,55 @@ def create_pnginfo_tab(svc: "Services", txt2img: Txt2ImgTab, tabs: gr.Tabs) -> N
     image.change(read, image, [info_html, geninfo], show_progress="hidden", api_name="pnginfo",
                  api_visibility="undocumented")
 
-    fields = list(txt2img.paste_fields().values()) + [txt2img.extra]
+    def sender(target: Txt2ImgTab, tab_id: str, sub_mode: str | None) -> None:
+        """Send to txt2img / img2img / inpaint: every field the infotext names, and (img2img) the image."""
+        fields = list(dict.fromkeys([*target.paste_fields().values(), target.extra, target.enable_hr]))
+        extra_out: list[Any] = []
+        i2i = target.img2img
+        if i2i is not None and sub_mode is not None:
+            extra_out = [i2i.tabs, i2i.mode, i2i.mask_group]
 
-    def send(text: str) -> dict:
-        from webui.infotext import infotext_to_request, parse_generation_parameters
-        if not text:
-            gr.Warning("This image has no generation parameters.")
-            return {c: gr.update() for c in fields} | {tabs: gr.update()}
-        params = parse_generation_parameters(text)
-        req = infotext_to_request(params, svc.options())
-        out = paste_values(txt2img, req)
-        overrides = req.get("override_settings") or {}
-        if overrides:
-            gr.Info("Not applied (settings): " + ", ".join(f"{k}={v}" for k, v in overrides.items()))
-        out[tabs] = gr.Tabs(selected="txt2img")
-        return out
+        def send(text: str, img: Any) -> dict:
+            from webui.infotext import infotext_to_request, parse_generation_parameters
+            out: dict[Any, Any] = {c: gr.update() for c in fields + extra_out}
+            if text:
+                req = infotext_to_request(parse_generation_parameters(text), svc.options())
+                out.update(paste_values(target, req))
+                overrides = req.get("override_settings") or {}
+                if overrides:
+                    gr.Info("Not applied (settings): " + ", ".join(f"{k}={v}" for k, v in overrides.items()))
+            elif sub_mode is None:
+                gr.Warning("This image has no generation parameters.")
+                return out | {tabs: gr.update()}
+            if i2i is not None and sub_mode is not None:
+                from webui.ui.img2img import MODES, SUB_TAB_IDS
+                if img is None:
+                    gr.Warning("Drop an image first.")
+                    return out | {tabs: gr.update()}
+                out[i2i.tabs] = gr.Tabs(selected=SUB_TAB_IDS[sub_mode])
+                out[i2i.mode] = MODES.index(sub_mode)
+                out[i2i.mask_group] = gr.update(visible=sub_mode != "img2img")
+            out[tabs] = gr.Tabs(selected=tab_id)
+            return out
 
-    send_txt2img.click(send, geninfo, fields + [tabs], show_progress="hidden", api_visibility="private")
+        def set_image(img: Any) -> Any:
+            if img is None:
+                return gr.update()
+            rgb = img.convert("RGB")
+            return rgb if sub_mode == "img2img" else {"background": rgb, "layers": [], "composite": rgb}
+
+        button = {"txt2img": send_txt2img, "img2img": send_img2img, "Inpaint": send_inpaint}[sub_mode or "txt2img"]
+        event = button.click(send, [geninfo, image], fields + extra_out + [tabs], show_progress="hidden",
+                             api_visibility="private")
+        if i2i is not None and sub_mode is not None:
+            # the editor draws a value only once its tab is on screen: set the image after the switch
+            event.then(set_image, image, i2i.editor_for(sub_mode), show_progress="hidden", api_visibility="private")
+
+    sender(txt2img, "txt2img", None)
+    if img2img is not None:
+        sender(img2img, "img2img", "img2img")
+        sender(img2img, "img2img", "Inpaint")
+    if extras_image is not None:
+        send_extras.click(lambda img: (img, gr.Tabs(selected="extras")), image, [extras_image, tabs],
+                          show_progress="hidden", api_visibility="private")
+    return image

@@ -65,9 +65,18 @@ class Txt2ImgTab:
     selected: gr.State
     generate_event: Any = None
     styles: Any = None  # gr.Dropdown (multiselect)
+    img2img: Any = None  # webui.ui.img2img.Img2ImgInputs on the img2img tab
 
-    # request field → component, for "Send to txt2img" from PNG Info
+    # request field → component, for "Send to txt2img/img2img" from PNG Info
     def paste_fields(self) -> dict[str, Any]:
+        if self.img2img is not None:
+            i = self.img2img
+            return {**self._common_fields(), "denoising_strength": i.denoising, "mask_blur": i.mask_blur,
+                    "inpainting_mask_invert": i.mask_invert, "inpainting_fill": i.fill,
+                    "inpaint_full_res": i.full_res, "inpaint_full_res_padding": i.padding}
+        return self._common_fields()
+
+    def _common_fields(self) -> dict[str, Any]:
         return {
             "prompt": self.prompt, "negative_prompt": self.neg_prompt, "steps": self.steps,
             "sampler_name": self.sampler, "scheduler": self.scheduler, "cfg_scale": self.cfg_scale,
@@ -124,97 +133,131 @@ def _infotext_for_index(info: dict | None, index: int | None) -> str:
 
 
 def create_txt2img_tab(svc: "Services") -> Txt2ImgTab:
-    """Build the tab's components (call inside a `gr.Tab`) and wire its events."""
+    return create_generation_tab(svc, "txt2img")
+
+
+def create_img2img_tab(svc: "Services") -> Txt2ImgTab:
+    return create_generation_tab(svc, "img2img")
+
+
+def create_generation_tab(svc: "Services", mode: str) -> Txt2ImgTab:
+    """Build a txt2img or img2img tab (call inside a `gr.Tab`) and wire its events. Both share this
+    layout and job handling; img2img adds its input sub-tabs, inpaint options and scripts."""
+    from webui.ui.img2img import InputError, create_img2img_inputs, create_script_controls
+    is_i2i = mode == "img2img"
+    i2i = None
     samplers = sampler_names()
     schedules = schedule_labels()
     upscalers = upscaler_names()
 
-    with gr.Row(elem_id="txt2img_toprow", equal_height=False):
-        with gr.Column(scale=6, elem_id="txt2img_prompt_container"):
+    with gr.Row(elem_id=f"{mode}_toprow", equal_height=False):
+        with gr.Column(scale=6, elem_id=f"{mode}_prompt_container"):
             with gr.Column(elem_classes="prompt-box"):
                 prompt = gr.Textbox(label="Prompt", show_label=False, lines=3, max_lines=20,
-                                    placeholder=PROMPT_PLACEHOLDER, elem_id="txt2img_prompt")
-                token_counter = gr.HTML(token_counter_html("0/75"), elem_id="txt2img_token_counter",
+                                    placeholder=PROMPT_PLACEHOLDER, elem_id=f"{mode}_prompt")
+                token_counter = gr.HTML(token_counter_html("0/75"), elem_id=f"{mode}_token_counter",
                                         elem_classes="token-counter", padding=False)
             with gr.Column(elem_classes="prompt-box"):
                 neg_prompt = gr.Textbox(label="Negative prompt", show_label=False, lines=3, max_lines=20,
-                                        placeholder=NEG_PLACEHOLDER, elem_id="txt2img_neg_prompt")
-                neg_token_counter = gr.HTML(token_counter_html("0/75"), elem_id="txt2img_negative_token_counter",
+                                        placeholder=NEG_PLACEHOLDER, elem_id=f"{mode}_neg_prompt")
+                neg_token_counter = gr.HTML(token_counter_html("0/75"), elem_id=f"{mode}_negative_token_counter",
                                             elem_classes="token-counter", padding=False)
-        with gr.Column(scale=1, min_width=200, elem_id="txt2img_actions_column"):
-            generate = gr.Button("Generate", variant="primary", elem_id="txt2img_generate", size="lg")
+        with gr.Column(scale=1, min_width=200, elem_id=f"{mode}_actions_column"):
+            generate = gr.Button("Generate", variant="primary", elem_id=f"{mode}_generate", size="lg")
             with gr.Row():
-                interrupt = gr.Button("Interrupt", elem_id="txt2img_interrupt", size="sm", min_width=80)
-                skip = gr.Button("Skip", elem_id="txt2img_skip", size="sm", min_width=80)
-            with gr.Row(elem_id="txt2img_styles_row", equal_height=True):
+                interrupt = gr.Button("Interrupt", elem_id=f"{mode}_interrupt", size="sm", min_width=80)
+                skip = gr.Button("Skip", elem_id=f"{mode}_skip", size="sm", min_width=80)
+            with gr.Row(elem_id=f"{mode}_styles_row", equal_height=True):
                 styles = gr.Dropdown(sorted(svc.styles.styles), value=[], multiselect=True, label="Styles",
-                                     elem_id="txt2img_styles", scale=4, min_width=120)
-                style_apply = gr.Button("📋", elem_id="txt2img_style_apply", size="sm", scale=0, min_width=44)
-            with gr.Accordion("Edit styles", open=False, elem_id="txt2img_styles_edit"):
-                style_name = gr.Textbox(label="Style name", elem_id="txt2img_style_name", lines=1, max_lines=1)
+                                     elem_id=f"{mode}_styles", scale=4, min_width=120)
+                style_apply = gr.Button("📋", elem_id=f"{mode}_style_apply", size="sm", scale=0, min_width=44)
+            with gr.Accordion("Edit styles", open=False, elem_id=f"{mode}_styles_edit"):
+                style_name = gr.Textbox(label="Style name", elem_id=f"{mode}_style_name", lines=1, max_lines=1)
                 with gr.Row():
-                    style_save = gr.Button("Save prompts as style", elem_id="txt2img_style_save", size="sm")
-                    style_delete = gr.Button("Delete style", elem_id="txt2img_style_delete", size="sm")
+                    style_save = gr.Button("Save prompts as style", elem_id=f"{mode}_style_save", size="sm")
+                    style_delete = gr.Button("Delete style", elem_id=f"{mode}_style_delete", size="sm")
 
-    with gr.Row(elem_id="txt2img_main", equal_height=False):
-        with gr.Column(scale=1, elem_id="txt2img_settings"):
+    with gr.Row(elem_id=f"{mode}_main", equal_height=False):
+        with gr.Column(scale=1, elem_id=f"{mode}_settings"):
+            if is_i2i:
+                i2i = create_img2img_inputs(svc)
             with gr.Row():
                 sampler = gr.Dropdown(samplers, value=DEFAULT_SAMPLER if DEFAULT_SAMPLER in samplers else samplers[0],
-                                      label="Sampling method", elem_id="txt2img_sampling", min_width=160)
+                                      label="Sampling method", elem_id=f"{mode}_sampling", min_width=160)
                 scheduler = gr.Dropdown(schedules, value=AUTOMATIC, label="Schedule type",
-                                        elem_id="txt2img_scheduler", min_width=160)
-            steps = gr.Slider(1, 150, value=20, step=1, label="Sampling steps", elem_id="txt2img_steps")
+                                        elem_id=f"{mode}_scheduler", min_width=160)
+            steps = gr.Slider(1, 150, value=20, step=1, label="Sampling steps", elem_id=f"{mode}_steps")
             with gr.Row():
                 with gr.Column(scale=3):
-                    width = gr.Slider(64, 2048, value=512, step=8, label="Width", elem_id="txt2img_width")
-                    height = gr.Slider(64, 2048, value=512, step=8, label="Height", elem_id="txt2img_height")
+                    if is_i2i:
+                        assert i2i is not None
+                        with gr.Tabs(elem_id="img2img_dimensions_tabs"):
+                            with gr.Tab("Resize to", id="img2img_tab_resize_to") as resize_to_tab:
+                                width = gr.Slider(64, 2048, value=512, step=8, label="Width", elem_id=f"{mode}_width")
+                                height = gr.Slider(64, 2048, value=512, step=8, label="Height",
+                                                   elem_id=f"{mode}_height")
+                            with gr.Tab("Resize by", id="img2img_tab_resize_by") as resize_by_tab:
+                                i2i.scale_by = gr.Slider(0.05, 4.0, value=1.0, step=0.05, label="Scale",
+                                                         elem_id="img2img_scale")
+                                scale_note = gr.Markdown("", elem_id="img2img_scale_resolution_preview")
+                        i2i.resize_tab = gr.State("to")
+                    else:
+                        width = gr.Slider(64, 2048, value=512, step=8, label="Width", elem_id=f"{mode}_width")
+                        height = gr.Slider(64, 2048, value=512, step=8, label="Height", elem_id=f"{mode}_height")
                 with gr.Column(scale=1, min_width=140):
                     batch_count = gr.Slider(1, 100, value=1, step=1, label="Batch count",
-                                            elem_id="txt2img_batch_count")
-                    batch_size = gr.Slider(1, 8, value=1, step=1, label="Batch size", elem_id="txt2img_batch_size")
-            cfg_scale = gr.Slider(1.0, 30.0, value=7.0, step=0.5, label="CFG Scale", elem_id="txt2img_cfg_scale")
-            with gr.Row(elem_id="txt2img_seed_row", equal_height=True):
-                seed = gr.Number(label="Seed", value=-1, precision=0, elem_id="txt2img_seed", scale=4, min_width=120)
-                random_seed = gr.Button("🎲", elem_id="txt2img_random_seed", size="sm", scale=0, min_width=44)
-                reuse_seed = gr.Button("♻️", elem_id="txt2img_reuse_seed", size="sm", scale=0, min_width=44)
-                extra = gr.Checkbox(label="Extra", value=False, elem_id="txt2img_subseed_show", scale=1,
+                                            elem_id=f"{mode}_batch_count")
+                    batch_size = gr.Slider(1, 8, value=1, step=1, label="Batch size", elem_id=f"{mode}_batch_size")
+            cfg_scale = gr.Slider(1.0, 30.0, value=7.0, step=0.5, label="CFG Scale", elem_id=f"{mode}_cfg_scale")
+            if is_i2i:
+                assert i2i is not None
+                i2i.denoising = gr.Slider(0.0, 1.0, value=0.75, step=0.01, label="Denoising strength",
+                                          elem_id="img2img_denoising_strength")
+            with gr.Row(elem_id=f"{mode}_seed_row", equal_height=True):
+                seed = gr.Number(label="Seed", value=-1, precision=0, elem_id=f"{mode}_seed", scale=4, min_width=120)
+                random_seed = gr.Button("🎲", elem_id=f"{mode}_random_seed", size="sm", scale=0, min_width=44)
+                reuse_seed = gr.Button("♻️", elem_id=f"{mode}_reuse_seed", size="sm", scale=0, min_width=44)
+                extra = gr.Checkbox(label="Extra", value=False, elem_id=f"{mode}_subseed_show", scale=1,
                                     min_width=80)
-            with gr.Group(visible=False, elem_id="txt2img_seed_extras") as extra_group:
+            with gr.Group(visible=False, elem_id=f"{mode}_seed_extras") as extra_group:
                 with gr.Row():
-                    subseed = gr.Number(label="Variation seed", value=-1, precision=0, elem_id="txt2img_subseed")
+                    subseed = gr.Number(label="Variation seed", value=-1, precision=0, elem_id=f"{mode}_subseed")
                     subseed_strength = gr.Slider(0.0, 1.0, value=0.0, step=0.01, label="Variation strength",
-                                                 elem_id="txt2img_subseed_strength")
+                                                 elem_id=f"{mode}_subseed_strength")
                 with gr.Row():
                     seed_resize_w = gr.Slider(0, 2048, value=0, step=8, label="Resize seed from width",
-                                              elem_id="txt2img_seed_resize_from_w")
+                                              elem_id=f"{mode}_seed_resize_from_w")
                     seed_resize_h = gr.Slider(0, 2048, value=0, step=8, label="Resize seed from height",
-                                              elem_id="txt2img_seed_resize_from_h")
-            enable_hr = gr.Checkbox(label="Hires. fix", value=False, elem_id="txt2img_hr")
-            with gr.Group(visible=False, elem_id="txt2img_hires_fix") as hr_group:
+                                              elem_id=f"{mode}_seed_resize_from_h")
+            enable_hr = gr.Checkbox(label="Hires. fix", value=False, elem_id=f"{mode}_hr", visible=not is_i2i)
+            with gr.Group(visible=False, elem_id=f"{mode}_hires_fix") as hr_group:
                 with gr.Row():
                     hr_upscaler = gr.Dropdown(upscalers, value="Latent", label="Upscaler",
-                                              elem_id="txt2img_hr_upscaler")
+                                              elem_id=f"{mode}_hr_upscaler")
                     hr_steps = gr.Slider(0, 150, value=0, step=1, label="Hires steps",
-                                         elem_id="txt2img_hires_steps")
+                                         elem_id=f"{mode}_hires_steps")
                     denoising = gr.Slider(0.0, 1.0, value=0.7, step=0.01, label="Denoising strength",
-                                          elem_id="txt2img_denoising_strength")
+                                          elem_id=f"{mode}_denoising_strength")
                 with gr.Row():
                     hr_scale = gr.Slider(1.0, 4.0, value=2.0, step=0.05, label="Upscale by",
-                                         elem_id="txt2img_hr_scale")
+                                         elem_id=f"{mode}_hr_scale")
                     hr_resize_x = gr.Slider(0, 2048, value=0, step=8, label="Resize width to",
-                                            elem_id="txt2img_hr_resize_x")
+                                            elem_id=f"{mode}_hr_resize_x")
                     hr_resize_y = gr.Slider(0, 2048, value=0, step=8, label="Resize height to",
-                                            elem_id="txt2img_hr_resize_y")
+                                            elem_id=f"{mode}_hr_resize_y")
 
-            cn_units = create_controlnet_accordion(svc, "txt2img")
-            create_extra_networks(svc, "txt2img", prompt, neg_prompt)
+            cn_units = create_controlnet_accordion(svc, mode)
+            if is_i2i:
+                assert i2i is not None
+                create_script_controls(i2i, upscalers_for_scripts(svc))
+            create_extra_networks(svc, mode, prompt, neg_prompt)
 
-        with gr.Column(scale=1, elem_id="txt2img_results"):
-            gallery = gr.Gallery(label="Output", show_label=False, elem_id="txt2img_gallery", format="png",
+        with gr.Column(scale=1, elem_id=f"{mode}_results"):
+            gallery = gr.Gallery(label="Output", show_label=False, elem_id=f"{mode}_gallery", format="png",
                                  columns=4, height=512, object_fit="contain", preview=True, interactive=False)
             status = gr.Textbox(label="Status", value="", interactive=False, lines=1, max_lines=3,
-                                elem_id="txt2img_status")
-            info = gr.HTML("", elem_id="txt2img_info", elem_classes="infotext-box")
+                                elem_id=f"{mode}_status")
+            info = gr.HTML("", elem_id=f"{mode}_info", elem_classes="infotext-box")
             gen_info = gr.State(None)
             selected = gr.State(0)
 
@@ -224,6 +267,26 @@ def create_txt2img_tab(svc: "Services") -> Txt2ImgTab:
                      hr_upscaler, hr_steps, denoising, hr_scale, hr_resize_x, hr_resize_y, gallery, status, info,
                      gen_info, selected)
     tab.styles = styles
+    tab.img2img = i2i
+    if is_i2i:
+        assert i2i is not None
+        resize_to_tab.select(lambda: "to", None, i2i.resize_tab, show_progress="hidden", api_visibility="private",
+                             queue=False)
+        resize_by_tab.select(lambda: "by", None, i2i.resize_tab, show_progress="hidden", api_visibility="private",
+                             queue=False)
+
+        def scale_preview(scale: float, *images: Any) -> str:
+            from webui.ui.img2img import _as_image
+            for v in images:
+                img = _as_image(v)
+                if img is not None:
+                    w, h = scaled_size(img.size, float(scale))
+                    return f"Resize: from {img.width}x{img.height} to {w}x{h}"
+            return "Resize: no image selected"
+
+        preview_inputs = [i2i.scale_by, i2i.init_img, i2i.sketch, i2i.inpaint, i2i.inpaint_sketch, i2i.upload_img]
+        for c in (i2i.scale_by, i2i.init_img, i2i.upload_img):
+            c.change(scale_preview, preview_inputs, scale_note, show_progress="hidden", api_visibility="private")
 
     # ---------------------------------------------------------------- events
     def counter_for(is_positive: bool) -> Any:
@@ -299,15 +362,27 @@ def create_txt2img_tab(svc: "Services") -> Txt2ImgTab:
                        api_visibility="private")
     styles.focus(style_choices, styles, styles, show_progress="hidden", api_visibility="private")
 
-    inputs = {*[c for u in cn_units for c in u.components()], styles, prompt, neg_prompt, sampler, scheduler, steps, width, height, batch_count, batch_size, cfg_scale,
+    inputs = {*(i2i.components() if i2i is not None else ()), *[c for u in cn_units for c in u.components()], styles, prompt, neg_prompt, sampler, scheduler, steps, width, height, batch_count, batch_size, cfg_scale,
               seed, extra, subseed, subseed_strength, seed_resize_w, seed_resize_h, enable_hr, hr_upscaler,
               hr_steps, denoising, hr_scale, hr_resize_x, hr_resize_y}
 
     def build_request(d: dict) -> Any:
-        from webui.services.requests import Txt2ImgRequest
+        from webui.services.requests import Img2ImgRequest, Txt2ImgRequest
         extras = bool(d[extra])
-        hires = bool(d[enable_hr])
-        return Txt2ImgRequest(
+        hires = bool(d[enable_hr]) and not is_i2i
+        fields: dict[str, Any] = {}
+        if i2i is not None:
+            fields.update(i2i.script_fields(d))
+            if _is_batch(d, i2i):
+                fields["init_images"] = []
+            else:
+                fields.update(i2i.request_fields(d))
+            if d[i2i.resize_tab] == "by" and fields.get("init_images"):
+                w, h = scaled_size(fields["init_images"][0].size, _float(d[i2i.scale_by], 1.0))
+                d = dict(d)
+                d[width], d[height] = w, h
+        cls = Img2ImgRequest if is_i2i else Txt2ImgRequest
+        return cls(**fields,
             prompt=d[prompt] or "", negative_prompt=d[neg_prompt] or "", styles=list(d[styles] or []),
             alwayson_scripts={"controlnet": {"args": [u for u in (c.to_unit(d) for c in cn_units) if u]}},
             sampler_name=d[sampler] or DEFAULT_SAMPLER, scheduler=schedule_label_to_name(d[scheduler]),
@@ -319,7 +394,8 @@ def create_txt2img_tab(svc: "Services") -> Txt2ImgTab:
             seed_resize_from_w=_int(d[seed_resize_w], 0) if extras and _int(d[seed_resize_w], 0) > 0 else -1,
             seed_resize_from_h=_int(d[seed_resize_h], 0) if extras and _int(d[seed_resize_h], 0) > 0 else -1,
             enable_hr=hires, hr_upscaler=d[hr_upscaler] or "Latent", hr_second_pass_steps=_int(d[hr_steps], 0),
-            denoising_strength=_float(d[denoising], 0.7) if hires else None, hr_scale=_float(d[hr_scale], 2.0),
+            **({} if is_i2i else {"denoising_strength": _float(d[denoising], 0.7) if hires else None}),
+            hr_scale=_float(d[hr_scale], 2.0),
             hr_resize_x=_int(d[hr_resize_x], 0), hr_resize_y=_int(d[hr_resize_y], 0),
         )
 
@@ -334,7 +410,17 @@ def create_txt2img_tab(svc: "Services") -> Txt2ImgTab:
         t0 = time.perf_counter()
         try:
             req = build_request(d)
-            job = svc.submit_txt2img(req, save=True)
+            if i2i is not None and _is_batch(d, i2i):
+                job = svc.submit_img2img_batch(req, d[i2i.batch_input] or "", d[i2i.batch_output] or "",
+                                               d[i2i.batch_mask] or "")
+            elif is_i2i:
+                job = svc.submit_img2img(req, save=True)
+            else:
+                job = svc.submit_txt2img(req, save=True)
+        except InputError as e:
+            gr.Warning(str(e), title="Nothing to generate from")
+            yield {status: f"Error: {e}"}
+            return
         except (GenerationError, ValidationError, ValueError) as e:
             yield fail(str(e))
             return
@@ -408,9 +494,31 @@ def create_txt2img_tab(svc: "Services") -> Txt2ImgTab:
                gen_info: info_dict, selected: 0}
 
     tab.generate_event = generate.click(run_generate, inputs, [gallery, info, status, gen_info, selected],
-                   show_progress_on=[status], concurrency_limit=None, api_name="txt2img",
+                   show_progress_on=[status], concurrency_limit=None, api_name=mode,
                    api_visibility="undocumented")
     return tab
+
+
+def _is_batch(d: dict, i2i: Any) -> bool:
+    """img2img's Batch sub-tab is selected: a folder job instead of one request."""
+    from webui.ui.img2img import MODES
+    return MODES[int(d[i2i.mode] or 0)] == "Batch"
+
+
+def scaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:
+    """img2img "Resize by": the input size times the scale, in multiples of 8 (A1111)."""
+    w, h = size
+    return max(64, int(w * scale / 8 + 0.5) * 8), max(64, int(h * scale / 8 + 0.5) * 8)
+
+
+def upscalers_for_scripts(svc: "Services") -> list[str]:
+    names = ["None", "Lanczos", "Nearest"]
+    return names
+
+
+RADIO_LABELS = {"inpainting_mask_invert": ("Inpaint masked", "Inpaint not masked"),
+                "inpainting_fill": ("fill", "original", "latent noise", "latent nothing"),
+                "inpaint_full_res": ("Whole picture", "Only masked")}
 
 
 def paste_values(tab: Txt2ImgTab, req: dict[str, Any]) -> dict[Any, Any]:
@@ -439,8 +547,11 @@ def paste_values(tab: Txt2ImgTab, req: dict[str, Any]) -> dict[Any, Any]:
                 continue
         elif key == "hr_upscaler" and v not in upscaler_names():
             continue
+        elif key in RADIO_LABELS:  # index-typed radios are set by their label
+            labels = RADIO_LABELS[key]
+            v = labels[int(v)] if not isinstance(v, bool) else labels[1 if v else 0]
         out[comp] = v
-    if "enable_hr" not in req:
+    if "enable_hr" not in req or tab.img2img is not None:
         out[tab.enable_hr] = False
     if any(k in req and k in ("subseed_strength", "seed_resize_from_w", "seed_resize_from_h")
            and req[k] not in (None, 0, -1, 0.0) for k in req):

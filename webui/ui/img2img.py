@@ -1,0 +1,314 @@
+"""img2img's own controls: the input sub-tabs (img2img, Sketch, Inpaint, Inpaint sketch, Inpaint
+upload, Batch), resize mode, inpaint options and the built-in scripts. The rest of the tab (prompt
+row, sampler, seed, results, the job polling) is the generation tab shared with txt2img."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import gradio as gr
+import numpy as np
+from PIL import Image
+
+from webui.imaging.resize import RESIZE_MODES
+from webui.services.img2img_scripts import DIRECTIONS
+from webui.services.requests import INPAINTING_FILL
+
+if TYPE_CHECKING:
+    from webui.services.container import Services
+
+MODES = ("img2img", "Sketch", "Inpaint", "Inpaint sketch", "Inpaint upload", "Batch")
+EDITOR_MODES = ("img2img", "Sketch", "Inpaint", "Inpaint sketch")  # "Copy image to" targets
+SCRIPTS = ("None", "SD upscale", "Poor man's outpainting", "Outpainting mk2")
+SUB_TAB_IDS = {"img2img": "img2img_tab_img2img", "Sketch": "img2img_tab_sketch", "Inpaint": "img2img_tab_inpaint",
+               "Inpaint sketch": "img2img_tab_inpaint_sketch"}
+SKETCH_COLORS = ["#ffffff", "#000000", "#ff0000", "#ff8800", "#ffff00", "#00c000", "#0080ff", "#8000ff"]
+
+
+class InputError(ValueError):
+    """What the user must do before generating (no image uploaded, no mask drawn, ...)."""
+
+
+@dataclass
+class Img2ImgInputs:
+    mode: gr.State
+    init_img: gr.Image
+    sketch: gr.ImageEditor
+    inpaint: gr.ImageEditor
+    inpaint_sketch: gr.ImageEditor
+    upload_img: gr.Image
+    upload_mask: gr.Image
+    batch_input: gr.Textbox
+    batch_output: gr.Textbox
+    batch_mask: gr.Textbox
+    resize_mode: gr.Radio
+    mask_blur: gr.Slider
+    mask_alpha: gr.Slider
+    mask_invert: gr.Radio
+    fill: gr.Radio
+    full_res: gr.Radio
+    padding: gr.Slider
+    mask_group: Any
+    tabs: Any = None
+    # set by the generation tab, which lays them out among the shared controls
+    denoising: Any = None
+    scale_by: Any = None
+    resize_tab: Any = None
+    script: Any = None
+    script_controls: dict[str, list[Any]] = field(default_factory=dict)
+
+    def components(self) -> set[Any]:
+        out = {self.mode, self.init_img, self.sketch, self.inpaint, self.inpaint_sketch, self.upload_img,
+               self.upload_mask, self.batch_input, self.batch_output, self.batch_mask, self.resize_mode,
+               self.scale_by, self.resize_tab, self.denoising, self.mask_blur, self.mask_alpha, self.mask_invert,
+               self.fill, self.full_res, self.padding, self.script}
+        for ctrls in self.script_controls.values():
+            out.update(ctrls)
+        return out
+
+    def editor_for(self, name: str) -> Any:
+        return {"img2img": self.init_img, "Sketch": self.sketch, "Inpaint": self.inpaint,
+                "Inpaint sketch": self.inpaint_sketch}[name]
+
+    # ---- values → request fields ----
+    def request_fields(self, d: dict) -> dict[str, Any]:
+        """The img2img part of the request for the selected sub-tab; InputError says what is missing."""
+        mode = MODES[int(d[self.mode] or 0)]
+        fields: dict[str, Any] = {
+            "resize_mode": int(d[self.resize_mode] or 0),
+            "denoising_strength": float(d[self.denoising]),
+            "mask_blur": int(d[self.mask_blur]),
+            "inpainting_mask_invert": int(d[self.mask_invert] or 0),
+            "inpainting_fill": int(d[self.fill] if d[self.fill] is not None else 1),
+            "inpaint_full_res": bool(d[self.full_res]),
+            "inpaint_full_res_padding": int(d[self.padding]),
+        }
+        image: Image.Image | None = None
+        mask: Image.Image | None = None
+        if mode == "img2img":
+            image = _as_image(d[self.init_img])
+        elif mode == "Sketch":
+            image = _composite(d[self.sketch])
+        elif mode == "Inpaint":
+            value = d[self.inpaint]
+            image = _background(value)
+            mask = _drawn_mask(value)
+            if image is not None and mask is None:  # nothing drawn: an empty mask (inpaints nothing, says so)
+                mask = Image.new("L", image.size, 0)
+        elif mode == "Inpaint sketch":
+            value = d[self.inpaint_sketch]
+            base = _background(value)
+            sketched = _composite(value)
+            if base is not None and sketched is not None:
+                # mask = where the sketch changed the picture; the sketch shows through by "Mask transparency"
+                diff = np.abs(np.asarray(sketched.convert("RGB"), np.int16)
+                              - np.asarray(base.convert("RGB"), np.int16)).sum(-1) > 0
+                mask = Image.fromarray((diff * 255).astype(np.uint8))
+                alpha = float(d[self.mask_alpha] or 0) / 100.0
+                image = Image.blend(sketched.convert("RGB"), base.convert("RGB"), alpha) if alpha else sketched
+        elif mode == "Inpaint upload":
+            image = _as_image(d[self.upload_img])
+            mask = _as_image(d[self.upload_mask])
+            if image is not None and mask is None:
+                raise InputError("Inpaint upload needs a mask image too (white = repaint).")
+        else:
+            raise InputError("batch")  # handled by the caller (a directory job, not one request)
+        if image is None:
+            raise InputError(f"Put an image in the {mode} tab first.")
+        fields["init_images"] = [image.convert("RGB") if image.mode not in ("RGB", "RGBA") else image]
+        if mask is not None:
+            fields["mask"] = mask
+        return fields
+
+    def script_fields(self, d: dict) -> dict[str, Any]:
+        name = d[self.script]
+        if not name or name == "None":
+            return {}
+        vals = [d[c] for c in self.script_controls[name]]
+        if name == "SD upscale":
+            args: list[Any] = ["", int(vals[0]), vals[1], float(vals[2])]
+        elif name == "Poor man's outpainting":
+            args = [int(vals[0]), int(vals[1]), int(vals[2]), list(vals[3] or [])]
+        else:
+            args = ["", int(vals[0]), int(vals[1]), list(vals[2] or []), float(vals[3]), float(vals[4])]
+        return {"script_name": name, "script_args": args}
+
+
+# ---- editor values ----
+def _as_image(v: Any) -> Image.Image | None:
+    if v is None:
+        return None
+    if isinstance(v, Image.Image):
+        return v
+    if isinstance(v, np.ndarray):
+        return Image.fromarray(v)
+    if isinstance(v, dict):
+        return _background(v)
+    return None
+
+
+def _background(v: Any) -> Image.Image | None:
+    if isinstance(v, dict):
+        return _as_image(v.get("background"))
+    return _as_image(v)
+
+
+def _composite(v: Any) -> Image.Image | None:
+    if isinstance(v, dict):
+        img = _as_image(v.get("composite")) or _background(v)
+        return img.convert("RGB") if img is not None else None
+    return _as_image(v)
+
+
+def _drawn_mask(v: Any) -> Image.Image | None:
+    """Inpaint tab: the brush strokes (any layer's alpha) are the mask."""
+    if not isinstance(v, dict):
+        return None
+    out = None
+    for layer in v.get("layers") or []:
+        img = _as_image(layer)
+        if img is None:
+            continue
+        a = np.asarray(img.convert("RGBA"))[..., 3] > 0
+        out = a if out is None else (out | a)
+    if out is None:
+        return None
+    return Image.fromarray((out * 255).astype(np.uint8))
+
+
+def create_img2img_inputs(svc: "Services") -> Img2ImgInputs:
+    """The input sub-tabs (call at the top of the settings column)."""
+    mode = gr.State(0)
+    sketch_color = str(svc.settings.get("img2img_sketch_default_brush_color") or "#ffffff")
+    mask_color = str(svc.settings.get("img2img_inpaint_mask_brush_color") or "#ffffff")
+    colors = [sketch_color] + [c for c in SKETCH_COLORS if c.lower() != sketch_color.lower()]
+    copy_buttons: list[tuple[str, str, Any]] = []
+
+    def copy_row(source: str) -> None:
+        with gr.Row(elem_classes="img2img-copy-row"):
+            gr.Markdown("Copy image to:", elem_classes="img2img-copy-label")
+            for target in EDITOR_MODES:
+                if target != source:
+                    b = gr.Button(target.lower(), size="sm", min_width=60,
+                                  elem_id=f"img2img_copy_{_slug(source)}_to_{_slug(target)}")
+                    copy_buttons.append((source, target, b))
+
+    def editor(elem_id: str, brush: Any, label: str) -> gr.ImageEditor:
+        return gr.ImageEditor(label=label, type="pil", image_mode="RGBA", sources=["upload", "clipboard"],
+                              brush=brush, eraser=gr.Eraser(default_size=20), transforms=(), layers=False,
+                              format="png", height=420, elem_id=elem_id)
+
+    with gr.Tabs(elem_id="mode_img2img") as tabs:
+        with gr.Tab("img2img", id="img2img_tab_img2img", elem_id="img2img_img2img_tab") as t0:
+            init_img = gr.Image(label="Image for img2img", type="pil", image_mode="RGBA",
+                                sources=["upload", "clipboard"], format="png", height=420, elem_id="img2img_image")
+            copy_row("img2img")
+        with gr.Tab("Sketch", id="img2img_tab_sketch", elem_id="img2img_img2img_sketch_tab") as t1:
+            sketch = editor("img2img_sketch", gr.Brush(colors=colors, default_color=colors[0], default_size="auto",
+                                                       color_mode="defaults"), "Image for img2img")
+            copy_row("Sketch")
+        with gr.Tab("Inpaint", id="img2img_tab_inpaint", elem_id="img2img_inpaint_tab") as t2:
+            inpaint = editor("img2maskimg", gr.Brush(colors=[mask_color], default_color=mask_color, default_size="auto",
+                                                      color_mode="fixed"), "Image for inpainting with mask")
+            copy_row("Inpaint")
+        with gr.Tab("Inpaint sketch", id="img2img_tab_inpaint_sketch", elem_id="img2img_inpaint_sketch_tab") as t3:
+            inpaint_sketch = editor("inpaint_sketch", gr.Brush(colors=colors, default_color=colors[0],
+                                                               default_size="auto", color_mode="defaults"),
+                                    "Color sketch inpainting")
+            copy_row("Inpaint sketch")
+        with gr.Tab("Inpaint upload", id="img2img_tab_inpaint_upload", elem_id="img2img_inpaint_upload_tab") as t4:
+            upload_img = gr.Image(label="Image for img2img", type="pil", image_mode="RGBA",
+                                  sources=["upload", "clipboard"], format="png", height=300,
+                                  elem_id="img_inpaint_base")
+            upload_mask = gr.Image(label="Mask", type="pil", image_mode="RGBA", sources=["upload", "clipboard"],
+                                   format="png", height=300, elem_id="img_inpaint_mask")
+        with gr.Tab("Batch", id="img2img_tab_batch", elem_id="img2img_batch_tab") as t5:
+            gr.Markdown("Process every image in a folder on the server. Masks (for inpainting) are found in "
+                        "the mask folder by file name. Empty output folder = the usual img2img output folder.")
+            batch_input = gr.Textbox(label="Input directory", elem_id="img2img_batch_input_dir")
+            batch_output = gr.Textbox(label="Output directory", elem_id="img2img_batch_output_dir")
+            batch_mask = gr.Textbox(label="Inpaint batch mask directory (optional)",
+                                    elem_id="img2img_batch_inpaint_mask_dir")
+    resize_mode = gr.Radio(list(RESIZE_MODES), value=RESIZE_MODES[0], type="index", label="Resize mode",
+                           elem_id="img2img_resize_mode")
+    with gr.Group(visible=False, elem_id="img2img_mask_options") as mask_group:
+        with gr.Row():
+            mask_blur = gr.Slider(0, 64, value=4, step=1, label="Mask blur", elem_id="img2img_mask_blur")
+            mask_alpha = gr.Slider(0, 100, value=0, step=1, label="Mask transparency", elem_id="img2img_mask_alpha")
+        mask_invert = gr.Radio(["Inpaint masked", "Inpaint not masked"], value="Inpaint masked", type="index",
+                               label="Mask mode", elem_id="img2img_mask_mode")
+        fill = gr.Radio(list(INPAINTING_FILL), value="original", type="index", label="Masked content",
+                        elem_id="img2img_inpainting_fill")
+        with gr.Row():
+            full_res = gr.Radio(["Whole picture", "Only masked"], value="Whole picture", type="index",
+                                label="Inpaint area", elem_id="img2img_inpaint_full_res")
+            padding = gr.Slider(0, 256, value=32, step=4, label="Only masked padding, pixels",
+                                elem_id="img2img_inpaint_full_res_padding")
+
+    def select_mode(i: int) -> tuple[int, Any]:
+        return i, gr.update(visible=MODES[i] in ("Inpaint", "Inpaint sketch", "Inpaint upload", "Batch"))
+
+    for i, t in enumerate((t0, t1, t2, t3, t4, t5)):
+        t.select(lambda i=i: select_mode(i), None, [mode, mask_group], show_progress="hidden",
+                 api_visibility="private", queue=False)
+
+    tab_ids = SUB_TAB_IDS
+    comps = {"img2img": init_img, "Sketch": sketch, "Inpaint": inpaint, "Inpaint sketch": inpaint_sketch}
+    for source, target, button in copy_buttons:
+        def copy(value: Any, target: str = target, source: str = source) -> tuple[Any, Any, int, Any]:
+            img = _composite(value) if source in ("Sketch", "Inpaint sketch") else _background(value)
+            if img is None:
+                gr.Warning(f"The {source} tab has no image to copy.")
+                return gr.update(), gr.update(), gr.update(), gr.update()
+            i = MODES.index(target)
+            return (img if target == "img2img" else {"background": img, "layers": [], "composite": img},
+                    gr.Tabs(selected=tab_ids[target]), i, select_mode(i)[1])
+        button.click(copy, comps[source], [comps[target], tabs, mode, mask_group], show_progress="hidden",
+                     api_visibility="private")
+
+    return Img2ImgInputs(mode, init_img, sketch, inpaint, inpaint_sketch, upload_img, upload_mask, batch_input,
+                         batch_output, batch_mask, resize_mode, mask_blur, mask_alpha, mask_invert, fill, full_res,
+                         padding, mask_group, tabs=tabs)
+
+
+def create_script_controls(inputs: Img2ImgInputs, upscalers: list[str]) -> None:
+    """The Script dropdown and each built-in script's controls (A1111's defaults)."""
+    script = gr.Dropdown(list(SCRIPTS), value="None", label="Script", elem_id="img2img_script")
+    groups = {}
+    with gr.Group(visible=False, elem_id="img2img_script_sd_upscale") as g:
+        gr.Markdown("Will upscale the image by the selected scale factor, then img2img each tile of the "
+                    "model's size (Width × Height) with this overlap.")
+        ctrls = [gr.Slider(0, 256, value=64, step=16, label="Tile overlap", elem_id="img2img_sd_upscale_overlap"),
+                 gr.Radio(upscalers, value="Lanczos" if "Lanczos" in upscalers else upscalers[0], label="Upscaler",
+                          elem_id="img2img_sd_upscale_upscaler"),
+                 gr.Slider(1.0, 4.0, value=2.0, step=0.05, label="Scale Factor",
+                           elem_id="img2img_sd_upscale_scale")]
+        groups["SD upscale"] = (g, ctrls)
+    with gr.Group(visible=False, elem_id="img2img_script_poor_man") as g:
+        ctrls = [gr.Slider(8, 256, value=128, step=8, label="Pixels to expand", elem_id="img2img_pm_pixels"),
+                 gr.Slider(0, 64, value=4, step=1, label="Mask blur", elem_id="img2img_pm_mask_blur"),
+                 gr.Radio(list(INPAINTING_FILL), value="fill", type="index", label="Masked content",
+                          elem_id="img2img_pm_fill"),
+                 gr.CheckboxGroup(list(DIRECTIONS), value=list(DIRECTIONS), label="Outpainting direction",
+                                  elem_id="img2img_pm_direction")]
+        groups["Poor man's outpainting"] = (g, ctrls)
+    with gr.Group(visible=False, elem_id="img2img_script_mk2") as g:
+        gr.Markdown("Recommended settings: Sampling Steps 80-100, Sampler Euler a, Denoising strength 0.8")
+        ctrls = [gr.Slider(8, 256, value=128, step=8, label="Pixels to expand", elem_id="img2img_mk2_pixels"),
+                 gr.Slider(0, 64, value=8, step=1, label="Mask blur", elem_id="img2img_mk2_mask_blur"),
+                 gr.CheckboxGroup(list(DIRECTIONS), value=list(DIRECTIONS), label="Outpainting direction",
+                                  elem_id="img2img_mk2_direction"),
+                 gr.Slider(0.0, 4.0, value=1.0, step=0.01, label="Fall-off exponent (lower=higher detail)",
+                           elem_id="img2img_mk2_falloff"),
+                 gr.Slider(0.0, 1.0, value=0.05, step=0.01, label="Color variation",
+                           elem_id="img2img_mk2_color_variation")]
+        groups["Outpainting mk2"] = (g, ctrls)
+    names = list(groups)
+    script.change(lambda v: [gr.update(visible=v == n) for n in names], script, [groups[n][0] for n in names],
+                  show_progress="hidden", api_visibility="private", queue=False)
+    inputs.script = script
+    inputs.script_controls = {n: ctrls for n, (_, ctrls) in groups.items()}
+
+
+def _slug(name: str) -> str:
+    return name.lower().replace(" ", "_")
