@@ -260,3 +260,66 @@ def test_default_model_inpaints_the_shape_in_the_asked_colour(services) -> None:
         assert np.array_equal(o[keep], a[keep])
         seeds_ok += green > 0.5
     assert seeds_ok >= 2
+
+
+def test_editor_values_become_image_and_mask_per_sub_mode() -> None:
+    """What each sub-tab's editor value turns into (real PIL layers as Gradio's ImageEditor sends them)."""
+    from webui.ui.img2img import InputError, editor_inputs
+    base = picture(seed=11).convert("RGBA")
+    stroke = Image.new("RGBA", base.size, (0, 0, 0, 0))
+    ImageDraw.Draw(stroke).rectangle((10, 10, 29, 19), fill=(255, 255, 255, 255))
+    composite = base.copy()
+    composite.alpha_composite(stroke)
+    value = {"background": base, "layers": [stroke], "composite": composite}
+
+    img, mask = editor_inputs("img2img", base)
+    assert img is base and mask is None
+    img, mask = editor_inputs("Sketch", value)  # the sketch is part of the picture
+    assert np.array_equal(np.asarray(img), np.asarray(composite.convert("RGB"))) and mask is None
+    img, mask = editor_inputs("Inpaint", value)  # the strokes are the mask, the picture stays clean
+    assert np.array_equal(np.asarray(img), np.asarray(base))
+    m = np.asarray(mask) > 0
+    assert m[10:20, 10:30].all() and m.sum() == 200
+    img, mask = editor_inputs("Inpaint", {"background": base, "layers": [], "composite": base})
+    assert np.asarray(mask).max() == 0  # nothing drawn: an empty mask
+    img, mask = editor_inputs("Inpaint sketch", value, mask_alpha=50)
+    m = np.asarray(mask) > 0  # where the sketch changed the picture (white over white stays unmasked)
+    changed = np.abs(np.asarray(composite.convert("RGB"), int) - np.asarray(base.convert("RGB"), int)).sum(-1) > 0
+    assert np.array_equal(m, changed) and m.sum() > 100
+    half = np.asarray(img, int)[15, 15]
+    assert np.abs(half - (np.asarray(composite.convert("RGB"), int)[15, 15] + np.asarray(base.convert("RGB"), int)[15, 15]) / 2).max() <= 1
+    img, mask = editor_inputs("Inpaint upload", base, box_mask(base.size, (0, 0, 9, 9)))
+    assert np.asarray(mask)[5, 5] == 255
+    with pytest.raises(InputError, match="mask image"):
+        editor_inputs("Inpaint upload", base, None)
+
+
+def test_batch_from_a_folder_with_masks_and_a_broken_file(services, tmp_path: Path) -> None:
+    from webui.services.img2img_batch import run_batch
+    from webui.services.img2img_scripts import Img2ImgScripts
+    models, svc, _, _ = services
+    models.load("sd1.safetensors")
+    src, masks_dir, out = tmp_path / "in", tmp_path / "masks", tmp_path / "out"
+    src.mkdir()
+    masks_dir.mkdir()
+    a, b = picture(seed=12), picture(seed=13)
+    a.save(src / "a.png")
+    b.save(src / "b.jpg", quality=95)
+    (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (src / "notes.txt").write_text("not an image")
+    box_mask(a.size, (20, 20, 43, 43)).save(masks_dir / "a.png")  # b has no mask: plain img2img
+    req = Img2ImgRequest(prompt="x", steps=3, width=64, height=64, seed=1, denoising_strength=0.8, mask_blur=0,
+                         inpaint_full_res=False)
+    res = run_batch(Img2ImgScripts(svc), req, str(src), str(out), str(masks_dir), JobState("t", "t"))
+    assert len(res.images) == 2 and len(res.paths) == 2
+    assert [p.parent for p in res.paths] == [out, out]
+    assert len(res.errors) == 1 and res.errors[0].startswith("broken.png")
+    o = np.asarray(res.images[0]).astype(int)
+    keep = far_from((20, 20, 43, 43), a.size, 1)
+    assert np.array_equal(o[keep], np.asarray(a).astype(int)[keep])  # a: inpainted inside its mask only
+    assert np.abs(np.asarray(res.images[1]).astype(int) - np.asarray(b)).mean() > 5  # b: all of it
+    with pytest.raises(GenerationError, match="does not exist"):
+        run_batch(Img2ImgScripts(svc), req, str(tmp_path / "nope"), "", "", JobState("t", "t"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(GenerationError, match="no images"):
+        run_batch(Img2ImgScripts(svc), req, str(tmp_path / "empty"), "", "", JobState("t", "t"))

@@ -83,36 +83,11 @@ class Img2ImgInputs:
             "inpaint_full_res": bool(d[self.full_res]),
             "inpaint_full_res_padding": int(d[self.padding]),
         }
-        image: Image.Image | None = None
-        mask: Image.Image | None = None
-        if mode == "img2img":
-            image = _as_image(d[self.init_img])
-        elif mode == "Sketch":
-            image = _composite(d[self.sketch])
-        elif mode == "Inpaint":
-            value = d[self.inpaint]
-            image = _background(value)
-            mask = _drawn_mask(value)
-            if image is not None and mask is None:  # nothing drawn: an empty mask (inpaints nothing, says so)
-                mask = Image.new("L", image.size, 0)
-        elif mode == "Inpaint sketch":
-            value = d[self.inpaint_sketch]
-            base = _background(value)
-            sketched = _composite(value)
-            if base is not None and sketched is not None:
-                # mask = where the sketch changed the picture; the sketch shows through by "Mask transparency"
-                diff = np.abs(np.asarray(sketched.convert("RGB"), np.int16)
-                              - np.asarray(base.convert("RGB"), np.int16)).sum(-1) > 0
-                mask = Image.fromarray((diff * 255).astype(np.uint8))
-                alpha = float(d[self.mask_alpha] or 0) / 100.0
-                image = Image.blend(sketched.convert("RGB"), base.convert("RGB"), alpha) if alpha else sketched
-        elif mode == "Inpaint upload":
-            image = _as_image(d[self.upload_img])
-            mask = _as_image(d[self.upload_mask])
-            if image is not None and mask is None:
-                raise InputError("Inpaint upload needs a mask image too (white = repaint).")
-        else:
-            raise InputError("batch")  # handled by the caller (a directory job, not one request)
+        if mode == "Batch":
+            raise InputError("batch")  # handled by the caller (a folder job, not one request)
+        value = {"img2img": d[self.init_img], "Sketch": d[self.sketch], "Inpaint": d[self.inpaint],
+                 "Inpaint sketch": d[self.inpaint_sketch], "Inpaint upload": d[self.upload_img]}[mode]
+        image, mask = editor_inputs(mode, value, d[self.upload_mask], float(d[self.mask_alpha] or 0))
         if image is None:
             raise InputError(f"Put an image in the {mode} tab first.")
         fields["init_images"] = [image.convert("RGB") if image.mode not in ("RGB", "RGBA") else image]
@@ -135,6 +110,40 @@ class Img2ImgInputs:
 
 
 # ---- editor values ----
+def editor_inputs(mode: str, value: Any, upload_mask: Any = None,
+                  mask_alpha: float = 0.0) -> tuple[Image.Image | None, Image.Image | None]:
+    """(init image, mask) from a sub-tab's value, as A1111 reads each mode: img2img and Sketch give
+    the (sketched) picture; Inpaint the picture and the strokes as mask (none drawn: an empty
+    mask); Inpaint sketch the sketched picture and, as mask, where the sketch changed it (shown
+    through by ``mask_alpha`` %); Inpaint upload the picture and the uploaded mask."""
+    image: Image.Image | None = None
+    mask: Image.Image | None = None
+    if mode == "img2img":
+        image = _as_image(value)
+    elif mode == "Sketch":
+        image = _composite(value)
+    elif mode == "Inpaint":
+        image = _background(value)
+        mask = _drawn_mask(value)
+        if image is not None and mask is None:  # nothing drawn: an empty mask (inpaints nothing, says so)
+            mask = Image.new("L", image.size, 0)
+    elif mode == "Inpaint sketch":
+        base = _background(value)
+        sketched = _composite(value)
+        if base is not None and sketched is not None:
+            diff = np.abs(np.asarray(sketched.convert("RGB"), np.int16)
+                          - np.asarray(base.convert("RGB"), np.int16)).sum(-1) > 0
+            mask = Image.fromarray((diff * 255).astype(np.uint8))
+            alpha = mask_alpha / 100.0
+            image = Image.blend(sketched.convert("RGB"), base.convert("RGB"), alpha) if alpha else sketched
+    elif mode == "Inpaint upload":
+        image = _as_image(value)
+        mask = _as_image(upload_mask)
+        if image is not None and mask is None:
+            raise InputError("Inpaint upload needs a mask image too (white = repaint).")
+    return image, mask
+
+
 def _as_image(v: Any) -> Image.Image | None:
     if v is None:
         return None
