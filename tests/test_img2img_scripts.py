@@ -140,3 +140,42 @@ def test_scripts_over_the_api(api_server: Server) -> None:
     txt = requests.post(api_server.api("txt2img"), json={"prompt": "x", "steps": 2, "width": 64, "height": 64,
                                                          "script_name": "sd upscale"}, timeout=30)
     assert txt.status_code == 422
+
+
+def test_model_upscalers_in_sd_upscale_and_hires_fix(scripts, tmp_path) -> None:
+    """A Real-ESRGAN file from models/RealESRGAN serves SD upscale and the hires fix (A1111 lists
+    model upscalers in both)."""
+    import torch
+    from test_extras import compact_state_dict
+    from webui.imaging.upscalers import UpscalerRegistry
+    from webui.services.requests import Txt2ImgRequest
+    from webui.services.txt2img import Txt2ImgService
+
+    s, root = scripts
+    folder = tmp_path / "RealESRGAN"
+    folder.mkdir()
+    torch.save({"params": compact_state_dict()}, folder / "tiny-x2.pth")
+    reg = UpscalerRegistry({"RealESRGAN": folder})
+
+    def up(img: Image.Image, name: str, scale: float) -> Image.Image:
+        return reg.upscale(img, scale, name)
+
+    with_models = Img2ImgScripts(s.svc, up, reg.names)
+    assert "tiny-x2" in with_models.names()
+    src = picture(64, 64, seed=9)
+    res = run(with_models, "SD upscale", ["", 16, "tiny-x2", 2.0], init_images=[src], denoising_strength=0.0)
+    assert np.array_equal(np.asarray(res.images[0]), np.asarray(reg.upscale(src, 2.0, "tiny-x2")))
+    # the radio's index (A1111's UI sends it) picks the same upscaler
+    idx = with_models.names().index("tiny-x2")
+    res2 = run(with_models, "SD upscale", ["", 16, idx, 2.0], init_images=[src], denoising_strength=0.0)
+    assert np.array_equal(np.asarray(res2.images[0]), np.asarray(res.images[0]))
+    with pytest.raises(GenerationError, match="SD upscale"):
+        run(with_models, "SD upscale", ["", 16, "missing-model", 2.0], init_images=[src])
+
+    t2i = Txt2ImgService(s.svc.models, s.svc.settings, root / "o", None, up, reg.names)
+    req = Txt2ImgRequest(prompt="x", steps=2, width=64, height=64, seed=3, enable_hr=True, hr_scale=2,
+                         hr_upscaler="tiny-x2", hr_second_pass_steps=1, denoising_strength=0.3)
+    out = t2i.run(req, JobState("t", "t"), save=False)
+    assert out.images[0].size == (128, 128) and "Hires upscaler: tiny-x2" in out.infotexts[0]
+    with pytest.raises(GenerationError, match="hires upscaler"):
+        t2i.validate(req.model_copy(update={"hr_upscaler": "nope"}))

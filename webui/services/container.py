@@ -128,10 +128,13 @@ def build_services(args: argparse.Namespace, paths: Paths) -> Services:
     settings.on_change("sd_checkpoints_limit", lambda v: models.set_cache_limit(int(v)))
     queue = JobQueue()
     styles = StyleDatabase(paths.styles_file)
-    txt2img = Txt2ImgService(models, settings, paths.outputs_dir, styles)
-    img2img = Img2ImgService(models, settings, paths.outputs_dir, styles)
-    return Services(args, paths, settings, registry, models, queue, txt2img, styles, img2img, Img2ImgScripts(img2img),
-                    extras=build_extras_service(args, paths, settings, queue))
+    extras = build_extras_service(args, paths, settings, queue)
+    # hires fix and SD upscale offer the Extras tab's upscalers (model files included)
+    names = extras.upscalers.names
+    txt2img = Txt2ImgService(models, settings, paths.outputs_dir, styles, extras.upscale, names)
+    img2img = Img2ImgService(models, settings, paths.outputs_dir, styles, extras.upscale, names)
+    return Services(args, paths, settings, registry, models, queue, txt2img, styles, img2img,
+                    Img2ImgScripts(img2img, extras.upscale, names), extras=extras)
 
 
 __all__ = ["Services", "build_services", "GenerationError", "GenerationResult", "ModelLoadError"]

@@ -94,6 +94,11 @@ class ExtrasService:
         self.outputs_dir = Path(outputs_dir)
         self.queue = queue
 
+    def upscale(self, img: Image.Image, name: str, scale: float) -> Image.Image:
+        """One picture by one upscaler, with the tile settings (hires fix and SD upscale use this)."""
+        return self.upscalers.upscale(img, scale, name, tile=int(self.settings.get("ESRGAN_tile")),
+                                      overlap=int(self.settings.get("ESRGAN_tile_overlap")))
+
     # ------------------------------------------------------------ checks
     def validate(self, p: ExtrasParams) -> None:
         """Fail before queueing: values out of range, unknown or unusable upscalers."""

@@ -25,13 +25,12 @@ Upscale = Callable[[Image.Image, str, float], Image.Image]
 
 
 def pil_upscale(img: Image.Image, name: str, scale: float) -> Image.Image:
-    size = (round(img.width * scale), round(img.height * scale))
-    if name in ("None", "", None):
-        return img.resize(size, Image.Resampling.LANCZOS) if scale != 1 else img
-    if name == "Lanczos":
-        return img.resize(size, Image.Resampling.LANCZOS)
+    """The built-in upscalers alone (tests and a service built without the extras registry)."""
+    size = (int(img.width * scale), int(img.height * scale))
     if name == "Nearest":
         return img.resize(size, Image.Resampling.NEAREST)
+    if name in ("Lanczos", "None", "", None):
+        return img.resize(size, Image.Resampling.LANCZOS) if size != img.size else img
     raise GenerationError(f"upscaler {name!r} not found")
 
 
@@ -78,9 +77,17 @@ def _arg(args: list[Any], i: int, default: Any) -> Any:
 
 
 class Img2ImgScripts:
-    def __init__(self, img2img: Img2ImgService, upscale: Upscale = pil_upscale) -> None:
+    def __init__(self, img2img: Img2ImgService, upscale: Upscale = pil_upscale,
+                 names: Callable[[], list[str]] = lambda: ["None", "Lanczos", "Nearest"]) -> None:
         self.svc = img2img
-        self.upscale = upscale
+        self._upscale = upscale
+        self.names = names
+
+    def upscale(self, img: Image.Image, name: str, scale: float) -> Image.Image:
+        try:
+            return self._upscale(img, name, scale)
+        except ValueError as e:  # the registry's UpscalerError: unknown or unusable file
+            raise GenerationError(f"SD upscale: {e}") from None
 
     def run(self, req: Img2ImgRequest, state: JobState, *, save: bool) -> GenerationResult:
         title = find_script(req.script_name)
@@ -152,8 +159,10 @@ class Img2ImgScripts:
         upscaler = _arg(args, 2, "Lanczos")
         scale = float(_arg(args, 3, 2.0))
         if isinstance(upscaler, int) or (isinstance(upscaler, str) and upscaler.isdigit()):
-            names = ["None", "Lanczos", "Nearest"]  # A1111's UI sends the radio's index
-            upscaler = names[int(upscaler)] if int(upscaler) < len(names) else "Lanczos"
+            names = self.names()  # A1111's UI sends the radio's index
+            if not 0 <= int(upscaler) < len(names):
+                raise GenerationError(f"SD upscale: upscaler index {upscaler} is not in {names}")
+            upscaler = names[int(upscaler)]
         if not 1.0 <= scale <= 8.0:
             raise GenerationError("SD upscale: scale factor must be between 1 and 8")
         if not 0 <= overlap <= 256:

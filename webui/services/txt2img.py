@@ -8,7 +8,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -102,9 +102,14 @@ class _Plan:
 
 class Txt2ImgService:
     def __init__(self, models: ModelService, settings: Settings, outputs_dir: Path,
-                 styles: StyleDatabase | None = None) -> None:
+                 styles: StyleDatabase | None = None,
+                 upscale: Callable[[Image.Image, str, float], Image.Image] | None = None,
+                 upscaler_names: Callable[[], list[str]] | None = None) -> None:
         self.models = models
         self.styles = styles
+        # image upscalers for hires fix beyond Lanczos/Nearest: the extras registry (model files)
+        self._upscale = upscale
+        self._upscaler_names = upscaler_names
         self.settings = settings
         self.outputs_dir = outputs_dir
 
@@ -139,9 +144,10 @@ class Txt2ImgService:
         crop = (0, 0)
         if req.enable_hr and req.width is not None and req.height is not None:
             up = req.hr_upscaler or "Latent"
-            if up not in LATENT_UPSCALE_MODES and up not in IMAGE_UPSCALERS:
+            image_ups = self.image_upscalers()
+            if up not in LATENT_UPSCALE_MODES and up not in image_ups:
                 raise GenerationError(f"unknown hires upscaler {up!r}; choose one of "
-                                      f"{list(LATENT_UPSCALE_MODES) + list(IMAGE_UPSCALERS)}")
+                                      f"{list(LATENT_UPSCALE_MODES) + image_ups}")
             if req.denoising_strength is not None and not 0.0 <= req.denoising_strength <= 1.0:
                 raise GenerationError("denoising_strength must be between 0 and 1")
             if not 0 <= req.hr_second_pass_steps <= MAX_STEPS:
@@ -150,6 +156,12 @@ class Txt2ImgService:
             if max(hr_size) > MAX_SIDE:
                 raise GenerationError(f"hires size {hr_size[0]}x{hr_size[1]} exceeds {MAX_SIDE}")
         return _Plan(sampler, schedule, hr_sampler, hr_schedule, hr_size, crop)
+
+    def image_upscalers(self) -> list[str]:
+        names = list(IMAGE_UPSCALERS)
+        if self._upscaler_names is not None:
+            names += [n for n in self._upscaler_names() if n not in names]
+        return names
 
     def apply_styles(self, req: Txt2ImgRequest) -> Txt2ImgRequest:
         """Selected styles folded into the prompts, as A1111 does before generating (the infotext
@@ -389,12 +401,15 @@ class Txt2ImgService:
                 init = init[:, :, ch // 2: ch // 2 + th // vsf, cw // 2: cw // 2 + tw // vsf]
         else:
             imgs = vae_ops.to_pil(vae_ops.decode(sd.vae, latents, sd.scaling_factor))
-            resample = Image.Resampling.LANCZOS if up == "Lanczos" else Image.Resampling.NEAREST
-            if up == "None":
-                resample = Image.Resampling.LANCZOS
+            resample = Image.Resampling.NEAREST if up == "Nearest" else Image.Resampling.LANCZOS
             big = []
             for im in imgs:
-                im = im.resize((full_w, full_h), resample)
+                if up not in IMAGE_UPSCALERS and self._upscale is not None:
+                    try:  # a model upscaler, then the exact size
+                        im = self._upscale(im, up, max(full_w / im.width, full_h / im.height))
+                    except ValueError as e:
+                        raise GenerationError(f"hires upscaler: {e}") from None
+                im = im.resize((full_w, full_h), resample) if im.size != (full_w, full_h) else im
                 left, top = (cw * vsf) // 2, (ch * vsf) // 2
                 big.append(im.crop((left, top, left + tw, top + th)))
             init = vae_ops.encode(sd.vae, vae_ops.from_pil(big), sd.scaling_factor).to(latents.device)

@@ -87,9 +87,11 @@ def schedule_name_to_label(name: str | None) -> str:
     return AUTOMATIC
 
 
-def upscaler_names() -> list[str]:
+def upscaler_names(svc: "Services | None" = None) -> list[str]:
+    """Hires fix upscalers: latent modes, then the image upscalers (model files when svc is given)."""
     from webui.services.requests import IMAGE_UPSCALERS, LATENT_UPSCALE_MODES
-    return list(LATENT_UPSCALE_MODES) + list(IMAGE_UPSCALERS)
+    images = svc.txt2img.image_upscalers() if svc is not None else list(IMAGE_UPSCALERS)
+    return list(LATENT_UPSCALE_MODES) + images
 
 
 # ---------------------------------------------------------------- tokens

@@ -148,7 +148,7 @@ def create_generation_tab(svc: "Services", mode: str) -> Txt2ImgTab:
     i2i = None
     samplers = sampler_names()
     schedules = schedule_labels()
-    upscalers = upscaler_names()
+    upscalers = upscaler_names(svc)
 
     with gr.Row(elem_id=f"{mode}_toprow", equal_height=False):
         with gr.Column(scale=6, elem_id=f"{mode}_prompt_container"):
@@ -512,8 +512,7 @@ def scaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:
 
 
 def upscalers_for_scripts(svc: "Services") -> list[str]:
-    names = ["None", "Lanczos", "Nearest"]
-    return names
+    return svc.img2img_scripts.names()
 
 
 RADIO_LABELS = {"inpainting_mask_invert": ("Inpaint masked", "Inpaint not masked"),
@@ -545,7 +544,8 @@ def paste_values(tab: Txt2ImgTab, req: dict[str, Any]) -> dict[Any, Any]:
             if v not in names:
                 gr.Warning(f"Unknown sampler {v!r}; keeping the current one.")
                 continue
-        elif key == "hr_upscaler" and v not in upscaler_names():
+        elif key == "hr_upscaler" and v not in [c[0] if isinstance(c, tuple) else c
+                                                for c in (tab.hr_upscaler.choices or [])]:
             continue
         elif key in RADIO_LABELS:  # index-typed radios are set by their label
             labels = RADIO_LABELS[key]
