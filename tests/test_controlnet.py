@@ -124,3 +124,25 @@ def test_line_filters_turn_a_dark_drawing_into_white_lines_on_black(module: str)
     assert out.shape == (64, 64, 3)
     assert out[31, 16:48].min() >= 100  # bright on the stroke
     assert out[:20].max() <= 10 and out[45:].max() <= 10  # black away from it
+
+
+def test_img2img_unit_without_an_image_uses_the_img2img_picture(svc) -> None:
+    """sd-webui-controlnet's img2img habit: a unit with no image of its own reads the input picture.
+    At denoising 1 the picture itself is ignored, so only its edge map can put the shape there."""
+    from webui.services.img2img import Img2ImgService
+    from webui.services.jobs import JobState
+    from webui.services.requests import Img2ImgRequest
+
+    i2i = Img2ImgService(svc.models, svc.settings, svc.outputs_dir)
+    prompt = "a yellow star at the top on a blue background"
+    for pos in ("left", "right"):
+        picture = Image.fromarray(render(Scene("white", "star", "black", pos)))
+        no_image = {k: v for k, v in unit(pos).items() if k != "image"}
+        found = []
+        for seed in (1, 2):
+            req = Img2ImgRequest(prompt=prompt, steps=20, seed=seed, sampler_name="DPM++ 2M", init_images=[picture],
+                                 denoising_strength=1.0, alwayson_scripts={"controlnet": {"args": [no_image]}})
+            res = i2i.run(req, JobState("t", "t"), save=False)
+            found.append(judge(res.images[0]).position)
+            assert 'ControlNet 0: "Module: canny' in res.infotexts[0]
+        assert found.count(pos) >= 1 and "top" not in found, (pos, found)

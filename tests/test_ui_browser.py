@@ -257,8 +257,9 @@ def test_queue_position_while_an_api_job_runs(page: Any, ui_server: Server) -> N
     api_result: dict[str, Any] = {}
 
     def api_job() -> None:
-        r = requests.post(ui_server.api("txt2img"), json={"prompt": "api job", "steps": 150, "width": 64,
-                                                           "height": 64, "sampler_name": "Euler"}, timeout=300)
+        # long enough that the UI job is queued behind it even on a fast machine (interrupted below)
+        r = requests.post(ui_server.api("txt2img"), json={"prompt": "api job", "steps": 500, "width": 128,
+                                                           "height": 128, "sampler_name": "Euler"}, timeout=300)
         api_result["status"] = r.status_code
 
     t = threading.Thread(target=api_job)
@@ -359,9 +360,13 @@ def _blocks(size: int, seed: int) -> Image.Image:
     return Image.fromarray(cells.repeat(16, 0).repeat(16, 1))
 
 
-def _img2img_result(page: Any, ui_server: Server) -> Image.Image:
-    page.wait_for_function("() => { const s = document.querySelector('#img2img_status textarea');"
-                           " return s && (s.value.startsWith('Time taken') || s.value.startsWith('Error')); }")
+def _img2img_generate(page: Any, ui_server: Server) -> Image.Image:
+    """Click Generate in img2img and return the first gallery picture (waits for a new final status)."""
+    before = page.locator("#img2img_status textarea").input_value()
+    page.click("#img2img_generate")
+    page.wait_for_function("(b) => { const s = document.querySelector('#img2img_status textarea');"
+                           " return s && s.value !== b && (s.value.startsWith('Time taken')"
+                           " || s.value.startsWith('Error')); }", arg=before)
     status = page.locator("#img2img_status textarea").input_value()
     assert status.startswith("Time taken"), status
     src = page.locator("#img2img_gallery img").first.get_attribute("src")
@@ -381,9 +386,24 @@ def test_img2img_inpaint_a_drawn_stroke(page: Any, ui_server: Server, tmp_path: 
     set_number(page, "img2img_steps", 4)
     set_number(page, "img2img_width", 256)
     set_number(page, "img2img_height", 256)
-    editor = page.locator("#img2maskimg")
+    _draw_stroke(page, "img2maskimg", tmp_path / "src.png")
+    out = _img2img_generate(page, ui_server)
+    assert out.size == (256, 256)
+    changed = np.abs(np.asarray(out, np.int16) - np.asarray(src, np.int16)).sum(-1) > 0
+    assert 0.02 < changed.mean() < 0.6
+    ys, xs = np.nonzero(changed)
+    assert abs((xs.min() + xs.max()) / 2 - 128) < 40 and abs((ys.min() + ys.max()) / 2 - 128) < 40
+    keep = np.ones_like(changed)
+    keep[40:216, 40:216] = False
+    assert not changed[keep].any()  # far from the stroke: the uploaded pixels, exactly
+    info = page.inner_text("#img2img_info")
+    assert "Denoising strength: 0.75" in info and "Mask blur: 4" in info and "Size: 256x256" in info
+
+
+def _draw_stroke(page: Any, editor_id: str, picture: Path) -> None:
+    editor = page.locator(f"#{editor_id}")
     editor.locator("canvas").first.wait_for(state="attached")
-    editor.locator("input[type=file]").set_input_files(str(tmp_path / "src.png"))
+    editor.locator("input[type=file]").set_input_files(str(picture))
     page.wait_for_timeout(2500)  # the editor draws the upload before it takes strokes
     canvas = editor.locator("canvas").last
     canvas.scroll_into_view_if_needed()
@@ -395,18 +415,57 @@ def test_img2img_inpaint_a_drawn_stroke(page: Any, ui_server: Server, tmp_path: 
     page.mouse.move(cx + 30, cy, steps=2)
     page.mouse.up()
     page.wait_for_timeout(300)
+
+
+def test_img2img_sketch_then_copy_to_inpaint(page: Any, ui_server: Server, tmp_path: Path) -> None:
+    """Sketch: the white brush stroke becomes part of the picture (denoising 0 returns it as drawn);
+    Copy image to → inpaint carries the sketched picture over, with its own empty mask."""
+    Image.new("RGB", (128, 128), (0, 0, 0)).save(tmp_path / "black.png")
+    page.get_by_role("tab", name="img2img", exact=True).click()
+    page.wait_for_selector("#img2img_prompt textarea")
+    page.get_by_role("tab", name="Sketch", exact=True).click()
+    set_number(page, "img2img_width", 128)
+    set_number(page, "img2img_height", 128)
+    set_number(page, "img2img_denoising_strength", 0)
+    _draw_stroke(page, "img2img_sketch", tmp_path / "black.png")
+    sketched = np.asarray(_img2img_generate(page, ui_server))
+    white = (sketched.min(-1) > 200)
+    assert 0.01 < white.mean() < 0.7, white.mean()  # the stroke, drawn in the default white
+    ys, xs = np.nonzero(white)
+    assert abs(ys.mean() - 64) < 25
+    page.click("#img2img_copy_sketch_to_inpaint")
+    page.locator("#img2maskimg canvas").first.wait_for(state="visible")
+    page.wait_for_function("() => !document.querySelector('#img2maskimg').innerText.includes('Upload an image')")
+    copied = np.asarray(_img2img_generate(page, ui_server))
+    assert "mask is empty" in page.inner_text("#img2img_info")
+    assert np.abs(copied.astype(int) - sketched).max() <= 2  # the sketched picture, now in Inpaint
+
+
+def test_img2img_batch_folder_error_and_sd_upscale_script(page: Any, ui_server: Server, tmp_path: Path) -> None:
+    page.get_by_role("tab", name="img2img", exact=True).click()
+    page.wait_for_selector("#img2img_prompt textarea")
+    page.get_by_role("tab", name="Batch", exact=True).click()
+    page.locator("#img2img_batch_input_dir textarea").fill(str(tmp_path / "no-such-folder"))
     page.click("#img2img_generate")
-    out = _img2img_result(page, ui_server)
-    assert out.size == (256, 256)
-    changed = np.abs(np.asarray(out, np.int16) - np.asarray(src, np.int16)).sum(-1) > 0
-    assert 0.02 < changed.mean() < 0.6
-    ys, xs = np.nonzero(changed)
-    assert abs((xs.min() + xs.max()) / 2 - 128) < 40 and abs((ys.min() + ys.max()) / 2 - 128) < 40
-    keep = np.ones_like(changed)
-    keep[40:216, 40:216] = False
-    assert not changed[keep].any()  # far from the stroke: the uploaded pixels, exactly
-    info = page.inner_text("#img2img_info")
-    assert "Denoising strength: 0.75" in info and "Mask blur: 4" in info and "Size: 256x256" in info
+    page.wait_for_function("() => document.querySelector('#img2img_status textarea').value.startsWith('Error')")
+    assert "does not exist" in page.locator("#img2img_status textarea").input_value()
+    # SD upscale from the Script dropdown: a 64x64 picture becomes 128x128 (denoising 0: the tiles come
+    # back as they went in, so the result is the Lanczos upscale itself)
+    _blocks(64, 3).save(tmp_path / "small.png")
+    page.locator("#mode_img2img").get_by_role("tab", name="img2img", exact=True).click()  # the sub-tab
+    page.locator("#img2img_image input[type=file]").set_input_files(str(tmp_path / "small.png"))
+    page.wait_for_function("() => { const i = document.querySelector('#img2img_image img');"
+                           " return i && i.complete && i.naturalWidth === 64; }")
+    set_number(page, "img2img_width", 64)
+    set_number(page, "img2img_height", 64)
+    set_number(page, "img2img_denoising_strength", 0)
+    page.locator("#img2img_script input").click()
+    page.get_by_role("option", name="SD upscale", exact=True).click()
+    page.locator("#img2img_sd_upscale_upscaler").get_by_text("Lanczos", exact=True).click()
+    out = _img2img_generate(page, ui_server)
+    want = _blocks(64, 3).resize((128, 128), Image.Resampling.LANCZOS)
+    assert out.size == (128, 128) and np.array_equal(np.asarray(out), np.asarray(want))
+    assert "SD upscale upscaler: Lanczos" in page.inner_text("#img2img_info")
 
 
 def test_pnginfo_send_to_inpaint_fills_image_and_fields(page: Any, ui_server: Server, tmp_path: Path) -> None:
@@ -434,10 +493,39 @@ def test_pnginfo_send_to_inpaint_fills_image_and_fields(page: Any, ui_server: Se
     page.wait_for_function("() => !document.querySelector('#img2maskimg').innerText.includes('Upload an image')")
     page.screenshot(path="/tmp/ui_pnginfo_to_inpaint.png")
     # generating with no stroke drawn: nothing to repaint, said, and the image comes back unchanged
-    page.click("#img2img_generate")
-    out = _img2img_result(page, ui_server)
+    out = _img2img_generate(page, ui_server)
     assert np.array_equal(np.asarray(out), np.asarray(img))
     assert "mask is empty" in page.inner_text("#img2img_info")
+    # Send to extras: the Extras tab opens with the picture in its input
+    page.get_by_role("tab", name="PNG Info").click()
+    page.click("#pnginfo_send_to_extras")
+    page.wait_for_function("() => { const i = document.querySelector('#extras_image img');"
+                           " return i && i.complete && i.naturalWidth === 64; }")
+
+
+def test_paste_button_reads_infotext_from_the_prompt_box(page: Any) -> None:
+    """A1111's ↙️: an infotext pasted into the prompt box spreads into every field it names."""
+    text = ("a green star\nNegative prompt: dull\nSteps: 9, Sampler: Euler a, Schedule type: Karras, CFG scale: 4.5, "
+            "Seed: 1234, Size: 64x80, Denoising strength: 0.55, Mask blur: 6, Masked content: fill")
+    page.locator("#txt2img_prompt textarea").fill(text)
+    page.click("#txt2img_paste")
+    page.wait_for_function("() => document.querySelector('#txt2img_prompt textarea').value === 'a green star'")
+    assert page.locator("#txt2img_neg_prompt textarea").input_value() == "dull"
+    assert page.locator("#txt2img_steps input[type=number]").input_value() == "9"
+    assert page.locator("#txt2img_seed input").input_value() == "1234"
+    assert page.locator("#txt2img_height input[type=number]").input_value() == "80"
+    assert page.locator("#txt2img_sampling input").input_value() == "Euler a"
+    assert page.locator("#txt2img_scheduler input").input_value() == "Karras"
+    # the same in img2img, where the mask fields are read too
+    page.get_by_role("tab", name="img2img", exact=True).click()
+    page.wait_for_selector("#img2img_prompt textarea")
+    page.get_by_role("tab", name="Inpaint", exact=True).click()  # shows the mask options
+    page.locator("#img2img_prompt textarea").fill(text)
+    page.click("#img2img_paste")
+    page.wait_for_function("() => document.querySelector('#img2img_prompt textarea').value === 'a green star'")
+    assert page.locator("#img2img_denoising_strength input[type=number]").input_value() == "0.55"
+    assert page.locator("#img2img_mask_blur input[type=number]").input_value() == "6"
+    assert page.locator("#img2img_inpainting_fill input[value='fill']").is_checked()
 
 
 def test_prompt_tools_styles_counter_and_network_warning(page: Any, ui_server: Server) -> None:

@@ -111,6 +111,13 @@ def build_real_app(args: argparse.Namespace, t_start: float) -> Any:
     from webui.api.routes import install_api
     from webui.services.container import build_services
 
+    from PIL import Image
+
+    from webui.imaging.decode import MAX_INPUT_SIDE
+
+    # Uploads the UI decodes itself (Gradio opens them with PIL): refuse pictures beyond the input
+    # limit before their pixels are decoded, with PIL's message naming the limit
+    Image.MAX_IMAGE_PIXELS = MAX_INPUT_SIDE * MAX_INPUT_SIDE // 2
     paths = resolve_paths(args)
     svc = build_services(args, paths)
     app = FastAPI(title="Stable Diffusion web UI API", docs_url="/docs", redoc_url="/redoc")

@@ -96,6 +96,7 @@ class Img2ImgService(Txt2ImgService):
             req = req.model_copy(update={"batch_size": batch})
         params: dict[str, Any] = {}
         warnings: list[str] = []
+        req = self._control_units_default_to_init(req, inits[0])
 
         blur_x, blur_y = ((req.mask_blur, req.mask_blur) if req.mask_blur is not None
                           else (req.mask_blur_x, req.mask_blur_y))
@@ -197,6 +198,20 @@ class Img2ImgService(Txt2ImgService):
                                 passthrough, params, warnings,
                                 fill_noise=req.inpainting_fill == 2 and image_mask is not None,
                                 noise_multiplier=float(mult))
+
+    @staticmethod
+    def _control_units_default_to_init(req: Img2ImgRequest, init: Image.Image) -> Img2ImgRequest:
+        """A ControlNet unit without its own image uses the img2img picture (sd-webui-controlnet)."""
+        scripts = dict(req.alwayson_scripts or {})
+        key = next((k for k in scripts if str(k).lower() == "controlnet"), None)
+        args = (scripts.get(key) or {}).get("args") if key is not None else None
+        if not args:
+            return req
+        rgb = np.asarray(init.convert("RGB"))
+        units = [dict(u, image=rgb) if isinstance(u, dict) and u.get("enabled", True)
+                 and u.get("image") is None and u.get("input_image") is None else u for u in args]
+        scripts[key] = dict(scripts[key], args=units)
+        return req.model_copy(update={"alwayson_scripts": scripts})
 
     def _masked_image_conditioning(self, model: LoadedModel, source: torch.Tensor, image_mask: Image.Image | None,
                                    round_mask: bool) -> torch.Tensor:

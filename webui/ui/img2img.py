@@ -261,19 +261,28 @@ def create_img2img_inputs(svc: "Services") -> Img2ImgInputs:
         t.select(lambda i=i: select_mode(i), None, [mode, mask_group], show_progress="hidden",
                  api_visibility="private", queue=False)
 
-    tab_ids = SUB_TAB_IDS
     comps = {"img2img": init_img, "Sketch": sketch, "Inpaint": inpaint, "Inpaint sketch": inpaint_sketch}
     for source, target, button in copy_buttons:
-        def copy(value: Any, target: str = target, source: str = source) -> tuple[Any, Any, int, Any]:
-            img = _composite(value) if source in ("Sketch", "Inpaint sketch") else _background(value)
-            if img is None:
+        def picture(value: Any, source: str = source) -> Image.Image | None:
+            return _composite(value) if source in ("Sketch", "Inpaint sketch") else _background(value)
+
+        def switch(value: Any, target: str = target, source: str = source) -> tuple[Any, int, Any]:
+            if picture(value) is None:
                 gr.Warning(f"The {source} tab has no image to copy.")
-                return gr.update(), gr.update(), gr.update(), gr.update()
+                return gr.update(), gr.update(), gr.update()
             i = MODES.index(target)
-            return (img if target == "img2img" else {"background": img, "layers": [], "composite": img},
-                    gr.Tabs(selected=tab_ids[target]), i, select_mode(i)[1])
-        button.click(copy, comps[source], [comps[target], tabs, mode, mask_group], show_progress="hidden",
-                     api_visibility="private")
+            return gr.Tabs(selected=SUB_TAB_IDS[target]), i, select_mode(i)[1]
+
+        def fill_target(value: Any, target: str = target) -> Any:
+            img = picture(value)
+            if img is None:
+                return gr.update()
+            return img if target == "img2img" else {"background": img, "layers": [], "composite": img}
+
+        # the editor draws a value only once its tab is on screen: switch first, then set the picture
+        button.click(switch, comps[source], [tabs, mode, mask_group], show_progress="hidden",
+                     api_visibility="private").then(fill_target, comps[source], comps[target],
+                                                    show_progress="hidden", api_visibility="private")
 
     return Img2ImgInputs(mode, init_img, sketch, inpaint, inpaint_sketch, upload_img, upload_mask, batch_input,
                          batch_output, batch_mask, resize_mode, mask_blur, mask_alpha, mask_invert, fill, full_res,

@@ -137,9 +137,9 @@ def build_ui(svc: "Services") -> gr.Blocks:
             with gr.Tab("img2img", id="img2img", elem_id="tab_img2img"):
                 i2i = create_img2img_tab(svc)
             with gr.Tab("Extras", id="extras", elem_id="tab_extras"):
-                create_extras_tab(svc)
+                extras = create_extras_tab(svc)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
-                create_pnginfo_tab(svc, t2i, tabs, i2i)
+                create_pnginfo_tab(svc, t2i, tabs, i2i, extras.image)
             with gr.Tab("Checkpoint Merger", id="modelmerger", elem_id="tab_modelmerger"):
                 create_merger_tab(svc)
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):

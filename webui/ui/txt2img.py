@@ -170,6 +170,7 @@ def create_generation_tab(svc: "Services", mode: str) -> Txt2ImgTab:
             with gr.Row(elem_id=f"{mode}_styles_row", equal_height=True):
                 styles = gr.Dropdown(sorted(svc.styles.styles), value=[], multiselect=True, label="Styles",
                                      elem_id=f"{mode}_styles", scale=4, min_width=120)
+                paste = gr.Button("↙️", elem_id=f"{mode}_paste", size="sm", scale=0, min_width=44)
                 style_apply = gr.Button("📋", elem_id=f"{mode}_style_apply", size="sm", scale=0, min_width=44)
             with gr.Accordion("Edit styles", open=False, elem_id=f"{mode}_styles_edit"):
                 style_name = gr.Textbox(label="Style name", elem_id=f"{mode}_style_name", lines=1, max_lines=1)
@@ -469,6 +470,11 @@ def create_generation_tab(svc: "Services", mode: str) -> Txt2ImgTab:
             if not job.future.done():  # browser tab closed while queued: drop the job
                 svc.queue.cancel(job)
         dt = time.perf_counter() - t0
+        if result.infotexts:  # A1111's params.txt: what ↙️ pastes when the prompt box is empty
+            try:
+                (svc.paths.data_dir / "params.txt").write_text(result.infotexts[0], encoding="utf-8")
+            except OSError:
+                pass
         images = list(result.images)
         for img, text in zip(images, result.infotexts):
             img.info["parameters"] = text  # gradio copies text chunks into the gallery PNGs
@@ -492,6 +498,28 @@ def create_generation_tab(svc: "Services", mode: str) -> Txt2ImgTab:
         yield {gallery: gr.Gallery(value=shown, selected_index=0), info: infotext_html(first, info_dict.get("warnings")),
                status: msg,
                gen_info: info_dict, selected: 0}
+
+    paste_targets = list(dict.fromkeys([*tab.paste_fields().values(), extra, enable_hr]))
+
+    def paste_params(text: str | None) -> dict:
+        """↙️: the prompt box's text read as infotext into every field, or the last generation's
+        parameters (params.txt) when the box is empty (A1111)."""
+        from webui.infotext import infotext_to_request, parse_generation_parameters
+        src = (text or "").strip()
+        if not src:
+            saved = svc.paths.data_dir / "params.txt"
+            src = saved.read_text(encoding="utf-8").strip() if saved.is_file() else ""
+        if not src:
+            gr.Info("Nothing to paste: the prompt box is empty and nothing was generated yet.")
+            return {c: gr.update() for c in paste_targets}
+        req = infotext_to_request(parse_generation_parameters(src), svc.options())
+        out = {c: gr.update() for c in paste_targets} | paste_values(tab, req)
+        overrides = req.get("override_settings") or {}
+        if overrides:
+            gr.Info("Not applied (settings): " + ", ".join(f"{k}={v}" for k, v in overrides.items()))
+        return out
+
+    paste.click(paste_params, prompt, paste_targets, show_progress="hidden", api_visibility="private")
 
     tab.generate_event = generate.click(run_generate, inputs, [gallery, info, status, gen_info, selected],
                    show_progress_on=[status], concurrency_limit=None, api_name=mode,
