@@ -468,6 +468,36 @@ def test_img2img_batch_folder_error_and_sd_upscale_script(page: Any, ui_server: 
     assert "SD upscale upscaler: Lanczos" in page.inner_text("#img2img_info")
 
 
+def test_img2img_bad_uploads_are_named_and_the_page_keeps_working(page: Any, ui_server: Server,
+                                                                  tmp_path: Path) -> None:
+    good = _blocks(64, 4)
+    good.save(tmp_path / "good.png")
+    noisy = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3)).astype(np.uint8))
+    noisy.save(tmp_path / "noisy.png")
+    (tmp_path / "truncated.png").write_bytes((tmp_path / "noisy.png").read_bytes()[:4000])
+    (tmp_path / "notes.png").write_text("not an image at all")
+    Image.new("1", (20000, 20000)).save(tmp_path / "huge.png")  # small file, 400 megapixels
+    page.get_by_role("tab", name="img2img", exact=True).click()
+    page.wait_for_selector("#img2img_prompt textarea")
+    set_number(page, "img2img_denoising_strength", 0)
+    set_number(page, "img2img_width", 64)
+    set_number(page, "img2img_height", 64)
+    for name, said in (("truncated.png", "could not be decoded"), ("notes.png", "is not an image"),
+                       ("huge.png", "largest side accepted is 8192 px")):
+        page.locator("#img2img_image input[type=file]").set_input_files(str(tmp_path / name))
+        page.wait_for_timeout(1500)
+        before = page.locator("#img2img_status textarea").input_value()
+        page.click("#img2img_generate")
+        page.wait_for_function("(b) => { const s = document.querySelector('#img2img_status textarea');"
+                               " return s && s.value !== b && s.value.startsWith('Error'); }", arg=before)
+        status = page.locator("#img2img_status textarea").input_value()
+        assert name in status and said in status, status
+    page.locator("#img2img_image input[type=file]").set_input_files(str(tmp_path / "good.png"))
+    page.wait_for_timeout(1500)
+    out = _img2img_generate(page, ui_server)  # and a good picture still works
+    assert np.array_equal(np.asarray(out), np.asarray(good))
+
+
 def test_pnginfo_send_to_inpaint_fills_image_and_fields(page: Any, ui_server: Server, tmp_path: Path) -> None:
     from PIL import PngImagePlugin
     img = _blocks(64, 2)

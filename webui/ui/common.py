@@ -190,3 +190,31 @@ def is_builtin(svc: "Services", path: Any) -> bool:
 
 def md_escape(text: str) -> str:
     return html.escape(str(text))
+
+
+def upload_components() -> tuple[type, type]:
+    """(Image, ImageEditor) whose broken uploads reach our decoder — which names the problem (not an
+    image, truncated, over the size limit) — instead of failing in Gradio's preprocessing with a
+    generic error. They render as Gradio's own components (``is_template``)."""
+    import gradio as gr
+
+    class UploadImage(gr.Image):
+        is_template = True
+
+        def preprocess(self, payload: Any) -> Any:
+            try:
+                return super().preprocess(payload)
+            except Exception:  # handed on as a path; webui.imaging.decode reports what is wrong
+                return str(payload.path) if payload is not None and getattr(payload, "path", None) else None
+
+    class UploadEditor(gr.ImageEditor):
+        is_template = True
+
+        def preprocess(self, payload: Any) -> Any:
+            try:
+                return super().preprocess(payload)
+            except Exception:
+                bg = getattr(getattr(payload, "background", None), "path", None)
+                return {"background": bg, "layers": [], "composite": bg} if bg else None
+
+    return UploadImage, UploadEditor

@@ -4,6 +4,7 @@ row, sampler, seed, results, the job polling) is the generation tab shared with 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
@@ -87,7 +88,11 @@ class Img2ImgInputs:
             raise InputError("batch")  # handled by the caller (a folder job, not one request)
         value = {"img2img": d[self.init_img], "Sketch": d[self.sketch], "Inpaint": d[self.inpaint],
                  "Inpaint sketch": d[self.inpaint_sketch], "Inpaint upload": d[self.upload_img]}[mode]
-        image, mask = editor_inputs(mode, value, d[self.upload_mask], float(d[self.mask_alpha] or 0))
+        from webui.imaging.decode import ImageInputError
+        try:
+            image, mask = editor_inputs(mode, value, d[self.upload_mask], float(d[self.mask_alpha] or 0))
+        except ImageInputError as e:
+            raise InputError(f"The {mode} picture cannot be used: {e}") from None
         if image is None:
             raise InputError(f"Put an image in the {mode} tab first.")
         fields["init_images"] = [image.convert("RGB") if image.mode not in ("RGB", "RGBA") else image]
@@ -145,10 +150,15 @@ def editor_inputs(mode: str, value: Any, upload_mask: Any = None,
 
 
 def _as_image(v: Any) -> Image.Image | None:
+    """An upload as a picture. The inputs hand us file paths (type="filepath") so that a broken or
+    oversized upload is our clear ImageInputError, not Gradio's generic preprocess failure."""
     if v is None:
         return None
     if isinstance(v, Image.Image):
         return v
+    if isinstance(v, (str, Path)):
+        from webui.imaging.decode import open_image_file
+        return open_image_file(Path(v)) if str(v) else None
     if isinstance(v, np.ndarray):
         return Image.fromarray(v)
     if isinstance(v, dict):
@@ -187,6 +197,8 @@ def _drawn_mask(v: Any) -> Image.Image | None:
 
 def create_img2img_inputs(svc: "Services") -> Img2ImgInputs:
     """The input sub-tabs (call at the top of the settings column)."""
+    from webui.ui.common import upload_components
+    UploadImage, UploadEditor = upload_components()
     mode = gr.State(0)
     sketch_color = str(svc.settings.get("img2img_sketch_default_brush_color") or "#ffffff")
     mask_color = str(svc.settings.get("img2img_inpaint_mask_brush_color") or "#ffffff")
@@ -203,13 +215,13 @@ def create_img2img_inputs(svc: "Services") -> Img2ImgInputs:
                     copy_buttons.append((source, target, b))
 
     def editor(elem_id: str, brush: Any, label: str) -> gr.ImageEditor:
-        return gr.ImageEditor(label=label, type="pil", image_mode="RGBA", sources=["upload", "clipboard"],
+        return UploadEditor(label=label, type="filepath", image_mode="RGBA", sources=["upload", "clipboard"],
                               brush=brush, eraser=gr.Eraser(default_size=20), transforms=(), layers=False,
                               format="png", height=420, elem_id=elem_id)
 
     with gr.Tabs(elem_id="mode_img2img") as tabs:
         with gr.Tab("img2img", id="img2img_tab_img2img", elem_id="img2img_img2img_tab") as t0:
-            init_img = gr.Image(label="Image for img2img", type="pil", image_mode="RGBA",
+            init_img = UploadImage(label="Image for img2img", type="filepath", image_mode=None,
                                 sources=["upload", "clipboard"], format="png", height=420, elem_id="img2img_image")
             copy_row("img2img")
         with gr.Tab("Sketch", id="img2img_tab_sketch", elem_id="img2img_img2img_sketch_tab") as t1:
@@ -226,10 +238,10 @@ def create_img2img_inputs(svc: "Services") -> Img2ImgInputs:
                                     "Color sketch inpainting")
             copy_row("Inpaint sketch")
         with gr.Tab("Inpaint upload", id="img2img_tab_inpaint_upload", elem_id="img2img_inpaint_upload_tab") as t4:
-            upload_img = gr.Image(label="Image for img2img", type="pil", image_mode="RGBA",
+            upload_img = UploadImage(label="Image for img2img", type="filepath", image_mode=None,
                                   sources=["upload", "clipboard"], format="png", height=300,
                                   elem_id="img_inpaint_base")
-            upload_mask = gr.Image(label="Mask", type="pil", image_mode="RGBA", sources=["upload", "clipboard"],
+            upload_mask = UploadImage(label="Mask", type="filepath", image_mode=None, sources=["upload", "clipboard"],
                                    format="png", height=300, elem_id="img_inpaint_mask")
         with gr.Tab("Batch", id="img2img_tab_batch", elem_id="img2img_batch_tab") as t5:
             gr.Markdown("Process every image in a folder on the server. Masks (for inpainting) are found in "
@@ -264,7 +276,11 @@ def create_img2img_inputs(svc: "Services") -> Img2ImgInputs:
     comps = {"img2img": init_img, "Sketch": sketch, "Inpaint": inpaint, "Inpaint sketch": inpaint_sketch}
     for source, target, button in copy_buttons:
         def picture(value: Any, source: str = source) -> Image.Image | None:
-            return _composite(value) if source in ("Sketch", "Inpaint sketch") else _background(value)
+            from webui.imaging.decode import ImageInputError
+            try:
+                return _composite(value) if source in ("Sketch", "Inpaint sketch") else _background(value)
+            except ImageInputError:
+                return None
 
         def switch(value: Any, target: str = target, source: str = source) -> tuple[Any, int, Any]:
             if picture(value) is None:

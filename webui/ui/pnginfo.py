@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import html
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
+from webui.ui.common import upload_components
 from webui.ui.txt2img import Txt2ImgTab, paste_values
 
 if TYPE_CHECKING:
@@ -37,7 +39,7 @@ def create_pnginfo_tab(svc: "Services", txt2img: Txt2ImgTab, tabs: gr.Tabs, img2
     """Returns the tab's image box (so other tabs can route images here)."""
     with gr.Row(equal_height=False):
         with gr.Column(scale=1):
-            image = gr.Image(label="Source", type="pil", image_mode=None, sources=["upload", "clipboard"],
+            image = upload_components()[0](label="Source", type="filepath", image_mode=None, sources=["upload", "clipboard"],
                              elem_id="pnginfo_image", height=480)
         with gr.Column(scale=1):
             info_html = gr.HTML("", elem_id="pnginfo_html")
@@ -51,10 +53,15 @@ def create_pnginfo_tab(svc: "Services", txt2img: Txt2ImgTab, tabs: gr.Tabs, img2
                 send_extras = gr.Button("Send to extras", elem_id="pnginfo_send_to_extras",
                                         visible=extras_image is not None)
 
-    def read(img: Any) -> tuple[str, str]:
+    def read(path: Any) -> tuple[str, str]:
+        from webui.imaging.decode import ImageInputError, open_image_file
         from webui.infotext import read_info_from_image
-        if img is None:
+        if not path:
             return "", ""
+        try:
+            img = open_image_file(Path(path))
+        except ImageInputError as e:  # a broken upload: say why instead of Gradio's generic error
+            return f"<p>Cannot read this file: {html.escape(str(e))}</p>", ""
         try:
             text, items = read_info_from_image(img)
         except Exception as e:  # odd metadata must not break the tab
@@ -95,7 +102,12 @@ def create_pnginfo_tab(svc: "Services", txt2img: Txt2ImgTab, tabs: gr.Tabs, img2
             out[tabs] = gr.Tabs(selected=tab_id)
             return out
 
-        def set_image(img: Any) -> Any:
+        def set_image(path: Any) -> Any:
+            from webui.imaging.decode import ImageInputError, open_image_file
+            try:
+                img = open_image_file(Path(path)) if path else None
+            except ImageInputError:
+                img = None
             if img is None:
                 return gr.update()
             rgb = img.convert("RGB")

@@ -162,7 +162,7 @@ def create_generation_tab(svc: "Services", mode: str) -> Txt2ImgTab:
                                         placeholder=NEG_PLACEHOLDER, elem_id=f"{mode}_neg_prompt")
                 neg_token_counter = gr.HTML(token_counter_html("0/75"), elem_id=f"{mode}_negative_token_counter",
                                             elem_classes="token-counter", padding=False)
-        with gr.Column(scale=1, min_width=200, elem_id=f"{mode}_actions_column"):
+        with gr.Column(scale=1, min_width=240, elem_id=f"{mode}_actions_column"):
             generate = gr.Button("Generate", variant="primary", elem_id=f"{mode}_generate", size="lg")
             with gr.Row():
                 interrupt = gr.Button("Interrupt", elem_id=f"{mode}_interrupt", size="sm", min_width=80)
@@ -277,9 +277,13 @@ def create_generation_tab(svc: "Services", mode: str) -> Txt2ImgTab:
                              queue=False)
 
         def scale_preview(scale: float, *images: Any) -> str:
+            from webui.imaging.decode import ImageInputError
             from webui.ui.img2img import _as_image
             for v in images:
-                img = _as_image(v)
+                try:
+                    img = _as_image(v)
+                except ImageInputError as e:
+                    return f"Resize: {e}"
                 if img is not None:
                     w, h = scaled_size(img.size, float(scale))
                     return f"Resize: from {img.width}x{img.height} to {w}x{h}"
