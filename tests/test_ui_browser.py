@@ -533,10 +533,10 @@ def test_pnginfo_send_to_inpaint_fills_image_and_fields(page: Any, ui_server: Se
                            " return i && i.complete && i.naturalWidth === 64; }")
 
 
-def test_paste_button_reads_infotext_from_the_prompt_box(page: Any) -> None:
+def test_paste_button_reads_infotext_from_the_prompt_box(page: Any, ui_server: Server) -> None:
     """A1111's ↙️: an infotext pasted into the prompt box spreads into every field it names."""
     text = ("a green star\nNegative prompt: dull\nSteps: 9, Sampler: Euler a, Schedule type: Karras, CFG scale: 4.5, "
-            "Seed: 1234, Size: 64x80, Denoising strength: 0.55, Mask blur: 6, Masked content: fill")
+            "Seed: 1234, Size: 64x80, Clip skip: 2, Denoising strength: 0.55, Mask blur: 6, Masked content: fill")
     page.locator("#txt2img_prompt textarea").fill(text)
     page.click("#txt2img_paste")
     page.wait_for_function("() => document.querySelector('#txt2img_prompt textarea').value === 'a green star'")
@@ -546,6 +546,10 @@ def test_paste_button_reads_infotext_from_the_prompt_box(page: Any) -> None:
     assert page.locator("#txt2img_height input[type=number]").input_value() == "80"
     assert page.locator("#txt2img_sampling input").input_value() == "Euler a"
     assert page.locator("#txt2img_scheduler input").input_value() == "Karras"
+    # settings the infotext names go to "Override settings" and apply to the next generation only
+    assert "Clip skip: 2" in page.inner_text("#txt2img_override_settings")
+    assert "Clip skip: 2" in generate(page, "Steps: 9")
+    assert requests.get(ui_server.api("options"), timeout=10).json()["CLIP_stop_at_last_layers"] == 1
     # the same in img2img, where the mask fields are read too
     page.get_by_role("tab", name="img2img", exact=True).click()
     page.wait_for_selector("#img2img_prompt textarea")

@@ -73,7 +73,8 @@ def create_pnginfo_tab(svc: "Services", txt2img: Txt2ImgTab, tabs: gr.Tabs, img2
 
     def sender(target: Txt2ImgTab, tab_id: str, sub_mode: str | None) -> None:
         """Send to txt2img / img2img / inpaint: every field the infotext names, and (img2img) the image."""
-        fields = list(dict.fromkeys([*target.paste_fields().values(), target.extra, target.enable_hr]))
+        fields = list(dict.fromkeys([*target.paste_fields().values(), target.extra, target.enable_hr,
+                                     target.override]))
         extra_out: list[Any] = []
         i2i = target.img2img
         if i2i is not None and sub_mode is not None:
@@ -85,9 +86,6 @@ def create_pnginfo_tab(svc: "Services", txt2img: Txt2ImgTab, tabs: gr.Tabs, img2
             if text:
                 req = infotext_to_request(parse_generation_parameters(text), svc.options())
                 out.update(paste_values(target, req))
-                overrides = req.get("override_settings") or {}
-                if overrides:
-                    gr.Info("Not applied (settings): " + ", ".join(f"{k}={v}" for k, v in overrides.items()))
             elif sub_mode is None:
                 gr.Warning("This image has no generation parameters.")
                 return out | {tabs: gr.update()}

@@ -66,6 +66,7 @@ class Txt2ImgTab:
     generate_event: Any = None
     styles: Any = None  # gr.Dropdown (multiselect)
     img2img: Any = None  # webui.ui.img2img.Img2ImgInputs on the img2img tab
+    override: Any = None  # "Override settings" multiselect (entries like "Clip skip: 2")
 
     # request field → component, for "Send to txt2img/img2img" from PNG Info
     def paste_fields(self) -> dict[str, Any]:
@@ -246,6 +247,9 @@ def create_generation_tab(svc: "Services", mode: str) -> Txt2ImgTab:
                                             elem_id=f"{mode}_hr_resize_x")
                     hr_resize_y = gr.Slider(0, 2048, value=0, step=8, label="Resize height to",
                                             elem_id=f"{mode}_hr_resize_y")
+            # A1111's "Override settings": filled when pasting an infotext that names settings
+            override = gr.Dropdown([], value=[], multiselect=True, label="Override settings", visible=False,
+                                   elem_id=f"{mode}_override_settings")
 
             cn_units = create_controlnet_accordion(svc, mode)
             if is_i2i:
@@ -269,6 +273,7 @@ def create_generation_tab(svc: "Services", mode: str) -> Txt2ImgTab:
                      gen_info, selected)
     tab.styles = styles
     tab.img2img = i2i
+    tab.override = override
     if is_i2i:
         assert i2i is not None
         resize_to_tab.select(lambda: "to", None, i2i.resize_tab, show_progress="hidden", api_visibility="private",
@@ -369,7 +374,7 @@ def create_generation_tab(svc: "Services", mode: str) -> Txt2ImgTab:
 
     inputs = {*(i2i.components() if i2i is not None else ()), *[c for u in cn_units for c in u.components()], styles, prompt, neg_prompt, sampler, scheduler, steps, width, height, batch_count, batch_size, cfg_scale,
               seed, extra, subseed, subseed_strength, seed_resize_w, seed_resize_h, enable_hr, hr_upscaler,
-              hr_steps, denoising, hr_scale, hr_resize_x, hr_resize_y}
+              hr_steps, denoising, hr_scale, hr_resize_x, hr_resize_y, override}
 
     def build_request(d: dict) -> Any:
         from webui.services.requests import Img2ImgRequest, Txt2ImgRequest
@@ -386,6 +391,9 @@ def create_generation_tab(svc: "Services", mode: str) -> Txt2ImgTab:
                 w, h = scaled_size(fields["init_images"][0].size, _float(d[i2i.scale_by], 1.0))
                 d = dict(d)
                 d[width], d[height] = w, h
+        overrides = parse_override_entries(d[override])
+        if overrides:
+            fields["override_settings"] = overrides
         cls = Img2ImgRequest if is_i2i else Txt2ImgRequest
         return cls(**fields,
             prompt=d[prompt] or "", negative_prompt=d[neg_prompt] or "", styles=list(d[styles] or []),
@@ -503,7 +511,7 @@ def create_generation_tab(svc: "Services", mode: str) -> Txt2ImgTab:
                status: msg,
                gen_info: info_dict, selected: 0}
 
-    paste_targets = list(dict.fromkeys([*tab.paste_fields().values(), extra, enable_hr]))
+    paste_targets = list(dict.fromkeys([*tab.paste_fields().values(), extra, enable_hr, override]))
 
     def paste_params(text: str | None) -> dict:
         """↙️: the prompt box's text read as infotext into every field, or the last generation's
@@ -517,11 +525,7 @@ def create_generation_tab(svc: "Services", mode: str) -> Txt2ImgTab:
             gr.Info("Nothing to paste: the prompt box is empty and nothing was generated yet.")
             return {c: gr.update() for c in paste_targets}
         req = infotext_to_request(parse_generation_parameters(src), svc.options())
-        out = {c: gr.update() for c in paste_targets} | paste_values(tab, req)
-        overrides = req.get("override_settings") or {}
-        if overrides:
-            gr.Info("Not applied (settings): " + ", ".join(f"{k}={v}" for k, v in overrides.items()))
-        return out
+        return {c: gr.update() for c in paste_targets} | paste_values(tab, req)
 
     paste.click(paste_params, prompt, paste_targets, show_progress="hidden", api_visibility="private")
 
@@ -550,6 +554,27 @@ def upscalers_for_scripts(svc: "Services") -> list[str]:
 RADIO_LABELS = {"inpainting_mask_invert": ("Inpaint masked", "Inpaint not masked"),
                 "inpainting_fill": ("fill", "original", "latent noise", "latent nothing"),
                 "inpaint_full_res": ("Whole picture", "Only masked")}
+
+
+def override_entries(overrides: dict[str, Any]) -> list[str]:
+    """Settings named by an infotext, shown as A1111 shows them: "Clip skip: 2"."""
+    from webui.settings import OPTIONS
+    out = []
+    for key, value in overrides.items():
+        info = OPTIONS.get(key)
+        out.append(f"{info.infotext if info is not None and info.infotext else key}: {value}")
+    return out
+
+
+def parse_override_entries(entries: list[str] | None) -> dict[str, Any]:
+    """The selected "Override settings" entries → the request's override_settings."""
+    from webui.settings import OPTIONS
+    by_label = {info.infotext: key for key, info in OPTIONS.items() if info.infotext}
+    out: dict[str, Any] = {}
+    for entry in entries or []:
+        label, _, value = str(entry).partition(": ")
+        out[by_label.get(label, label)] = value
+    return out
 
 
 def paste_values(tab: Txt2ImgTab, req: dict[str, Any]) -> dict[Any, Any]:
@@ -585,6 +610,9 @@ def paste_values(tab: Txt2ImgTab, req: dict[str, Any]) -> dict[Any, Any]:
         out[comp] = v
     if "enable_hr" not in req or tab.img2img is not None:
         out[tab.enable_hr] = False
+    if tab.override is not None:  # the settings the infotext names apply to the next generation
+        entries = override_entries(dict(req.get("override_settings") or {}))
+        out[tab.override] = gr.update(choices=entries, value=entries, visible=bool(entries))
     if any(k in req and k in ("subseed_strength", "seed_resize_from_w", "seed_resize_from_h")
            and req[k] not in (None, 0, -1, 0.0) for k in req):
         out[tab.extra] = True
