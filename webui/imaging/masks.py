@@ -40,33 +40,28 @@ def crop_region(mask: Image.Image, pad: int = 0) -> tuple[int, int, int, int] | 
     return max(x1 - pad, 0), max(y1 - pad, 0), min(x2 + pad, mask.width), min(y2 + pad, mask.height)
 
 
+def _grow(lo: int, hi: int, want: int, limit: int) -> tuple[int, int]:
+    """Widen [lo, hi) by ``want`` around its centre, slid back inside [0, limit)."""
+    lo -= want // 2
+    hi += want - want // 2
+    if hi >= limit:
+        lo -= hi - limit
+        hi = limit
+    if lo < 0:
+        hi -= lo
+        lo = 0
+    return lo, min(hi, limit)
+
+
 def expand_crop_region(region: tuple[int, int, int, int], width: int, height: int,
                        image_w: int, image_h: int) -> tuple[int, int, int, int]:
     """Grow the box to the processing size's aspect ratio (so the crop scales without distortion),
     sliding it back inside the image where it runs over an edge."""
     x1, y1, x2, y2 = region
     if (x2 - x1) / (y2 - y1) > width / height:
-        want = int((x2 - x1) * height / width - (y2 - y1))
-        y1 -= want // 2
-        y2 += want - want // 2
-        if y2 >= image_h:
-            y1 -= y2 - image_h
-            y2 = image_h
-        if y1 < 0:
-            y2 -= y1
-            y1 = 0
-        y2 = min(y2, image_h)
+        y1, y2 = _grow(y1, y2, int((x2 - x1) * height / width - (y2 - y1)), image_h)
     else:
-        want = int((y2 - y1) * width / height - (x2 - x1))
-        x1 -= want // 2
-        x2 += want - want // 2
-        if x2 >= image_w:
-            x1 -= x2 - image_w
-            x2 = image_w
-        if x1 < 0:
-            x2 -= x1
-            x1 = 0
-        x2 = min(x2, image_w)
+        x1, x2 = _grow(x1, x2, int((y2 - y1) * width / height - (x2 - x1)), image_w)
     return x1, y1, x2, y2
 
 

@@ -117,19 +117,8 @@ class Img2ImgScripts:
         src = flatten(req.init_images[0])
         left, right, up, down = (pixels if d in directions else 0 for d in DIRECTIONS)
         # the canvas must be a multiple of 8 for the model: the extra goes to an expanded side
-        w, h = src.width + left + right, src.height + up + down
-        if w % 8:
-            extra = 8 - w % 8
-            if right:
-                right += extra
-            elif left:
-                left += extra
-        if h % 8:
-            extra = 8 - h % 8
-            if down:
-                down += extra
-            elif up:
-                up += extra
+        left, right = _round_up_to_8(src.width, left, right)
+        up, down = _round_up_to_8(src.height, up, down)
         w, h = src.width + left + right, src.height + up + down
         canvas = Image.new("RGB", (w, h))
         canvas.paste(src, (left, up))
@@ -216,6 +205,16 @@ class Img2ImgScripts:
                                                 fmt=str(self.svc.settings.get("samples_format"))))
         info = dict(info, infotexts=infotexts, width=target[0], height=target[1], index_of_first_image=0)
         return GenerationResult(images, infotexts, info, paths)
+
+
+def _round_up_to_8(size: int, before: int, after: int) -> tuple[int, int]:
+    """Expansions (before, after) grown so size + both is a multiple of 8, on a side already growing."""
+    extra = -(size + before + after) % 8
+    if extra and after:
+        after += extra
+    elif extra and before:
+        before += extra
+    return before, after
 
 
 def _fill_index(v: Any) -> int:
