@@ -16,7 +16,7 @@ from webui.models.registry import CheckpointNotFound, CheckpointRegistry
 
 def write_safetensors(path: Path, payload: bytes = b"\0" * 16, metadata: dict | None = None) -> Path:
     """Minimal valid safetensors: one F32 tensor of len(payload)//4 elements."""
-    header: dict = {"w": {"dtype": "F32", "shape": [len(payload) // 4], "data_offsets": [0, len(payload)]}}
+    header: dict = {"model.diffusion_model.w": {"dtype": "F32", "shape": [len(payload) // 4], "data_offsets": [0, len(payload)]}}
     if metadata:
         header["__metadata__"] = metadata
     raw = json.dumps(header).encode()
@@ -229,3 +229,25 @@ def test_fallback_header_reader(tmp_path: Path) -> None:
         bad.write_bytes(raw)
         with pytest.raises(ValueError):
             _own_safetensors_header(bad)
+
+
+def test_a_network_file_in_the_checkpoint_folder_is_listed_with_what_it_is(tmp_path: Path) -> None:
+    """Keys that belong to no Stable Diffusion model: unusable at listing time, with a hint."""
+    from safetensors.torch import save_file
+    import torch
+
+    from webui.models.registry import CheckpointRegistry
+
+    ckpt = tmp_path / "models"
+    ckpt.mkdir()
+    save_file({"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": torch.zeros(4, 8),
+               "lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight": torch.zeros(8, 4)},
+              str(ckpt / "my-lora.safetensors"))
+    save_file({"foo.bar": torch.zeros(2)}, str(ckpt / "random.safetensors"))
+    write_safetensors(ckpt / "fine.safetensors")
+    reg = CheckpointRegistry(ckpt, tmp_path / "cache")
+    reg.refresh()
+    by_name = {c.model_name: c for c in reg.list()}
+    assert "no Stable Diffusion weights" in by_name["my-lora"].error and "LoRA" in by_name["my-lora"].error
+    assert "'foo.bar'" in by_name["random"].error
+    assert by_name["fine"].error is None

@@ -99,6 +99,24 @@ def _own_safetensors_header(path: Path) -> dict:
     return header
 
 
+# a single-file checkpoint holds weights under at least one of these (LDM layout, any family)
+_CHECKPOINT_PREFIXES = ("model.diffusion_model.", "first_stage_model.", "cond_stage_model.", "conditioner.")
+
+
+def _no_model_weights(header: object) -> str | None:
+    """Why a readable safetensors file is no checkpoint: none of its tensors belongs to a Stable
+    Diffusion model (a LoRA, an embedding or a VAE dropped into the wrong folder), or None."""
+    names = list(header[0]) if isinstance(header, tuple) and isinstance(header[0], dict) else []
+    if not names or any(n.startswith(_CHECKPOINT_PREFIXES) for n in names):
+        return None
+    try:
+        from webui.models.detect import _what_is_it
+        hint = _what_is_it(names)
+    except ImportError:
+        hint = ""
+    return f"no Stable Diffusion weights in this file ({len(names)} tensors like {names[0]!r}){hint}"
+
+
 def check_file(path: Path, is_folder: bool) -> tuple[str | None, str | None]:
     """Cheap validity check: (error or None, metadata title or None)."""
     try:
@@ -118,7 +136,7 @@ def check_file(path: Path, is_folder: bool) -> tuple[str | None, str | None]:
                 except ModelFileError as e:
                     return str(e) or type(e).__name__, None
             title = _safetensors_metadata(header).get("modelspec.title")
-            return None, (str(title) if title else None)
+            return _no_model_weights(header), (str(title) if title else None)
         with open(path, "rb") as f:  # .ckpt: torch zip archive or a legacy raw pickle
             magic = f.read(4)
         if magic[:4] != b"PK\x03\x04" and magic[:1] != b"\x80":
