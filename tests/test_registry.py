@@ -245,9 +245,12 @@ def test_a_network_file_in_the_checkpoint_folder_is_listed_with_what_it_is(tmp_p
               str(ckpt / "my-lora.safetensors"))
     save_file({"foo.bar": torch.zeros(2)}, str(ckpt / "random.safetensors"))
     write_safetensors(ckpt / "fine.safetensors")
+    save_file({"model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight": torch.zeros(6, 2)},
+              str(ckpt / "sd3-medium.safetensors"))
     reg = CheckpointRegistry(ckpt, tmp_path / "cache")
     reg.refresh()
     by_name = {c.model_name: c for c in reg.list()}
     assert "no Stable Diffusion weights" in by_name["my-lora"].error and "LoRA" in by_name["my-lora"].error
     assert "'foo.bar'" in by_name["random"].error
     assert by_name["fine"].error is None
+    assert "SD3/Flux" in by_name["sd3-medium"].error

@@ -107,6 +107,9 @@ def _no_model_weights(header: object) -> str | None:
     """Why a readable safetensors file is no checkpoint: none of its tensors belongs to a Stable
     Diffusion model (a LoRA, an embedding or a VAE dropped into the wrong folder), or None."""
     names = list(header[0]) if isinstance(header, tuple) and isinstance(header[0], dict) else []
+    if any(n.startswith("model.diffusion_model.") and (".joint_blocks." in n or ".double_blocks." in n
+                                                       or ".x_embedder." in n) for n in names[:4000]):
+        return "an SD3/Flux-type transformer model, which is not supported"
     if not names or any(n.startswith(_CHECKPOINT_PREFIXES) for n in names):
         return None
     try:
