@@ -16,7 +16,7 @@ import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from PIL import Image, PngImagePlugin
 
@@ -140,20 +140,30 @@ def save_image(image: Image.Image, directory: Path, *, seed: int | None, infotex
         basename = "grid"
     decoration = "" if grid or seed is None else f"-{seed}"
 
+    def names() -> Iterator[Path]:
+        n = next_sequence_number(directory, basename)
+        for _ in range(10000):
+            stem = f"{n:05}" if not basename else f"{basename}-{n:04}"
+            yield directory / f"{stem}{decoration}{suffix}.{ext}"
+            n += 1
+
+    return _write_new(image, directory, ext, pil_format, infotext, extra_pnginfo, names)
+
+
+def _write_new(image: Image.Image, directory: Path, ext: str, pil_format: str, infotext: str | None,
+               extra_pnginfo: dict[str, str] | None, names: Callable[[], Iterator[Path]]) -> Path:
+    """Encode to a temporary file (the slow part, outside the lock), then publish it under the first
+    free name ``names()`` offers while holding the folder lock; an existing file is never replaced."""
     fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=f".{ext}")
     os.close(fd)
     tmp = Path(tmp_name)
     os.chmod(tmp, 0o666 & ~_UMASK)
     try:
-        _encode(image, tmp, pil_format, infotext, extra_pnginfo)  # slow part, outside the lock
+        _encode(image, tmp, pil_format, infotext, extra_pnginfo)
         with _folder_lock(directory):
-            n = next_sequence_number(directory, basename)
-            for _ in range(10000):
-                stem = f"{n:05}" if not basename else f"{basename}-{n:04}"
-                final = directory / f"{stem}{decoration}{suffix}.{ext}"
+            for final in names():
                 if _publish(tmp, final):
                     return final
-                n += 1
         raise FileExistsError(f"no free file name in {directory}")
     finally:
         tmp.unlink(missing_ok=True)
@@ -170,20 +180,12 @@ def save_image_named(image: Image.Image, directory: Path, stem: str, *, infotext
     if pil_format is None:
         raise ValueError(f"unsupported image format: {fmt!r}")
     stem = "".join("_" if c in '/\\\0' else c for c in stem).strip() or "image"
-    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=f".{ext}")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    os.chmod(tmp, 0o666 & ~_UMASK)
-    try:
-        _encode(image, tmp, pil_format, infotext, extra_pnginfo)
-        with _folder_lock(directory):
-            for i in range(10000):
-                final = directory / (f"{stem}.{ext}" if i == 0 else f"{stem}-{i}.{ext}")
-                if _publish(tmp, final):
-                    return final
-        raise FileExistsError(f"no free file name for {stem} in {directory}")
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    def names() -> Iterator[Path]:
+        for i in range(10000):
+            yield directory / (f"{stem}.{ext}" if i == 0 else f"{stem}-{i}.{ext}")
+
+    return _write_new(image, directory, ext, pil_format, infotext, extra_pnginfo, names)
 
 
 def make_grid(images: list[Image.Image], rows: int | None = None, *, n_rows: int = -1,

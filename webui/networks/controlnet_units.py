@@ -7,8 +7,6 @@ downloaded weights: none, canny, invert, threshold (scribble), reference passthr
 """
 from __future__ import annotations
 
-import base64
-import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +14,6 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-from PIL import Image
 
 from webui.engine.controlnet import ControlUnitRuntime, control_mode_name
 from webui.hashes import sha256_file
@@ -115,11 +112,11 @@ def decode_image(value: Any) -> np.ndarray:
         value = value.get("image")
     if not isinstance(value, str) or not value:
         raise ControlNetError("the unit has no image (base64 PNG/JPEG in `image` or `input_image`)")
-    data = value.split(",", 1)[1] if value.startswith("data:") else value
+    from webui.imaging.decode import ImageInputError, decode_base64_image
     try:
-        return np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB"))
-    except Exception:
-        raise ControlNetError("the unit's image is not a readable base64 image") from None
+        return np.asarray(decode_base64_image(value, "the unit's image").convert("RGB"))
+    except ImageInputError as e:
+        raise ControlNetError(f"the unit's image is not a readable base64 image: {e}") from None
 
 
 @dataclass
