@@ -53,8 +53,9 @@ from tools.shapes_data import (  # noqa: E402
 )
 
 SCALING_FACTOR = 0.18215  # SD1's fixed latent scale; loaders never read it from the file
-DEFAULT_OUT = ROOT / "webui" / "builtin_models" / "shapes-demo-v2.safetensors"
-DEFAULT_CN_OUT = ROOT / "models" / "ControlNet" / "control_shapes-demo-v2_canny.safetensors"
+VERSION = "v4"  # in the file names and titles; bump it with every recipe change that is shipped
+DEFAULT_OUT = ROOT / "webui" / "builtin_models" / f"shapes-demo-{VERSION}.safetensors"
+DEFAULT_CN_OUT = ROOT / "models" / "ControlNet" / f"control_shapes-demo-{VERSION}_canny.safetensors"
 
 VAE_CONFIG = dict(block_out_channels=(64, 64, 64, 64), down_block_types=("DownEncoderBlock2D",) * 4,
                   up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=1, latent_channels=4,
@@ -278,27 +279,33 @@ def encode_bank(vae, scenes: list[Scene], device: torch.device, batch: int = 256
 ZERO_SNR_LAST_ALPHA = 4.8973451890853435e-08
 
 
-def ldm_alphas_cumprod(device: torch.device, zero_snr: bool = False) -> torch.Tensor:
-    """The training schedule: SD's scaled-linear one, or that one rescaled to zero terminal SNR
-    (Lin et al. 2024: the last step then holds no trace of the image, so the prompt alone must
-    decide the layout there, exactly as at the first sampling step)."""
+def ldm_alphas_cumprod(device: torch.device, terminal_sigma: float | None = None) -> torch.Tensor:
+    """The training schedule: SD's scaled-linear one (``terminal_sigma`` None), or that one shifted
+    and scaled (Lin et al. 2024) so the last step's sigma is ``terminal_sigma`` (inf: zero terminal
+    SNR).  SD's last step keeps sqrt(alpha_bar) = 0.068 of the image, enough for the noise to hint
+    at a layout that the model then follows instead of the prompt's position word; a larger
+    terminal sigma leaves the prompt to decide it."""
     from webui.models.load import ldm_alphas_cumprod as schedule  # the sampler's own schedule
 
     ac = schedule().double()
-    if zero_snr:
+    if terminal_sigma is not None:
         sq = ac.sqrt()
         first, last = sq[0].clone(), sq[-1].clone()
-        sq = (sq - last) * first / (first - last)  # shift so the last is 0, scale so the first is kept
+        want = 0.0 if math.isinf(terminal_sigma) else 1.0 / math.sqrt(1.0 + terminal_sigma ** 2)
+        shift = want * (first - last) / (first - want)  # so that after the scaling the last is `want`
+        # shift so the last is `want`, scale so the first is kept
+        sq = (sq - last + shift) * first / (first - last + shift)
         ac = sq ** 2
     return ac.float().to(device)
 
 
-def stored_alphas_cumprod(zero_snr: bool) -> torch.Tensor | None:
+def stored_alphas_cumprod(terminal_sigma: float | None) -> torch.Tensor | None:
     """What the checkpoint carries as ``alphas_cumprod`` (None: the standard schedule, not stored)."""
-    if not zero_snr:
+    if terminal_sigma is None:
         return None
-    ac = ldm_alphas_cumprod(torch.device("cpu"), True).clone()
-    ac[-1] = ZERO_SNR_LAST_ALPHA
+    ac = ldm_alphas_cumprod(torch.device("cpu"), terminal_sigma).clone()
+    if math.isinf(terminal_sigma):
+        ac[-1] = ZERO_SNR_LAST_ALPHA
     return ac
 
 
@@ -360,7 +367,7 @@ def diffusion_loss(predict, latents, alphas, gen: torch.Generator, offset_noise:
 
 def train_unet(budget: Budget, rng: random.Random, device: torch.device, vae, seed: int, triplets,
                lr: float, offset_noise: float, min_snr: float, x0_floor: float, prediction: str = "epsilon",
-               zero_snr: bool = False, embedding_std: float = 0.0, high_t: float = 0.0):
+               terminal_sigma: float | None = None, embedding_std: float = 0.0, high_t: float = 0.0):
     t0 = time.time()
     scenes = [random_scene(rng, triplets) for _ in range(budget.bank)]
     lat_mean, lat_std = encode_bank(vae, scenes, device)
@@ -373,7 +380,7 @@ def train_unet(budget: Budget, rng: random.Random, device: torch.device, vae, se
     params = list(unet.parameters()) + list(te.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, betas=(0.9, 0.99))
     ema = EMA([unet, te], decay=0.998)
-    alphas = ldm_alphas_cumprod(device, zero_snr)
+    alphas = ldm_alphas_cumprod(device, terminal_sigma)
     gen = torch.Generator(device).manual_seed(seed + 3)
     curve = LossCurve("unet", budget.unet_steps, max(1, budget.unet_steps // 40))
     for step in range(budget.unet_steps):
@@ -395,14 +402,14 @@ def train_unet(budget: Budget, rng: random.Random, device: torch.device, vae, se
 # ------------------------------------------------------------------------------- ControlNet
 
 def train_controlnet(budget: Budget, rng: random.Random, device: torch.device, unet, te, bank, seed: int,
-                     min_snr: float, x0_floor: float, prediction: str, zero_snr: bool):
+                     min_snr: float, x0_floor: float, prediction: str, terminal_sigma: float | None):
     from diffusers import ControlNetModel
 
     scenes, lat_mean, lat_std = bank
     torch.manual_seed(seed + 4)
     cn = ControlNetModel.from_unet(unet).to(device).train()
     tokens = CaptionTokens(device)
-    alphas = ldm_alphas_cumprod(device, zero_snr)
+    alphas = ldm_alphas_cumprod(device, terminal_sigma)
     gen = torch.Generator(device).manual_seed(seed + 5)
     opt = torch.optim.AdamW(cn.parameters(), lr=5e-4, weight_decay=0.0)
     unet.requires_grad_(False)
@@ -458,7 +465,7 @@ def checkpoint_metadata(args, machine: str, minutes: float, scores_hint: str = "
         "modelspec.sai_model_spec": "1.0.0",
         "modelspec.architecture": "stable-diffusion-v1",
         "modelspec.implementation": "https://github.com/Stability-AI/generative-models",
-        "modelspec.title": "Shapes demo v2 (built-in)",
+        "modelspec.title": f"Shapes demo {VERSION} (built-in)",
         "modelspec.author": "webui project",
         "modelspec.description": (
             "A small demonstration model trained from scratch on synthetic images of coloured shapes "
@@ -477,6 +484,8 @@ def checkpoint_metadata(args, machine: str, minutes: float, scores_hint: str = "
         "training.machine": machine,
         "training.minutes": f"{minutes:.1f}",
         "training.held_out": json.dumps([list(t) for t in held]),
+        # every option of the run, so the file says how to make it again
+        "training.options": json.dumps({k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}),
     }
 
 
@@ -496,6 +505,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--x0-floor", type=float, default=0.0,
                    help="lowest x0-space loss weight of a step (lifts the noisiest steps; 0: off)")
     p.add_argument("--prediction", choices=["epsilon", "v"], default="epsilon", help="what the UNet predicts")
+    p.add_argument("--terminal-sigma", type=float,
+                   help="rescale the schedule so its last step has this sigma (SD's is 14.6; stored in the "
+                        "checkpoint); larger leaves less of the image at the first sampling step")
     p.add_argument("--zero-snr", action="store_true",
                    help="train on the zero-terminal-SNR schedule (needs --prediction v; stored in the checkpoint)")
     p.add_argument("--te-embedding-std", type=float, default=0.0,
@@ -515,6 +527,11 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.zero_snr and args.prediction != "v":
         p.error("--zero-snr needs --prediction v (epsilon is undefined where no signal is left)")
+    if args.zero_snr and args.terminal_sigma is not None:
+        p.error("--zero-snr and --terminal-sigma exclude each other (zero SNR is an infinite terminal sigma)")
+    if args.terminal_sigma is not None and args.terminal_sigma <= 14.7:
+        p.error("--terminal-sigma must exceed SD's own 14.6")
+    terminal_sigma = math.inf if args.zero_snr else args.terminal_sigma
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -551,24 +568,24 @@ def main(argv: list[str] | None = None) -> None:
 
     unet, te, unet_curve, bank = train_unet(budget, rng, device, vae, args.seed, triplets, args.lr,
                                             args.offset_noise, args.min_snr, args.x0_floor, args.prediction,
-                                            args.zero_snr, args.te_embedding_std, args.high_t_fraction)
+                                            terminal_sigma, args.te_embedding_std, args.high_t_fraction)
     minutes = (time.time() - t_start) / 60
 
     from webui.models.ldm_writer import save_ldm_checkpoint
     meta = checkpoint_metadata(args, machine, minutes)
     save_ldm_checkpoint(args.out, unet=unet, vae=vae, text_encoders=[te], family="sd1", metadata=meta,
-                        dtype=torch.float16, extra_tensors={"alphas_cumprod": stored_alphas_cumprod(args.zero_snr)})
+                        dtype=torch.float16, extra_tensors={"alphas_cumprod": stored_alphas_cumprod(terminal_sigma)})
     log(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB) after {minutes:.1f} min")
 
     cn_curve = None
     if not args.no_controlnet:
         cn, cn_curve = train_controlnet(budget, rng, device, unet, te, bank, args.seed, args.min_snr, args.x0_floor,
-                                        args.prediction, args.zero_snr)
+                                        args.prediction, terminal_sigma)
         from webui.models.controlnet_io import save_controlnet
         cn_meta = {k: v for k, v in meta.items() if k.startswith(("modelspec.", "training."))}
         cn_meta.update({
             "modelspec.architecture": "stable-diffusion-v1/controlnet",
-            "modelspec.title": "Shapes demo v2 canny ControlNet",
+            "modelspec.title": f"Shapes demo {VERSION} canny ControlNet",
             "modelspec.description": "ControlNet (canny edge maps) for the built-in shapes demo model: "
                                      "white edges on black decide where the shape is drawn.",
             "training.minutes": f"{(time.time() - t_start) / 60:.1f}",

@@ -59,8 +59,51 @@ def build_parser() -> argparse.ArgumentParser:
                      help="full = fp32; half = fp16 everywhere; autocast = fp16 weights with autocast (default)")
     dev.add_argument("--no-half", action="store_true", help="keep the model in fp32")
     dev.add_argument("--no-half-vae", action="store_true", help="keep the VAE in fp32")
+    dev.add_argument("--upcast-sampling", action="store_true",
+                     help="fp16 weights, but the UNet's inputs and attention run in fp32 (no autocast)")
+    dev.add_argument("--bf16", action="store_true",
+                     help="use bfloat16 instead of float16 for half-precision weights (where the device supports it)")
+    dev.add_argument("--disable-nan-check", action="store_true",
+                     help="do not check decoded images for NaNs (a NaN VAE result is re-decoded in fp32 otherwise)")
     dev.add_argument("--skip-load-model-at-start", action="store_true", help="do not load a checkpoint at start")
+
+    mem = p.add_argument_group("memory (webui.memory.manager; default: automatic placement by free VRAM)")
+    mem.add_argument("--medvram", action="store_true",
+                     help="only one of text encoder / UNet / VAE on the GPU at a time")
+    mem.add_argument("--medvram-sdxl", action="store_true", help="--medvram for SDXL models only")
+    mem.add_argument("--lowvram", action="store_true", help="--medvram, and the UNet streamed block by block")
+    mem.add_argument("--highvram", action="store_true", help="keep every model part on the GPU, never offload")
+    mem.add_argument("--gpu-only", action="store_true", help="same as --highvram")
+    mem.add_argument("--vram-budget-mb", type=int, default=None, metavar="N",
+                     help="plan as if the GPU had N MB (simulate a small card on a big one)")
+
+    att = p.add_argument_group("attention")
+    att.add_argument("--opt-sdp-attention", action="store_true",
+                     help="torch scaled-dot-product attention (the default)")
+    att.add_argument("--opt-sdp-no-mem-attention", action="store_true",
+                     help="scaled-dot-product attention without the memory-efficient kernel (deterministic)")
+    att.add_argument("--xformers", action="store_true", help="xformers attention when installed")
+    att.add_argument("--force-enable-xformers", action="store_true", help="same as --xformers")
     return p
+
+
+def memory_mode(args: argparse.Namespace) -> str:
+    """The memory manager's mode from A1111's flags (the most frugal one given wins)."""
+    if "all" in (getattr(args, "use_cpu", None) or []) or "sd" in (getattr(args, "use_cpu", None) or []):
+        return "cpu"
+    for flag, mode in (("lowvram", "lowvram"), ("medvram", "medvram"), ("medvram_sdxl", "medvram-sdxl"),
+                       ("highvram", "highvram"), ("gpu_only", "gpu-only")):
+        if getattr(args, flag, False):
+            return mode
+    return "auto"
+
+
+def attention_backend(args: argparse.Namespace) -> str:
+    if getattr(args, "xformers", False) or getattr(args, "force_enable_xformers", False):
+        return "xformers"
+    if getattr(args, "opt_sdp_no_mem_attention", False):
+        return "sdp-no-mem"
+    return "sdp"
 
 
 @dataclass(frozen=True)
@@ -97,6 +140,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(env_args + list(argv))
     if args.precision == "half" and (args.no_half or args.no_half_vae):
         parser.error("--precision half conflicts with --no-half/--no-half-vae")
+    if args.vram_budget_mb is not None and args.vram_budget_mb < 64:
+        parser.error("--vram-budget-mb must be at least 64")
     return args
 
 

@@ -37,6 +37,9 @@ OPTIONS: dict[str, OptionInfo] = {
     "sd_checkpoints_limit": OptionInfo(1, "Maximum number of checkpoints loaded at the same time (kept in RAM; "
                                           "switching back to one is instant)", "Stable Diffusion", "slider",
                                        minimum=1, maximum=10, step=1),
+    "gpu_weights_mb": OptionInfo(0, "GPU weights (MB): most model weight memory kept on the GPU; the rest is "
+                                    "streamed from RAM (0 = decided from free VRAM)", "Memory", "number",
+                                 minimum=0, maximum=1048576, step=64),
     "control_net_unit_count": OptionInfo(3, "Multi-ControlNet: ControlNet unit number", "ControlNet", "slider",
                                          minimum=1, maximum=10, step=1),
     "CLIP_stop_at_last_layers": OptionInfo(1, "Clip skip", "Stable Diffusion", "slider",

@@ -193,6 +193,10 @@ def build_router(svc: Services) -> APIRouter:
         return [{"name": s.title.lower(), "is_alwayson": False, "is_img2img": True, "args": s.args}
                 for s in IMG2IMG_SCRIPTS]
 
+    @r.get("/memory")
+    def memory() -> dict[str, Any]:
+        return svc.memory_report()
+
     @r.get("/cmd-flags")
     def flags() -> dict[str, Any]:
         return svc.cmd_flags()

@@ -50,6 +50,19 @@ class NoiseSource:
         self._generators = [_generator(s) for s in self.seeds]
         self._first: torch.Tensor | None = None
 
+    def checkpoint(self) -> Callable[[], None]:
+        """A function that puts every generator back where it is now (a pass that is run again
+        after an out-of-memory error then draws exactly the same noise)."""
+        states = [g.get_state() for g in self._generators]
+        gens, first = list(self._generators), self._first
+
+        def restore() -> None:
+            self._generators = gens
+            for g, st in zip(gens, states):
+                g.set_state(st)
+            self._first = first
+        return restore
+
     def _noise_shape(self) -> tuple[int, ...]:
         if self.seed_resize_from_h <= 0 or self.seed_resize_from_w <= 0:
             return self.shape

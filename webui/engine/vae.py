@@ -1,7 +1,8 @@
 """Latents ↔ images, and the cheap latent→RGB preview used for live previews."""
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -31,6 +32,36 @@ def encode(vae: Any, images: torch.Tensor, scaling_factor: float) -> torch.Tenso
     x = (images * 2.0 - 1.0).to(vae.device, dtype)
     dist = vae.encode(x, return_dict=False)[0]
     return dist.mean.float() * scaling_factor
+
+
+@contextlib.contextmanager
+def _tiling(vae: Any, side_px: int) -> Iterator[None]:
+    """diffusers' AutoencoderKL tiling with tiles of about half the picture (at most 512 px),
+    restored afterwards: the fallback after an out-of-memory error."""
+    scale = 2 ** (len(vae.config.block_out_channels) - 1)
+    tile = max(4 * scale, min(512, ((side_px // 2 + scale - 1) // scale) * scale))
+    saved = (vae.use_tiling, vae.tile_sample_min_size, vae.tile_latent_min_size, vae.tile_overlap_factor)
+    vae.use_tiling, vae.tile_sample_min_size, vae.tile_latent_min_size = True, tile, tile // scale
+    vae.tile_overlap_factor = 0.25
+    try:
+        yield
+    finally:
+        vae.use_tiling, vae.tile_sample_min_size, vae.tile_latent_min_size, vae.tile_overlap_factor = saved
+
+
+@torch.no_grad()
+def decode_tiled(vae: Any, latents: torch.Tensor, scaling_factor: float) -> torch.Tensor:
+    """`decode` in overlapping tiles (less memory, seams blended)."""
+    scale = 2 ** (len(vae.config.block_out_channels) - 1)
+    with _tiling(vae, max(latents.shape[-2:]) * scale):
+        return torch.cat([decode(vae, latents[i:i + 1], scaling_factor) for i in range(latents.shape[0])])
+
+
+@torch.no_grad()
+def encode_tiled(vae: Any, images: torch.Tensor, scaling_factor: float) -> torch.Tensor:
+    """`encode` in overlapping tiles."""
+    with _tiling(vae, max(images.shape[-2:])):
+        return torch.cat([encode(vae, images[i:i + 1], scaling_factor) for i in range(images.shape[0])])
 
 
 def to_pil(images: torch.Tensor) -> list[Image.Image]:

@@ -13,6 +13,8 @@ the target, then a Lanczos resize hits the exact size, as A1111's ``Upscaler.ups
 """
 from __future__ import annotations
 
+import contextlib
+
 import sys
 import threading
 import types
@@ -199,9 +201,12 @@ class UpscalerRegistry:
     """The upscaler list (rescanned on demand) and a small LRU of loaded models."""
 
     def __init__(self, folders: Mapping[str, Path], *, device: str | torch.device = "cpu",
-                 dtype: torch.dtype = torch.float32, cache_size: int = 2) -> None:
+                 dtype: torch.dtype = torch.float32, cache_size: int = 2, memory: Any = None) -> None:
         self.folders = {k: Path(v) for k, v in folders.items()}
         self.device = torch.device(device)
+        # webui.memory.manager.MemoryManager on the same device: models are registered there and
+        # put on the device only while they run (None: they are moved to `device` at load)
+        self.memory = memory
         self.dtype = dtype
         self.cache_size = max(1, cache_size)
         self._lock = threading.RLock()
@@ -322,7 +327,11 @@ class UpscalerRegistry:
         self._models[key] = desc
         self._models.move_to_end(key)
         while len(self._models) > self.cache_size:
-            self._models.popitem(last=False)
+            self._forget(self._models.popitem(last=False)[1])
+
+    def _forget(self, desc: Any) -> None:
+        if self.memory is not None and (part := self.memory.part_of(desc.model)) is not None:
+            self.memory.forget(part)
 
     def model(self, info: UpscalerInfo) -> Any:
         """The loaded model of an entry, from the LRU cache when the file is unchanged."""
@@ -348,13 +357,28 @@ class UpscalerRegistry:
         dtype = self.dtype
         if dtype == torch.float16 and not desc.supports_half:
             dtype = torch.float32
+        if self.memory is not None:
+            if desc.dtype != dtype:
+                desc = desc.to(dtype)  # type: ignore[call-overload]
+            if self.memory.part_of(desc.model) is None:
+                self.memory.register(desc.model, f"upscaler {desc.architecture.name}", "upscaler")
+            return desc
         if desc.device != self.device or desc.dtype != dtype:
             desc = desc.to(self.device, dtype)  # type: ignore[call-overload]
         return desc
 
     def clear_cache(self) -> None:
         with self._lock:
+            for desc in self._models.values():
+                self._forget(desc)
             self._models.clear()
+
+    def _on_device(self, desc: Any, tile: int) -> contextlib.AbstractContextManager:
+        if self.memory is None:
+            return contextlib.nullcontext()
+        from webui.memory.estimates import upscaler_activation_bytes
+        act = upscaler_activation_bytes(tile or 512, int(desc.scale), dtype_size=4 if desc.dtype == torch.float32 else 2)
+        return self.memory.use(self.memory.part_of(desc.model), activations=act)
 
     # ------------------------------------------------------------ upscaling
     def upscale(self, img: Image.Image, scale: float, name: str | None, *, tile: int = 192, overlap: int = 8,
@@ -384,7 +408,8 @@ class UpscalerRegistry:
                                         f"{MAX_OUTPUT_SIDE} px limit; use a smaller picture or Lanczos")
                 break  # one more pass would overshoot the limit: Lanczos does the rest
             before = img.size
-            img = run_model(desc, img, tile=tile, overlap=overlap, on_tile=on_tile)
+            with self._on_device(desc, tile):
+                img = run_model(desc, img, tile=tile, overlap=overlap, on_tile=on_tile)
             if img.size == before:
                 break
         if img.size != dest:

@@ -138,8 +138,9 @@ class ControlNetFile:
 
 
 class ControlNetModels:
-    def __init__(self, folders: list[Path]) -> None:
+    def __init__(self, folders: list[Path], memory: Any = None) -> None:
         self.folders = [f for f in folders if f is not None]
+        self.memory = memory  # webui.memory.manager.MemoryManager: loaded models are registered there
         self.files: dict[str, ControlNetFile] = {}
         self._cache: dict[tuple[str, int, int], Any] = {}
         self.checks = CheckCache(check_controlnet_file)
@@ -184,12 +185,17 @@ class ControlNetModels:
         model = self._cache.get(key)
         if model is None:
             try:
-                model = load_controlnet(f.path, dtype=dtype, device=device)
+                # CPU RAM first; the memory manager puts it on the device beside the UNet when sampling
+                model = load_controlnet(f.path, dtype=dtype, device=torch.device("cpu") if self.memory else device)
             except (ModelFileError, KeyError, ValueError, RuntimeError) as e:
                 raise ControlNetError(f"ControlNet {f.name} could not be loaded: {e}") from None
+            if self.memory is not None:
+                self.memory.register(model, f"ControlNet {f.name}", "controlnet")
             self._cache[key] = model
             while len(self._cache) > 3:  # up to three units' models stay loaded
-                self._cache.pop(next(iter(self._cache)))
+                old = self._cache.pop(next(iter(self._cache)))
+                if self.memory is not None and (part := self.memory.part_of(old)) is not None:
+                    self.memory.forget(part)
         return model
 
 

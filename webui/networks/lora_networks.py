@@ -148,7 +148,7 @@ class LoraNetworks:
                 upd.terms.append(((ident, mod.key), mult, mod.delta))
             used.append(lora)
         try:
-            changed = self._patcher.set(updates)
+            changed = self._patch(model, updates)
         except Exception as e:  # the patcher has put every weight back: the model is as before
             report.warnings.append(f"LoRA could not be applied ({type(e).__name__}: {e}); the model is unchanged")
             return report
@@ -157,6 +157,27 @@ class LoraNetworks:
         if used:
             report.infotext["Lora hashes"] = ", ".join(f"{lora.alias}: {lora.addnet_hash}" for lora in used)
         return report
+
+    def _patch(self, model: Any, updates: dict[str, LayerUpdate]) -> list[str]:
+        """Apply through the memory manager: streamed parts are whole again first (diffusers'
+        streaming keeps its own copies of the weights); an out-of-memory error while computing
+        the new weights on the device is retried once with every part in CPU RAM (Forge's way)."""
+        memory = getattr(model, "memory", None)
+        if memory is None or not updates and not self._patcher.applied:
+            return self._patcher.set(updates)
+        from webui.memory.oom import is_oom
+        memory.settle(model.parts())
+        try:
+            memory.checkpoint("lora")
+            return self._patcher.set(updates)
+        except Exception as e:  # noqa: BLE001
+            if not is_oom(e):
+                raise
+        memory.note_oom("lora", retried=True)  # the patcher has put every weight back
+        memory.offload_all()
+        changed = self._patcher.set(updates)
+        memory.note("Applying the LoRA ran out of device memory; it was applied with the model in CPU RAM")
+        return changed
 
     @property
     def active_layers(self) -> list[str]:

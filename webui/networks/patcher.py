@@ -64,8 +64,8 @@ class WeightPatcher:
                     if new is None:
                         layer.weight.copy_(self.originals[name])
                     else:
-                        if name not in self.originals:
-                            self.originals[name] = previous[name]
+                        if name not in self.originals:  # kept in CPU RAM: device memory is for the model
+                            self.originals[name] = previous[name].to("cpu", copy=True)
                         layer.weight.copy_(new)
         except BaseException:
             with torch.no_grad():

@@ -10,6 +10,7 @@ emphasis, embeddings, text-encoder version), so a batch or a re-run does not enc
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -65,8 +66,11 @@ class PromptEncoder:
     """Encodes prompts for one loaded model; owns only a cache of its own results."""
 
     def __init__(self, family: str, text_encoders: list[Any], tokenizers: list[Any], device: torch.device,
-                 dtype: torch.dtype, embeddings: EmbeddingLookup | None = None) -> None:
+                 dtype: torch.dtype, embeddings: EmbeddingLookup | None = None,
+                 placement: Callable[[], Any] | None = None) -> None:
         self.family = family
+        # context that puts the text encoders on the device (the memory manager's); none: they are there
+        self.placement = placement or contextlib.nullcontext
         self.text_encoders = text_encoders
         self.tokenizers = tokenizers
         self.device = device
@@ -105,7 +109,7 @@ class PromptEncoder:
                 return out
             handle = te.get_input_embeddings().register_forward_hook(write_vectors)
         try:
-            out = te(chunk_ids.to(te.device), output_hidden_states=True)
+            out = te(chunk_ids.to(self.device), output_hidden_states=True)
         finally:
             if handle is not None:
                 handle.remove()
@@ -129,7 +133,8 @@ class PromptEncoder:
                 self._cache.move_to_end(key)
                 self.cache_hits += 1
                 return hit
-        enc = self._encode_uncached(text, opts)
+        with self.placement():
+            enc = self._encode_uncached(text, opts)
         with self._lock:
             self.cache_misses += 1
             self._cache[key] = enc

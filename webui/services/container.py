@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
-from webui.cli import Paths, cmd_flags
+from webui.cli import Paths, attention_backend, cmd_flags, memory_mode
 from webui.memory.devices import DevicePolicy
+from webui.memory.manager import MemoryManager
+from webui.memory.stats import MemoryWatch, memory_report
 from webui.models.registry import CheckpointRegistry
 from webui.prompts.styles import PromptStyle, StyleDatabase
 from webui.services.jobs import Job, JobQueue
@@ -32,15 +34,29 @@ class Services:
     img2img: Img2ImgService
     img2img_scripts: Img2ImgScripts
     extras: ExtrasService
+    memory: MemoryManager
 
     def submit_txt2img(self, req: Txt2ImgRequest, *, save: bool, label: str = "txt2img") -> Job:
         self.txt2img.validate(req)  # fail before queueing
-        return self.queue.submit(lambda state: self.txt2img.run(req, state, save=save), label=label)
+        return self.queue.submit(self._watched(lambda state: self.txt2img.run(req, state, save=save)), label=label)
 
     def submit_img2img(self, req: Img2ImgRequest, *, save: bool, label: str = "img2img") -> Job:
         self.img2img.validate(req)
         find_script(req.script_name)  # an unknown script fails before queueing
-        return self.queue.submit(lambda state: self.img2img_scripts.run(req, state, save=save), label=label)
+        return self.queue.submit(self._watched(lambda state: self.img2img_scripts.run(req, state, save=save)),
+                                 label=label)
+
+    def _watched(self, run: Callable[[Any], GenerationResult]) -> Callable[[Any], GenerationResult]:
+        """The job's peak memory goes with its result (shown under the gallery)."""
+        def job(state: Any) -> GenerationResult:
+            watch = MemoryWatch(self.memory.device)
+            result = run(state)
+            result.memory = watch.summary()
+            return result
+        return job
+
+    def memory_report(self) -> dict[str, Any]:
+        return memory_report(self.memory)
 
     def submit_img2img_batch(self, req: Img2ImgRequest, input_dir: str, output_dir: str, mask_dir: str,
                              label: str = "img2img batch") -> Job:
@@ -119,22 +135,27 @@ def build_services(args: argparse.Namespace, paths: Paths) -> Services:
     extra = [args.ckpt.resolve()] if args.ckpt else []
     registry = CheckpointRegistry(paths.ckpt_dir, paths.cache_dir, extra_files=extra, builtin=builtin)
     registry.refresh()
-    policy = DevicePolicy.from_flags(args.use_cpu, args.device_id, args.precision, args.no_half, args.no_half_vae)
+    policy = DevicePolicy.from_flags(args.use_cpu, args.device_id, args.precision, args.no_half, args.no_half_vae,
+                                     upcast_sampling=args.upcast_sampling, bf16=args.bf16,
+                                     nan_check=not args.disable_nan_check)
+    memory = MemoryManager(policy.device, memory_mode(args), budget_mb=args.vram_budget_mb,
+                           gpu_weights_mb=int(settings.get("gpu_weights_mb") or 0))
+    settings.on_change("gpu_weights_mb", lambda v: memory.set_gpu_weights_mb(int(v or 0)))
     models = ModelService(registry, policy, preferred=args.ckpt.resolve() if args.ckpt else None,
                           embeddings_dir=paths.embeddings_dir, lora_dirs=[paths.lora_dir, paths.lyco_dir],
                           hypernetwork_dir=paths.hypernetwork_dir, vae_dir=paths.vae_dir,
-                          controlnet_dir=paths.controlnet_dir)
+                          controlnet_dir=paths.controlnet_dir, memory=memory, attention=attention_backend(args))
     models.set_cache_limit(int(settings.get("sd_checkpoints_limit")))
     settings.on_change("sd_checkpoints_limit", lambda v: models.set_cache_limit(int(v)))
     queue = JobQueue()
     styles = StyleDatabase(paths.styles_file)
-    extras = build_extras_service(args, paths, settings, queue)
+    extras = build_extras_service(args, paths, settings, queue, memory)
     # hires fix and SD upscale offer the Extras tab's upscalers (model files included)
     names = extras.upscalers.names
     txt2img = Txt2ImgService(models, settings, paths.outputs_dir, styles, extras.upscale, names)
     img2img = Img2ImgService(models, settings, paths.outputs_dir, styles, extras.upscale, names)
     return Services(args, paths, settings, registry, models, queue, txt2img, styles, img2img,
-                    Img2ImgScripts(img2img, extras.upscale, names), extras=extras)
+                    Img2ImgScripts(img2img, extras.upscale, names), extras=extras, memory=memory)
 
 
 __all__ = ["Services", "build_services", "GenerationError", "GenerationResult", "ModelLoadError"]

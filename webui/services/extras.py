@@ -280,7 +280,8 @@ class ExtrasService:
 __all__ = ["ExtrasError", "ExtrasParams", "ExtrasResult", "ExtrasService", "RESIZE_MODES", "UpscalerError"]
 
 
-def build_extras_service(args: Any, paths: Any, settings: Settings, queue: JobQueue) -> ExtrasService:
+def build_extras_service(args: Any, paths: Any, settings: Settings, queue: JobQueue,
+                         memory: Any = None) -> ExtrasService:
     """Wiring for the app: folders from the flags, device from --use-cpu (all/esrgan) and --device-id."""
     import torch
 
@@ -289,5 +290,7 @@ def build_extras_service(args: Any, paths: Any, settings: Settings, queue: JobQu
         f"cuda:{args.device_id}" if getattr(args, "device_id", None) not in (None, "") else "cuda")
     full = getattr(args, "no_half", False) or getattr(args, "precision", "autocast") == "full"
     dtype = torch.float32 if on_cpu or full else torch.float16
-    registry = UpscalerRegistry(paths.upscaler_folders(), device=device, dtype=dtype)
+    # the memory manager places upscaler models too, when they run on its device
+    shared = memory if memory is not None and memory.device == device else None
+    registry = UpscalerRegistry(paths.upscaler_folders(), device=device, dtype=dtype, memory=shared)
     return ExtrasService(registry, settings, paths.outputs_dir, queue)

@@ -22,6 +22,7 @@ from webui.engine.noise import NoiseSource
 from webui.imaging import masks
 from webui.imaging.decode import ImageInputError, check_size
 from webui.imaging.resize import RESIZE_MODES, flatten, resize_image, resize_mode_index
+from webui.services import stages
 from webui.services.model_service import LoadedModel
 from webui.services.requests import INPAINTING_FILL, Img2ImgRequest, Txt2ImgRequest
 from webui.services.txt2img import GenerationError, Txt2ImgService, _Plan
@@ -158,7 +159,7 @@ class Img2ImgService(Txt2ImgService):
             if overlays is not None:
                 overlays = overlays * batch
         dev = model.policy.device
-        init_latent = vae_ops.encode(sd.vae, source, sd.scaling_factor).to(dev)
+        init_latent = stages.encode(model, source).to(dev)
         vsf = getattr(sd, "vae_scale_factor", 8)
         if mode == 3:
             init_latent = F.interpolate(init_latent, size=(height // vsf, width // vsf), mode="bilinear")
@@ -227,7 +228,7 @@ class Img2ImgService(Txt2ImgService):
         weight = float(self.settings.get("inpainting_mask_weight"))
         signed = source * 2 - 1
         masked = torch.lerp(signed, signed * (1.0 - cm), weight)
-        lat = vae_ops.encode(sd.vae, (masked + 1) / 2, sd.scaling_factor).to(model.policy.device)
+        lat = stages.encode(model, (masked + 1) / 2)
         cm = F.interpolate(cm, size=lat.shape[-2:]).to(lat.device).expand(lat.shape[0], -1, -1, -1)
         return torch.cat([cm, lat], dim=1)
 
@@ -257,8 +258,11 @@ class Img2ImgService(Txt2ImgService):
         ic = prep.image_cond
         if ic is not None:
             ic = ic[: len(noise.seeds)]
-        lat = run_pass(sd.unet, sd.family, sd.prediction_type, model.schedule, cfg, conds, noise, on_step,
-                       image_conditioning=ic, denoiser_setup=setup).latents
+        lat = stages.sample(model, lambda: run_pass(sd.unet, sd.family, sd.prediction_type, model.schedule, cfg, conds,
+                                                    noise, on_step, image_conditioning=ic,
+                                                    denoiser_setup=setup).latents,
+                            rows=2 * len(noise.seeds), width=cfg.width, height=cfg.height, controls=controls,
+                            noise=noise)
         if prep.mask is not None:
             lat = lat * prep.nmask + init * prep.mask
         return lat

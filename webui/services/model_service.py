@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from webui.memory.devices import DevicePolicy, empty_cache
+from webui.memory.manager import MemoryManager
+from webui.memory.oom import is_oom
 from webui.models.registry import CheckpointInfo, CheckpointRegistry
 
 
@@ -30,6 +32,16 @@ class LoadedModel:
     base_vae: Any = None      # the checkpoint's own VAE (restored when the setting says None)
     vae_file: Any = None      # webui.models.vae_files.VaeFile in use, or None for the checkpoint's own
     vae_hash: str | None = None  # its A1111 short hash (computed once per file)
+    memory: Any = None        # webui.memory.manager.MemoryManager: where the parts live
+    attention: str = "sdp"    # the attention backend in use
+
+    def parts(self) -> list[Any]:
+        """The memory manager's parts of this model (UNet, VAE(s), text encoders)."""
+        # its own VAE only: an external VAE file is shared between models and cached by the service
+        own_vae = self.base_vae if self.base_vae is not None else self.sd.vae
+        mods = [self.sd.unet, own_vae, *self.sd.text_encoders]
+        found = [self.memory.part_of(m) for m in mods if m is not None] if self.memory else []
+        return list({id(p): p for p in found if p is not None}.values())
 
     @property
     def family(self) -> str:
@@ -40,7 +52,8 @@ class ModelService:
     def __init__(self, registry: CheckpointRegistry, policy: DevicePolicy, preferred: Path | None = None,
                  embeddings_dir: Path | None = None, lora_dirs: list[Path] | None = None,
                  hypernetwork_dir: Path | None = None, vae_dir: Path | None = None,
-                 controlnet_dir: Path | None = None) -> None:
+                 controlnet_dir: Path | None = None, memory: MemoryManager | None = None,
+                 attention: str = "sdp") -> None:
         from webui.networks.controlnet_units import ControlNetModels
         from webui.networks.hypernetworks import HypernetworkNetworks
         from webui.networks.lora_networks import LoraNetworks
@@ -49,6 +62,10 @@ class ModelService:
         from webui.models.vae_files import check_vae_file
 
         self.registry = registry
+        # every model part is placed by this one manager (built from the flags by the app; a plain
+        # one on the policy's device otherwise)
+        self.memory = memory or MemoryManager(policy.device)
+        self.attention = attention
         self.vae_dir = vae_dir
         self.vae_checks = CheckCache(check_vae_file)
         self._vae_cache: dict[tuple[str, int, int], Any] = {}
@@ -69,7 +86,7 @@ class ModelService:
         # params) -> NetworkReport`); kinds sharing one object get their tags together.
         self.loras = LoraNetworks(list(lora_dirs or []))
         self.hypernetworks = HypernetworkNetworks(hypernetwork_dir)
-        self.controlnets = ControlNetModels([controlnet_dir] if controlnet_dir else [])
+        self.controlnets = ControlNetModels([controlnet_dir] if controlnet_dir else [], self.memory)
         self.network_kinds: dict[str, Any] = {"lora": self.loras, "lyco": self.loras, "hypernet": self.hypernetworks}
 
     def activate_networks(self, model: LoadedModel, networks: dict[str, list[Any]]) -> Any:
@@ -162,10 +179,26 @@ class ModelService:
         evicted = False
         while len(self._ram) > self.cache_limit:
             key = next(k for k, v in self._ram.items() if v is not current)  # oldest that is not in use
-            del self._ram[key]
+            self._release(self._ram.pop(key))
             evicted = True
         if evicted:
             empty_cache()  # a full gc pass costs ~0.3 s: only when memory was actually given up
+
+    def _release(self, model: LoadedModel) -> None:
+        """The model leaves memory: its parts are no longer managed (nothing keeps them alive)."""
+        for part in model.parts():
+            self.memory.forget(part)
+
+    def _release_all(self) -> None:
+        for m in list(self._ram.values()):
+            self._release(m)
+        if self._loaded is not None:
+            self._release(self._loaded)
+        self._ram.clear()
+        for vae in self._vae_cache.values():
+            if (part := self.memory.part_of(vae)) is not None:
+                self.memory.forget(part)
+        self._vae_cache = {}
 
     @property
     def cached(self) -> list[str]:
@@ -192,19 +225,49 @@ class ModelService:
             self.registry.mark_unusable(info, reason)
             raise ModelLoadError(f"{info.name} could not be loaded: {reason}") from e
         dev = self.policy.device
-        sd.unet.to(dev, self.policy.unet_dtype)
-        sd.vae.to(dev, self.policy.vae_dtype)
-        for te in sd.text_encoders:
-            te.to(dev, self.policy.text_dtype)
+        # final dtypes while still in CPU RAM; the memory manager decides what goes to the device
+        for m, dtype in [(sd.unet, self.policy.unet_dtype), (sd.vae, self.policy.vae_dtype),
+                         *((te, self.policy.text_dtype) for te in sd.text_encoders)]:
+            if next(m.parameters()).dtype != dtype:
+                m.to(dtype)
+        from webui.memory.attention import configure_attention
+        attention = configure_attention(sd.unet, self.attention, self.policy.upcast_attention)
+        try:
+            self._register(sd, info)
+        except BaseException as e:
+            for m in [sd.unet, sd.vae, *sd.text_encoders]:
+                if (part := self.memory.part_of(m)) is not None:
+                    self.memory.forget(part)
+            if is_oom(e):  # not the file's fault: it stays usable, the previous model stays loaded
+                self.memory.note_oom("load", retried=False)
+                raise ModelLoadError(f"{info.name}: out of device memory while loading it ({str(e)[:200]}); "
+                                     "the previous model stays loaded. Start without --highvram/--gpu-only, "
+                                     "or with --medvram or --lowvram") from None
+            raise
         from webui.networks.embeddings import EmbeddingDatabase
         widths = [te.get_input_embeddings().weight.shape[1] for te in sd.text_encoders]
         embeddings = EmbeddingDatabase(self.embeddings_dir, sd.tokenizers, widths).load()
-        encoder = PromptEncoder(sd.family, sd.text_encoders, sd.tokenizers, dev, self.policy.unet_dtype, embeddings)
+        loaded_box: list[LoadedModel] = []
+
+        def placement() -> Any:
+            from webui.services.stages import text_encoding
+            return text_encoding(loaded_box[0])
+        encoder = PromptEncoder(sd.family, sd.text_encoders, sd.tokenizers, dev, self.policy.unet_dtype, embeddings,
+                                placement=placement)
         schedule = ModelSchedule(sd.alphas_cumprod, sd.prediction_type)
         dt = time.perf_counter() - t0
         print(f"Loaded {info.title} ({sd.family}{', inpainting' if sd.inpainting else ''}, "
               f"{sd.prediction_type}) in {dt:.2f}s on {self.policy.describe()}")
-        return LoadedModel(info, sd, encoder, schedule, self.policy, dt)
+        loaded = LoadedModel(info, sd, encoder, schedule, self.policy, dt, memory=self.memory, attention=attention)
+        loaded_box.append(loaded)
+        return loaded
+
+    def _register(self, sd: Any, info: CheckpointInfo) -> None:
+        name = info.model_name
+        self.memory.register(sd.unet, f"{name}: UNet", "unet", sd.family)
+        self.memory.register(sd.vae, f"{name}: VAE", "vae", sd.family)
+        for i, te in enumerate(sd.text_encoders):
+            self.memory.register(te, f"{name}: text encoder {i + 1}", "text_encoder", sd.family)
 
     # ---- VAE ----
     def vae_files(self) -> dict[str, Any]:
@@ -270,13 +333,17 @@ class ModelService:
                 if err := self.vae_checks.get(target.path).error:
                     raise ModelLoadError(f"VAE {target.name} is unusable: {err}")
                 try:
-                    vae = load_vae_file(target.path, self.policy.vae_dtype).to(self.policy.device)
+                    vae = load_vae_file(target.path, self.policy.vae_dtype)
                 except ModelFileError as e:
                     raise ModelLoadError(f"VAE {target.name} could not be loaded: {e}") from None
                 if vae.config.latent_channels != model.base_vae.config.latent_channels:
                     raise ModelLoadError(f"VAE {target.name} has {vae.config.latent_channels} latent channels; "
                                          f"the model needs {model.base_vae.config.latent_channels}")
-                self._vae_cache = {key: vae}  # keep one external VAE in RAM
+                for old in self._vae_cache.values():  # keep one external VAE in RAM
+                    if (part := self.memory.part_of(old)) is not None:
+                        self.memory.forget(part)
+                self.memory.register(vae, f"VAE {target.name}", "vae", model.family)
+                self._vae_cache = {key: vae}
                 self._vae_hash = target.shorthash()
             model.sd.vae = vae
         model.vae_file = target
@@ -294,15 +361,15 @@ class ModelService:
         with self._lock:
             if self._loaded is not None:
                 self._unloaded_info = self._loaded.info
+            self._release_all()
             self._loaded = None
-            self._ram.clear()
             empty_cache()
 
     def reload(self) -> LoadedModel:
         with self._lock:
             name = (self._loaded.info.name if self._loaded else
                     self._unloaded_info.name if self._unloaded_info else None)
+            self._release_all()  # reload means: read the file again
             self._loaded = None
-            self._ram.clear()  # reload means: read the file again
             empty_cache()
             return self.load(name)

@@ -22,11 +22,13 @@ from webui.engine.noise import NoiseSource
 from webui.engine.samplers import (SamplerInfo, ScheduleType, UnknownSamplerError, effective_schedule,
                                    is_timesteps_sampler, resolve_sampler)
 from webui.engine.controlnet import ControlStack
+from webui.memory.attention import attention_context
 from webui.networks.controlnet_units import ControlNetError, build_units
 from webui.prompts.conditioning import build_conditioning, schedule_steps
 from webui.prompts.encoder import EncodeOptions
 from webui.prompts.extra_networks import parse_prompt
 from webui.prompts.styles import StyleDatabase
+from webui.services import stages
 from webui.services.jobs import Interrupted, JobState, Skipped
 from webui.services.model_service import LoadedModel, ModelLoadError, ModelService
 from webui.services.requests import IMAGE_UPSCALERS, LATENT_UPSCALE_MODES, Txt2ImgRequest
@@ -49,6 +51,7 @@ class GenerationResult:
     paths: list[Path] = field(default_factory=list)
     grid_path: Path | None = None
     grid: Image.Image | None = None  # made when there are several images (the API returns it first)
+    memory: str = ""                 # peak memory of the job (the line under the gallery)
 
 
 @dataclass
@@ -200,9 +203,10 @@ class Txt2ImgService:
                 req = req.model_copy(update={"width": req.width or model.sd.default_size,
                                              "height": req.height or model.sd.default_size})
             plan = self.validate(req)
+            model.memory.take_notes()  # notes of earlier work are not this job's
             req, prep = self._prepare(req, plan, model)
             return self._generate(req, plan, model, state, save, prep)
-        except (ModelLoadError, ControlNetError) as e:
+        except (ModelLoadError, ControlNetError, stages.OutOfDeviceMemory) as e:
             raise GenerationError(str(e)) from None
         finally:
             if req.override_settings_restore_afterwards:
@@ -230,9 +234,12 @@ class Txt2ImgService:
                     on_step: Any, controls: ControlStack | None, idx: slice) -> torch.Tensor:
         sd = model.sd
         ic = self._inpaint_conditioning(model, len(noise.seeds), cfg.width, cfg.height)
-        return run_pass(sd.unet, sd.family, sd.prediction_type, model.schedule, cfg, conds, noise,
-                        on_step, image_conditioning=ic,
-                        denoiser_setup=(lambda d: setattr(d, "controls", controls)) if controls else None).latents
+        return stages.sample(
+            model, lambda: run_pass(sd.unet, sd.family, sd.prediction_type, model.schedule, cfg, conds, noise,
+                                    on_step, image_conditioning=ic,
+                                    denoiser_setup=(lambda d: setattr(d, "controls", controls)) if controls else None
+                                    ).latents,
+            rows=2 * len(noise.seeds), width=cfg.width, height=cfg.height, controls=controls, noise=noise)
 
     def _finish_image(self, prep: Any, img: Image.Image, k: int) -> Image.Image:
         return img
@@ -315,7 +322,7 @@ class Txt2ImgService:
             controls = ControlStack(units) if units else None
         if model.encoder.embeddings is not None:
             model.encoder.embeddings.refresh_if_changed()  # files dropped in since the last job
-        with torch.inference_mode(), model.policy.autocast_context():
+        with torch.inference_mode(), model.policy.autocast_context(), attention_context(model.attention):
             for it in range(req.n_iter):
                 if stop_all or state.interrupted:
                     break
@@ -345,7 +352,7 @@ class Txt2ImgService:
                                           first_total, enc_opts, old_sched, ensd, controls)
                     if state.interrupted:
                         stop_all = True
-                decoded = vae_ops.to_pil(vae_ops.decode(sd.vae, latents, sd.scaling_factor))
+                decoded = vae_ops.to_pil(stages.decode(model, latents))
                 for j, img in enumerate(decoded):
                     k = it * req.batch_size + j
                     img = self._finish_image(prep, img, k)
@@ -366,6 +373,7 @@ class Txt2ImgService:
                 grid_path = outputs.save_image(grid, grid_dir / date, seed=all_seeds[0],
                                                infotext=infotexts[0] if opts.get("enable_pnginfo") else None,
                                                grid=True, fmt=str(opts.get("samples_format")))
+        extra["warnings"] += model.memory.take_notes()  # fallbacks the memory manager took (OOM, NaN VAE)
         info = self._info_json(req, plan, model, all_seeds, all_subseeds, infotexts, clip_skip, extra, state)
         return GenerationResult(images, infotexts, info, paths, grid_path, grid)
 
@@ -375,7 +383,7 @@ class Txt2ImgService:
         if not getattr(sd, "inpainting", False):
             return None
         grey = torch.full((1, 3, height, width), 0.5)
-        lat = vae_ops.encode(sd.vae, grey, sd.scaling_factor).to(model.policy.device)
+        lat = stages.encode(model, grey)
         mask = torch.ones_like(lat[:, :1])
         return torch.cat([mask, lat], dim=1).repeat(batch, 1, 1, 1)
 
@@ -400,7 +408,7 @@ class Txt2ImgService:
             if cw or ch:
                 init = init[:, :, ch // 2: ch // 2 + th // vsf, cw // 2: cw // 2 + tw // vsf]
         else:
-            imgs = vae_ops.to_pil(vae_ops.decode(sd.vae, latents, sd.scaling_factor))
+            imgs = vae_ops.to_pil(stages.decode(model, latents))
             resample = Image.Resampling.NEAREST if up == "Nearest" else Image.Resampling.LANCZOS
             big = []
             for im in imgs:
@@ -412,7 +420,7 @@ class Txt2ImgService:
                 im = im.resize((full_w, full_h), resample) if im.size != (full_w, full_h) else im
                 left, top = (cw * vsf) // 2, (ch * vsf) // 2
                 big.append(im.crop((left, top, left + tw, top + th)))
-            init = vae_ops.encode(sd.vae, vae_ops.from_pil(big), sd.scaling_factor).to(latents.device)
+            init = stages.encode(model, vae_ops.from_pil(big)).to(latents.device)
         # The hires pass numbers its steps after the first pass's (A1111): `[a:b:15]` with 10+20 steps
         # switches 5 steps into the hires pass.
         hr_steps = req.hr_second_pass_steps or req.steps
@@ -428,9 +436,12 @@ class Txt2ImgService:
                          fixed_steps=True)
         ic = self._inpaint_conditioning(model, len(seeds), tw, th)
         hr_controls = controls.for_hires() if controls is not None else None
-        return run_pass(sd.unet, sd.family, sd.prediction_type, model.schedule, cfg, conds, noise,
-                        on_step, image_conditioning=ic,
-                        denoiser_setup=(lambda d: setattr(d, "controls", hr_controls)) if hr_controls else None).latents
+        return stages.sample(
+            model, lambda: run_pass(sd.unet, sd.family, sd.prediction_type, model.schedule, cfg, conds, noise,
+                                    on_step, image_conditioning=ic,
+                                    denoiser_setup=(lambda d: setattr(d, "controls", hr_controls)) if hr_controls
+                                    else None).latents,
+            rows=2 * len(seeds), width=tw, height=th, controls=hr_controls, noise=noise)
 
     # ---- infotext ----
     def _params(self, req: Txt2ImgRequest, plan: _Plan, model: LoadedModel, seed: int, subseed: int,

@@ -501,7 +501,7 @@ def create_generation_tab(svc: "Services", mode: str) -> Txt2ImgTab:
         info_dict.setdefault("infotexts", list(result.infotexts))
         info_dict["index_of_first_image"] = 1 if len(images) > 1 else 0
         first = _infotext_for_index(info_dict, 0)
-        msg = f"Time taken: {dt:.1f} s"
+        msg = f"Time taken: {dt:.1f} s" + (f" · {result.memory}" if result.memory else "")
         if not images:
             msg = f"Interrupted: no image ({dt:.1f} s)"
         elif result.paths:

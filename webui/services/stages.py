@@ -1,0 +1,158 @@
+"""A loaded model's stages run through the memory manager, with the recoveries a stage needs.
+
+- sampling: the UNet (and the ControlNets) made ready with an activation reserve for the batch
+  and size; an out-of-memory error offloads everything else and runs the pass once more from the
+  same noise, then fails the job with what was needed, what was free and which flag helps;
+- VAE decode / encode: an out-of-memory error re-runs the work in tiles; a decode that gives NaNs
+  (fp16 VAEs overflow) is done again with the VAE in fp32, which it then keeps (A1111's
+  "automatically revert VAE to 32-bit floats").
+The retries run outside the `except` blocks so the failed attempt's tensors can be freed first.
+"""
+from __future__ import annotations
+
+import gc
+from contextlib import AbstractContextManager
+from typing import Any, Callable, TypeVar
+
+import torch
+
+from webui.engine import vae as vae_ops
+from webui.memory.estimates import (MB, text_encoder_activation_bytes, unet_activation_bytes,
+                                    vae_decode_activation_bytes, vae_encode_activation_bytes)
+from webui.memory.manager import MemoryManager, empty_device_cache
+from webui.memory.oom import is_oom
+
+T = TypeVar("T")
+
+
+class OutOfDeviceMemory(RuntimeError):
+    """A stage still ran out of memory after the recovery; the message says what would help."""
+
+
+def _dtype_size(module: torch.nn.Module) -> int:
+    p = next(module.parameters(), None)
+    return p.element_size() if p is not None else 4
+
+
+def _free_failed_attempt(memory: MemoryManager, keep: tuple) -> None:
+    memory.offload_all(keep=keep)
+    gc.collect()
+    empty_device_cache()
+
+
+def text_encoding(model: Any, rows: int = 2) -> AbstractContextManager:
+    """The text encoders made ready (prompts are encoded inside)."""
+    memory: MemoryManager = model.memory
+    parts = [memory.part_of(te) for te in model.sd.text_encoders]
+    width = max(te.get_input_embeddings().weight.shape[1] for te in model.sd.text_encoders)
+    return memory.use(*parts, activations=text_encoder_activation_bytes(rows, width=width,
+                                                                        dtype_size=_dtype_size(model.sd.unet)))
+
+
+def sample(model: Any, run: Callable[[], T], *, rows: int, width: int, height: int,
+           controls: Any = None, noise: Any = None) -> T:
+    """``run()`` (one sampling pass) with the UNet and ControlNets on the device; one retry after
+    an out-of-memory error, with everything else offloaded and the noise rewound."""
+    memory: MemoryManager = model.memory
+    unet = model.sd.unet
+    parts = [memory.part_of(unet)] + [memory.part_of(u.model) for u in (controls.units if controls else [])]
+    act = unet_activation_bytes(rows, width, height, _dtype_size(unet), model.sd.family)
+    rewind = noise.checkpoint() if noise is not None else None
+    try:
+        with memory.use(*parts, activations=act):
+            return run()
+    except BaseException as e:  # noqa: BLE001 - only out-of-memory is handled; the rest re-raised
+        if not is_oom(e):
+            raise
+        first_error = str(e).splitlines()[0][:300]
+    memory.note_oom("sampling", retried=True)
+    _free_failed_attempt(memory, tuple(p for p in parts if p is not None))
+    if rewind is not None:
+        rewind()
+    try:
+        with memory.use(*parts, activations=act):
+            out = run()
+        memory.note(f"Sampling ran out of device memory ({first_error}); it was run again after "
+                    "moving the other model parts to CPU RAM")
+        return out
+    except BaseException as e:  # noqa: BLE001
+        if not is_oom(e):
+            raise
+        memory.note_oom("sampling", retried=False)
+        need = (sum(p.nbytes for p in parts if p is not None) + act) / MB
+        free = memory.free_bytes() / MB
+        raise OutOfDeviceMemory(
+            f"Out of device memory while sampling {rows // 2 or 1} image(s) at {width}x{height}: about "
+            f"{need:.0f} MB needed (weights and activations), {free:.0f} MB free. Lower the batch size or "
+            f"the resolution, or start with --medvram (or --lowvram, which streams the UNet block by "
+            f"block); 'GPU weights (MB)' in Settings caps what stays resident.") from None
+
+
+def decode(model: Any, latents: torch.Tensor) -> torch.Tensor:
+    """Latents → images in [0, 1] on the CPU."""
+    memory: MemoryManager = model.memory
+    vae = model.sd.vae
+    part = memory.part_of(vae)
+    b, _, h, w = latents.shape
+    scale = getattr(model.sd, "vae_scale_factor", 8)
+    act = vae_decode_activation_bytes(b, w * scale, h * scale, _dtype_size(vae))
+    images: torch.Tensor | None = None
+    try:
+        with memory.use(part, activations=act):
+            images = vae_ops.decode(vae, latents, model.sd.scaling_factor)
+    except BaseException as e:  # noqa: BLE001
+        if not is_oom(e):
+            raise
+    if images is None:
+        memory.note_oom("vae_decode", retried=True)
+        _free_failed_attempt(memory, (part,) if part else ())
+        with memory.use(part, activations=act // 4):
+            images = vae_ops.decode_tiled(vae, latents, model.sd.scaling_factor)
+        memory.note("VAE decode ran out of device memory; the image was decoded in tiles instead")
+    if model.policy.nan_check and torch.isnan(images).any():
+        images = _decode_in_fp32(model, latents)
+    return images.clamp(0, 1)
+
+
+def _decode_in_fp32(model: Any, latents: torch.Tensor) -> torch.Tensor:
+    memory: MemoryManager = model.memory
+    vae = model.sd.vae
+    was = next(vae.parameters()).dtype
+    part = memory.part_of(vae)
+    if part is not None:
+        memory.retype(part, torch.float32)
+    else:
+        vae.to(torch.float32)
+    with memory.use(part):
+        images = vae_ops.decode(vae, latents, model.sd.scaling_factor)
+    if torch.isnan(images).any():
+        memory.note("The VAE produced NaNs even in 32-bit floats: the latents themselves are broken "
+                    "(try another sampler, fewer steps or --no-half)")
+        return torch.nan_to_num(images, nan=0.0)
+    memory.note(f"A tensor with NaNs was produced by the VAE in {str(was).replace('torch.', '')}; it was "
+                "decoded again in 32-bit floats, and the VAE stays in 32-bit from now on "
+                "(start with --no-half-vae to begin that way)")
+    return images
+
+
+def encode(model: Any, images: torch.Tensor) -> torch.Tensor:
+    """Images in [0, 1] → scaled latents on the compute device."""
+    memory: MemoryManager = model.memory
+    vae = model.sd.vae
+    part = memory.part_of(vae)
+    b, _, h, w = images.shape
+    act = vae_encode_activation_bytes(b, w, h, _dtype_size(vae))
+    latents: torch.Tensor | None = None
+    try:
+        with memory.use(part, activations=act):
+            latents = vae_ops.encode(vae, images, model.sd.scaling_factor)
+    except BaseException as e:  # noqa: BLE001
+        if not is_oom(e):
+            raise
+    if latents is None:
+        memory.note_oom("vae_encode", retried=True)
+        _free_failed_attempt(memory, (part,) if part else ())
+        with memory.use(part, activations=act // 4):
+            latents = vae_ops.encode_tiled(vae, images, model.sd.scaling_factor)
+        memory.note("VAE encode ran out of device memory; the image was encoded in tiles instead")
+    return latents.to(model.policy.device)
