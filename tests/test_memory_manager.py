@@ -354,3 +354,41 @@ def test_twenty_switches_do_not_grow_memory_and_unload_frees_the_model(tmp_path:
     models.unload()
     gc.collect()
     assert models.memory.parts == [] and models.memory.device_bytes() == 0
+
+
+# ------------------------------------------------------------------ over HTTP
+
+def test_memory_endpoint_and_a_simulated_small_card_over_the_api(api_server, model_dir, tmp_path: Path) -> None:
+    import base64
+
+    import requests
+
+    from conftest import start_server, stop_server, wait_for_model
+
+    rep = requests.get(api_server.api("memory"), timeout=10).json()
+    ram = rep["ram"]
+    assert ram["total"] > ram["used"] > 50 * MB and ram["free"] == ram["total"] - ram["used"]
+    assert "error" in rep["cuda"]  # no CUDA here: A1111 says why instead of numbers
+    assert rep["manager"]["mode"] == "cpu"
+    payload = {"prompt": "a red circle", "steps": 3, "width": 64, "height": 64, "seed": 9, "sampler_name": "Euler",
+               "override_settings": {"sd_model_checkpoint": "tiny-sd1"}}
+    ref = requests.post(api_server.api("txt2img"), json=payload, timeout=120).json()["images"][0]
+
+    server = start_server(tmp_path, model_dir, "--ckpt", str(model_dir / "tiny-sd1.safetensors"),
+                          "--lowvram", "--vram-budget-mb", "64")
+    try:
+        wait_for_model(server)
+        out = requests.post(server.api("txt2img"), json=payload, timeout=120).json()["images"][0]
+        assert base64.b64decode(out) == base64.b64decode(ref)  # streamed block by block, same PNG
+        man = requests.get(server.api("memory"), timeout=10).json()["manager"]
+        assert man["mode"] == "lowvram" and man["budget_mb"] == 64
+        kinds = {p["kind"] for p in man["parts"]}
+        assert {"unet", "vae", "text_encoder"} <= kinds
+        assert man["device_weights_mb"] <= 64
+        flags = requests.get(server.api("cmd-flags"), timeout=10).json()
+        assert flags["lowvram"] is True and flags["vram_budget_mb"] == 64
+        assert requests.post(server.api("unload-checkpoint"), timeout=60).status_code == 200
+        man = requests.get(server.api("memory"), timeout=10).json()["manager"]
+        assert man["parts"] == [] and man["device_weights_mb"] == 0
+    finally:
+        stop_server(server)

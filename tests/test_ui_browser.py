@@ -178,6 +178,10 @@ def test_txt2img_generate_progress_gallery_file(page: Any, ui_server: Server) ->
     assert watch["bar"] or watch["sampling"], watch
     assert "Seed:" in text and "Size: 64x64" in text and "Sampler: DPM++ 2M" in text
     assert gallery_image_width(page) == 64
+    # under the gallery: time taken and memory (A1111's "A: … R: … Sys: …"; the CPU has RAM only)
+    status = page.locator("#txt2img_status textarea").input_value()
+    mem = re.search(r"Time taken: [\d.]+ s · RAM: ([\d.]+) GB this process, Sys: ([\d.]+)/(\d+) GB", status)
+    assert mem and 0.05 < float(mem[1]) < float(mem[3]) and float(mem[2]) <= float(mem[3]), status
 
     seed = int(re.search(r"Seed: (\d+)", text)[1])
     path = output_file(ui_server, seed)
