@@ -74,8 +74,10 @@ def controlnet_eval(loaded, cn_path: Path, scenes: list[Scene], seeds: list[int]
 
     sd = loaded.sd
     cn = load_controlnet(cn_path)
-    sched = DPMSolverMultistepScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
-                                        beta_schedule="scaled_linear", use_karras_sigmas=True,
+    # the checkpoint's own noise schedule (it may carry one, as A1111 reads it) as diffusers' betas
+    ac = sd.alphas_cumprod.double()
+    betas = (1 - ac / torch.cat([ac.new_ones(1), ac[:-1]])).float().numpy()
+    sched = DPMSolverMultistepScheduler(num_train_timesteps=1000, trained_betas=betas, use_karras_sigmas=True,
                                         prediction_type=sd.prediction_type)
     pipe = StableDiffusionControlNetPipeline(vae=sd.vae, text_encoder=sd.text_encoders[0], tokenizer=sd.tokenizers[0],
                                              unet=sd.unet, controlnet=cn, scheduler=sched, safety_checker=None,

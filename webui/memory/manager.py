@@ -306,11 +306,10 @@ class MemoryManager:
                 self._fit(p, parts, activations)
 
     def _fit(self, part: Part, parts: list[Part], activations: int) -> None:
-        """Make ``part`` resident if it fits whole, else stream it with what room is left."""
-        others = sum(q.nbytes - q.device_bytes for q in parts if q is not part and q.state != "resident"
-                     and q.nbytes < part.nbytes)  # smaller parts of this stage still to come
-        room = self._room(activations) + part.device_bytes
-        if part.nbytes <= room - others or (part.nbytes <= room and not others):
+        """Make ``part`` resident if it fits whole (after evicting least-recently-used parts the
+        stage does not need), else stream it with the room there is.  Callers go smallest part
+        first, so a stage's small parts are whole and its biggest is the one streamed."""
+        if part.nbytes <= self._room(activations) + part.device_bytes:
             self._load(part)
             return
         self._evict_lru(parts, part.nbytes - part.device_bytes, activations)
@@ -318,7 +317,7 @@ class MemoryManager:
         if part.nbytes <= room:
             self._load(part)
         else:
-            self._stream(part, max(0, room - others))
+            self._stream(part, max(0, room))
 
     # ------------------------------------------------------------------ moves
     def _load(self, part: Part) -> None:
