@@ -385,6 +385,13 @@ def test_memory_endpoint_and_a_simulated_small_card_over_the_api(api_server, mod
         kinds = {p["kind"] for p in man["parts"]}
         assert {"unet", "vae", "text_encoder"} <= kinds
         assert man["device_weights_mb"] <= 64
+        # Settings' "GPU weights (MB)" reaches the manager at once (no restart)
+        assert requests.post(server.api("options"), json={"gpu_weights_mb": 2}, timeout=10).status_code == 200
+        assert requests.get(server.api("memory"), timeout=10).json()["manager"]["gpu_weights_mb"] == 2
+        out2 = requests.post(server.api("txt2img"), json=payload, timeout=120).json()["images"][0]
+        assert base64.b64decode(out2) == base64.b64decode(ref)
+        man = requests.get(server.api("memory"), timeout=10).json()["manager"]
+        assert man["device_weights_mb"] <= 2
         flags = requests.get(server.api("cmd-flags"), timeout=10).json()
         assert flags["lowvram"] is True and flags["vram_budget_mb"] == 64
         assert requests.post(server.api("unload-checkpoint"), timeout=60).status_code == 200
