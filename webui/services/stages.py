@@ -88,27 +88,37 @@ def sample(model: Any, run: Callable[[], T], *, rows: int, width: int, height: i
             f"block); 'GPU weights (MB)' in Settings caps what stays resident.") from None
 
 
-def decode(model: Any, latents: torch.Tensor) -> torch.Tensor:
-    """Latents → images in [0, 1] on the CPU."""
+def _vae_run(model: Any, stage: str, whole: Callable[[], torch.Tensor], tiled: Callable[[], torch.Tensor],
+             activations: int) -> torch.Tensor:
+    """A VAE pass with the VAE on the device; after an out-of-memory error, once more in tiles
+    (a quarter of the activation reserve) with everything else moved to RAM."""
     memory: MemoryManager = model.memory
-    vae = model.sd.vae
-    part = memory.part_of(vae)
-    b, _, h, w = latents.shape
-    scale = getattr(model.sd, "vae_scale_factor", 8)
-    act = vae_decode_activation_bytes(b, w * scale, h * scale, _dtype_size(vae))
-    images: torch.Tensor | None = None
+    part = memory.part_of(model.sd.vae)
+    out: torch.Tensor | None = None
     try:
-        with memory.use(part, activations=act):
-            images = vae_ops.decode(vae, latents, model.sd.scaling_factor)
-    except BaseException as e:  # noqa: BLE001
+        with memory.use(part, activations=activations):
+            out = whole()
+    except BaseException as e:  # noqa: BLE001 - only out-of-memory is handled; the rest re-raised
         if not is_oom(e):
             raise
-    if images is None:
-        memory.note_oom("vae_decode", retried=True)
+    if out is None:
+        memory.note_oom(stage, retried=True)
         _free_failed_attempt(memory, (part,) if part else ())
-        with memory.use(part, activations=act // 4):
-            images = vae_ops.decode_tiled(vae, latents, model.sd.scaling_factor)
-        memory.note("VAE decode ran out of device memory; the image was decoded in tiles instead")
+        with memory.use(part, activations=activations // 4):
+            out = tiled()
+        what = "decoded" if stage == "vae_decode" else "encoded"
+        memory.note(f"VAE {what[:-1]} ran out of device memory; the image was {what} in tiles instead")
+    return out
+
+
+def decode(model: Any, latents: torch.Tensor) -> torch.Tensor:
+    """Latents → images in [0, 1] on the CPU."""
+    vae, sf = model.sd.vae, model.sd.scaling_factor
+    b, _, h, w = latents.shape
+    scale = getattr(model.sd, "vae_scale_factor", 8)
+    images = _vae_run(model, "vae_decode", lambda: vae_ops.decode(vae, latents, sf),
+                      lambda: vae_ops.decode_tiled(vae, latents, sf),
+                      vae_decode_activation_bytes(b, w * scale, h * scale, _dtype_size(vae)))
     if model.policy.nan_check and torch.isnan(images).any():
         images = _decode_in_fp32(model, latents)
     return images.clamp(0, 1)
@@ -137,22 +147,9 @@ def _decode_in_fp32(model: Any, latents: torch.Tensor) -> torch.Tensor:
 
 def encode(model: Any, images: torch.Tensor) -> torch.Tensor:
     """Images in [0, 1] → scaled latents on the compute device."""
-    memory: MemoryManager = model.memory
-    vae = model.sd.vae
-    part = memory.part_of(vae)
+    vae, sf = model.sd.vae, model.sd.scaling_factor
     b, _, h, w = images.shape
-    act = vae_encode_activation_bytes(b, w, h, _dtype_size(vae))
-    latents: torch.Tensor | None = None
-    try:
-        with memory.use(part, activations=act):
-            latents = vae_ops.encode(vae, images, model.sd.scaling_factor)
-    except BaseException as e:  # noqa: BLE001
-        if not is_oom(e):
-            raise
-    if latents is None:
-        memory.note_oom("vae_encode", retried=True)
-        _free_failed_attempt(memory, (part,) if part else ())
-        with memory.use(part, activations=act // 4):
-            latents = vae_ops.encode_tiled(vae, images, model.sd.scaling_factor)
-        memory.note("VAE encode ran out of device memory; the image was encoded in tiles instead")
+    latents = _vae_run(model, "vae_encode", lambda: vae_ops.encode(vae, images, sf),
+                       lambda: vae_ops.encode_tiled(vae, images, sf),
+                       vae_encode_activation_bytes(b, w, h, _dtype_size(vae)))
     return latents.to(model.policy.device)
