@@ -26,8 +26,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from bench.shape_judge import judge  # noqa: E402
 from tools.shapes_data import POSITIONS, Scene, caption, edge_map, evaluation_scenes, render  # noqa: E402
 
-DEFAULT_CKPT = ROOT / "webui" / "builtin_models" / "shapes-demo-v2.safetensors"
-DEFAULT_CN = ROOT / "models" / "ControlNet" / "control_shapes-demo-v2_canny.safetensors"
+DEFAULT_CKPT = ROOT / "webui" / "builtin_models" / "shapes-demo-v4.safetensors"
+DEFAULT_CN = ROOT / "models" / "ControlNet" / "control_shapes-demo-v4_canny.safetensors"
 KEYS = ("background", "color", "shape", "all_three", "position")
 TARGETS = {"background": 0.90, "color": 0.90, "shape": 0.80, "all_three": 0.70, "position": 0.75}
 

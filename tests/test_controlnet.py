@@ -17,8 +17,8 @@ sys.path.insert(0, str(ROOT))
 from bench.shape_judge import judge  # noqa: E402
 from tools.shapes_data import Scene, render  # noqa: E402
 
-BUILTIN = ROOT / "webui" / "builtin_models" / "shapes-demo-v2.safetensors"
-CN_NAME = "control_shapes-demo-v2_canny"
+BUILTIN = ROOT / "webui" / "builtin_models" / "shapes-demo-v4.safetensors"
+CN_NAME = "control_shapes-demo-v4_canny"
 CN_DIR = ROOT / "models" / "ControlNet"
 
 

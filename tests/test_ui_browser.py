@@ -744,7 +744,7 @@ def fresh_install_page(browser: Any, tmp_path: Path, *flags: str, height: int = 
         pg.set_default_timeout(TIMEOUT_MS)
         pg.goto(server.url + "/")
         pg.wait_for_selector("#txt2img_prompt textarea")
-        assert checkpoint_value(pg).startswith("shapes-demo-v2")
+        assert checkpoint_value(pg).startswith("shapes-demo-v4")
         pg.wait_for_function("() => document.querySelector('#txt2img_width input[type=number]').value === '64'")
         yield pg, server
     finally:
@@ -766,7 +766,7 @@ def test_fresh_install_draws_with_the_builtin_model(browser: Any, tmp_path: Path
         pg.locator("#txt2img_prompt textarea").fill("a red circle on a blue background")
         set_number(pg, "txt2img_seed", 1)
         text = generate(pg, "Seed: 1")
-        assert "Size: 64x64" in text and "Model: shapes-demo-v2" in text
+        assert "Size: 64x64" in text and "Model: shapes-demo-v4" in text
         assert gallery_image_width(pg) == 64
         v = judge(Image.open(output_file(server, 1)))
         assert (v.background, v.color) == ("blue", "red")

@@ -53,7 +53,12 @@ from tools.shapes_data import (  # noqa: E402
 )
 
 SCALING_FACTOR = 0.18215  # SD1's fixed latent scale; loaders never read it from the file
-VERSION = "v4"  # in the file names and titles; bump it with every recipe change that is shipped
+VERSION = "v4"
+# The v4 recipe: v-prediction on SD's schedule rescaled (Lin et al.) so the last step's sigma is 60
+# instead of 14.6 (the first sampling step then holds too little of any image for the noise to
+# choose the layout, so the position word must; zero SNR did that too but made DPM++ 2M at CFG 7
+# over-saturate, with 14 of its 20 Karras steps above sigma 14.6).
+DEFAULT_TERMINAL_SIGMA = 60.0  # in the file names and titles; bump it with every recipe change that is shipped
 DEFAULT_OUT = ROOT / "webui" / "builtin_models" / f"shapes-demo-{VERSION}.safetensors"
 DEFAULT_CN_OUT = ROOT / "models" / "ControlNet" / f"control_shapes-demo-{VERSION}_canny.safetensors"
 
@@ -502,17 +507,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lr", type=float, default=6e-4)
     p.add_argument("--offset-noise", type=float, default=0.1)
     p.add_argument("--min-snr", type=float, default=5.0, help="min-SNR-gamma loss weighting (0: off)")
-    p.add_argument("--x0-floor", type=float, default=0.0,
+    p.add_argument("--x0-floor", type=float, default=1.0,
                    help="lowest x0-space loss weight of a step (lifts the noisiest steps; 0: off)")
-    p.add_argument("--prediction", choices=["epsilon", "v"], default="epsilon", help="what the UNet predicts")
+    p.add_argument("--prediction", choices=["epsilon", "v"], default="v", help="what the UNet predicts")
     p.add_argument("--terminal-sigma", type=float,
-                   help="rescale the schedule so its last step has this sigma (SD's is 14.6; stored in the "
-                        "checkpoint); larger leaves less of the image at the first sampling step")
+                   help=f"rescale the schedule so its last step has this sigma (default {DEFAULT_TERMINAL_SIGMA:g}; "
+                        "0: SD's own schedule, whose last sigma is 14.6; stored in the checkpoint); larger "
+                        "leaves less of the image at the first sampling step")
     p.add_argument("--zero-snr", action="store_true",
                    help="train on the zero-terminal-SNR schedule (needs --prediction v; stored in the checkpoint)")
-    p.add_argument("--te-embedding-std", type=float, default=0.0,
+    p.add_argument("--te-embedding-std", type=float, default=0.5,
                    help="init std of the text encoder's token/position embeddings (0: CLIP's 0.02)")
-    p.add_argument("--high-t-fraction", type=float, default=0.0,
+    p.add_argument("--high-t-fraction", type=float, default=0.25,
                    help="share of each UNet batch drawn from steps 800-999 (0: uniform)")
     p.add_argument("--vae-steps", type=int)
     p.add_argument("--unet-steps", type=int)
@@ -529,9 +535,10 @@ def main(argv: list[str] | None = None) -> None:
         p.error("--zero-snr needs --prediction v (epsilon is undefined where no signal is left)")
     if args.zero_snr and args.terminal_sigma is not None:
         p.error("--zero-snr and --terminal-sigma exclude each other (zero SNR is an infinite terminal sigma)")
-    if args.terminal_sigma is not None and args.terminal_sigma <= 14.7:
-        p.error("--terminal-sigma must exceed SD's own 14.6")
-    terminal_sigma = math.inf if args.zero_snr else args.terminal_sigma
+    if args.terminal_sigma and args.terminal_sigma <= 14.7:
+        p.error("--terminal-sigma must exceed SD's own 14.6 (or be 0 for SD's schedule)")
+    terminal_sigma = (math.inf if args.zero_snr else DEFAULT_TERMINAL_SIGMA if args.terminal_sigma is None
+                      else args.terminal_sigma or None)
 
     if args.threads:
         torch.set_num_threads(args.threads)
