@@ -763,6 +763,11 @@ def test_fresh_install_draws_with_the_builtin_model(browser: Any, tmp_path: Path
 
     with fresh_install_page(browser, tmp_path) as (pg, server):
         assert pg.locator("#txt2img_height input[type=number]").input_value() == "64"
+        # the page is served with 64 already (read from the file's header before the model loaded),
+        # so a Generate clicked the moment the page opens does not ask for 512x512
+        served = {c["props"].get("elem_id"): c["props"].get("value")
+                  for c in requests.get(server.url + "/config", timeout=10).json()["components"]}
+        assert [served[k] for k in ("txt2img_width", "txt2img_height", "img2img_width", "img2img_height")] == [64] * 4
         pg.locator("#txt2img_prompt textarea").fill("a red circle on a blue background")
         set_number(pg, "txt2img_seed", 1)
         text = generate(pg, "Seed: 1")

@@ -67,7 +67,7 @@ def prediction_type_from_metadata(metadata: dict[str, str]) -> PredictionType | 
     return None
 
 
-def _resolution_from_metadata(metadata: dict[str, str]) -> int | None:
+def resolution_from_metadata(metadata: dict[str, str]) -> int | None:
     m = re.fullmatch(r"\s*(\d+)\s*[x×*]\s*(\d+)\s*", str(metadata.get("modelspec.resolution", "")))
     return int(m.group(1)) if m else None
 
@@ -316,7 +316,7 @@ def detect_checkpoint(shapes: dict[str, tuple[int, ...]], metadata: dict[str, st
         size = 768 if pred == "v_prediction" else 512
     else:
         size = 512
-    size = _resolution_from_metadata(metadata) or size
+    size = resolution_from_metadata(metadata) or size
 
     vae_scale = 2 ** (len(vae["block_out_channels"]) - 1)
     unet["sample_size"] = size // vae_scale

@@ -16,7 +16,7 @@ from webui.ui.extras import create_extras_tab
 from webui.ui.merger import create_merger_tab
 from webui.ui.pnginfo import create_pnginfo_tab
 from webui.ui.settings_tab import create_settings_tab
-from webui.ui.txt2img import create_img2img_tab, create_txt2img_tab
+from webui.ui.txt2img import create_img2img_tab, create_txt2img_tab, initial_size
 
 if TYPE_CHECKING:
     from webui.services.container import Services
@@ -132,10 +132,11 @@ def build_ui(svc: "Services") -> gr.Blocks:
                                       min_width=240)
 
         with gr.Tabs(elem_id="tabs", selected="txt2img") as tabs:
+            start = initial_size(svc)  # the page's first Width/Height (the sync below moves them on from it)
             with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"):
-                t2i = create_txt2img_tab(svc)
+                t2i = create_txt2img_tab(svc, start)
             with gr.Tab("img2img", id="img2img", elem_id="tab_img2img"):
-                i2i = create_img2img_tab(svc)
+                i2i = create_img2img_tab(svc, start)
             with gr.Tab("Extras", id="extras", elem_id="tab_extras"):
                 extras = create_extras_tab(svc)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
@@ -185,8 +186,8 @@ def build_ui(svc: "Services") -> gr.Blocks:
             ticks = 0 if busy else (ticks or 0) + 1
             done = loaded or ticks >= SYNC_TICKS_WITHOUT_LOAD
             keep = (gr.update(), gr.update())
-            sw = _size_update(None, _default_size(svc), w, h) if loaded else keep
-            sw2 = _size_update(None, _default_size(svc), w2, h2) if loaded else keep
+            sw = _size_update((start, start), _default_size(svc), w, h) if loaded else keep
+            sw2 = _size_update((start, start), _default_size(svc), w2, h2) if loaded else keep
             return (_ckpt_dropdown(svc), checkpoint_status_md(svc), *sw, *sw2, ticks, gr.Timer(active=not done))
 
         sync_timer.tick(sync, sizes + [idle_ticks], [ckpt, ckpt_status] + sizes + [idle_ticks, sync_timer],

@@ -133,20 +133,41 @@ def _infotext_for_index(info: dict | None, index: int | None) -> str:
     return texts[min(max(i, 0), len(texts) - 1)]
 
 
-def create_txt2img_tab(svc: "Services") -> Txt2ImgTab:
-    return create_generation_tab(svc, "txt2img")
+def create_txt2img_tab(svc: "Services", size: int | None = None) -> Txt2ImgTab:
+    return create_generation_tab(svc, "txt2img", size)
 
 
-def create_img2img_tab(svc: "Services") -> Txt2ImgTab:
-    return create_generation_tab(svc, "img2img")
+def create_img2img_tab(svc: "Services", size: int | None = None) -> Txt2ImgTab:
+    return create_generation_tab(svc, "img2img", size)
 
 
-def create_generation_tab(svc: "Services", mode: str) -> Txt2ImgTab:
+def initial_size(svc: "Services") -> int:
+    """Width/Height the page starts with: the loaded model's native size, or, before it loads, the
+    default checkpoint's `modelspec.resolution` read from its header — so a Generate clicked the
+    moment the page opens already asks for the model's size (the load-time sync came too late)."""
+    cur = svc.models.current
+    if cur is not None and isinstance(getattr(cur.sd, "default_size", None), int):
+        return int(cur.sd.default_size)
+    info = svc.models.default_checkpoint()
+    if info is not None and not info.is_folder and info.path.suffix.lower() == ".safetensors":
+        from webui.models.detect import resolution_from_metadata
+        from webui.models.file_io import ModelFileError, read_safetensors_header
+        try:
+            size = resolution_from_metadata(read_safetensors_header(info.path)[1])
+        except (ModelFileError, OSError):
+            size = None
+        if size and 64 <= size <= 2048 and size % 8 == 0:
+            return size
+    return 512
+
+
+def create_generation_tab(svc: "Services", mode: str, size: int | None = None) -> Txt2ImgTab:
     """Build a txt2img or img2img tab (call inside a `gr.Tab`) and wire its events. Both share this
     layout and job handling; img2img adds its input sub-tabs, inpaint options and scripts."""
     from webui.ui.img2img import InputError, create_img2img_inputs, create_script_controls
     is_i2i = mode == "img2img"
     i2i = None
+    start = size or initial_size(svc)  # Width/Height's first value
     samplers = sampler_names()
     schedules = schedule_labels()
     upscalers = upscaler_names(svc)
@@ -195,8 +216,9 @@ def create_generation_tab(svc: "Services", mode: str) -> Txt2ImgTab:
                         assert i2i is not None
                         with gr.Tabs(elem_id="img2img_dimensions_tabs"):
                             with gr.Tab("Resize to", id="img2img_tab_resize_to") as resize_to_tab:
-                                width = gr.Slider(64, 2048, value=512, step=8, label="Width", elem_id=f"{mode}_width")
-                                height = gr.Slider(64, 2048, value=512, step=8, label="Height",
+                                width = gr.Slider(64, 2048, value=start, step=8, label="Width",
+                                                  elem_id=f"{mode}_width")
+                                height = gr.Slider(64, 2048, value=start, step=8, label="Height",
                                                    elem_id=f"{mode}_height")
                             with gr.Tab("Resize by", id="img2img_tab_resize_by") as resize_by_tab:
                                 i2i.scale_by = gr.Slider(0.05, 4.0, value=1.0, step=0.05, label="Scale",
@@ -204,8 +226,8 @@ def create_generation_tab(svc: "Services", mode: str) -> Txt2ImgTab:
                                 scale_note = gr.Markdown("", elem_id="img2img_scale_resolution_preview")
                         i2i.resize_tab = gr.State("to")
                     else:
-                        width = gr.Slider(64, 2048, value=512, step=8, label="Width", elem_id=f"{mode}_width")
-                        height = gr.Slider(64, 2048, value=512, step=8, label="Height", elem_id=f"{mode}_height")
+                        width = gr.Slider(64, 2048, value=start, step=8, label="Width", elem_id=f"{mode}_width")
+                        height = gr.Slider(64, 2048, value=start, step=8, label="Height", elem_id=f"{mode}_height")
                 with gr.Column(scale=1, min_width=140):
                     batch_count = gr.Slider(1, 100, value=1, step=1, label="Batch count",
                                             elem_id=f"{mode}_batch_count")
