@@ -57,7 +57,7 @@ VERSION = "v4"
 # The v4 recipe: v-prediction on SD's schedule rescaled (Lin et al.) so the last step's sigma is 60
 # instead of 14.6 (the first sampling step then holds too little of any image for the noise to
 # choose the layout, so the position word must; zero SNR did that too but made DPM++ 2M at CFG 7
-# over-saturate, with 14 of its 20 Karras steps above sigma 14.6).
+# over-saturate, with 13 of its 20 Karras steps above sigma 14.6).
 DEFAULT_TERMINAL_SIGMA = 60.0  # in the file names and titles; bump it with every recipe change that is shipped
 DEFAULT_OUT = ROOT / "webui" / "builtin_models" / f"shapes-demo-{VERSION}.safetensors"
 DEFAULT_CN_OUT = ROOT / "models" / "ControlNet" / f"control_shapes-demo-{VERSION}_canny.safetensors"
