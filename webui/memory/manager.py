@@ -239,13 +239,6 @@ class MemoryManager:
             return max(0, self.budget - self.device_bytes())
         return 1 << 62
 
-    def total_bytes(self) -> int:
-        if self.budget is not None:
-            return self.budget
-        if self.device.type == "cuda":
-            return torch.cuda.mem_get_info(self.device)[1]
-        return 0
-
     def _room(self, activations: int) -> int:
         room = self.free_bytes() - activations - (CUDA_BASE_RESERVE if self.device.type == "cuda" else 0)
         if self.gpu_weights is not None:

@@ -247,20 +247,14 @@ class ModelService:
         from webui.networks.embeddings import EmbeddingDatabase
         widths = [te.get_input_embeddings().weight.shape[1] for te in sd.text_encoders]
         embeddings = EmbeddingDatabase(self.embeddings_dir, sd.tokenizers, widths).load()
-        loaded_box: list[LoadedModel] = []
-
-        def placement() -> Any:
-            from webui.services.stages import text_encoding
-            return text_encoding(loaded_box[0])
+        from webui.services.stages import text_encoding
         encoder = PromptEncoder(sd.family, sd.text_encoders, sd.tokenizers, dev, self.policy.unet_dtype, embeddings,
-                                placement=placement)
+                                placement=lambda: text_encoding(self.memory, sd.text_encoders))
         schedule = ModelSchedule(sd.alphas_cumprod, sd.prediction_type)
         dt = time.perf_counter() - t0
         print(f"Loaded {info.title} ({sd.family}{', inpainting' if sd.inpainting else ''}, "
               f"{sd.prediction_type}) in {dt:.2f}s on {self.policy.describe()}")
-        loaded = LoadedModel(info, sd, encoder, schedule, self.policy, dt, memory=self.memory, attention=attention)
-        loaded_box.append(loaded)
-        return loaded
+        return LoadedModel(info, sd, encoder, schedule, self.policy, dt, memory=self.memory, attention=attention)
 
     def _register(self, sd: Any, info: CheckpointInfo) -> None:
         name = info.model_name

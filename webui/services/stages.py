@@ -10,7 +10,6 @@ The retries run outside the `except` blocks so the failed attempt's tensors can 
 """
 from __future__ import annotations
 
-import gc
 from contextlib import AbstractContextManager
 from typing import Any, Callable, TypeVar
 
@@ -19,7 +18,8 @@ import torch
 from webui.engine import vae as vae_ops
 from webui.memory.estimates import (MB, text_encoder_activation_bytes, unet_activation_bytes,
                                     vae_decode_activation_bytes, vae_encode_activation_bytes)
-from webui.memory.manager import MemoryManager, empty_device_cache
+from webui.memory.devices import empty_cache
+from webui.memory.manager import MemoryManager
 from webui.memory.oom import is_oom
 
 T = TypeVar("T")
@@ -36,17 +36,14 @@ def _dtype_size(module: torch.nn.Module) -> int:
 
 def _free_failed_attempt(memory: MemoryManager, keep: tuple) -> None:
     memory.offload_all(keep=keep)
-    gc.collect()
-    empty_device_cache()
+    empty_cache()  # gc first: the failed attempt's tensors must be gone before the CUDA cache is emptied
 
 
-def text_encoding(model: Any, rows: int = 2) -> AbstractContextManager:
+def text_encoding(memory: MemoryManager, text_encoders: list[Any], rows: int = 2) -> AbstractContextManager:
     """The text encoders made ready (prompts are encoded inside)."""
-    memory: MemoryManager = model.memory
-    parts = [memory.part_of(te) for te in model.sd.text_encoders]
-    width = max(te.get_input_embeddings().weight.shape[1] for te in model.sd.text_encoders)
-    return memory.use(*parts, activations=text_encoder_activation_bytes(rows, width=width,
-                                                                        dtype_size=_dtype_size(model.sd.unet)))
+    width = max(te.get_input_embeddings().weight.shape[1] for te in text_encoders)
+    act = text_encoder_activation_bytes(rows, width=width, dtype_size=_dtype_size(text_encoders[0]))
+    return memory.use(*(memory.part_of(te) for te in text_encoders), activations=act)
 
 
 def sample(model: Any, run: Callable[[], T], *, rows: int, width: int, height: int,
