@@ -34,7 +34,7 @@ from webui.services.model_service import LoadedModel, ModelLoadError, ModelServi
 from webui.services.requests import IMAGE_UPSCALERS, LATENT_UPSCALE_MODES, Txt2ImgRequest
 from webui.settings import Settings, SettingsError
 
-VERSION = "v0.1.0"
+from webui.version import VERSION  # noqa: E402  (re-exported)
 MAX_STEPS = 500
 MAX_SIDE = 4096
 
