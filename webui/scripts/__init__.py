@@ -1,0 +1,1 @@
+"""Pure building blocks of the built-in scripts (X/Y/Z plot, Prompt matrix, Prompts from file)."""
