@@ -12,6 +12,7 @@ import math
 import re
 from typing import Any, Mapping
 
+from packaging import version as _pkg_version  # a dependency of transformers/accelerate/diffusers
 from PIL import Image
 
 # A1111's dict-literal order in processing.create_infotext; extra generation
@@ -142,23 +143,42 @@ def _uses_emphasis(text: str) -> bool:
     return any(w != 1.0 for t, w in res if _re_break.sub("", t) != "")
 
 
-def _version_tuple(text: object) -> tuple[int, int, int, int] | None:
-    m = re.match(r"v?(\d+)\.(\d+)\.(\d+)(?:-(\d+))?", str(text or ""))
-    return None if m is None else (int(m[1]), int(m[2]), int(m[3]), int(m[4] or 0))
+# Thresholds of A1111's modules/infotext_versions.py (packaging.version objects, compared as A1111 does).
+V160 = _pkg_version.parse("1.6.0")
+V170_TSNR = _pkg_version.parse("v1.7.0-225")
+V180 = _pkg_version.parse("1.8.0")
+V180_HR_STYLES = _pkg_version.parse("1.8.0-139")
+_re_version_head = re.compile(r"([^-]+-[^-]+)-.*")
+
+
+def parse_version(text: object) -> _pkg_version.Version | None:
+    """A1111's `infotext_versions.parse_version`, rule for rule: keep what comes before a second '-'
+    ("v1.6.0-RC-12-gabc" -> "v1.6.0-RC" -> 1.6.0rc0), then PEP 440; anything else (Forge's
+    "f2.0.1v1.10.1-previous-...", our "webui-v0.1.0") is None: no version, no back-compatibility."""
+    if text is None:
+        return None
+    text = str(text)
+    m = _re_version_head.match(text)
+    if m:
+        text = m.group(1)
+    try:
+        return _pkg_version.parse(text)
+    except Exception:  # InvalidVersion (and anything odd in the text), as A1111 catches it
+        return None
 
 
 def _backcompat(res: dict[str, object]) -> None:
-    """Flags that make old infotexts reproduce (A1111 infotext_versions.backcompat)."""
-    ver = _version_tuple(res.get("Version"))
+    """Flags that make old infotexts reproduce (A1111 `infotext_versions.backcompat`)."""
+    ver = parse_version(res.get("Version"))
     if ver is None:
         return
-    if ver < (1, 6, 0, 0) and "[" in str(res.get("Prompt", "")):
+    if ver < V160 and "[" in str(res.get("Prompt", "")):
         res["Old prompt editing timelines"] = True
-    if ver < (1, 6, 0, 0) and res.get("Sampler", "") in ("DDIM", "PLMS"):
+    if ver < V160 and res.get("Sampler", "") in ("DDIM", "PLMS"):
         res["Pad conds v0"] = True
-    if ver < (1, 7, 0, 225):
+    if ver < V170_TSNR:
         res["Downcast alphas_cumprod"] = True
-    if ver < (1, 8, 0, 0) and res.get("Refiner"):
+    if ver < V180 and res.get("Refiner"):
         res["Refiner switch by sampling steps"] = True
 
 
@@ -233,23 +253,6 @@ SCHEDULER_LABELS: dict[str, str] = {
     "Align Your Steps 11": "align_your_steps_11", "Align Your Steps 32": "align_your_steps_32",
 }
 
-# (infotext key, option name, conversion, A1111 default of that option)
-OPTION_KEYS: list[tuple[str, str, type, object]] = [
-    ("Clip skip", "CLIP_stop_at_last_layers", int, 1),
-    ("ENSD", "eta_noise_seed_delta", int, 0),
-    ("RNG", "randn_source", str, "GPU"),
-    ("Emphasis", "emphasis", str, "Original"),
-    ("VAE", "sd_vae", str, "Automatic"),
-    ("Token merging ratio", "token_merging_ratio", float, 0.0),
-    ("Token merging ratio hr", "token_merging_ratio_hr", float, 0.0),
-    ("Noise multiplier", "initial_noise_multiplier", float, 1.0),
-    ("Old prompt editing timelines", "use_old_scheduling", bool, False),
-    ("Pad conds v0", "pad_cond_uncond_v0", bool, False),
-    ("Downcast alphas_cumprod", "use_downcasted_alpha_bar", bool, False),
-    ("Refiner switch by sampling steps", "refiner_switch_by_sample_steps", bool, False),
-]
-
-
 def _conv(kind: type, v: object) -> object:
     if kind is int:
         return int(float(v))  # type: ignore[arg-type]
@@ -258,6 +261,28 @@ def _conv(kind: type, v: object) -> object:
     if kind is bool:
         return v if isinstance(v, bool) else str(v).strip().lower() in ("true", "1", "yes")
     return str(v)
+
+
+def cast_option_value(default: object, v: object) -> object:
+    """An infotext value as the type of an option's default (A1111 `Options.cast_value`: the type of
+    the default; for a bool everything but "False" is true, so "Face restoration: CodeFormer" means
+    True). Raises ValueError when the text is no such value."""
+    if isinstance(default, bool):
+        return v if isinstance(v, bool) else str(v).strip().lower() not in ("false", "0", "no", "off", "")
+    if isinstance(default, int):
+        return int(float(v))  # type: ignore[arg-type]
+    if isinstance(default, float):
+        return float(v)  # type: ignore[arg-type]
+    return str(v)
+
+
+def _loaded_checkpoint_has_hash(model_hash: str, current: Mapping[str, object]) -> bool:
+    """The loaded checkpoint is the one an infotext's `Model hash` names (10-hex sha256 prefix, or
+    the hash shown in the loaded title "name [hash]")."""
+    h = model_hash.strip().lower()
+    sha = str(current.get("sd_checkpoint_hash") or "").lower()
+    title = str(current.get("sd_model_checkpoint") or "").lower()
+    return bool(h) and (sha.startswith(h) or title.endswith(f"[{h}]"))
 
 
 def _split_old_sampler(sampler: str) -> tuple[str, str | None]:
@@ -269,12 +294,20 @@ def _split_old_sampler(sampler: str) -> tuple[str, str | None]:
 
 
 def infotext_to_request(params: Mapping[str, object],
-                        current_options: Mapping[str, object] | None = None) -> dict[str, object]:
+                        current_options: Mapping[str, object] | None = None,
+                        options: Mapping[str, Any] | None = None) -> dict[str, object]:
     """Map parsed infotext to A1111 API txt2img/img2img request fields.
 
-    Option-backed keys go to `override_settings`; they are kept only when they
-    differ from `current_options` (or from A1111's option default if not given),
-    like the UI's "Override settings" dropdown.
+    Keys the API request has a field for fill that field. Every key that is an option's infotext
+    name (`OptionInfo.infotext` in `options`, default `webui.settings.OPTIONS`) also goes to
+    `override_settings`, as A1111's `get_override_settings` does: with `current_options` (the UI's
+    paste) only when its value differs from the current one, and `Model hash` (as
+    `sd_model_checkpoint: <hash>`) only when it does not name the loaded checkpoint
+    (`sd_checkpoint_hash` / the title's hash); without `current_options` (a request's `infotext`,
+    which cannot know the server's settings) all of them, since an override equal to the current
+    value changes nothing. So "Sigma churn: 0.5" fills `s_churn` and overrides the `s_churn`
+    option, whichever the sampler reads. Infotext keys of options this web UI does not have
+    (e.g. "Pad conds v0") are left out: nothing could apply them.
     """
     p = params
     req: dict[str, object] = {}
@@ -285,10 +318,17 @@ def infotext_to_request(params: Mapping[str, object],
               ("Seed resize from-1", "seed_resize_from_w", int), ("Seed resize from-2", "seed_resize_from_h", int),
               ("Size-1", "width", int), ("Size-2", "height", int),
               ("Denoising strength", "denoising_strength", float), ("Batch size", "batch_size", int),
-              ("Refiner", "refiner_checkpoint", str), ("Refiner switch at", "refiner_switch_at", float)]
+              ("Refiner", "refiner_checkpoint", str), ("Refiner switch at", "refiner_switch_at", float),
+              # sampler knobs A1111 writes when they are not the sampler's defaults
+              ("NGMS", "s_min_uncond", float), ("Eta", "eta", float), ("Eta DDIM", "eta", float),
+              ("Sigma churn", "s_churn", float), ("Sigma tmin", "s_tmin", float),
+              ("Sigma tmax", "s_tmax", float), ("Sigma noise", "s_noise", float)]
     for key, field, kind in simple:
         if key in p and p[key] is not None:
-            req[field] = _conv(kind, p[key])
+            try:
+                req[field] = _conv(kind, p[key])
+            except (TypeError, ValueError):
+                continue  # a value that is no number is left out, not a failed paste
     if "Face restoration" in p:
         req["restore_faces"] = True
     if "Tiling" in p:
@@ -332,19 +372,25 @@ def infotext_to_request(params: Mapping[str, object],
     if "Masked area padding" in p:
         req["inpaint_full_res_padding"] = _conv(int, p["Masked area padding"])
 
+    if options is None:
+        from webui.settings import OPTIONS as options
     overrides: dict[str, object] = {}
-    model = p.get("Model") or p.get("Model hash")
-    if model:
-        overrides["sd_model_checkpoint"] = str(model)
-    for key, option, kind, default in OPTION_KEYS:
-        if key not in p:
+    for key, info in options.items():
+        label = getattr(info, "infotext", None)
+        if not label or label not in p or p[label] is None:
             continue
-        value = _conv(kind, p[key])
-        current = (current_options or {}).get(option, default)
-        if value != current:
-            overrides[option] = value
-    if model and current_options and str(model) == current_options.get("sd_model_checkpoint"):
-        overrides.pop("sd_model_checkpoint")
+        if key == "sd_model_checkpoint":
+            model_hash = str(p[label]).strip()
+            if model_hash and not (current_options is not None
+                                   and _loaded_checkpoint_has_hash(model_hash, current_options)):
+                overrides[key] = model_hash
+            continue
+        try:
+            value = cast_option_value(info.default, p[label])
+        except (TypeError, ValueError):
+            continue
+        if current_options is None or value != current_options.get(key, info.default):
+            overrides[key] = value
     if overrides:
         req["override_settings"] = overrides
     return req

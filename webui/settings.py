@@ -53,7 +53,7 @@ OPTIONS: dict[str, OptionInfo] = {
     "use_old_scheduling": OptionInfo(False, "Use old prompt editing timelines", "Compatibility", "checkbox",
                                      infotext="Old prompt editing timelines"),
     "eta_ancestral": OptionInfo(1.0, "Eta for ancestral samplers (noise multiplier)", "Sampler parameters",
-                                "slider", minimum=0.0, maximum=1.0, step=0.01),
+                                "slider", minimum=0.0, maximum=1.0, step=0.01, infotext="Eta"),
     "eta_noise_seed_delta": OptionInfo(0, "Eta noise seed delta (ENSD)", "Sampler parameters", "number",
                                        infotext="ENSD"),
     "always_discard_next_to_last_sigma": OptionInfo(False, "Always discard next-to-last sigma",
@@ -97,6 +97,54 @@ OPTIONS: dict[str, OptionInfo] = {
     "interrupt_after_current": OptionInfo(True, "Don't interrupt in the middle of an image when generating several",
                                           "User interface", "checkbox"),
     "samplers_in_dropdown": OptionInfo(True, "Use dropdown for sampler selection", "User interface", "checkbox"),
+    # ---- options the generation pipeline reads (A1111's keys, defaults and infotext names) ----
+    # randn_source: A1111's default is "GPU"; ours stays "CPU". Decided so because
+    # * here "GPU" on a machine without CUDA draws the NV source (CUDA's Philox numbers, so that "GPU" images
+    #   match A1111 on an NVIDIA card), where A1111 falls back to CPU randn: with "GPU" as the default every
+    #   fresh image of a given seed would change on every machine, including the seeds the tests
+    #   (test_default_model judges seeds 1 and 2), the bench and the README's figures were measured with;
+    # * "CPU" is bit-exact whatever the device (NV is ~2e-7 from CUDA's randn; GPU depends on the card);
+    # * exchange with A1111 does not depend on the default: A1111 omits RNG when it is GPU, the parser then
+    #   inserts "RNG: GPU" and pasting overrides randn_source to GPU (chip "RNG: GPU"); our infotexts say
+    #   "RNG: CPU" (always so far), which A1111 pastes as an override to CPU.
+    # The cost: a seed copied from an A1111 user without the infotext draws other noise unless GPU is chosen.
+    "randn_source": OptionInfo("CPU", "Random number generator source (changes seeds drastically; CPU gives "
+                                      "the same picture on every kind of device; GPU and NV give what A1111 "
+                                      "draws on NVIDIA cards; A1111's default is GPU)", "Stable Diffusion",
+                               "dropdown", choices=("GPU", "CPU", "NV"), infotext="RNG"),
+    "use_downcasted_alpha_bar": OptionInfo(False, "Downcast model alphas_cumprod to fp16 before sampling. For "
+                                                  "reproducing old seeds.", "Compatibility", "checkbox",
+                                           infotext="Downcast alphas_cumprod"),
+    "face_restoration": OptionInfo(False, "Restore faces (a third-party model reconstructs faces in the result)",
+                                   "Face restoration", "checkbox", infotext="Face restoration"),
+    "face_restoration_model": OptionInfo("CodeFormer", "Face restoration model", "Face restoration", "dropdown",
+                                         choices=("CodeFormer", "GFPGAN")),
+    "code_former_weight": OptionInfo(0.5, "CodeFormer weight (0 = maximum effect; 1 = minimum effect)",
+                                     "Face restoration", "slider", minimum=0.0, maximum=1.0, step=0.01),
+    "s_min_uncond": OptionInfo(0.0, "Negative Guidance minimum sigma (skip the negative prompt for some steps when "
+                                    "the image is almost ready; 0 = disable, higher = faster)", "Optimizations",
+                               "slider", minimum=0.0, maximum=15.0, step=0.01, infotext="NGMS"),
+    "eta_ddim": OptionInfo(0.0, "Eta for DDIM (noise multiplier; higher = more unpredictable results)",
+                           "Sampler parameters", "slider", minimum=0.0, maximum=1.0, step=0.01, infotext="Eta DDIM"),
+    "s_churn": OptionInfo(0.0, "sigma churn (amount of stochasticity; only applies to Euler, Heun, and DPM2)",
+                          "Sampler parameters", "slider", minimum=0.0, maximum=100.0, step=0.01,
+                          infotext="Sigma churn"),
+    "s_tmin": OptionInfo(0.0, "sigma tmin (enable stochasticity; start value of the sigma range; only applies to "
+                              "Euler, Heun, and DPM2)", "Sampler parameters", "slider", minimum=0.0, maximum=10.0,
+                         step=0.01, infotext="Sigma tmin"),
+    "s_tmax": OptionInfo(0.0, "sigma tmax (0 = inf; end value of the sigma range; only applies to Euler, Heun, "
+                              "and DPM2)", "Sampler parameters", "slider", minimum=0.0, maximum=999.0, step=0.01,
+                         infotext="Sigma tmax"),
+    "s_noise": OptionInfo(1.0, "sigma noise (amount of additional noise to counteract loss of detail during "
+                               "sampling)", "Sampler parameters", "slider", minimum=0.0, maximum=1.1, step=0.001,
+                          infotext="Sigma noise"),
+    "override_settings_restore_afterwards": OptionInfo(True, "Restore settings overridden by a request or a pasted "
+                                                             "infotext after its generation",
+                                                       "Stable Diffusion", "checkbox"),
+    "generation_max_pixels": OptionInfo(64 * 1024 * 1024, "Maximum pixels one generation request may ask for "
+                                                          "(width × height × batch size × batch count; larger "
+                                                          "requests are refused)", "Stable Diffusion", "number",
+                                        minimum=64 * 64, step=1),
 }
 
 
@@ -104,10 +152,28 @@ class SettingsError(ValueError):
     pass
 
 
+class UnknownOptionError(SettingsError):
+    """Keys that are no registered option (a typo, or an option of an extension that is not loaded)."""
+
+    def __init__(self, keys: list[str]) -> None:
+        self.keys = list(keys)
+        super().__init__(f"unknown option{'s' if len(self.keys) > 1 else ''}: {', '.join(self.keys)}")
+
+
 @dataclass
 class Settings:
+    """Option values, persisted to config.json.
+
+    `options` is this object's table of known options: a copy of OPTIONS made when it is created, to
+    which extensions add theirs with `register_option` (OPTIONS itself is never changed, so two
+    Settings objects, e.g. two apps in one test process, do not share registrations). Only known
+    keys can be set; values of keys nobody registered that an existing config.json holds (an
+    extension's, saved before it registers, or one that is not installed now) are kept and
+    written back untouched. None is never stored: it means "not set" (the option's default).
+    """
     path: Path
     values: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, OptionInfo] = field(default_factory=lambda: dict(OPTIONS))
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     _listeners: dict[str, list[Callable[[Any], None]]] = field(default_factory=dict, repr=False)
 
@@ -121,26 +187,61 @@ class Settings:
                 # A broken config must not stop the app; keep the file for the user to inspect.
                 print(f"config.json unreadable ({e}); using defaults")
                 values = {}
-        return cls(path=path, values=values if isinstance(values, dict) else {})
+        if not isinstance(values, dict):
+            values = {}
+        # nulls written by older versions (restored overrides of keys they did not know) mean "not set"
+        return cls(path=path, values={k: v for k, v in values.items() if v is not None})
 
+    # ---- the table of known options ----
+    def register_option(self, key: str, info: OptionInfo) -> None:
+        """Make `key` a known option of this Settings object (an extension's `on_ui_settings`).
+
+        Registering a key again replaces its OptionInfo. A value config.json already holds for the
+        key is kept; if it no longer fits the option (wrong type, out of range) it is dropped, with
+        a message, so the default applies."""
+        if not isinstance(key, str) or not key:
+            raise SettingsError(f"option key must be a non-empty string, not {key!r}")
+        if not isinstance(info, OptionInfo):
+            raise SettingsError(f"option {key}: expected an OptionInfo, not {type(info).__name__}")
+        with self._lock:
+            self.options[key] = info
+            if key in self.values:
+                try:
+                    self.values[key] = self.coerce(key, self.values[key])
+                except SettingsError as e:
+                    print(f"config.json: {e}; using the default {info.default!r}")
+                    del self.values[key]
+
+    def is_known(self, key: str) -> bool:
+        return key in self.options
+
+    def unknown_keys(self, keys: Any) -> list[str]:
+        """The keys among `keys` that are no registered option, in their order."""
+        return [k for k in keys if k not in self.options]
+
+    # ---- values ----
     def get(self, key: str) -> Any:
         with self._lock:
             if key in self.values:
                 return self.values[key]
-            info = OPTIONS.get(key)
+            info = self.options.get(key)
             return info.default if info else None
 
     def all(self) -> dict[str, Any]:
         with self._lock:
-            out = {k: info.default for k, info in OPTIONS.items()}
+            out = {k: info.default for k, info in self.options.items()}
             out.update(self.values)
             return out
 
     def coerce(self, key: str, value: Any) -> Any:
-        info = OPTIONS.get(key)
+        """`value` converted to the option's type and checked against its range and choices.
+        Unknown keys raise UnknownOptionError (A1111 would store them; then nothing reads them)."""
+        info = self.options.get(key)
         if info is None:
-            return value  # unknown keys are kept (extensions add their own), as A1111 does
+            raise UnknownOptionError([key])
         d = info.default
+        if value is None:
+            return None
         try:
             if isinstance(d, bool):
                 if isinstance(value, str):
@@ -168,11 +269,25 @@ class Settings:
         self.update({key: value}, save=save, notify=notify)
 
     def update(self, changes: dict[str, Any], *, save: bool = True, notify: bool = True) -> None:
-        """Validate everything first so a bad value changes nothing; listeners run before
-        the value is stored, so a failing model switch leaves the old setting in place."""
-        coerced = {k: self.coerce(k, v) for k, v in changes.items()}
+        """Validate everything first so a bad value (or an unknown key) changes nothing; listeners
+        run before the value is stored, so a failing model switch leaves the old setting in place.
+
+        A value of None un-sets the key (its default applies again) and is never stored: restoring
+        a temporary override of a key that had no value must not leave `"key": null` in config.json."""
+        unknown = self.unknown_keys(k for k, v in changes.items() if v is not None)
+        if unknown:
+            raise UnknownOptionError(unknown)
+        coerced = {k: (None if v is None else self.coerce(k, v)) for k, v in changes.items()}
         with self._lock:
             for k, v in coerced.items():
+                if v is None:
+                    info = self.options.get(k)
+                    default = info.default if info is not None else None
+                    if notify and k in self.values and self.values[k] != default:
+                        for fn in self._listeners.get(k, []):
+                            fn(default)
+                    self.values.pop(k, None)
+                    continue
                 if notify and self.get(k) != v:
                     for fn in self._listeners.get(k, []):
                         fn(v)
@@ -185,5 +300,5 @@ class Settings:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".config-", suffix=".tmp")
             with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(self.values, f, indent=4, ensure_ascii=False)
+                json.dump({k: v for k, v in self.values.items() if v is not None}, f, indent=4, ensure_ascii=False)
             os.replace(tmp, self.path)

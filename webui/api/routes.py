@@ -207,7 +207,19 @@ def build_router(svc: Services) -> APIRouter:
 
     @r.post("/options")
     def set_options(body: dict[str, Any]) -> None:
-        body = dict(body)
+        """Set options. Unknown keys (a typo, or an option of an extension that is not loaded) are
+        refused with 422 naming them, before anything changes. So that what GET /options returns can
+        be posted back: None values change nothing (None is never stored), the read-only
+        `sd_checkpoint_hash` is skipped, and keys config.json holds for an extension that has not
+        registered them pass when their value is unchanged."""
+        settings = svc.settings
+        body = {k: v for k, v in dict(body).items() if v is not None and k != "sd_checkpoint_hash"}
+        body = {k: v for k, v in body.items()
+                if settings.is_known(k) or k not in settings.values or settings.values[k] != v}
+        unknown = settings.unknown_keys(body)
+        if unknown:
+            raise HTTPException(422, f"unknown option{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)} "
+                                     "(not an option of this web UI or of a loaded extension)")
         ckpt = body.pop("sd_model_checkpoint", None)
         try:
             for k, v in body.items():

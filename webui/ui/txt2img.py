@@ -578,24 +578,43 @@ RADIO_LABELS = {"inpainting_mask_invert": ("Inpaint masked", "Inpaint not masked
                 "inpaint_full_res": ("Whole picture", "Only masked")}
 
 
-def override_entries(overrides: dict[str, Any]) -> list[str]:
-    """Settings named by an infotext, shown as A1111 shows them: "Clip skip: 2"."""
-    from webui.settings import OPTIONS
+def override_entries(overrides: dict[str, Any], options: dict[str, Any] | None = None) -> list[str]:
+    """Settings named by an infotext, shown as A1111 shows them: "Clip skip: 2", "RNG: CPU",
+    "Model hash: 6ce0161689" (A1111 `connect_paste.paste_settings`: f"{infotext name}: {value}").
+
+    `overrides` comes from `infotext_to_request(..., current_options)`, which keeps only the settings
+    whose pasted value differs from the current one (and the model only when its hash is not the
+    loaded one). A key without an infotext name cannot be shown or read back, so it is left out."""
+    if options is None:
+        from webui.settings import OPTIONS as options
     out = []
     for key, value in overrides.items():
-        info = OPTIONS.get(key)
-        out.append(f"{info.infotext if info is not None and info.infotext else key}: {value}")
+        info = options.get(key)
+        label = getattr(info, "infotext", None)
+        if label and value is not None:
+            out.append(f"{label}: {value}")
     return out
 
 
-def parse_override_entries(entries: list[str] | None) -> dict[str, Any]:
-    """The selected "Override settings" entries → the request's override_settings."""
-    from webui.settings import OPTIONS
-    by_label = {info.infotext: key for key, info in OPTIONS.items() if info.infotext}
+def parse_override_entries(entries: list[str] | None, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The selected "Override settings" entries → the request's override_settings (A1111
+    `create_override_settings_dict`: "Name: value" split at the first ':', the value stripped and
+    cast to the option's type; entries naming no option are ignored)."""
+    from webui.infotext import cast_option_value
+    if options is None:
+        from webui.settings import OPTIONS as options
+    by_label = {info.infotext: key for key, info in options.items() if getattr(info, "infotext", None)}
     out: dict[str, Any] = {}
     for entry in entries or []:
-        label, _, value = str(entry).partition(": ")
-        out[by_label.get(label, label)] = value
+        label, sep, value = str(entry).partition(":")
+        key = by_label.get(label.strip())
+        if not sep or key is None:
+            continue
+        value = value.strip()
+        try:
+            out[key] = value if key == "sd_model_checkpoint" else cast_option_value(options[key].default, value)
+        except (TypeError, ValueError):
+            out[key] = value  # the generation reports the bad value with the option's name
     return out
 
 
