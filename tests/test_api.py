@@ -271,7 +271,7 @@ def test_prompt_syntax_styles_and_embeddings_over_the_api(api_server: Server) ->
     r = post(api_server, "txt2img", payload)
     assert r.status_code == 200, r.text
     info = json.loads(r.json()["info"])
-    assert info["warnings"] == ["Networks not found: lora:nowhere", "Styles not found: gone"]
+    assert sorted(info["warnings"]) == ["Networks not found: lora:nowhere", "Styles not found: gone"]
     assert info["infotexts"][0].startswith("a [red:blue:2] circle AND a square:0.5 <lora:nowhere:1>, sharp focus\n"
                                            "Negative prompt: blurry\n")
     emb = requests.get(api_server.api("embeddings"), timeout=10).json()

@@ -16,7 +16,6 @@ from webui import infotext
 from webui.api.extras_routes import build_extras_router, upscaler_listing
 from webui.engine.samplers import SAMPLERS, SCHEDULE_TYPES
 from webui.services.container import GenerationError, ModelLoadError, Services
-from webui.services.img2img_scripts import SCRIPT_INFO as IMG2IMG_SCRIPTS, find_script
 from webui.services.jobs import JobState
 from webui.imaging.decode import ImageInputError, decode_base64_image
 from webui.services.requests import LATENT_UPSCALE_MODES, Img2ImgRequest, Txt2ImgRequest
@@ -186,12 +185,13 @@ def build_router(svc: Services) -> APIRouter:
 
     @r.get("/scripts")
     def scripts() -> dict[str, list[str]]:
-        return {"txt2img": [], "img2img": [s.title.lower() for s in IMG2IMG_SCRIPTS]}
+        cat = svc.pipeline.scripts
+        return {"txt2img": [t.lower() for t in cat.txt2img.titles()],
+                "img2img": [t.lower() for t in cat.img2img.titles()]}
 
     @r.get("/script-info")
     def script_info() -> list[dict[str, Any]]:
-        return [{"name": s.title.lower(), "is_alwayson": False, "is_img2img": True, "args": s.args}
-                for s in IMG2IMG_SCRIPTS]
+        return svc.pipeline.scripts.script_info()
 
     @r.get("/memory")
     def memory() -> dict[str, Any]:
@@ -234,22 +234,18 @@ def build_router(svc: Services) -> APIRouter:
         return None
 
     def check_scripts(req: Txt2ImgRequest) -> None:
-        if req.script_name:
-            try:
-                if not isinstance(req, Img2ImgRequest) or find_script(req.script_name) is None:
-                    raise GenerationError(f"script {req.script_name!r} not found")
-            except GenerationError as e:
-                raise HTTPException(422, str(e)) from None
-        for name, val in (req.alwayson_scripts or {}).items():
-            if name.lower() == "controlnet":
-                continue  # built in: units are read by the generation service
-            if isinstance(val, dict) and val.get("args"):
-                raise HTTPException(422, f"always on script {name!r} not found")
+        """An unknown script_name or always-on script is a 422 naming it, before anything is queued."""
+        runner = svc.pipeline.scripts.runner(isinstance(req, Img2ImgRequest))
+        try:
+            runner.check_request(req.script_name, req.alwayson_scripts)
+        except GenerationError as e:
+            raise HTTPException(422, str(e)) from None
 
     def respond(req: Txt2ImgRequest, result: Any, params: dict[str, Any]) -> dict[str, Any]:
-        images = [encode_png(im, t) for im, t in zip(result.images, result.infotexts)] if req.send_images else []
-        if images and result.grid is not None and svc.settings.get("return_grid"):
-            images.insert(0, encode_png(result.grid, result.infotexts[0]))  # A1111: grid first
+        images: list[str] = []
+        if req.send_images:
+            shown, texts = result.shown(with_grids=bool(svc.settings.get("return_grid")))
+            images = [encode_png(im, t) for im, t in zip(shown, texts)]  # A1111: grids first
         for k in ("width", "height"):  # omitted sizes were filled from the model: echo what ran
             if params.get(k) is None:
                 params[k] = result.info.get(k)

@@ -46,7 +46,11 @@ class CFGDenoiser:
     image_conditioning: torch.Tensor | None = None   # [B, C, h, w] for 9-channel inpainting models
     total_steps: int = 0
     before_hooks: list[Callable[[DenoiserCall], None]] = field(default_factory=list)
+    # after the model ran, before CFG: (predictions of every row, conds then unconds; step) → predictions
+    after_model_hooks: list[Callable[[torch.Tensor, int], torch.Tensor | None]] = field(default_factory=list)
     after_cfg_hooks: list[Callable[[torch.Tensor, int], torch.Tensor]] = field(default_factory=list)
+    # A1111's NGMS (s_min_uncond): below this sigma, every other step skips the negative prompt
+    s_min_uncond: float = 0.0
     step: int = 0
     # when a list: every call appends (step, the conditioning it used) — for tests and debugging
     record: list[tuple[int, StepConds]] | None = None
@@ -80,6 +84,13 @@ class CFGDenoiser:
             return x / (s ** 2 + 1.0) - out * s / (s ** 2 + 1.0) ** 0.5
         return x - out * s
 
+    def _after_model(self, out: torch.Tensor) -> torch.Tensor:
+        for hook in self.after_model_hooks:
+            r = hook(out, self.step)
+            if r is not None:
+                out = r
+        return out
+
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         sc = self.conds.at(self.step)
         if self.record is not None:
@@ -98,8 +109,18 @@ class CFGDenoiser:
         ic = self.image_conditioning
         icc = None if ic is None else ic[index.to(ic.device)]
         simple = all(len(p) == 1 and p[0][1] == 1.0 for p in parts)
+        skip_uncond = (self.s_min_uncond > 0 and self.step % 2 == 1 and float(sigma[0]) < self.s_min_uncond)
         if simple and self.cfg_scale == 1.0:
             denoised = self._model(xc, sc_sigma, cond.cross_attn, cond.pooled, icc)
+            denoised = self._after_model(denoised)
+        elif skip_uncond:
+            # A1111: the cond prediction stands in for the skipped uncond one, so CFG returns it
+            d_cond = self._after_model(self._model(xc, sc_sigma, cond.cross_attn, cond.pooled, icc))
+            d_uncond = torch.stack([d_cond[item[0][0]] for item in parts])
+            denoised = d_uncond.clone()
+            for i, item in enumerate(parts):
+                for row, weight in item:
+                    denoised[i] += (d_cond[row] - d_uncond[i]) * (weight * self.cfg_scale)
         else:
             if cond.cross_attn.shape[1] != uncond.cross_attn.shape[1]:
                 # Different chunk counts: two UNet calls, as A1111 does unless pad_cond_uncond is set.
@@ -114,6 +135,9 @@ class CFGDenoiser:
                 rows_mask = torch.cat([torch.zeros(n, dtype=torch.bool), torch.ones(b, dtype=torch.bool)])
                 both = self._model(torch.cat([xc, x]), torch.cat([sc_sigma, sigma]), cross, pooled, both_ic, rows_mask)
                 d_cond, d_uncond = both[:n], both[n:]
+            if self.after_model_hooks:
+                both = self._after_model(torch.cat([d_cond, d_uncond]))
+                d_cond, d_uncond = both[:d_cond.shape[0]], both[d_cond.shape[0]:]
             # A1111's combine_denoised: uncond + sum over parts of weight * scale * (cond_part - uncond)
             denoised = d_uncond.clone()
             for i, item in enumerate(parts):

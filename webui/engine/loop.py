@@ -75,7 +75,11 @@ def run_pass(unet: Any, family: str, prediction_type: str, schedule: ModelSchedu
              conds: ConditioningSource, noise: NoiseSource,
              on_step: Callable[[StepReport], None] | None = None,
              image_conditioning: torch.Tensor | None = None,
-             denoiser_setup: Callable[[CFGDenoiser], None] | None = None) -> PassResult:
+             denoiser_setup: Callable[[CFGDenoiser], None] | None = None,
+             before_sampling: Callable[[torch.Tensor, torch.Tensor], torch.Tensor | None] | None = None,
+             ) -> PassResult:
+    """One pass; ``before_sampling(x, noise)`` sees the starting latent and the noise it holds
+    (A1111's process_before_every_sampling) and may return a replacement for x."""
     def full(n: int) -> torch.Tensor:
         return get_sigmas(cfg.sampler, cfg.schedule, n, schedule, discard_next_to_last=cfg.discard_next_to_last_sigma)
 
@@ -91,6 +95,10 @@ def run_pass(unet: Any, family: str, prediction_type: str, schedule: ModelSchedu
             total = int(cfg.steps / min(cfg.denoising_strength, 0.999)) if cfg.fixed_steps else cfg.steps
             noise_sampler = brownian_noise_sampler(x, full(total), noise.seeds)
     sigmas = sigmas.to(x.device)
+    if before_sampling is not None:
+        replaced = before_sampling(x, noise.first())
+        if replaced is not None:
+            x = replaced
     denoiser = CFGDenoiser(unet=unet, schedule=schedule, prediction_type=prediction_type, conds=conds,
                            cfg_scale=cfg.cfg_scale, width=cfg.width, height=cfg.height,
                            family=family, image_conditioning=image_conditioning, total_steps=len(sigmas) - 1)

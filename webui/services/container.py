@@ -15,7 +15,9 @@ from webui.services.jobs import Job, JobQueue
 from webui.services.model_service import ModelLoadError, ModelService
 from webui.services.extras import ExtrasService, build_extras_service
 from webui.services.img2img import Img2ImgService
-from webui.services.img2img_scripts import Img2ImgScripts, find_script
+from webui.services.img2img_scripts import Img2ImgScripts
+from webui.processing.pipeline import Pipeline
+from webui.scripts.builtin import builtin_catalog
 from webui.services.requests import Img2ImgRequest, Txt2ImgRequest
 from webui.services.txt2img import GenerationError, GenerationResult, Txt2ImgService
 from webui.settings import Settings
@@ -35,14 +37,14 @@ class Services:
     img2img_scripts: Img2ImgScripts
     extras: ExtrasService
     memory: MemoryManager
+    pipeline: Pipeline
 
     def submit_txt2img(self, req: Txt2ImgRequest, *, save: bool, label: str = "txt2img") -> Job:
         self.txt2img.validate(req)  # fail before queueing
         return self.queue.submit(self._watched(lambda state: self.txt2img.run(req, state, save=save)), label=label)
 
     def submit_img2img(self, req: Img2ImgRequest, *, save: bool, label: str = "img2img") -> Job:
-        self.img2img.validate(req)
-        find_script(req.script_name)  # an unknown script fails before queueing
+        self.img2img.validate(req)  # an unknown script fails here too, before queueing
         return self.queue.submit(self._watched(lambda state: self.img2img_scripts.run(req, state, save=save)),
                                  label=label)
 
@@ -62,7 +64,7 @@ class Services:
                              label: str = "img2img batch") -> Job:
         from webui.services.img2img_batch import check_dirs, run_batch
         check_dirs(input_dir, output_dir, mask_dir)  # a missing folder fails before queueing
-        find_script(req.script_name)
+        self.pipeline.scripts.img2img.check_request(req.script_name, req.alwayson_scripts)
         return self.queue.submit(lambda state: run_batch(self.img2img_scripts, req, input_dir, output_dir, mask_dir,
                                                          state), label=label)
 
@@ -152,10 +154,12 @@ def build_services(args: argparse.Namespace, paths: Paths) -> Services:
     extras = build_extras_service(args, paths, settings, queue, memory)
     # hires fix and SD upscale offer the Extras tab's upscalers (model files included)
     names = extras.upscalers.names
-    txt2img = Txt2ImgService(models, settings, paths.outputs_dir, styles, extras.upscale, names)
-    img2img = Img2ImgService(models, settings, paths.outputs_dir, styles, extras.upscale, names)
+    pipeline = Pipeline(models, settings, paths.outputs_dir, styles, extras.upscale, names,
+                        builtin_catalog(extras.upscale, names), faces=getattr(extras, "faces", None))
+    txt2img = Txt2ImgService(models, settings, paths.outputs_dir, styles, pipeline=pipeline)
+    img2img = Img2ImgService(models, settings, paths.outputs_dir, styles, pipeline=pipeline)
     return Services(args, paths, settings, registry, models, queue, txt2img, styles, img2img,
-                    Img2ImgScripts(img2img, extras.upscale, names), extras=extras, memory=memory)
+                    Img2ImgScripts(img2img, extras.upscale, names), extras=extras, memory=memory, pipeline=pipeline)
 
 
 __all__ = ["Services", "build_services", "GenerationError", "GenerationResult", "ModelLoadError"]

@@ -247,7 +247,7 @@ class ModelService:
         from webui.networks.embeddings import EmbeddingDatabase
         widths = [te.get_input_embeddings().weight.shape[1] for te in sd.text_encoders]
         embeddings = EmbeddingDatabase(self.embeddings_dir, sd.tokenizers, widths).load()
-        from webui.services.stages import text_encoding
+        from webui.engine.memory_stages import text_encoding
         encoder = PromptEncoder(sd.family, sd.text_encoders, sd.tokenizers, dev, self.policy.unet_dtype, embeddings,
                                 placement=lambda: text_encoding(self.memory, sd.text_encoders))
         schedule = ModelSchedule(sd.alphas_cumprod, sd.prediction_type)

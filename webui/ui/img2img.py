@@ -12,7 +12,6 @@ import numpy as np
 from PIL import Image
 
 from webui.imaging.resize import RESIZE_MODES
-from webui.services.img2img_scripts import DIRECTIONS
 from webui.services.requests import INPAINTING_FILL
 
 if TYPE_CHECKING:
@@ -20,7 +19,6 @@ if TYPE_CHECKING:
 
 MODES = ("img2img", "Sketch", "Inpaint", "Inpaint sketch", "Inpaint upload", "Batch")
 EDITOR_MODES = ("img2img", "Sketch", "Inpaint", "Inpaint sketch")  # "Copy image to" targets
-SCRIPTS = ("None", "SD upscale", "Poor man's outpainting", "Outpainting mk2")
 SUB_TAB_IDS = {"img2img": "img2img_tab_img2img", "Sketch": "img2img_tab_sketch", "Inpaint": "img2img_tab_inpaint",
                "Inpaint sketch": "img2img_tab_inpaint_sketch"}
 SKETCH_COLORS = ["#ffffff", "#000000", "#ff0000", "#ff8800", "#ffff00", "#00c000", "#0080ff", "#8000ff"]
@@ -99,19 +97,6 @@ class Img2ImgInputs:
         if mask is not None:
             fields["mask"] = mask
         return fields
-
-    def script_fields(self, d: dict) -> dict[str, Any]:
-        name = d[self.script]
-        if not name or name == "None":
-            return {}
-        vals = [d[c] for c in self.script_controls[name]]
-        if name == "SD upscale":
-            args: list[Any] = ["", int(vals[0]), vals[1], float(vals[2])]
-        elif name == "Poor man's outpainting":
-            args = [int(vals[0]), int(vals[1]), int(vals[2]), list(vals[3] or [])]
-        else:
-            args = ["", int(vals[0]), int(vals[1]), list(vals[2] or []), float(vals[3]), float(vals[4])]
-        return {"script_name": name, "script_args": args}
 
 
 # ---- editor values ----
@@ -303,45 +288,6 @@ def create_img2img_inputs(svc: "Services") -> Img2ImgInputs:
     return Img2ImgInputs(mode, init_img, sketch, inpaint, inpaint_sketch, upload_img, upload_mask, batch_input,
                          batch_output, batch_mask, resize_mode, mask_blur, mask_alpha, mask_invert, fill, full_res,
                          padding, mask_group, tabs=tabs)
-
-
-def create_script_controls(inputs: Img2ImgInputs, upscalers: list[str]) -> None:
-    """The Script dropdown and each built-in script's controls (A1111's defaults)."""
-    script = gr.Dropdown(list(SCRIPTS), value="None", label="Script", elem_id="img2img_script")
-    groups = {}
-    with gr.Group(visible=False, elem_id="img2img_script_sd_upscale") as g:
-        gr.Markdown("Will upscale the image by the selected scale factor, then img2img each tile of the "
-                    "model's size (Width × Height) with this overlap.")
-        ctrls = [gr.Slider(0, 256, value=64, step=16, label="Tile overlap", elem_id="img2img_sd_upscale_overlap"),
-                 gr.Radio(upscalers, value="Lanczos" if "Lanczos" in upscalers else upscalers[0], label="Upscaler",
-                          elem_id="img2img_sd_upscale_upscaler"),
-                 gr.Slider(1.0, 4.0, value=2.0, step=0.05, label="Scale Factor",
-                           elem_id="img2img_sd_upscale_scale")]
-        groups["SD upscale"] = (g, ctrls)
-    with gr.Group(visible=False, elem_id="img2img_script_poor_man") as g:
-        ctrls = [gr.Slider(8, 256, value=128, step=8, label="Pixels to expand", elem_id="img2img_pm_pixels"),
-                 gr.Slider(0, 64, value=4, step=1, label="Mask blur", elem_id="img2img_pm_mask_blur"),
-                 gr.Radio(list(INPAINTING_FILL), value="fill", type="index", label="Masked content",
-                          elem_id="img2img_pm_fill"),
-                 gr.CheckboxGroup(list(DIRECTIONS), value=list(DIRECTIONS), label="Outpainting direction",
-                                  elem_id="img2img_pm_direction")]
-        groups["Poor man's outpainting"] = (g, ctrls)
-    with gr.Group(visible=False, elem_id="img2img_script_mk2") as g:
-        gr.Markdown("Recommended settings: Sampling Steps 80-100, Sampler Euler a, Denoising strength 0.8")
-        ctrls = [gr.Slider(8, 256, value=128, step=8, label="Pixels to expand", elem_id="img2img_mk2_pixels"),
-                 gr.Slider(0, 64, value=8, step=1, label="Mask blur", elem_id="img2img_mk2_mask_blur"),
-                 gr.CheckboxGroup(list(DIRECTIONS), value=list(DIRECTIONS), label="Outpainting direction",
-                                  elem_id="img2img_mk2_direction"),
-                 gr.Slider(0.0, 4.0, value=1.0, step=0.01, label="Fall-off exponent (lower=higher detail)",
-                           elem_id="img2img_mk2_falloff"),
-                 gr.Slider(0.0, 1.0, value=0.05, step=0.01, label="Color variation",
-                           elem_id="img2img_mk2_color_variation")]
-        groups["Outpainting mk2"] = (g, ctrls)
-    names = list(groups)
-    script.change(lambda v: [gr.update(visible=v == n) for n in names], script, [groups[n][0] for n in names],
-                  show_progress="hidden", api_visibility="private", queue=False)
-    inputs.script = script
-    inputs.script_controls = {n: ctrls for n, (_, ctrls) in groups.items()}
 
 
 def _slug(name: str) -> str:

@@ -164,7 +164,8 @@ def initial_size(svc: "Services") -> int:
 def create_generation_tab(svc: "Services", mode: str, size: int | None = None) -> Txt2ImgTab:
     """Build a txt2img or img2img tab (call inside a `gr.Tab`) and wire its events. Both share this
     layout and job handling; img2img adds its input sub-tabs, inpaint options and scripts."""
-    from webui.ui.img2img import InputError, create_img2img_inputs, create_script_controls
+    from webui.ui.img2img import InputError, create_img2img_inputs
+    from webui.ui.script_controls import create_script_controls
     is_i2i = mode == "img2img"
     i2i = None
     start = size or initial_size(svc)  # Width/Height's first value
@@ -274,9 +275,9 @@ def create_generation_tab(svc: "Services", mode: str, size: int | None = None) -
                                    elem_id=f"{mode}_override_settings")
 
             cn_units = create_controlnet_accordion(svc, mode)
-            if is_i2i:
-                assert i2i is not None
-                create_script_controls(i2i, upscalers_for_scripts(svc))
+            scripts_ui = create_script_controls(svc, mode)
+            if i2i is not None:
+                i2i.script, i2i.script_controls = scripts_ui.dropdown, dict(scripts_ui.controls)
             create_extra_networks(svc, mode, prompt, neg_prompt)
 
         with gr.Column(scale=1, elem_id=f"{mode}_results"):
@@ -394,7 +395,7 @@ def create_generation_tab(svc: "Services", mode: str, size: int | None = None) -
                        api_visibility="private")
     styles.focus(style_choices, styles, styles, show_progress="hidden", api_visibility="private")
 
-    inputs = {*(i2i.components() if i2i is not None else ()), *[c for u in cn_units for c in u.components()], styles, prompt, neg_prompt, sampler, scheduler, steps, width, height, batch_count, batch_size, cfg_scale,
+    inputs = {*(i2i.components() if i2i is not None else ()), *scripts_ui.components(), *[c for u in cn_units for c in u.components()], styles, prompt, neg_prompt, sampler, scheduler, steps, width, height, batch_count, batch_size, cfg_scale,
               seed, extra, subseed, subseed_strength, seed_resize_w, seed_resize_h, enable_hr, hr_upscaler,
               hr_steps, denoising, hr_scale, hr_resize_x, hr_resize_y, override}
 
@@ -403,8 +404,8 @@ def create_generation_tab(svc: "Services", mode: str, size: int | None = None) -
         extras = bool(d[extra])
         hires = bool(d[enable_hr]) and not is_i2i
         fields: dict[str, Any] = {}
+        fields.update(scripts_ui.fields(d))
         if i2i is not None:
-            fields.update(i2i.script_fields(d))
             if _is_batch(d, i2i):
                 fields["init_images"] = []
             else:
@@ -509,22 +510,15 @@ def create_generation_tab(svc: "Services", mode: str, size: int | None = None) -
                 (svc.paths.data_dir / "params.txt").write_text(result.infotexts[0], encoding="utf-8")
             except OSError:
                 pass
-        images = list(result.images)
-        for img, text in zip(images, result.infotexts):
+        shown, texts = result.shown()  # grids first (A1111's gallery)
+        for img, text in zip(shown, texts):
             img.info["parameters"] = text  # gradio copies text chunks into the gallery PNGs
-        shown = images
-        if len(images) > 1:
-            from webui import outputs
-            grid = outputs.make_grid(images)
-            if result.infotexts:
-                grid.info["parameters"] = result.infotexts[0]
-            shown = [grid] + images
         info_dict = dict(result.info)
         info_dict.setdefault("infotexts", list(result.infotexts))
-        info_dict["index_of_first_image"] = 1 if len(images) > 1 else 0
+        info_dict["index_of_first_image"] = result.index_of_first_image
         first = _infotext_for_index(info_dict, 0)
         msg = f"Time taken: {dt:.1f} s" + (f" · {result.memory}" if result.memory else "")
-        if not images:
+        if not shown:
             msg = f"Interrupted: no image ({dt:.1f} s)"
         elif result.paths:
             msg += f" · saved {result.paths[0].name}" + (f" (+{len(result.paths) - 1})" if len(result.paths) > 1
@@ -567,10 +561,6 @@ def scaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:
     """img2img "Resize by": the input size times the scale, in multiples of 8 (A1111)."""
     w, h = size
     return max(64, int(w * scale / 8 + 0.5) * 8), max(64, int(h * scale / 8 + 0.5) * 8)
-
-
-def upscalers_for_scripts(svc: "Services") -> list[str]:
-    return svc.img2img_scripts.names()
 
 
 RADIO_LABELS = {"inpainting_mask_invert": ("Inpaint masked", "Inpaint not masked"),

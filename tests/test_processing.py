@@ -1,0 +1,307 @@
+"""The Processing pipeline and its script runner, in-process on tiny real-layout checkpoints:
+hook order and arguments, scripts changing the job, failures isolated, the options snapshot."""
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tiny_models import make_tiny_checkpoint
+from webui.memory.devices import DevicePolicy
+from webui.models.registry import CheckpointRegistry
+from webui.processing.pipeline import Pipeline
+from webui.processing.scripts import AlwaysVisible, ArgInfo, Script, ScriptCatalog, ScriptRunner
+from webui.scripts.builtin import builtin_catalog
+from webui.services.jobs import JobState
+from webui.services.model_service import ModelService
+from webui.services.requests import Img2ImgRequest, Txt2ImgRequest
+from webui.settings import Settings
+
+
+class Recorder(Script):
+    """An always-on script that records every hook it receives, with the arguments."""
+    args = [ArgInfo("tag", "default-tag")]
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    def title(self) -> str:
+        return "Recorder"
+
+    def show(self, is_img2img: bool) -> Any:
+        return AlwaysVisible
+
+    def _rec(self, name: str, detail: Any = None) -> None:
+        self.calls.append((name, detail))
+
+    def setup(self, p, tag):
+        self._rec("setup", tag)
+
+    def before_process(self, p, tag):
+        self._rec("before_process", tag)
+
+    def process(self, p, tag):
+        self._rec("process", (list(p.all_prompts), list(p.all_seeds)))
+
+    def before_process_batch(self, p, tag, *, batch_number, prompts, seeds, subseeds):
+        self._rec("before_process_batch", (batch_number, list(prompts), list(seeds), list(subseeds)))
+
+    def after_extra_networks_activate(self, p, tag, *, batch_number, prompts, seeds, subseeds, extra_network_data):
+        self._rec("after_extra_networks_activate", (batch_number, sorted(extra_network_data)))
+
+    def process_batch(self, p, tag, *, batch_number, prompts, seeds, subseeds):
+        self._rec("process_batch", batch_number)
+
+    def process_before_every_sampling(self, p, tag, *, x, noise, c, uc):
+        self._rec("process_before_every_sampling", (tuple(x.shape), tuple(noise.shape)))
+
+    def on_cfg_denoiser(self, p, params, tag):
+        self._rec("on_cfg_denoiser", (params.sampling_step, params.total_sampling_steps, tuple(params.x.shape),
+                                      params.text_cond is not None and params.text_uncond is not None))
+
+    def on_cfg_denoised(self, p, params, tag):
+        self._rec("on_cfg_denoised", params.sampling_step)
+
+    def on_cfg_after_cfg(self, p, params, tag):
+        self._rec("on_cfg_after_cfg", params.sampling_step)
+
+    def before_hr(self, p, tag):
+        self._rec("before_hr", None)
+
+    def post_sample(self, p, ps, tag):
+        self._rec("post_sample", tuple(ps.samples.shape))
+
+    def postprocess_batch(self, p, tag, *, images, batch_number):
+        self._rec("postprocess_batch", (batch_number, tuple(images.shape)))
+
+    def postprocess_batch_list(self, p, pp, tag, *, batch_number):
+        self._rec("postprocess_batch_list", (batch_number, len(pp.images)))
+
+    def postprocess_image(self, p, pp, tag):
+        self._rec("postprocess_image", pp.image.size)
+
+    def postprocess(self, p, processed, tag):
+        self._rec("postprocess", len(processed.images))
+
+
+def _collapse(calls: list[tuple[str, Any]]) -> list[str]:
+    """Hook names in order, with runs of per-step hooks folded to one entry."""
+    out: list[str] = []
+    for name, _ in calls:
+        if name.startswith("on_cfg") and out and out[-1] == name:
+            continue
+        if name.startswith("on_cfg") and len(out) >= 2 and out[-2] == name:
+            continue
+        if name.startswith("on_cfg") and len(out) >= 3 and out[-3] == name:
+            continue
+        out.append(name)
+    return out
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("proc")
+    ckpt = root / "models"
+    ckpt.mkdir()
+    make_tiny_checkpoint(ckpt / "a.safetensors", family="sd1", seed=21)
+    make_tiny_checkpoint(ckpt / "b.safetensors", family="sd1", seed=22)
+    registry = CheckpointRegistry(ckpt, root / "cache")
+    registry.refresh()
+    models = ModelService(registry, DevicePolicy.from_flags(["all"], None, "full", True, True))
+    models.load("a.safetensors")
+    settings = Settings.load(root / "config.json")
+    return models, settings, root
+
+
+def pipeline_with(env, *scripts: Script) -> Pipeline:
+    models, settings, root = env
+    cat = builtin_catalog()
+    for s in scripts:
+        cat.txt2img.add(s)
+        cat.img2img.add(s)  # the same instance: tests read what it recorded
+    return Pipeline(models, settings, root / "outputs", scripts=cat)
+
+
+BASE = {"prompt": "a red circle", "steps": 3, "width": 64, "height": 64, "seed": 7, "sampler_name": "Euler"}
+
+
+def run(pl: Pipeline, save: bool = False, **kw) -> Any:
+    cls = Img2ImgRequest if "init_images" in kw else Txt2ImgRequest
+    return pl.run(cls(**{**BASE, **kw}), JobState("t", "t"), save=save)
+
+
+def test_hook_order_txt2img_with_hires(env) -> None:
+    rec = Recorder()
+    pl = pipeline_with(env, rec)
+    res = run(pl, batch_size=2, n_iter=2, enable_hr=True, hr_scale=1.5, hr_second_pass_steps=2,
+              denoising_strength=0.5, alwayson_scripts={"recorder": {"args": ["mine"]}})
+    assert len(res.images) == 4
+    names = _collapse(rec.calls)
+    batch = ["before_process_batch", "after_extra_networks_activate", "process_batch",
+             "process_before_every_sampling", "on_cfg_denoiser", "on_cfg_denoised", "on_cfg_after_cfg",
+             "before_hr", "process_before_every_sampling", "on_cfg_denoiser", "on_cfg_denoised", "on_cfg_after_cfg",
+             "post_sample", "postprocess_batch", "postprocess_batch_list", "postprocess_image", "postprocess_image"]
+    assert names == ["setup", "before_process", "process"] + batch + batch + ["postprocess"]
+    calls = dict(rec.calls[:3])
+    assert calls["setup"] == "mine"  # the script's own argument from alwayson_scripts
+    assert rec.calls[2] == ("process", (["a red circle"] * 4, [7, 8, 9, 10]))
+    pb = [d for n, d in rec.calls if n == "before_process_batch"]
+    assert pb == [(0, ["a red circle"] * 2, [7, 8], pb[0][3]), (1, ["a red circle"] * 2, [9, 10], pb[1][3])]
+    assert ("process_before_every_sampling", ((2, 4, 8, 8), (2, 4, 8, 8))) in rec.calls
+    assert ("process_before_every_sampling", ((2, 4, 12, 12), (2, 4, 12, 12))) in rec.calls  # hires pass
+    steps = [d for n, d in rec.calls if n == "on_cfg_denoiser"]
+    assert steps[0][0] == 0 and steps[0][1] == 3 and steps[0][3]
+    assert ("postprocess_batch", (0, (2, 3, 96, 96))) in rec.calls
+    assert ("postprocess_image", (96, 96)) in rec.calls
+    assert rec.calls[-1] == ("postprocess", 4)
+
+
+def test_hook_order_img2img_inpaint(env) -> None:
+    rec = Recorder()
+    pl = pipeline_with(env, rec)
+    img = Image.new("RGB", (64, 64), (200, 30, 30))
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (16, 16, 48, 48))
+    run(pl, init_images=[img], mask=mask, denoising_strength=0.6, alwayson_scripts={"Recorder": {"args": []}})
+    names = _collapse(rec.calls)
+    assert names == ["setup", "before_process", "process", "before_process_batch", "after_extra_networks_activate",
+                     "process_batch", "process_before_every_sampling", "on_cfg_denoiser", "on_cfg_denoised",
+                     "on_cfg_after_cfg", "post_sample", "postprocess_batch", "postprocess_batch_list",
+                     "postprocess_image", "postprocess"]
+    assert rec.calls[0] == ("setup", "default-tag")  # no args given: the script's default
+
+
+class ChangePrompts(Script):
+    def title(self) -> str:
+        return "Change prompts"
+
+    def show(self, is_img2img: bool) -> Any:
+        return AlwaysVisible
+
+    def process(self, p):
+        p.all_prompts = ["a blue square" for _ in p.all_prompts]
+
+
+def test_script_changing_all_prompts_changes_image_and_infotext(env) -> None:
+    pl = pipeline_with(env, ChangePrompts())
+    changed = run(pl)
+    assert changed.infotexts[0].startswith("a blue square\n")
+    assert changed.info["all_prompts"] == ["a blue square"]
+    direct = run(pipeline_with(env), prompt="a blue square")
+    plain = run(pipeline_with(env))
+    assert np.array_equal(np.asarray(changed.images[0]), np.asarray(direct.images[0]))
+    assert not np.array_equal(np.asarray(changed.images[0]), np.asarray(plain.images[0]))
+
+
+class Invert(Script):
+    def title(self) -> str:
+        return "Invert"
+
+    def show(self, is_img2img: bool) -> Any:
+        return AlwaysVisible
+
+    def postprocess_image(self, p, pp):
+        pp.image = Image.eval(pp.image, lambda v: 255 - v)
+
+
+def test_postprocess_image_result_is_saved(env) -> None:
+    plain = run(pipeline_with(env))
+    res = run(pipeline_with(env, Invert()), save=True)
+    assert np.array_equal(np.asarray(res.images[0]), 255 - np.asarray(plain.images[0]))
+    saved = Image.open(res.paths[0])
+    assert np.array_equal(np.asarray(saved.convert("RGB")), np.asarray(res.images[0]))
+    assert saved.info["parameters"] == res.infotexts[0]
+
+
+class Broken(Script):
+    def title(self) -> str:
+        return "Broken"
+
+    def show(self, is_img2img: bool) -> Any:
+        return AlwaysVisible
+
+    def process(self, p):
+        raise RuntimeError("boom")
+
+    def postprocess_image(self, p, pp):  # never called: the script is left out after its failure
+        raise AssertionError("a failed script must not run again in the same job")
+
+
+def test_raising_script_is_reported_and_job_completes(env) -> None:
+    res = run(pipeline_with(env, Broken()))
+    assert len(res.images) == 1
+    assert any("Broken" in w and "process" in w and "boom" in w for w in res.info["warnings"])
+
+
+def test_unknown_scripts_are_refused(env) -> None:
+    from webui.processing.errors import GenerationError
+    pl = pipeline_with(env)
+    with pytest.raises(GenerationError, match="no such script"):
+        pl.validate(Txt2ImgRequest(**BASE, script_name="no such script"))
+    with pytest.raises(GenerationError, match="mystery"):
+        pl.validate(Txt2ImgRequest(**BASE, alwayson_scripts={"mystery": {"args": [1]}}))
+
+
+class ChangeSettingMidJob(Script):
+    """Plays a `POST /options` arriving while the job samples."""
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings
+        self.seen: list[Any] = []
+
+    def title(self) -> str:
+        return "Mid-job settings change"
+
+    def show(self, is_img2img: bool) -> Any:
+        return AlwaysVisible
+
+    def on_cfg_denoiser(self, p, params):
+        if params.sampling_step == 1 and self.settings is not None:
+            self.settings.set("CLIP_stop_at_last_layers", 3)
+        self.seen.append(p.opts.get("CLIP_stop_at_last_layers"))
+
+
+@pytest.mark.parametrize("restore", [True, False])
+def test_options_snapshot_keeps_a_concurrent_change_and_never_writes_overrides(env, restore: bool) -> None:
+    models, settings, root = env
+    settings.set("CLIP_stop_at_last_layers", 1)
+    script = ChangeSettingMidJob(settings)
+    cat = ScriptCatalog(ScriptRunner(False, [script]), ScriptRunner(True))
+    pl = Pipeline(models, settings, root / "outputs", scripts=cat)
+    res = run(pl, override_settings={"CLIP_stop_at_last_layers": 2, "eta_noise_seed_delta": 31337},
+              override_settings_restore_afterwards=restore)
+    assert set(script.seen) == {2}  # the job saw its override all along
+    assert "Clip skip: 2" in res.infotexts[0] and "ENSD: 31337" in res.infotexts[0]
+    assert settings.get("CLIP_stop_at_last_layers") == 3  # the change made during the job is kept
+    saved = json.loads((root / "config.json").read_text())
+    assert saved["CLIP_stop_at_last_layers"] == 3
+    assert "eta_noise_seed_delta" not in saved and all(v is not None for v in saved.values())
+    settings.set("CLIP_stop_at_last_layers", 1)
+
+
+def test_checkpoint_override_runs_on_that_model_and_restores(env) -> None:
+    models, settings, root = env
+    models.load("a.safetensors")
+    pl = pipeline_with(env)
+    on_b = run(pl, override_settings={"sd_model_checkpoint": "b.safetensors"})
+    assert "Model: b" in on_b.infotexts[0]
+    assert models.current.info.stem == "a"
+
+
+def test_jobs_on_two_threads_keep_their_own_options(env) -> None:
+    """Two Processing objects never share per-job state (the queue runs one at a time; this checks
+    that nothing of a job is left on the shared pipeline)."""
+    pl = pipeline_with(env)
+    results: dict[int, Any] = {}
+
+    def go(i: int) -> None:
+        results[i] = run(pl, override_settings={"CLIP_stop_at_last_layers": 1 + i})
+    for i in (1, 2):
+        t = threading.Thread(target=go, args=(i,))
+        t.start()
+        t.join()
+    assert "Clip skip: 2" in results[1].infotexts[0] and "Clip skip: 3" in results[2].infotexts[0]

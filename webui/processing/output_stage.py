@@ -1,0 +1,89 @@
+"""Stages 5–8: decode a batch, post-process each image, save it, and make the job's grid.
+
+Saving goes through the before/after image-saved callbacks (A1111's `on_before_image_saved` may
+change the image, the file name or the text chunks; `on_image_saved` learns the path).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from PIL import Image
+
+from webui import outputs
+from webui.engine import memory_stages as stages
+from webui.engine import vae as vae_ops
+from webui.processing.callbacks import ImageSaveParams
+from webui.processing.scripts import PostprocessBatchListArgs, PostprocessImageArgs
+
+if TYPE_CHECKING:
+    from webui.processing.context import Processing
+
+
+def decode(p: "Processing", latents: torch.Tensor) -> torch.Tensor:
+    """Latents → images in [0, 1], [B, 3, H, W] on the CPU."""
+    return stages.decode(p.sd_model, latents)
+
+
+def batch_images(p: "Processing", decoded: torch.Tensor, n: int) -> list[Any]:
+    """A1111's postprocess_batch and postprocess_batch_list: scripts see the batch and may replace,
+    drop or add images (as [3, H, W] tensors or PIL images)."""
+    if p.scripts is None:
+        return list(decoded)
+    p.scripts.postprocess_batch(p, decoded, batch_number=n)
+    pp = PostprocessBatchListArgs(list(decoded))
+    p.scripts.postprocess_batch_list(p, pp, batch_number=n)
+    return pp.images
+
+
+def to_pil(item: Any) -> Image.Image:
+    if isinstance(item, Image.Image):
+        return item
+    return vae_ops.to_pil(item.unsqueeze(0) if item.ndim == 3 else item)[0]
+
+
+def postprocess_image(p: "Processing", img: Image.Image) -> Image.Image:
+    """Per image, in A1111's order: face restoration, the scripts' postprocess_image."""
+    if p.restore_faces:
+        faces = p.pipeline.faces if p.pipeline is not None else None
+        if faces is None:
+            p.warn("Restore faces: no face restoration is available in this build")
+        else:
+            img, warning = faces.restore(img, str(p.opt("face_restoration_model") or "CodeFormer"),
+                                         float(p.opt("code_former_weight", 0.5)))
+            if warning:
+                p.warn(warning)
+    if p.scripts is not None:
+        pp = PostprocessImageArgs(img)
+        p.scripts.postprocess_image(p, pp)
+        img = pp.image
+    return img
+
+
+def save(p: "Processing", img: Image.Image, text: str, seed: int | None, *, grid: bool = False) -> Path | None:
+    """Save one image (or the grid) where the job's options say, through the image-saved callbacks."""
+    callbacks = p.pipeline.callbacks if p.pipeline is not None else None
+    with_info = bool(p.opt("enable_pnginfo"))
+    fmt = str(p.opt("samples_format"))
+    directory = p.outdir("grids" if grid else "samples") / time.strftime("%Y-%m-%d")
+    params = ImageSaveParams(img, p, "", {"parameters": text} if with_info else {})
+    if callbacks is not None:
+        callbacks.run("before_image_saved", params, p)
+    info = params.pnginfo.get("parameters") if params.pnginfo else None
+    extra = {k: str(v) for k, v in (params.pnginfo or {}).items() if k != "parameters"} or None
+    if params.filename:  # a callback chose the name
+        target = Path(params.filename)
+        path = outputs.save_image_named(params.image, target.parent if target.parent != Path("") else directory,
+                                        target.stem, infotext=info, fmt=fmt, extra_pnginfo=extra)
+    else:
+        path = outputs.save_image(params.image, directory, seed=seed, infotext=info, grid=grid, fmt=fmt,
+                                  extra_pnginfo=extra)
+    if callbacks is not None:
+        callbacks.run("image_saved", ImageSaveParams(params.image, p, str(path), params.pnginfo), p)
+    return path
+
+
+def make_grid(p: "Processing", images: list[Image.Image]) -> Image.Image:
+    return outputs.make_grid(images, batch_size=p.batch_size)
