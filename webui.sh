@@ -31,5 +31,11 @@ SPANDREL_VERSION=0.4.2
 if ! "$PY" -c "import importlib.metadata as m, sys; sys.exit(m.version('spandrel') != '$SPANDREL_VERSION')" 2>/dev/null; then
   "$PY" -m pip install --no-deps "spandrel==$SPANDREL_VERSION"
 fi
+# Face restoration: CodeFormer's architecture lives in spandrel_extra_arches (0.2.0 is the release built for
+# spandrel 0.4; it imports no torchvision). It declares torchvision too, so it is installed the same way.
+SPANDREL_EXTRA_ARCHES_VERSION=0.2.0
+if ! "$PY" -c "import importlib.metadata as m, sys; sys.exit(m.version('spandrel_extra_arches') != '$SPANDREL_EXTRA_ARCHES_VERSION')" 2>/dev/null; then
+  "$PY" -m pip install --no-deps "spandrel_extra_arches==$SPANDREL_EXTRA_ARCHES_VERSION"
+fi
 if [ "${WEBUI_INSTALL_ONLY:-0}" = "1" ]; then exit 0; fi
 exec "$PY" launch.py "$@"

@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     paths.add_argument("--swinir-models-path", type=Path, default=None,
                        help="SwinIR upscaler folder (default <models-dir>/SwinIR)")
     paths.add_argument("--dat-models-path", type=Path, default=None, help="DAT upscaler folder (default <models-dir>/DAT)")
+    paths.add_argument("--gfpgan-models-path", type=Path, default=None, help="GFPGAN folder (default <models-dir>/GFPGAN)")
+    paths.add_argument("--codeformer-models-path", type=Path, default=None,
+                       help="CodeFormer folder (default <models-dir>/Codeformer)")
 
     dev = p.add_argument_group("device")
     dev.add_argument("--use-cpu", nargs="+", default=[], metavar="MODULE",
@@ -129,6 +132,13 @@ class Paths:
         given = dict(self.upscaler_dirs)
         return {k: given.get(k, self.models_dir / k) for k in ("ESRGAN", "RealESRGAN", "SwinIR", "DAT", "HAT")}
 
+    # face restorer folders (GFPGAN, CodeFormer) given by flags; empty = <models-dir>/GFPGAN, <models-dir>/Codeformer
+    face_restorer_dirs: tuple[tuple[str, Path], ...] = ()
+
+    def face_restorer_folders(self) -> dict[str, Path]:
+        given = dict(self.face_restorer_dirs)
+        return {k: given.get(k, self.models_dir / d) for k, d in (("CodeFormer", "Codeformer"), ("GFPGAN", "GFPGAN"))}
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
@@ -166,6 +176,9 @@ def resolve_paths(args: argparse.Namespace) -> Paths:
         upscaler_dirs=tuple((kind, Path(v).resolve()) for kind, flag in (
             ("ESRGAN", "esrgan_models_path"), ("RealESRGAN", "realesrgan_models_path"),
             ("SwinIR", "swinir_models_path"), ("DAT", "dat_models_path")) if (v := getattr(args, flag, None))),
+        face_restorer_dirs=tuple((kind, Path(v).resolve()) for kind, flag in (
+            ("GFPGAN", "gfpgan_models_path"), ("CodeFormer", "codeformer_models_path"))
+            if (v := getattr(args, flag, None))),
     )
 
 

@@ -1,4 +1,5 @@
-"""A1111's Extras API: /sdapi/v1/extra-single-image, /extra-batch-images, /realesrgan-models.
+"""A1111's Extras API: /sdapi/v1/extra-single-image, /extra-batch-images, /realesrgan-models,
+/face-restorers.
 
 As in A1111 the API does not save files; it returns PNGs (base64) that keep the source's text
 chunks plus the `postprocessing` infotext, and `html_info` (that infotext as HTML).
@@ -22,9 +23,11 @@ class ExtrasBaseRequest(BaseModel):
     """A1111's field names and defaults (modules/api/models.py)."""
     resize_mode: Literal[0, 1] = Field(0, description="0: upscale by upscaling_resize; 1: to upscaling_resize_w x _h")
     show_extras_results: bool = True
-    gfpgan_visibility: float = Field(0, ge=0, le=1, description="face restoration is not available: must be 0")
-    codeformer_visibility: float = Field(0, ge=0, le=1, description="face restoration is not available: must be 0")
-    codeformer_weight: float = Field(0, ge=0, le=1)
+    gfpgan_visibility: float = Field(0, ge=0, le=1, description="GFPGAN face restoration blended in at this "
+                                     "visibility (0 = off); needs a file in models/GFPGAN")
+    codeformer_visibility: float = Field(0, ge=0, le=1, description="CodeFormer face restoration blended in at "
+                                         "this visibility (0 = off); needs a file in models/Codeformer")
+    codeformer_weight: float = Field(0, ge=0, le=1, description="CodeFormer weight: 0 = maximum effect, 1 = minimum")
     upscaling_resize: float = Field(2, gt=0, le=8)
     upscaling_resize_w: int = Field(512, ge=1, le=8192)
     upscaling_resize_h: int = Field(512, ge=1, le=8192)
@@ -36,15 +39,13 @@ class ExtrasBaseRequest(BaseModel):
     max_side_length: int = Field(0, ge=0, description="Scale by: longest side limit, 0 = no limit")
 
     def params(self) -> ExtrasParams:
-        if self.gfpgan_visibility > 0 or self.codeformer_visibility > 0:
-            raise HTTPException(422, "face restoration (GFPGAN, CodeFormer) is not available in this web UI; "
-                                     "send gfpgan_visibility and codeformer_visibility as 0")
         return ExtrasParams(resize_mode=self.resize_mode, upscaling_resize=self.upscaling_resize,
                             max_side_length=self.max_side_length, upscaling_resize_w=self.upscaling_resize_w,
                             upscaling_resize_h=self.upscaling_resize_h, upscaling_crop=self.upscaling_crop,
                             upscaler_1=self.upscaler_1, upscaler_2=self.upscaler_2,
                             extras_upscaler_2_visibility=self.extras_upscaler_2_visibility,
-                            upscale_first=self.upscale_first)
+                            upscale_first=self.upscale_first, gfpgan_visibility=self.gfpgan_visibility,
+                            codeformer_visibility=self.codeformer_visibility, codeformer_weight=self.codeformer_weight)
 
 
 class ExtrasSingleImageRequest(ExtrasBaseRequest):
@@ -112,6 +113,12 @@ def build_extras_router(svc: ExtrasService) -> APIRouter:
         """The usable files of models/RealESRGAN (A1111 lists its download URLs; nothing is downloaded here)."""
         return [{"name": e.name, "path": str(e.path), "scale": e.scale}
                 for e in svc.upscalers.list() if e.kind == "RealESRGAN" and not e.error]
+
+    @r.get("/face-restorers")
+    def face_restorers() -> list[dict[str, Any]]:
+        """A1111's [{name, cmd_dir}] (CodeFormer, GFPGAN) plus model_path, the file used (null when the
+        folder holds none usable, then `error` says why)."""
+        return svc.faces.listing()
 
     return r
 

@@ -1,10 +1,12 @@
-"""The Extras tab's upscale (A1111's run_extras / postprocessing "Upscale" script).
+"""The Extras tab (A1111's run_extras / postprocessing scripts "Upscale", "GFPGAN", "CodeFormer").
 
 One image, a batch of uploaded files, or every file of a folder, each enlarged by upscaler 1
 (optionally blended with upscaler 2), "Scale by" a factor (with an optional longest-side limit) or
-"Scale to" a width and height (cropped to fit, or not). Results keep the source's text chunks
-(`parameters` above all) and gain A1111's postprocessing infotext, e.g.
-`Postprocess upscale by: 2, Postprocess upscaler: Lanczos`.
+"Scale to" a width and height (cropped to fit, or not), then its faces restored by GFPGAN and then
+CodeFormer, each blended in at its visibility (A1111's script order: Upscale 1000, GFPGAN 2000,
+CodeFormer 3000; like A1111 1.x, `upscale_first` does not change it). Results keep the source's text
+chunks (`parameters` above all) and gain A1111's postprocessing infotext, e.g.
+`Postprocess upscale by: 2, Postprocess upscaler: Lanczos, GFPGAN visibility: 0.5`.
 
 Jobs go through the shared queue, so an upscale never runs beside a generation.
 """
@@ -19,6 +21,7 @@ from typing import Any, Iterable
 from PIL import Image
 
 from webui.imaging.decode import ImageInputError, open_image_file
+from webui.imaging.face_restore import FaceRestorers
 from webui.imaging.upscalers import UpscalerError, UpscalerRegistry, scaled_size
 from webui.infotext import quote, read_info_from_image
 from webui.outputs import save_image, save_image_named
@@ -46,7 +49,10 @@ class ExtrasParams:
     upscaler_1: str = "None"
     upscaler_2: str = "None"
     extras_upscaler_2_visibility: float = 0.0
-    upscale_first: bool = False           # order against face restoration, which this app does not have
+    upscale_first: bool = False           # accepted and ignored, as in A1111 1.x (the scripts' order rules)
+    gfpgan_visibility: float = 0.0        # 0 = GFPGAN off
+    codeformer_visibility: float = 0.0    # 0 = CodeFormer off
+    codeformer_weight: float = 0.0        # CodeFormer fidelity: 0 = maximum effect, 1 = minimum effect
 
 
 @dataclass
@@ -57,14 +63,16 @@ class ExtrasResult:
     names: list[str | None] = field(default_factory=list)
     saved: list[Path] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)              # "<file>: <reason>" per skipped input
+    warnings: list[str] = field(default_factory=list)            # e.g. a face restorer without a model file
     processed: int = 0
     interrupted: bool = False
 
     @property
     def html_info(self) -> str:
-        """A1111's plaintext_to_html of the last image's postprocessing infotext."""
+        """A1111's plaintext_to_html of the last image's postprocessing infotext, then the warnings."""
         text = self.infotexts[-1] if self.infotexts else ""
-        return "<p>" + "<br>\n".join(html.escape(x) for x in text.split("\n")) + "</p>"
+        out = "<p>" + "<br>\n".join(html.escape(x) for x in text.split("\n")) + "</p>"
+        return out + "".join(f"<p class='extras-warning'>⚠️ {html.escape(w)}</p>" for w in self.warnings)
 
 
 def limit_size_by_one_dimension(w: float, h: float, limit: int) -> tuple[int, int]:
@@ -88,11 +96,15 @@ def _number(v: float) -> float | int:
 
 
 class ExtrasService:
-    def __init__(self, upscalers: UpscalerRegistry, settings: Settings, outputs_dir: Path, queue: JobQueue) -> None:
+    def __init__(self, upscalers: UpscalerRegistry, settings: Settings, outputs_dir: Path, queue: JobQueue,
+                 faces: FaceRestorers | None = None) -> None:
         self.upscalers = upscalers
         self.settings = settings
         self.outputs_dir = Path(outputs_dir)
         self.queue = queue
+        # face restorers (GFPGAN, CodeFormer); the generation pipeline's "Restore faces" uses
+        # faces.restore(img, name=None, codeformer_weight=None) -> (image, warning | None)
+        self.faces = faces if faces is not None else FaceRestorers(settings=settings)
 
     def upscale(self, img: Image.Image, name: str, scale: float) -> Image.Image:
         """One picture by one upscaler, with the tile settings (hires fix and SD upscale use this)."""
@@ -101,7 +113,8 @@ class ExtrasService:
 
     # ------------------------------------------------------------ checks
     def validate(self, p: ExtrasParams) -> None:
-        """Fail before queueing: values out of range, unknown or unusable upscalers."""
+        """Fail before queueing: values out of range, unknown or unusable upscalers, a face restorer
+        asked for without a usable model file."""
         if p.resize_mode not in (0, 1):
             raise ExtrasError(f"resize_mode must be 0 (Scale by) or 1 (Scale to), got {p.resize_mode!r}")
         if p.resize_mode == 0 and not 0 < float(p.upscaling_resize) <= MAX_SCALE:
@@ -113,10 +126,14 @@ class ExtrasService:
                 v = getattr(p, k)
                 if not 1 <= int(v) <= MAX_TARGET_SIDE:
                     raise ExtrasError(f"{k} must be 1..{MAX_TARGET_SIDE}, got {v}")
-        if not 0.0 <= float(p.extras_upscaler_2_visibility) <= 1.0:
-            raise ExtrasError(f"extras_upscaler_2_visibility must be 0..1, got {p.extras_upscaler_2_visibility}")
+        for k in ("extras_upscaler_2_visibility", "gfpgan_visibility", "codeformer_visibility", "codeformer_weight"):
+            if not 0.0 <= float(getattr(p, k)) <= 1.0:
+                raise ExtrasError(f"{k} must be 0..1, got {getattr(p, k)}")
         self.upscalers.find(p.upscaler_1)
         self.upscalers.find(p.upscaler_2)
+        for name, vis in (("GFPGAN", p.gfpgan_visibility), ("CodeFormer", p.codeformer_visibility)):
+            if float(vis) > 0 and self.faces.model_file(name) is None:  # asked for, impossible: say so up front
+                raise ExtrasError(f"face restoration: {self.faces.missing_reason(name)}")
 
     # ------------------------------------------------------------ one image
     def _scale(self, img: Image.Image, name: str, p: ExtrasParams, info: dict[str, Any],
@@ -172,6 +189,40 @@ class ExtrasService:
             info["Postprocess upscaler 2"] = second.name
         return out, info
 
+    def restore_faces_image(self, img: Image.Image, p: ExtrasParams,
+                            info: dict[str, Any]) -> tuple[Image.Image, list[str]]:
+        """A1111's GFPGAN then CodeFormer postprocessing scripts: each restores the faces of the picture
+        so far and is blended in at its visibility; (result, warnings)."""
+        warnings: list[str] = []
+        for name, vis in (("GFPGAN", float(p.gfpgan_visibility)), ("CodeFormer", float(p.codeformer_visibility))):
+            if vis <= 0:
+                continue
+            weight = float(p.codeformer_weight) if name == "CodeFormer" else None
+            restored, warning = self.faces.restore_faces(img, name, weight)
+            if warning:
+                warnings.append(warning)
+                continue
+            if vis < 1.0:
+                if restored.mode != img.mode:
+                    restored = restored.convert(img.mode)
+                restored = Image.blend(img, restored, vis)
+            img = restored
+            info[f"{name} visibility"] = round(vis, 3)
+            if name == "CodeFormer":
+                info["CodeFormer weight"] = round(float(p.codeformer_weight), 3)
+        return img, warnings
+
+    def process_image(self, img: Image.Image, p: ExtrasParams,
+                      state: JobState | None = None) -> tuple[Image.Image, dict[str, Any], list[str]]:
+        """(result, postprocessing info, warnings) for one picture: upscale, then face restoration."""
+        out, info = self.upscale_image(img, p, state)
+        if p.gfpgan_visibility > 0 or p.codeformer_visibility > 0:
+            if out.mode not in ("RGB", "RGBA"):
+                out = out.convert("RGBA" if "A" in out.getbands() else "RGB")
+            out, warnings = self.restore_faces_image(out, p, info)
+            return out, info, warnings
+        return out, info, []
+
     # ------------------------------------------------------------ batches
     def output_dir(self) -> Path:
         custom = str(self.settings.get("outdir_extras_samples") or "").strip()
@@ -201,7 +252,8 @@ class ExtrasService:
             try:
                 img = open_image_file(src) if isinstance(src, Path) else src
                 text, items_info = read_info_from_image(img)
-                out, info = self.upscale_image(img, p, state)
+                out, info, warnings = self.process_image(img, p, state)
+                res.warnings.extend(w for w in warnings if w not in res.warnings)
             except ImageInputError as e:
                 msg = str(e)
                 res.errors.append(f"{label}: {msg[len(label):].strip() if msg.startswith(label) else msg}")
@@ -293,4 +345,12 @@ def build_extras_service(args: Any, paths: Any, settings: Settings, queue: JobQu
     # the memory manager places upscaler models too, when they run on its device
     shared = memory if memory is not None and memory.device == device else None
     registry = UpscalerRegistry(paths.upscaler_folders(), device=device, dtype=dtype, memory=shared)
-    return ExtrasService(registry, settings, paths.outputs_dir, queue)
+    # face restorers: their own --use-cpu names (A1111's gfpgan / codeformer); fp32 always (neither supports fp16)
+    use_cpu = set(getattr(args, "use_cpu", None) or [])
+    face_device = torch.device("cpu") if "all" in use_cpu or not torch.cuda.is_available() else torch.device(
+        f"cuda:{args.device_id}" if getattr(args, "device_id", None) not in (None, "") else "cuda")
+    cpu_for = [n for n, flag in (("GFPGAN", "gfpgan"), ("CodeFormer", "codeformer")) if flag in use_cpu]
+    face_memory = memory if memory is not None and memory.device == face_device else None
+    faces = FaceRestorers(paths.face_restorer_folders(), device=face_device, cpu_for=cpu_for, memory=face_memory,
+                          settings=settings)
+    return ExtrasService(registry, settings, paths.outputs_dir, queue, faces=faces)

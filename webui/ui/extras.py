@@ -1,5 +1,6 @@
 """The Extras tab (A1111's layout): Single Image | Batch Process | Batch from Directory, then the
-Upscale section: Scale by | Scale to, Upscaler 1, Upscaler 2 and its visibility."""
+Upscale section: Scale by | Scale to, Upscaler 1, Upscaler 2 and its visibility, then face
+restoration: GFPGAN visibility, CodeFormer visibility and weight."""
 from __future__ import annotations
 
 import html
@@ -46,6 +47,23 @@ def upscaler_status_md(ex: "ExtrasService", check: bool = False) -> str:
     if bad:
         lines.append("Unusable: " + "; ".join(f"`{md_escape(e.path.name if e.path else e.name)}`: {md_escape(e.error)}"
                                               for e in bad))
+    return "  \n".join(lines)
+
+
+def face_status_md(ex: "ExtrasService", check: bool = False) -> str:
+    """The file each face restorer uses (checked only when `check`), or the folder to fill."""
+    lines = []
+    for name in ex.faces.names():
+        files = ex.faces.files(name, check=check)
+        good = [f for f in files if not f.error]
+        if good:
+            lines.append(f"{name}: `{md_escape(good[0].path.name)}`" + ("" if check else " (checked at first use)"))
+        else:
+            lines.append(f"{name}: no usable model file in `{md_escape(ex.faces.folders[name])}`" if files else
+                         md_escape(ex.faces.missing_reason(name)))
+        bad = [f for f in files if f.error]
+        if bad:
+            lines.append("Unusable: " + "; ".join(f"`{md_escape(f.path.name)}`: {md_escape(f.error)}" for f in bad))
     return "  \n".join(lines)
 
 
@@ -108,6 +126,16 @@ def create_extras_tab(svc: "Services") -> ExtrasTab:
                     visibility = gr.Slider(0.0, 1.0, value=0.0, step=0.001, label="Upscaler 2 visibility",
                                            elem_id="extras_upscaler_2_visibility")
                 status = gr.Markdown(upscaler_status_md(ex), elem_id="extras_upscaler_status", padding=True)
+            with gr.Group(elem_id="extras_face_restoration"):
+                gfpgan_visibility = gr.Slider(0.0, 1.0, value=0.0, step=0.001, label="GFPGAN visibility",
+                                              elem_id="extras_gfpgan_visibility")
+                with gr.Row():
+                    codeformer_visibility = gr.Slider(0.0, 1.0, value=0.0, step=0.001, label="CodeFormer visibility",
+                                                      elem_id="extras_codeformer_visibility")
+                    codeformer_weight = gr.Slider(0.0, 1.0, value=0.0, step=0.001,
+                                                  label="CodeFormer weight (0 = maximum effect, 1 = minimum effect)",
+                                                  elem_id="extras_codeformer_weight")
+                face_status = gr.Markdown(face_status_md(ex), elem_id="extras_face_restorer_status", padding=True)
         with gr.Column(scale=1):
             gallery = gr.Gallery(label="Result", show_label=False, elem_id="extras_gallery", format="png",
                                  columns=2, height=480, object_fit="contain")
@@ -120,22 +148,24 @@ def create_extras_tab(svc: "Services") -> ExtrasTab:
     switch.click(lambda w, h: (h, w), [width, height], [width, height], show_progress="hidden",
                  api_visibility="private")
 
-    def do_refresh(u1: str | None, u2: str | None) -> tuple[Any, Any, str]:
+    def do_refresh(u1: str | None, u2: str | None) -> tuple[Any, Any, str, str]:
         md = upscaler_status_md(ex, check=True)
         choices = _choices(ex)
         return (gr.update(choices=choices, value=u1 if u1 in choices else "None"),
-                gr.update(choices=choices, value=u2 if u2 in choices else "None"), md)
+                gr.update(choices=choices, value=u2 if u2 in choices else "None"), md, face_status_md(ex, check=True))
 
-    refresh.click(do_refresh, [upscaler_1, upscaler_2], [upscaler_1, upscaler_2, status],
+    refresh.click(do_refresh, [upscaler_1, upscaler_2], [upscaler_1, upscaler_2, status, face_status],
                   show_progress="minimal", show_progress_on=[status], api_visibility="private")
 
     def run(mode: int, img: Any, batch: list[str] | None, in_dir: str, out_dir: str, show: bool, rmode: int,
             by: float, max_len: Any, w: Any, h: Any, crop_: bool, u1: str | None, u2: str | None, vis: float,
+            gfp_vis: float, cf_vis: float, cf_weight: float,
             progress: gr.Progress = gr.Progress()) -> tuple[Any, str]:
         p = ExtrasParams(resize_mode=int(rmode or 0), upscaling_resize=float(by), max_side_length=int(max_len or 0),
                          upscaling_resize_w=int(w), upscaling_resize_h=int(h), upscaling_crop=bool(crop_),
                          upscaler_1=u1 or "None", upscaler_2=u2 or "None",
-                         extras_upscaler_2_visibility=float(vis or 0))
+                         extras_upscaler_2_visibility=float(vis or 0), gfpgan_visibility=float(gfp_vis or 0),
+                         codeformer_visibility=float(cf_vis or 0), codeformer_weight=float(cf_weight or 0))
         try:
             if mode == 2:
                 job = ex.submit_directory(in_dir or "", out_dir or "", p, show_results=bool(show))
@@ -178,11 +208,14 @@ def create_extras_tab(svc: "Services") -> ExtrasTab:
         if res.errors:
             gr.Warning(f"{len(res.errors)} file{'s' if len(res.errors) != 1 else ''} skipped", title="Extras")
             notes.append("Skipped: " + "<br>".join(html.escape(e) for e in res.errors))
+        for w in res.warnings:  # html_info already lists them
+            gr.Warning(w, title="Face restoration")
         extra = "".join(f"<p class='extras-note'>{n}</p>" for n in notes)
         return shown, res.html_info + extra
 
     generate.click(run, [extras_mode, image, files, input_dir, output_dir, show_results, resize_mode, resize,
-                         max_side, width, height, crop, upscaler_1, upscaler_2, visibility],
+                         max_side, width, height, crop, upscaler_1, upscaler_2, visibility, gfpgan_visibility,
+                         codeformer_visibility, codeformer_weight],
                    [gallery, html_info], show_progress_on=[gallery], api_visibility="private",
                    concurrency_limit=None)  # the job queue serialises; the event only waits on it
     return ExtrasTab(image=image, gallery=gallery, html_info=html_info, generate=generate,
