@@ -305,3 +305,21 @@ def test_jobs_on_two_threads_keep_their_own_options(env) -> None:
         t.start()
         t.join()
     assert "Clip skip: 2" in results[1].infotexts[0] and "Clip skip: 3" in results[2].infotexts[0]
+
+
+def test_request_fields_reach_the_image_and_infotext(env) -> None:
+    """tiling, s_min_uncond (NGMS), sigma churn and the RNG source each change what is drawn and are
+    written as A1111 writes them."""
+    pl = pipeline_with(env)
+    plain = run(pl, sampler_name="Euler")
+    for kw, text in (({"tiling": True}, "Tiling: True"), ({"s_min_uncond": 100.0}, "NGMS: 100,"),
+                     ({"s_churn": 0.5}, "Sigma churn: 0.5"),
+                     ({"override_settings": {"randn_source": "NV"}}, "RNG: NV")):
+        res = run(pl, sampler_name="Euler", **kw)
+        assert text in res.infotexts[0], (kw, res.infotexts[0])
+        assert not np.array_equal(np.asarray(res.images[0]), np.asarray(plain.images[0])), kw
+    gpu = run(pl, override_settings={"randn_source": "GPU"})  # no CUDA here: NV, with a note
+    nv = run(pl, override_settings={"randn_source": "NV"})
+    assert np.array_equal(np.asarray(gpu.images[0]), np.asarray(nv.images[0]))
+    assert any("NV" in w for w in gpu.info["warnings"])
+    assert "RNG:" not in gpu.infotexts[0]  # A1111 writes nothing for its default GPU source

@@ -146,7 +146,7 @@ class Processing:
         self.control_stack: Any = None   # ControlNet units of this job (set by the ControlNet script)
         self.prep: Any = None            # img2img: the prepared latents and masks
         self.clip_skip = 1
-        self.rng_note: str | None = None
+        self.rng_infotext: str | None = "CPU"  # what the noise source writes as "RNG" (None: A1111's GPU)
 
     # ---- A1111 helpers extensions call ----
     def comment(self, text: str) -> None:

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from webui import infotext as infotext_mod
 from webui.engine.samplers import effective_schedule
+from webui.processing import sampling_stage
 from webui.version import VERSION
 
 if TYPE_CHECKING:
@@ -44,8 +45,16 @@ def params(p: "Processing", k: int) -> dict[str, Any]:
         "VAE hash": model.vae_hash if model.vae_file else None,
         "VAE": model.vae_file.name if model.vae_file else None,
         "ENSD": opts.get("eta_noise_seed_delta") or None,
-        "RNG": "CPU",
+        "RNG": p.rng_infotext,
+        "Tiling": True if p.tiling else None,
+        "Face restoration": (str(opts.get("face_restoration_model") or "CodeFormer") if p.restore_faces else None),
+        "NGMS": p.s_min_uncond if p.s_min_uncond else None,
     }
+    sp = sampling_stage.sigma_params(p)
+    for key, label, default in (("s_churn", "Sigma churn", 0.0), ("s_tmin", "Sigma tmin", 0.0),
+                                ("s_tmax", "Sigma tmax", 0.0), ("s_noise", "Sigma noise", 1.0)):
+        if sp[key] != default:
+            out[label] = sp[key]
     if p.hr_size:
         if p.hr_resize_x or p.hr_resize_y:
             out["Hires resize"] = f"{p.hr_resize_x}x{p.hr_resize_y}"
@@ -77,6 +86,7 @@ BASE_KEYS = ("Steps", "Sampler", "CFG scale", "Seed", "Size", "Model hash", "Mod
 def info_json(p: "Processing", infotexts: list[str]) -> dict[str, Any]:
     """A1111's `Processed.js()` fields."""
     model = p.sd_model
+    opts = p.opts
     first = params(p, 0) if p.all_seeds else {}
     return {
         "prompt": p.all_prompts[0] if p.all_prompts else p.prompt, "all_prompts": list(p.all_prompts),
@@ -86,7 +96,8 @@ def info_json(p: "Processing", infotexts: list[str]) -> dict[str, Any]:
         "subseed": p.all_subseeds[0] if p.all_subseeds else None, "all_subseeds": list(p.all_subseeds),
         "subseed_strength": p.subseed_strength, "width": p.width, "height": p.height,
         "sampler_name": p.sampler.name, "cfg_scale": p.cfg_scale, "steps": p.steps,
-        "batch_size": p.batch_size, "restore_faces": bool(p.restore_faces), "face_restoration_model": None,
+        "batch_size": p.batch_size, "restore_faces": bool(p.restore_faces),
+        "face_restoration_model": str(opts.get("face_restoration_model")) if p.restore_faces else None,
         "sd_model_name": model.info.stem, "sd_model_hash": model.info.shorthash,
         "sd_vae_name": model.vae_file.name if model.vae_file else None,
         "sd_vae_hash": model.vae_hash if model.vae_file else None,

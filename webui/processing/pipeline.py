@@ -17,6 +17,7 @@ from PIL import Image
 
 from webui.engine import vae as vae_ops
 from webui.engine.loop import StepReport, StopSampling
+from webui.engine.seamless import seamless
 from webui.memory.attention import attention_context
 from webui.processing import checks, img2img_stage, infotext_stage, output_stage, prompts_stage, sampling_stage
 from webui.processing.callbacks import Callbacks
@@ -148,6 +149,11 @@ def _process_inner(p: Processing) -> Processed:
         p.width, p.height = p.width or model.sd.default_size, p.height or model.sd.default_size
     pipeline._check(p)
     p.clip_skip = int(p.opt("CLIP_stop_at_last_layers"))
+    if p.restore_faces is None:
+        p.restore_faces = bool(p.opt("face_restoration"))
+    p.tiling = bool(p.tiling)
+    if p.s_min_uncond is None:
+        p.s_min_uncond = float(p.opt("s_min_uncond") or 0.0)
     model.memory.take_notes()  # notes of earlier work are not this job's
 
     if p.is_img2img and len(p.init_images) > 1:
@@ -170,7 +176,8 @@ def _process_inner(p: Processing) -> Processed:
     on_step = _on_step(p, state)
     latent_ch = getattr(model.sd, "latent_channels", 4)
     vsf = getattr(model.sd, "vae_scale_factor", 8)
-    with torch.inference_mode(), model.policy.autocast_context(), attention_context(model.attention):
+    with torch.inference_mode(), model.policy.autocast_context(), attention_context(model.attention), \
+            seamless(model.sd.unet, model.sd.vae, enabled=p.tiling):
         if p.is_img2img:
             p.prep = img2img_stage.prepare(p)  # type: ignore[arg-type]
         for n in range(p.n_iter):

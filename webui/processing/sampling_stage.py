@@ -56,14 +56,32 @@ def eta(p: "Processing") -> float | None:
 
 
 def noise_source(p: "Processing", shape: tuple[int, ...], seeds: list[int], subseeds: list[int]) -> NoiseSource:
-    return NoiseSource(shape, seeds, subseeds, p.subseed_strength, max(p.seed_resize_from_h, 0),
-                       max(p.seed_resize_from_w, 0), eta_noise_seed_delta=int(p.opt("eta_noise_seed_delta") or 0))
+    """The job's noise from A1111's `randn_source` option (CPU, GPU or NV; "RNG" in the infotext)."""
+    noise = NoiseSource(shape, seeds, subseeds, p.subseed_strength, max(p.seed_resize_from_h, 0),
+                        max(p.seed_resize_from_w, 0), eta_noise_seed_delta=int(p.opt("eta_noise_seed_delta") or 0),
+                        rng=str(p.opt("randn_source") or "CPU"), device=p.sd_model.policy.device)
+    if noise.note:
+        p.warn(noise.note)
+    p.rng_infotext = noise.infotext_rng
+    return noise
+
+
+def sigma_params(p: "Processing") -> dict[str, float]:
+    """s_churn / s_tmin / s_tmax / s_noise: the request's value, else the option (A1111's names)."""
+    def pick(name: str, default: float) -> float:
+        v = getattr(p, name, None)
+        if v is None:
+            v = p.opt(name, default)
+        return float(v if v is not None else default)
+    return {"s_churn": pick("s_churn", 0.0), "s_tmin": pick("s_tmin", 0.0), "s_tmax": pick("s_tmax", 0.0),
+            "s_noise": pick("s_noise", 1.0)}
 
 
 def first_pass_config(p: "Processing") -> PassConfig:
+    sp = sigma_params(p)
     return PassConfig(p.sampler, p.schedule, p.steps, p.cfg_scale, p.width, p.height,
-                      eta=eta(p), s_churn=p.s_churn or 0.0, s_tmin=p.s_tmin or 0.0,
-                      s_tmax=p.s_tmax if p.s_tmax else float("inf"), s_noise=p.s_noise or 1.0,
+                      eta=eta(p), s_churn=sp["s_churn"], s_tmin=sp["s_tmin"],
+                      s_tmax=sp["s_tmax"] if sp["s_tmax"] else float("inf"), s_noise=sp["s_noise"],
                       discard_next_to_last_sigma=True if p.opt("always_discard_next_to_last_sigma") else None)
 
 

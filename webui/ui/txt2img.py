@@ -277,7 +277,7 @@ def create_generation_tab(svc: "Services", mode: str, size: int | None = None) -
             cn_units = create_controlnet_accordion(svc, mode)
             scripts_ui = create_script_controls(svc, mode)
             if i2i is not None:
-                i2i.script, i2i.script_controls = scripts_ui.dropdown, dict(scripts_ui.controls)
+                i2i.script = scripts_ui.dropdown  # its controls are in scripts_ui.components()
             create_extra_networks(svc, mode, prompt, neg_prompt)
 
         with gr.Column(scale=1, elem_id=f"{mode}_results"):
