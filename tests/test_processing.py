@@ -323,3 +323,12 @@ def test_request_fields_reach_the_image_and_infotext(env) -> None:
     assert np.array_equal(np.asarray(gpu.images[0]), np.asarray(nv.images[0]))
     assert any("NV" in w for w in gpu.info["warnings"])
     assert "RNG:" not in gpu.infotexts[0]  # A1111 writes nothing for its default GPU source
+
+
+def test_unknown_scheduler_is_refused_with_the_names(env) -> None:
+    from webui.processing.errors import GenerationError
+    pl = pipeline_with(env)
+    with pytest.raises(GenerationError, match="unknown schedule type 'Bogus'.*Karras"):
+        pl.validate(Txt2ImgRequest(**BASE, scheduler="Bogus"))
+    pl.validate(Txt2ImgRequest(**BASE, scheduler="karras"))  # names and labels both work
+    pl.validate(Txt2ImgRequest(**BASE, scheduler="Karras"))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from webui.engine.samplers import UnknownSamplerError, resolve_sampler
+from webui.engine.samplers import SCHEDULE_TYPES, UnknownSamplerError, find_schedule, resolve_sampler
 from webui.processing.errors import GenerationError
 from webui.processing.requests import LATENT_UPSCALE_MODES
 
@@ -38,6 +38,12 @@ def check_numbers(p: "Processing") -> None:
 
 def resolve_samplers(p: "Processing") -> None:
     """p.sampler/p.schedule and the hires pass's (A1111: "Use same sampler/scheduler" or a name)."""
+    for field, value in (("scheduler", p.scheduler), ("hr_scheduler", p.hr_scheduler)):
+        # the resolver falls back to Automatic for pasted text; a request naming an unknown one is refused
+        if value and value != "Use same scheduler" and find_schedule(str(value)) is None:
+            raise GenerationError(f"{field}: unknown schedule type {value!r}; choose one of "
+                                  f"{[s.label for s in SCHEDULE_TYPES]} (or their names "
+                                  f"{[s.name for s in SCHEDULE_TYPES]})")
     try:
         sampler, schedule = resolve_sampler(p.sampler_name, p.scheduler)
         hr_sampler, hr_schedule = sampler, schedule
