@@ -332,3 +332,70 @@ def test_unknown_scheduler_is_refused_with_the_names(env) -> None:
         pl.validate(Txt2ImgRequest(**BASE, scheduler="Bogus"))
     pl.validate(Txt2ImgRequest(**BASE, scheduler="karras"))  # names and labels both work
     pl.validate(Txt2ImgRequest(**BASE, scheduler="Karras"))
+
+
+def _count_calls(module: Any) -> list[int]:
+    calls: list[int] = []
+    module.register_forward_pre_hook(lambda m, a, k: calls.append(1), with_kwargs=True)
+    return calls
+
+
+def test_refiner_takes_over_the_last_steps(env) -> None:
+    models, settings, root = env
+    models.set_cache_limit(2)  # both models stay loaded, so the hooks stay on their UNets
+    try:
+        models.load("b.safetensors")
+        b_calls = _count_calls(models.current.sd.unet)
+        models.load("a.safetensors")
+        a_calls = _count_calls(models.current.sd.unet)
+        pl = pipeline_with(env)
+        res = run(pl, steps=10, sampler_name="Euler", refiner_checkpoint="b.safetensors", refiner_switch_at=0.5)
+        assert len(a_calls) > 0 and len(b_calls) > 0 and len(a_calls) + len(b_calls) == 10
+        assert 3 <= len(b_calls) <= 7  # the second half of the schedule, by timestep
+        text = res.infotexts[0]
+        assert "Refiner: b [" in text and "Refiner switch at: 0.5" in text and "Model: a" in text
+        plain = run(pl, steps=10, sampler_name="Euler")
+        assert not np.array_equal(np.asarray(res.images[0]), np.asarray(plain.images[0]))
+        assert models.current.info.stem == "a"  # the job ends on the main model
+        with pytest.raises(Exception, match="not found"):
+            pl.validate(Txt2ImgRequest(**BASE, refiner_checkpoint="nope.safetensors"))
+    finally:
+        models.set_cache_limit(1)
+
+
+def test_hires_checkpoint_runs_the_second_pass(env) -> None:
+    models, settings, root = env
+    models.load("a.safetensors")
+    pl = pipeline_with(env)
+    kw = dict(enable_hr=True, hr_scale=1.5, hr_second_pass_steps=2, denoising_strength=0.6)
+    same = run(pl, **kw)
+    other = run(pl, hr_checkpoint_name="b.safetensors", **kw)
+    assert "Hires checkpoint: b [" in other.infotexts[0] and "Model: a" in other.infotexts[0]
+    assert not np.array_equal(np.asarray(same.images[0]), np.asarray(other.images[0]))
+    assert models.current.info.stem == "a"
+
+
+def test_firstphase_size_image_cfg_and_task_id(env) -> None:
+    from webui.processing.errors import GenerationError
+    pl = pipeline_with(env)
+    res = run(pl, width=128, height=128, firstphase_width=64, firstphase_height=64, enable_hr=True, hr_scale=2,
+              hr_second_pass_steps=1, denoising_strength=0.5, force_task_id="task-abc")
+    assert res.images[0].size == (128, 128) and "Size: 64x64" in res.infotexts[0]
+    assert res.info["task_id"] == "task-abc"
+    img = Image.new("RGB", (64, 64), (10, 200, 10))
+    run(pl, init_images=[img], image_cfg_scale=1.5)  # what clients send by default is accepted
+    with pytest.raises(GenerationError, match="instruct-pix2pix"):
+        pl.validate(Img2ImgRequest(**BASE, init_images=[img], image_cfg_scale=3.0))
+
+
+def test_refiner_with_one_model_in_memory(env) -> None:
+    """With the default cache of one checkpoint the main model is dropped when the refiner loads,
+    in the middle of sampling, and loaded back for the next batch and after the job."""
+    models, _, _ = env
+    models.set_cache_limit(1)
+    models.load("a.safetensors")
+    pl = pipeline_with(env)
+    res = run(pl, steps=6, n_iter=2, sampler_name="DPM++ 2M", refiner_checkpoint="b.safetensors",
+              refiner_switch_at=0.4)
+    assert len(res.images) == 2 and all("Refiner: b [" in t for t in res.infotexts)
+    assert models.current.info.stem == "a"

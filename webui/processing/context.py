@@ -108,6 +108,10 @@ class Processing:
         self.do_not_save_samples = bool(req.do_not_save_samples) or not save
         self.do_not_save_grid = bool(req.do_not_save_grid) or not save
         self.extra_generation_params: dict[str, Any] = dict(getattr(req, "extra_generation_params", None) or {})
+        if self.firstphase_width > 0 or self.firstphase_height > 0:
+            # A1111's legacy hires fields: the first pass runs at this size
+            self.width = self.firstphase_width or self.width
+            self.height = self.firstphase_height or self.height
         self.outpath_samples: str | None = None  # filled from the options when the job starts
         self.outpath_grids: str | None = None
 
@@ -146,6 +150,8 @@ class Processing:
         self.control_stack: Any = None   # ControlNet units of this job (set by the ControlNet script)
         self.prep: Any = None            # img2img: the prepared latents and masks
         self.clip_skip = 1
+        self.cond_prompts: list[str] = []     # the batch's prompts as the text encoder sees them (tags out)
+        self.cond_hr_prompts: list[str] = []
         self.rng_infotext: str | None = "CPU"  # what the noise source writes as "RNG" (None: A1111's GPU)
 
     # ---- A1111 helpers extensions call ----

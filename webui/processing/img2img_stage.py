@@ -22,7 +22,8 @@ from webui.imaging.decode import ImageInputError, check_size
 from webui.imaging.resize import flatten, resize_image, resize_mode_index
 from webui.processing.errors import GenerationError
 from webui.processing.requests import INPAINTING_FILL
-from webui.processing.sampling_stage import OnStep, before_every_sampling, denoiser_setup, first_pass_config
+from webui.processing.sampling_stage import (OnStep, before_every_sampling, denoiser_setup, first_pass_config,
+                                             refiner)
 
 if TYPE_CHECKING:
     from webui.processing.context import ProcessingImg2Img
@@ -222,7 +223,11 @@ def sample(p: "ProcessingImg2Img", conds: Any, noise: NoiseSource, on_step: OnSt
     # denoising 1 starts from noise alone (the input no longer shows through, even at a low sigma_max)
     cfg.init_latent = None if prep.strength >= 1.0 else init
 
+    refine = refiner(p, hires=False)
+
     def blend(d: Any) -> None:
+        if refine is not None:
+            refine(d)
         if prep.mask is not None:
             # every step's prediction keeps the original outside the mask (A1111's apply_blend)
             d.after_cfg_hooks.append(lambda den, step: den * prep.nmask + init * prep.mask)

@@ -109,4 +109,6 @@ def info_json(p: "Processing", infotexts: list[str]) -> dict[str, Any]:
         "clip_skip": p.clip_skip, "warnings": list(p.warnings),
         "is_using_inpainting_conditioning": bool(getattr(model.sd, "inpainting", False)),
         "version": VERSION,
+        # the serving work's progress routes use it; until then it is echoed (A1111's force_task_id)
+        "task_id": p.force_task_id or (p.state.job_id if p.state else None),
     }

@@ -23,8 +23,10 @@ if TYPE_CHECKING:
 
 
 def decode(p: "Processing", latents: torch.Tensor) -> torch.Tensor:
-    """Latents → images in [0, 1], [B, 3, H, W] on the CPU."""
-    return stages.decode(p.sd_model, latents)
+    """Latents → images in [0, 1], [B, 3, H, W] on the CPU, by the model sampling ended on (a refiner's
+    or hires checkpoint's VAE, as A1111)."""
+    current = p.pipeline.models.current if p.pipeline is not None else None
+    return stages.decode(current or p.sd_model, latents)
 
 
 def batch_images(p: "Processing", decoded: torch.Tensor, n: int) -> list[Any]:

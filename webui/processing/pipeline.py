@@ -19,7 +19,7 @@ from webui.engine import vae as vae_ops
 from webui.engine.loop import StepReport, StopSampling
 from webui.engine.seamless import seamless
 from webui.memory.attention import attention_context
-from webui.processing import checks, img2img_stage, infotext_stage, output_stage, prompts_stage, sampling_stage
+from webui.processing import checkpoints_stage, checks, img2img_stage, infotext_stage, output_stage, prompts_stage, sampling_stage
 from webui.processing.callbacks import Callbacks
 from webui.processing.context import Processed, Processing, ProcessingImg2Img
 from webui.processing.errors import GenerationError
@@ -72,6 +72,12 @@ class Pipeline:
             img2img_stage.check(p)  # type: ignore[arg-type]
             p.enable_hr = False  # hires fix is txt2img's; A1111 ignores it for img2img
         checks.check(p, self.image_upscalers())
+        checkpoints_stage.check(p)
+        if p.is_img2img and p.image_cfg_scale is not None and float(p.image_cfg_scale) != 1.5:
+            # A1111's UI and webuiapi send 1.5 whatever the model; it only means something to
+            # instruct-pix2pix models, which this app does not load
+            raise GenerationError("image_cfg_scale is used only by instruct-pix2pix models, which this app does "
+                                  "not load; leave it out (or at 1.5, the value clients send by default)")
 
     # ---- the job ----
     def run(self, req: Txt2ImgRequest, state: "JobState", *, save: bool) -> Processed:
@@ -190,7 +196,9 @@ def _process_inner(p: Processing) -> Processed:
                                                subseeds=p.subseeds)
             if not p.prompts:
                 break
+            checkpoints_stage.back_to_main(p)  # a refiner or hires checkpoint of the last batch
             prompts, hr_prompts = prompts_stage.parse_extra_networks(p)
+            p.cond_prompts, p.cond_hr_prompts = prompts, hr_prompts
             # A1111's disable_extra_networks: the tags are still taken out of the prompt, but not loaded
             report = pipeline.models.activate_networks(model, {} if p.disable_extra_networks else p.extra_network_data)
             for w in report.warnings:
@@ -240,6 +248,7 @@ def _process_inner(p: Processing) -> Processed:
                     paths.append(output_stage.save(p, img, text, p.all_seeds[k]))
             state.sampling_step = 0
     state.job_no = state.job_count
+    checkpoints_stage.back_to_main(p)
 
     # stage 8: the grid (shown and returned first when there are several images)
     grids: list[Image.Image] = []

@@ -19,6 +19,7 @@ from webui.engine.denoiser import CFGDenoiser, DenoiserCall
 from webui.engine.loop import PassConfig, StepReport, run_pass
 from webui.engine.noise import NoiseSource
 from webui.engine.samplers import is_timesteps_sampler
+from webui.processing import checkpoints_stage
 from webui.processing.callbacks import AfterCFGCallbackParams, CFGDenoisedParams, CFGDenoiserParams
 from webui.processing.errors import GenerationError
 from webui.processing.requests import IMAGE_UPSCALERS, LATENT_UPSCALE_MODES
@@ -155,6 +156,21 @@ def inpaint_conditioning(p: "Processing", batch: int, width: int, height: int) -
     return torch.cat([mask, lat], dim=1).repeat(batch, 1, 1, 1)
 
 
+def refiner(p: "Processing", hires: bool) -> Callable[[CFGDenoiser], None] | None:
+    """The refiner's switch for the job's last pass (the hires pass when there is one)."""
+    if hires != (p.hr_size is not None):
+        return None
+    prompts = p.cond_hr_prompts if hires else p.cond_prompts
+    negatives = p.hr_negative_prompts if hires else p.negative_prompts
+
+    def conds_for(m: Any) -> Any:
+        hr_total = (schedule_steps(p.hr_second_pass_steps or p.steps, bool(p.hr_sampler.options.get("second_order")))
+                    if hires else None)
+        return build_conditioning(m.encoder, prompts, negatives, first_pass_total(p), hires_steps=hr_total,
+                                  opts=encode_options(p), use_old_scheduling=bool(p.opt("use_old_scheduling")))
+    return checkpoints_stage.refiner_setup(p, conds_for)
+
+
 def sample_txt2img(p: "Processing", conds: Any, noise: NoiseSource, on_step: OnStep) -> torch.Tensor:
     model, sd = p.sd_model, p.sd_model.sd
     cfg = first_pass_config(p)
@@ -162,14 +178,16 @@ def sample_txt2img(p: "Processing", conds: Any, noise: NoiseSource, on_step: OnS
     ic = inpaint_conditioning(p, len(noise.seeds), cfg.width, cfg.height)
     return stages.sample(
         model, lambda: run_pass(sd.unet, sd.family, sd.prediction_type, model.schedule, cfg, conds, noise, on_step,
-                                image_conditioning=ic, denoiser_setup=denoiser_setup(p, controls),
+                                image_conditioning=ic,
+                                denoiser_setup=denoiser_setup(p, controls, refiner(p, hires=False)),
                                 before_sampling=before_every_sampling(p, conds)).latents,
         rows=2 * len(noise.seeds), width=cfg.width, height=cfg.height, controls=controls, noise=noise)
 
 
-def hires_init(p: "Processing", latents: torch.Tensor) -> torch.Tensor:
-    """The first pass's result brought to the hires size: in latent space or through an image upscaler."""
-    model, sd = p.sd_model, p.sd_model.sd
+def hires_upscale(p: "Processing", latents: torch.Tensor, model: Any) -> torch.Tensor | list[Image.Image]:
+    """The first pass's result brought to the hires size: a latent (latent upscalers), or pictures
+    (image upscalers; decoded by ``model``, the one the first pass ended on) for the hires model to encode."""
+    sd = model.sd
     assert p.hr_size is not None
     tw, th = p.hr_size
     vsf = getattr(sd, "vae_scale_factor", 8)
@@ -199,14 +217,17 @@ def hires_init(p: "Processing", latents: torch.Tensor) -> torch.Tensor:
         im = im.resize((full_w, full_h), resample) if im.size != (full_w, full_h) else im
         left, top = (cw * vsf) // 2, (ch * vsf) // 2
         big.append(im.crop((left, top, left + tw, top + th)))
-    return stages.encode(model, vae_ops.from_pil(big)).to(latents.device)
+    return big
 
 
 def sample_hires(p: "Processing", latents: torch.Tensor, hr_prompts: list[str], hr_negatives: list[str],
                  on_step: OnStep) -> torch.Tensor:
-    model, sd = p.sd_model, p.sd_model.sd
+    first = p.pipeline.models.current or p.sd_model  # the model the first pass ended on
+    up = hires_upscale(p, latents, first)
+    model = checkpoints_stage.hires_model(p)
+    sd = model.sd
     tw, th = p.hr_size
-    init = hires_init(p, latents)
+    init = up if isinstance(up, torch.Tensor) else stages.encode(model, vae_ops.from_pil(up)).to(latents.device)
     # The hires pass numbers its steps after the first pass's (A1111): `[a:b:15]` with 10+20 steps
     # switches 5 steps into the hires pass.
     hr_steps = p.hr_second_pass_steps or p.steps
@@ -221,6 +242,7 @@ def sample_hires(p: "Processing", latents: torch.Tensor, hr_prompts: list[str], 
     hr_controls = p.control_stack.for_hires() if p.control_stack is not None else None
     return stages.sample(
         model, lambda: run_pass(sd.unet, sd.family, sd.prediction_type, model.schedule, cfg, conds, noise, on_step,
-                                image_conditioning=ic, denoiser_setup=denoiser_setup(p, hr_controls),
+                                image_conditioning=ic,
+                                denoiser_setup=denoiser_setup(p, hr_controls, refiner(p, hires=True)),
                                 before_sampling=before_every_sampling(p, conds)).latents,
         rows=2 * len(p.seeds), width=tw, height=th, controls=hr_controls, noise=noise)
