@@ -808,3 +808,36 @@ def test_controlnet_accordion_places_the_shape_where_the_edges_are(browser: Any,
         v = judge(Image.open(output_file(server, 1)))
         assert v.position == "left", v
         pg.screenshot(path="/tmp/ui_controlnet.png", full_page=True)
+
+
+def test_script_dropdowns_and_xyz_plot_in_the_gallery(page: Any, ui_server: Server) -> None:
+    """Both tabs list the three built-in scripts; an X/Y/Z run with Steps x CFG Scale puts the labelled
+    grid first in the gallery, with a label band above the 2x2 cells."""
+    page.locator("#txt2img_script input").click()
+    for name in ("X/Y/Z plot", "Prompt matrix", "Prompts from file or textbox"):
+        assert page.locator("#txt2img_script").get_by_role("option", name=name, exact=True).count() == 1
+    page.locator("#txt2img_script").get_by_role("option", name="X/Y/Z plot", exact=True).click()
+    page.locator("#txt2img_xyz_x_type input").click()
+    page.locator("#txt2img_xyz_x_type").get_by_role("option", name="Steps", exact=True).click()
+    page.locator("#txt2img_xyz_x_values textarea").fill("2, 3")
+    page.locator("#txt2img_xyz_y_type input").click()
+    page.locator("#txt2img_xyz_y_type").get_by_role("option", name="CFG Scale", exact=True).click()
+    page.locator("#txt2img_xyz_y_values textarea").fill("4, 8")
+    set_number(page, "txt2img_width", 64)
+    set_number(page, "txt2img_height", 64)
+    page.locator("#txt2img_prompt textarea").fill("a red circle")
+    text = generate(page, "Steps: 2")
+    assert "CFG scale: 4" in text
+    src = page.locator("#txt2img_gallery img").first.get_attribute("src")
+    data = requests.get(src if src.startswith("http") else ui_server.url + src, timeout=30).content
+    grid = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    band_h, band_w = grid.shape[0] - 128, grid.shape[1] - 128
+    assert band_h > 0 and band_w > 0 and (grid[:band_h, band_w:] < 100).any()
+    page.locator("#txt2img_script input").click()
+    page.locator("#txt2img_script").get_by_role("option", name="None", exact=True).click()
+    page.get_by_role("tab", name="img2img", exact=True).click()
+    page.locator("#img2img_script input").click()
+    for name in ("X/Y/Z plot", "Prompt matrix", "Prompts from file or textbox", "SD upscale"):
+        assert page.locator("#img2img_script").get_by_role("option", name=name, exact=True).count() == 1
+    page.keyboard.press("Escape")
+    page.get_by_role("tab", name="txt2img", exact=True).click()
