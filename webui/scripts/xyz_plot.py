@@ -138,6 +138,22 @@ def _confirm_styles(p: Any, vs: list[Any]) -> None:
                 raise GenerationError(f"X/Y/Z plot: style {s!r} not found")
 
 
+def _face_restore(p: Any, v: Any, _vs: list[Any]) -> None:
+    p.restore_faces = str(v).strip().lower() in ("yes", "true", "1", "on")
+
+
+def _confirm_yes_no(p: Any, vs: list[Any]) -> None:
+    for v in vs:
+        if str(v).strip().lower() not in ("yes", "no", "true", "false", "1", "0", "on", "off"):
+            raise GenerationError(f"X/Y/Z plot, Face restore: {v!r} is not Yes or No")
+
+
+def _confirm_rng(p: Any, vs: list[Any]) -> None:
+    for v in vs:
+        if str(v) not in ("GPU", "CPU", "NV"):
+            raise GenerationError(f"X/Y/Z plot: RNG source {v!r} is not one of GPU, CPU, NV")
+
+
 def _checkpoint_choices(pipeline: Any) -> list[str]:
     return [c.title for c in pipeline.models.registry.list() if not c.error]
 
@@ -199,6 +215,13 @@ AXES: list[AxisOption] = [
     AxisOption("VAE", "str", _override("sd_vae"), confirm=_confirm_vaes, cost=0.7, choices=_vae_choices),
     AxisOption("Styles", "str", _styles, choices=lambda pl: list(pl.styles.styles) if pl.styles else [],
                confirm=_confirm_styles),
+    AxisOption("Face restore", "str", _face_restore, format=_format_plain, confirm=_confirm_yes_no,
+               choices=lambda pl: ["Yes", "No"]),
+    AxisOption("Refiner checkpoint", "str", _field("refiner_checkpoint"), format=_format_path,
+               confirm=_confirm_checkpoints, cost=1.0, choices=_checkpoint_choices),
+    AxisOption("Refiner switch at", "float", _field("refiner_switch_at")),
+    AxisOption("RNG source", "str", _override("randn_source"), format=_format_plain, confirm=_confirm_rng,
+               choices=lambda pl: ["GPU", "CPU", "NV"]),
 ]
 
 
