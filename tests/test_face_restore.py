@@ -135,7 +135,7 @@ def faces(data_dir: Path) -> Any:
 def test_haar_cascade_equals_opencv4() -> None:
     """The numpy cascade gives exactly the raw windows (minNeighbors=0) and the grouped face that
     OpenCV 4.14's CascadeClassifier.detectMultiScale(gray, 1.1, n) gave for this drawing."""
-    from webui.imaging.face_restore import HaarCascade, detect_faces
+    from webui.imaging.face_detect import HaarCascade, detect_faces
     opencv_raw = [(18, 24, 147, 147), (24, 24, 147, 147), (28, 33, 133, 133), (30, 40, 121, 121),
                   (30, 45, 121, 121), (32, 51, 110, 110), (33, 33, 133, 133), (35, 35, 121, 121),
                   (35, 40, 121, 121), (35, 45, 121, 121), (37, 51, 110, 110), (40, 40, 121, 121),

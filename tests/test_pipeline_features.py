@@ -2,7 +2,6 @@
 faces without a model file leaves the picture and says which folder to fill."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
