@@ -399,3 +399,30 @@ def test_refiner_with_one_model_in_memory(env) -> None:
               refiner_switch_at=0.4)
     assert len(res.images) == 2 and all("Refiner: b [" in t for t in res.infotexts)
     assert models.current.info.stem == "a"
+
+
+def test_image_saved_callbacks_change_the_file_and_learn_its_path(env, tmp_path: Path) -> None:
+    pl = pipeline_with(env)
+    seen: list[str] = []
+
+    def before(params) -> None:
+        params.image = Image.eval(params.image, lambda v: 255 - v)
+        params.pnginfo["comment"] = "from a callback"
+        params.filename = str(tmp_path / "chosen-name.png")
+
+    def after(params) -> None:
+        seen.append(params.filename)
+    pl.callbacks.add("before_image_saved", before, name="test before")
+    pl.callbacks.add("image_saved", after, name="test after")
+    pl.callbacks.add("cfg_after_cfg", lambda params: None, name="noop")
+    res = run(pl, save=True)
+    assert seen == [str(tmp_path / "chosen-name.png")] and res.paths == [tmp_path / "chosen-name.png"]
+    saved = Image.open(res.paths[0])
+    assert saved.info["comment"] == "from a callback" and saved.info["parameters"] == res.infotexts[0]
+    assert np.array_equal(np.asarray(saved.convert("RGB")), 255 - np.asarray(res.images[0]))
+
+    def broken(params) -> None:
+        raise ValueError("bad callback")
+    pl.callbacks.add("cfg_denoiser", broken, name="broken one")
+    res = run(pl)
+    assert any("broken one" in w and "bad callback" in w for w in res.info["warnings"])
