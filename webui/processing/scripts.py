@@ -52,6 +52,7 @@ class ArgInfo:
     choices: list[Any] | None = None
     kind: str = ""  # "checkbox" | "slider" | "number" | "dropdown" | "multiselect" | "radio" | "textbox"
                     # | "file" | "info" (a note, no value); "" = guessed from value/choices
+    note: str = ""  # the text an "info" argument shows in the UI
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"label": self.label, "value": self.value}

@@ -37,7 +37,8 @@ class PoorMansOutpainting(Script):
 
 
 class OutpaintingMk2(Script):
-    args = [ArgInfo("info", None, kind="info"),
+    args = [ArgInfo("info", None, kind="info",
+                    note="Recommended settings: Sampling Steps: 80-100, Sampler: Euler a, Denoising strength: 0.8"),
             ArgInfo("Pixels to expand", 128, 8, 256, 8),
             ArgInfo("Mask blur", 8, 0, 64, 1),
             ArgInfo("Outpainting direction", list(DIRECTIONS), choices=list(DIRECTIONS), kind="multiselect"),

@@ -42,7 +42,8 @@ class SdUpscale(Script):
         return is_img2img
 
     def arg_infos(self, is_img2img: bool) -> list[ArgInfo]:
-        return [ArgInfo("info", None, kind="info"),
+        return [ArgInfo("info", None, kind="info", note="Will upscale the image by the selected scale factor, then "
+                        "img2img each tile of the size set by Width and Height, overlapping by the tile overlap."),
                 ArgInfo("Tile overlap", 64, 0, 256, 16),
                 ArgInfo("Upscaler", "Lanczos", choices=self.names(), kind="radio"),
                 ArgInfo("Scale Factor", 2.0, 1.0, 4.0, 0.05)]

@@ -47,6 +47,8 @@ def _component(arg: ArgInfo, elem_id: str) -> Any:
                         "slider" if arg.minimum is not None and arg.maximum is not None else
                         "number" if isinstance(arg.value, (int, float)) else "textbox")
     if kind == "info":
+        if arg.note:
+            gr.Markdown(arg.note, elem_id=elem_id)
         return None
     if kind == "checkbox":
         return gr.Checkbox(value=bool(arg.value), label=arg.label, elem_id=elem_id)
