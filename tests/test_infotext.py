@@ -307,7 +307,7 @@ def test_a1111_keys_fill_request_fields_and_overrides() -> None:
 
 def test_override_chips_show_only_changed_settings_under_infotext_names() -> None:
     from webui.settings import OPTIONS, OptionInfo
-    from webui.ui.txt2img import override_entries, parse_override_entries
+    from webui.ui.paste import override_entries, parse_override_entries
     from webui.version import VERSION
     current = {"CLIP_stop_at_last_layers": 1, "randn_source": "CPU", "eta_noise_seed_delta": 0,
                "sd_model_checkpoint": "mine.safetensors [abcdef0123]", "sd_checkpoint_hash": "abcdef0123" + "9" * 54,

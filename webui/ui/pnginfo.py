@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 
 from webui.ui.common import upload_components
-from webui.ui.txt2img import Txt2ImgTab, paste_values
+from webui.ui.paste import paste_values
+from webui.ui.txt2img import Txt2ImgTab
 
 if TYPE_CHECKING:
     from webui.services.container import Services

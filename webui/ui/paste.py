@@ -1,0 +1,102 @@
+"""Pasting generation parameters into a generation tab (the ↙️ button, PNG Info's Send to): values
+from a parsed infotext onto the tab's controls, and A1111's "Override settings" entries."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import gradio as gr
+
+from webui.ui.common import sampler_names, schedule_name_to_label
+
+if TYPE_CHECKING:
+    from webui.ui.txt2img import Txt2ImgTab
+
+
+RADIO_LABELS = {"inpainting_mask_invert": ("Inpaint masked", "Inpaint not masked"),
+                "inpainting_fill": ("fill", "original", "latent noise", "latent nothing"),
+                "inpaint_full_res": ("Whole picture", "Only masked")}
+
+
+def override_entries(overrides: dict[str, Any], options: dict[str, Any] | None = None) -> list[str]:
+    """Settings named by an infotext, shown as A1111 shows them: "Clip skip: 2", "RNG: CPU",
+    "Model hash: 6ce0161689" (A1111 `connect_paste.paste_settings`: f"{infotext name}: {value}").
+
+    `overrides` comes from `infotext_to_request(..., current_options)`, which keeps only the settings
+    whose pasted value differs from the current one (and the model only when its hash is not the
+    loaded one). A key without an infotext name cannot be shown or read back, so it is left out."""
+    if options is None:
+        from webui.settings import OPTIONS as options
+    out = []
+    for key, value in overrides.items():
+        info = options.get(key)
+        label = getattr(info, "infotext", None)
+        if label and value is not None:
+            out.append(f"{label}: {value}")
+    return out
+
+
+def parse_override_entries(entries: list[str] | None, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The selected "Override settings" entries → the request's override_settings (A1111
+    `create_override_settings_dict`: "Name: value" split at the first ':', the value stripped and
+    cast to the option's type; entries naming no option are ignored)."""
+    from webui.infotext import cast_option_value
+    if options is None:
+        from webui.settings import OPTIONS as options
+    by_label = {info.infotext: key for key, info in options.items() if getattr(info, "infotext", None)}
+    out: dict[str, Any] = {}
+    for entry in entries or []:
+        label, sep, value = str(entry).partition(":")
+        key = by_label.get(label.strip())
+        if not sep or key is None:
+            continue
+        value = value.strip()
+        try:
+            out[key] = value if key == "sd_model_checkpoint" else cast_option_value(options[key].default, value)
+        except (TypeError, ValueError):
+            out[key] = value  # the generation reports the bad value with the option's name
+    return out
+
+
+def paste_values(tab: "Txt2ImgTab", req: dict[str, Any]) -> dict[Any, Any]:
+    """Component updates for a request dict from `webui.infotext.infotext_to_request`."""
+    fields = tab.paste_fields()
+    out: dict[Any, Any] = {c: gr.update() for c in fields.values()}
+    req = dict(req)
+    if req.get("sampler_name"):
+        try:  # A1111 shows "Automatic" when the pasted schedule is the sampler's own default
+            from webui.engine.samplers import resolve_sampler
+            s, sch = resolve_sampler(str(req["sampler_name"]), req.get("scheduler"), convert_automatic=True)
+            req["sampler_name"], req["scheduler"] = s.name, sch.name
+        except Exception:  # unknown sampler: reported below
+            pass
+    out[tab.extra] = gr.update()
+    for key, comp in fields.items():
+        if key not in req or req[key] is None:
+            continue
+        v = req[key]
+        if key == "scheduler":
+            v = schedule_name_to_label(str(v))
+        elif key == "sampler_name":
+            names = sampler_names()
+            if v not in names:
+                gr.Warning(f"Unknown sampler {v!r}; keeping the current one.")
+                continue
+        elif key == "hr_upscaler" and v not in [c[0] if isinstance(c, tuple) else c
+                                                for c in (tab.hr_upscaler.choices or [])]:
+            continue
+        elif key in RADIO_LABELS:  # index-typed radios are set by their label
+            labels = RADIO_LABELS[key]
+            v = labels[int(v)] if not isinstance(v, bool) else labels[1 if v else 0]
+        out[comp] = v
+    if "enable_hr" not in req or tab.img2img is not None:
+        out[tab.enable_hr] = False
+    if tab.override is not None:  # the settings the infotext names apply to the next generation
+        entries = override_entries(dict(req.get("override_settings") or {}))
+        out[tab.override] = gr.update(choices=entries, value=entries, visible=bool(entries))
+    if any(k in req and k in ("subseed_strength", "seed_resize_from_w", "seed_resize_from_h")
+           and req[k] not in (None, 0, -1, 0.0) for k in req):
+        out[tab.extra] = True
+    for key in ("seed_resize_from_w", "seed_resize_from_h"):
+        if key in req and (req[key] or 0) < 0:
+            out[fields[key]] = 0
+    return out
