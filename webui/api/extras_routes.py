@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException
 from PIL import Image, PngImagePlugin
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from webui.imaging.decode import ImageInputError, decode_base64_image
 from webui.imaging.upscalers import UpscalerError
@@ -20,7 +20,9 @@ from webui.services.extras import ExtrasError, ExtrasParams, ExtrasResult, Extra
 
 
 class ExtrasBaseRequest(BaseModel):
-    """A1111's field names and defaults (modules/api/models.py)."""
+    """A1111's field names and defaults (modules/api/models.py). NaN and infinities are refused (422)."""
+    model_config = ConfigDict(allow_inf_nan=False)
+
     resize_mode: Literal[0, 1] = Field(0, description="0: upscale by upscaling_resize; 1: to upscaling_resize_w x _h")
     show_extras_results: bool = True
     gfpgan_visibility: float = Field(0, ge=0, le=1, description="GFPGAN face restoration blended in at this "

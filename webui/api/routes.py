@@ -4,22 +4,44 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 import time
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from PIL import Image
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from webui import infotext
 from webui.api.extras_routes import build_extras_router, upscaler_listing
 from webui.engine.samplers import SAMPLERS, SCHEDULE_TYPES
 from webui.services.container import GenerationError, ModelLoadError, Services
 from webui.services.jobs import JobState
-from webui.imaging.decode import ImageInputError, decode_base64_image
+from webui.imaging.decode import MAX_INPUT_SIDE, ImageInputError, decode_base64_image
+from webui.processing.checks import RequestValueError, check_option_value
 from webui.services.requests import LATENT_UPSCALE_MODES, Img2ImgRequest, Txt2ImgRequest
 from webui.settings import SettingsError
+
+def json_safe(value: Any) -> Any:
+    """`value` with NaN and infinities (which JSON cannot carry; a request's untyped fields may hold
+    them, sent as JSON's NaN/Infinity literals) written as strings, so echoing it cannot fail."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def generation_error(e: GenerationError) -> HTTPException:
+    """A value out of range (checks.RequestValueError) is a 422 like the request models' own; other
+    errors of a job (a model that does not load, an unusable unit, ...) stay 400."""
+    return HTTPException(422 if isinstance(e, RequestValueError) else 400, str(e))
+
 
 def decode_image(data: Any, what: str = "image") -> Image.Image:
     """base64 image with or without a data: prefix → PIL image; bad data → HTTP 400."""
@@ -42,6 +64,20 @@ def encode_png(img: Image.Image, text: str | None = None) -> str:
 
 class PngInfoRequest(BaseModel):
     image: str = ""
+
+
+class ControlNetDetectRequest(BaseModel):
+    """sd-webui-controlnet's /controlnet/detect body (its field names); thresholds and the resolution
+    left out take the preprocessor's own defaults."""
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    controlnet_module: str = "none"
+    controlnet_input_images: list[str] = Field(default_factory=list)
+    controlnet_masks: list[str] | None = None
+    controlnet_processor_res: int | None = Field(None, ge=-1, le=MAX_INPUT_SIDE)
+    controlnet_threshold_a: float | None = Field(None, ge=-1e6, le=1e6)
+    controlnet_threshold_b: float | None = Field(None, ge=-1e6, le=1e6)
+    low_vram: bool = False
 
 
 def progress_dict(state: JobState | None, queued: int, skip_current_image: bool) -> dict[str, Any]:
@@ -88,15 +124,13 @@ def build_controlnet_router(svc: Services) -> APIRouter:
         return {"module_list": list(PREPROCESSORS)}
 
     @r.post("/detect")
-    def detect(body: dict[str, Any]) -> dict[str, Any]:
-        module = str(body.get("controlnet_module") or "none")
-        images = body.get("controlnet_input_images") or []
+    def detect(body: ControlNetDetectRequest) -> dict[str, Any]:
+        module = body.controlnet_module or "none"
         try:
             out = []
-            for img in images:
-                arr = preprocess(module, decode_image(img), int(body.get("controlnet_processor_res") or 512),
-                                 float(body.get("controlnet_threshold_a") or -1),
-                                 float(body.get("controlnet_threshold_b") or -1))
+            for img in body.controlnet_input_images:
+                arr = preprocess(module, decode_image(img), body.controlnet_processor_res or 512,
+                                 body.controlnet_threshold_a or -1, body.controlnet_threshold_b or -1)
                 out.append(encode_png(Image.fromarray(arr)))
         except ControlNetError as e:
             raise HTTPException(422, str(e)) from None
@@ -223,11 +257,11 @@ def build_router(svc: Services) -> APIRouter:
         ckpt = body.pop("sd_model_checkpoint", None)
         try:
             for k, v in body.items():
-                svc.settings.coerce(k, v)
+                check_option_value(svc.settings, k, v)  # also refuses NaN, infinities, |v| >= 2**63
             if ckpt:
                 svc.select_checkpoint(str(ckpt))
             svc.settings.update(body)
-        except SettingsError as e:
+        except (SettingsError, RequestValueError) as e:
             raise HTTPException(400, str(e)) from None
         except ModelLoadError as e:
             raise HTTPException(400, str(e)) from None
@@ -249,7 +283,7 @@ def build_router(svc: Services) -> APIRouter:
         for k in ("width", "height"):  # omitted sizes were filled from the model: echo what ran
             if params.get(k) is None:
                 params[k] = result.info.get(k)
-        return {"images": images, "parameters": params, "info": json.dumps(result.info, ensure_ascii=False)}
+        return {"images": images, "parameters": json_safe(params), "info": json.dumps(result.info, ensure_ascii=False)}
 
     @r.post("/txt2img")
     def txt2img(req: Txt2ImgRequest) -> dict[str, Any]:
@@ -259,7 +293,7 @@ def build_router(svc: Services) -> APIRouter:
         try:
             result = svc.submit_txt2img(req, save=req.save_images, label="txt2img (api)").result()
         except GenerationError as e:
-            raise HTTPException(400, str(e)) from None
+            raise generation_error(e) from None
         return respond(req, result, req.model_dump(exclude={"infotext"}))
 
     @r.post("/img2img")
@@ -280,7 +314,7 @@ def build_router(svc: Services) -> APIRouter:
         try:
             result = svc.submit_img2img(run, save=req.save_images, label="img2img (api)").result()
         except GenerationError as e:
-            raise HTTPException(400, str(e)) from None
+            raise generation_error(e) from None
         return respond(req, result, params)
 
     @r.get("/progress")
@@ -351,6 +385,12 @@ def install_api(app: FastAPI, svc: Services) -> None:
         response = await call_next(request)
         response.headers["X-Process-Time"] = f"{time.perf_counter() - t0:.4f}"
         return response
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own handler, except that the refused input it echoes may be NaN or infinite
+        # (JSON's NaN/Infinity literals parse to them), which its JSON encoder cannot write
+        return JSONResponse(status_code=422, content={"detail": json_safe(jsonable_encoder(exc.errors()))})
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:

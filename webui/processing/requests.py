@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 LATENT_UPSCALE_MODES: dict[str, tuple[str, bool]] = {
     # name → (torch interpolate mode, antialias)
@@ -16,10 +16,19 @@ LATENT_UPSCALE_MODES: dict[str, tuple[str, bool]] = {
 }
 IMAGE_UPSCALERS = ("None", "Lanczos", "Nearest")
 
+# Accepted seeds (seed, subseed): -1 asks for a random one (A1111's get_fixed_seed draws 0..2**32-2, what
+# A1111 seeds are in practice); any other value must lie in 0..2**64-1, the range torch.Generator's
+# manual_seed takes (A1111 hands the number to it unchanged and answered 500 beyond it). Numbers outside,
+# fractional floats and non-numeric strings are refused with 422; a numeric string ("42") is read as its
+# number, as A1111's pydantic v1 models did. That seed + i for the batch's later images (+ the
+# eta_noise_seed_delta option) stays in range is checked with the job's numbers in checks.py.
+SEED_MAX = 2**64 - 1
+
 
 class Txt2ImgRequest(BaseModel):
-    """Fields and defaults of A1111's StableDiffusionTxt2ImgProcessingAPI."""
-    model_config = ConfigDict(extra="allow")
+    """Fields and defaults of A1111's StableDiffusionTxt2ImgProcessingAPI. Float fields refuse NaN and
+    infinities (also sent as JSON's NaN/Infinity literals or as strings): 422 naming the field."""
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     prompt: str = ""
     negative_prompt: str = ""
@@ -76,6 +85,13 @@ class Txt2ImgRequest(BaseModel):
     save_images: bool = False
     alwayson_scripts: dict[str, Any] = Field(default_factory=dict)
     infotext: str | None = None
+
+    @field_validator("seed", "subseed")
+    @classmethod
+    def _seed_in_range(cls, v: int) -> int:
+        if v != -1 and not 0 <= v <= SEED_MAX:
+            raise ValueError(f"must be -1 (random) or between 0 and 2**64-1 ({SEED_MAX}), got {v}")
+        return v
 
     @property
     def effective_sampler(self) -> str:

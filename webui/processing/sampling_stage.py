@@ -228,13 +228,18 @@ def sample_hires(p: "Processing", latents: torch.Tensor, hr_prompts: list[str], 
     sd = model.sd
     tw, th = p.hr_size
     init = up if isinstance(up, torch.Tensor) else stages.encode(model, vae_ops.from_pil(up)).to(latents.device)
+    strength = 0.75 if p.denoising_strength is None else p.denoising_strength
+    if strength == 0:
+        # A1111 at denoising 0 runs a zero-step schedule (setup_img2img_steps gives 0 steps, so the
+        # sampler adds noise * 0 and returns its input): the result is the upscaled first pass, unchanged.
+        # The sampler is skipped; the latent (or the upscaled pictures, encoded) is returned as it is.
+        return init
     # The hires pass numbers its steps after the first pass's (A1111): `[a:b:15]` with 10+20 steps
     # switches 5 steps into the hires pass.
     hr_steps = p.hr_second_pass_steps or p.steps
     hr_total = schedule_steps(hr_steps, bool(p.hr_sampler.options.get("second_order")))
     conds = build_conditioning(model.encoder, hr_prompts, hr_negatives, first_pass_total(p), hires_steps=hr_total,
                                opts=encode_options(p), use_old_scheduling=bool(p.opt("use_old_scheduling")))
-    strength = 0.75 if p.denoising_strength is None else p.denoising_strength
     noise = noise_source(p, tuple(init.shape[1:]), p.seeds, p.subseeds)
     cfg = PassConfig(p.hr_sampler, p.hr_schedule, hr_steps, p.cfg_scale, tw, th, eta=eta(p), init_latent=init,
                      denoising_strength=strength, fixed_steps=True)
