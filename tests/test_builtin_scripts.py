@@ -139,3 +139,21 @@ def test_prompts_from_file_lines_and_options(env) -> None:
     assert it.infotexts[1].startswith("base two\n") and "Seed: 8" in it.infotexts[1]
     with pytest.raises(GenerationError, match="line 1"):
         run(pl, script_name="Prompts from file or textbox", script_args=[False, False, "start", "--steps ten"])
+
+
+def test_scripts_keep_to_the_pixel_limit(env) -> None:
+    _, settings, _ = env
+    pl = pipeline_with(env)
+    settings.set("generation_max_pixels", 3 * 64 * 64)
+    try:
+        with pytest.raises(GenerationError, match="generation_max_pixels"):
+            run(pl, script_name="X/Y/Z plot", script_args=xyz_args(x_type="Steps", x_values="1-4"))
+        with pytest.raises(GenerationError, match="generation_max_pixels"):
+            run(pl, prompt="a|b|c", script_name="Prompt matrix", script_args=[False, False, "positive", "comma", 0])
+        with pytest.raises(GenerationError, match="generation_max_pixels"):
+            run(pl, script_name="Prompts from file or textbox",
+                script_args=[False, False, "start", "one\ntwo\n--prompt three --batch_size 2"])
+        assert len(run(pl, script_name="X/Y/Z plot", script_args=xyz_args(x_type="Steps", x_values="1-3"),
+                       steps=1).grids) == 1
+    finally:
+        settings.set("generation_max_pixels", None)

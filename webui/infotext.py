@@ -28,7 +28,9 @@ PARAM_ORDER: tuple[str, ...] = (
 )
 TAIL_KEYS: tuple[str, ...] = ("Version", "User")  # come after the extra params
 
-re_param = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+# A1111's pattern with the key's length bounded: keys are short, and an unbounded key made a long line
+# of words without a colon take quadratic time (100k characters: ~50 s)
+re_param = re.compile(r'\s*(\w[\w \-/]{0,120}):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 re_imagesize = re.compile(r"^(\d+)x(\d+)$")
 
 # ---------------------------------------------------------------- writing

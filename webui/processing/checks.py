@@ -120,27 +120,33 @@ def check_schedule_length(p: "Processing", field: str, steps: int, strength: flo
                                        f"(at most {MAX_SCHEDULE}); use a larger denoising_strength or fewer steps")
 
 
-def check_request_size(p: "Processing") -> None:
-    """batch_size x n_iter x width x height (the hires size when it is larger) against the option
-    generation_max_pixels, before anything runs. A request's override_settings can lower the limit
-    for its job, not raise it."""
-    if p.width is None or p.height is None:
-        return  # the model's size: checked again when the job runs
+def pixel_limit(p: "Processing") -> int | None:
+    """The option generation_max_pixels for this job: override_settings can lower it, not raise it."""
     limits = [option(p, "generation_max_pixels")]
     if p.pipeline is not None:
         limits.append(p.pipeline.settings.get("generation_max_pixels"))
     limit = min((v for v in limits if v), default=None)
-    if not limit:
-        return
+    return int(limit) if limit else None
+
+
+def check_pixels(p: "Processing", images: int, w: int, h: int, what: str = "the request") -> None:
+    limit = pixel_limit(p)
+    total = images * w * h
+    if limit and total > limit:
+        raise RequestValueError("generation_max_pixels",
+                                f"{what} asks for {images} image{'s' if images > 1 else ''} of {w}x{h} = "
+                                f"{total} pixels; the option generation_max_pixels allows {limit}")
+
+
+def check_request_size(p: "Processing") -> None:
+    """batch_size x n_iter x width x height (the hires size when it is larger) against the option
+    generation_max_pixels, before anything runs."""
+    if p.width is None or p.height is None:
+        return  # the model's size: checked again when the job runs
     w, h = p.width, p.height
     if p.hr_size is not None and p.hr_size[0] * p.hr_size[1] > w * h:
         w, h = p.hr_size
-    images = n_images(p)
-    total = images * w * h
-    if total > limit:
-        raise RequestValueError("generation_max_pixels",
-                                f"the request asks for {images} image{'s' if images > 1 else ''} of {w}x{h} = "
-                                f"{total} pixels; the option generation_max_pixels allows {int(limit)}")
+    check_pixels(p, n_images(p), w, h)
 
 
 def check_numbers(p: "Processing") -> None:

@@ -169,6 +169,12 @@ class Processing:
             return None
         return 0.75 if self.denoising_strength is None else self.denoising_strength
 
+    def sd_model_default_size(self) -> int:
+        """The size a job without width/height runs at (the loaded model's native size)."""
+        models = self.pipeline.models if self.pipeline is not None else None
+        cur = models.current if models is not None else None
+        return int(cur.sd.default_size) if cur is not None else 512
+
     @property
     def n_images(self) -> int:
         return self.batch_size * self.n_iter

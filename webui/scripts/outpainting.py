@@ -32,7 +32,8 @@ class PoorMansOutpainting(Script):
 
     def run(self, p: Any, pixels: Any = 128, blur: Any = 4, fill: Any = "fill", directions: Any = DIRECTIONS,
             *_: Any) -> Any:
-        return outpaint(p, pixels=int(pixels), blur=int(blur), fill=fill_index(fill), directions=dirs(directions),
+        return outpaint(p, pixels=int(number("pixels to expand", pixels, 8, 1024)),
+                        blur=int(number("mask blur", blur, 0, 64)), fill=fill_index(fill), directions=dirs(directions),
                         noise=None, label=self.title())
 
 
@@ -53,14 +54,29 @@ class OutpaintingMk2(Script):
 
     def run(self, p: Any, _info: Any = None, pixels: Any = 128, blur: Any = 8, directions: Any = DIRECTIONS,
             falloff: Any = 1.0, variation: Any = 0.05, *_: Any) -> Any:
-        return outpaint(p, pixels=int(pixels), blur=int(blur), fill=1, directions=dirs(directions),
-                        noise=(float(falloff), float(variation)), label=self.title())
+        falloff, variation = number("fall-off exponent", falloff, 0.0, 4.0), number("color variation", variation, 0.0, 1.0)
+        return outpaint(p, pixels=int(number("pixels to expand", pixels, 8, 1024)),
+                        blur=int(number("mask blur", blur, 0, 64)), fill=1, directions=dirs(directions),
+                        noise=(falloff, variation), label=self.title())
+
+
+def number(what: str, v: Any, lo: float, hi: float) -> float:
+    """A script argument as a finite number within A1111's slider range, else a clear error."""
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        raise GenerationError(f"outpainting: {what} must be a number, got {v!r}") from None
+    if not lo <= x <= hi:  # also refuses NaN
+        raise GenerationError(f"outpainting: {what} must be between {lo} and {hi}, got {v!r}")
+    return x
 
 
 def outpaint(p: Any, *, pixels: int, blur: int, fill: int, directions: list[str],
              noise: tuple[float, float] | None, label: str) -> Any:
     if not 8 <= pixels <= 1024:
         raise GenerationError("pixels to expand must be between 8 and 1024")
+    if not 0 <= blur <= 64:
+        raise GenerationError("outpainting: mask blur must be between 0 and 64")
     src = flatten(p.init_images[0])
     left, right, up, down = (pixels if d in directions else 0 for d in DIRECTIONS)
     # the canvas must be a multiple of 8 for the model: the extra goes to an expanded side

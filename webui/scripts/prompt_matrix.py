@@ -10,7 +10,7 @@ import math
 from typing import Any
 
 from webui.imaging.grid_annotations import draw_prompt_matrix, image_grid
-from webui.processing import output_stage
+from webui.processing import checks, output_stage
 from webui.processing.context import Processed
 from webui.processing.errors import GenerationError
 from webui.processing.pipeline import process_images
@@ -45,6 +45,8 @@ class PromptMatrix(Script):
             raise GenerationError(f"Prompt matrix: {len(parts) - 1} variable parts make too many images "
                                   f"(at most {MAX_PARTS - 1})")
         prompts = prompt_matrix_combinations(str(source), bool(put_at_start), str(delimiter))
+        size = p.sd_model_default_size()
+        checks.check_pixels(p, len(prompts), p.width or size, p.height or size, "the prompt matrix")
         p.n_iter = math.ceil(len(prompts) / p.batch_size)
         if prompt_type == "positive":
             p.prompt = prompts

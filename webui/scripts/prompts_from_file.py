@@ -11,6 +11,7 @@ import copy
 from typing import Any
 
 from webui.engine.samplers import UnknownSamplerError, resolve_sampler
+from webui.processing import checks
 from webui.processing.context import Processed
 from webui.processing.errors import GenerationError
 from webui.processing.pipeline import process_images
@@ -44,6 +45,15 @@ class PromptsFromFile(Script):
                 jobs.append(parse_line(line, sampler_resolver=_sampler, model_resolver=_model(p)))
             except ValueError as e:
                 raise GenerationError(f"Prompts from file, line {number}: {e}") from None
+        size = p.sd_model_default_size()
+        total = 0
+        for job in jobs:
+            w, h = int(job.get("width", p.width or size)), int(job.get("height", p.height or size))
+            total += int(job.get("batch_size", p.batch_size)) * int(job.get("n_iter", p.n_iter)) * w * h
+        limit = checks.pixel_limit(p)
+        if limit and total > limit:
+            raise GenerationError(f"Prompts from file: the {len(jobs)} lines ask for {total} pixels in all; the option "
+                                  f"generation_max_pixels allows {limit}")
         seeds = line_seeds(int(p.seed) if p.seed not in (None, "") else -1, len(jobs), bool(iterate), bool(same_seed),
                            p.batch_size, p.n_iter)
         state = p.state

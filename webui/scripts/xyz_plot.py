@@ -18,7 +18,7 @@ from PIL import Image
 
 from webui.engine.samplers import SAMPLERS, SCHEDULE_TYPES, UnknownSamplerError, resolve_sampler
 from webui.imaging.grid_annotations import draw_xyz_grid, format_remove_path
-from webui.processing import output_stage
+from webui.processing import checks, output_stage
 from webui.processing.context import Processed
 from webui.processing.errors import GenerationError
 from webui.processing.pipeline import process_images
@@ -306,6 +306,8 @@ class XYZPlot(Script):
         nx, ny, nz = len(xs), len(ys), len(zs)
         if nx * ny * nz * p.n_images > MAX_IMAGES:
             raise GenerationError(f"X/Y/Z plot: {nx}x{ny}x{nz} cells of {p.n_images} image(s) is too many")
+        size = p.sd_model_default_size()
+        checks.check_pixels(p, nx * ny * nz * p.n_images, p.width or size, p.height or size, "the X/Y/Z plot")
         first, second = axis_values.processing_order(*(o.cost for o in opts))
         models = p.pipeline.models
         previous = models.current.info.title if models.current is not None else None
