@@ -157,3 +157,26 @@ def test_scripts_keep_to_the_pixel_limit(env) -> None:
                        steps=1).grids) == 1
     finally:
         settings.set("generation_max_pixels", None)
+
+
+def test_xyz_interrupt_stops_after_the_current_cell_with_a_partial_grid(env) -> None:
+    from webui.services.jobs import JobState
+    from webui.services.requests import Txt2ImgRequest
+    pl = pipeline_with(env)
+    state = JobState("t", "t")
+    calls = {"n": 0}
+
+    def interrupt_in_second_cell(params) -> None:
+        calls["n"] += 1
+        if calls["n"] == 4:  # 3 steps per cell: the first step of the second cell
+            state.interrupt()
+    pl.callbacks.add("cfg_denoiser", interrupt_in_second_cell, name="interrupter")
+    req = Txt2ImgRequest(**{**BASE, "script_name": "X/Y/Z plot",
+                            "script_args": xyz_args(x_type="Seed", x_values="1, 2, 3, 4", include_lone_images=True)})
+    res = pl.run(req, state, save=False)
+    assert len(res.images) == 2  # the first cell, and the second one stopped where it was
+    grid = arr(res.grids[0])
+    band = grid.shape[0] - 64
+    last_cells = grid[band:, -2 * 64:]
+    assert (last_cells == 0).all()  # cells never made are black
+    assert not (grid[band:, grid.shape[1] - 4 * 64: grid.shape[1] - 3 * 64] == 0).all()
