@@ -26,6 +26,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="serve the /sdapi/v1 API beside the UI (always on when bound to localhost)")
     net.add_argument("--nowebui", action="store_true", help="serve only the API, no UI")
     net.add_argument("--exit", action="store_true", help="set up, print the startup time and exit")
+    net.add_argument("--enable-insecure-extension-access", action="store_true",
+                     help="allow installing/updating/enabling extensions when listening beyond localhost")
+
+    ext = p.add_argument_group("extensions")
+    ext.add_argument("--skip-install", action="store_true", help="do not run extensions' install.py")
+    ext.add_argument("--disable-all-extensions", action="store_true", help="load no extension")
+    ext.add_argument("--disable-extra-extensions", action="store_true",
+                     help="load only built-in extensions (none ship yet)")
 
     paths = p.add_argument_group("paths")
     paths.add_argument("--data-dir", type=Path, default=None,

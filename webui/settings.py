@@ -97,6 +97,10 @@ OPTIONS: dict[str, OptionInfo] = {
     "interrupt_after_current": OptionInfo(True, "Don't interrupt in the middle of an image when generating several",
                                           "User interface", "checkbox"),
     "samplers_in_dropdown": OptionInfo(True, "Use dropdown for sampler selection", "User interface", "checkbox"),
+    "disabled_extensions": OptionInfo((), "Disabled extensions (folder names)", "Extensions", "multiselect"),
+    "disable_all_extensions": OptionInfo("none", "Disable all extensions (preserves the list of disabled "
+                                                 "extensions)", "Extensions", "radio",
+                                         choices=("none", "extra", "all")),
     # ---- options the generation pipeline reads (A1111's keys, defaults and infotext names) ----
     # randn_source: A1111's default is "GPU"; ours stays "CPU". Decided so because
     # * here "GPU" on a machine without CUDA draws the NV source (CUDA's Philox numbers, so that "GPU" images
@@ -242,6 +246,12 @@ class Settings:
         d = info.default
         if value is None:
             return None
+        if isinstance(d, (list, tuple)):
+            if isinstance(value, str):
+                value = [value]
+            if not isinstance(value, (list, tuple)) or not all(isinstance(x, str) for x in value):
+                raise SettingsError(f"option {key}: {value!r} is not a list of names")
+            return list(value)
         try:
             if isinstance(d, bool):
                 if isinstance(value, str):
