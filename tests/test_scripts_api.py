@@ -39,7 +39,7 @@ def test_xyz_over_the_api_grid_first(api_server: Server) -> None:
     assert grid.width > 2 * 64 and grid.height > 2 * 64
     info = json.loads(body["info"])
     assert info["index_of_first_image"] == 1
-    assert "Steps: 1" in info["infotexts"][1] and "CFG scale: 3" in info["infotexts"][1]
+    assert "Steps: 1" in info["infotexts"][0] and "CFG scale: 3" in info["infotexts"][0]
     single = post(api_server, "txt2img", {**BASE, "steps": 2, "cfg_scale": 9}).json()
     assert np.array_equal(np.asarray(images[4].convert("RGB")), np.asarray(b64_image(single["images"][0]).convert("RGB")))
     # the axis type by A1111's index gives the same plot

@@ -120,6 +120,8 @@ def build_real_app(args: argparse.Namespace, t_start: float) -> Any:
     Image.MAX_IMAGE_PIXELS = MAX_INPUT_SIDE * MAX_INPUT_SIDE // 2
     paths = resolve_paths(args)
     svc = build_services(args, paths)
+    from webui.extensions.startup import load_extensions
+    load_extensions(svc)  # before the API and the UI: their scripts, options and tabs are part of both
     app = FastAPI(title="Stable Diffusion web UI API", docs_url="/docs", redoc_url="/redoc")
     if api_enabled(args):
         install_api(app, svc)
@@ -133,7 +135,7 @@ def build_real_app(args: argparse.Namespace, t_start: float) -> Any:
 
         from webui.ui.main import build_ui, launch_kwargs
         demo = build_ui(svc)
-        app = gr.mount_gradio_app(app, demo, path="/", **launch_kwargs())
+        app = gr.mount_gradio_app(app, demo, path="/", **launch_kwargs(svc))
     app.state.services = svc
     return app
 
@@ -166,8 +168,21 @@ def start_model_load(svc: Any, args: argparse.Namespace) -> None:
     svc.queue.submit(load, label="load checkpoint")
 
 
+def _configure_logging() -> None:
+    """Our own messages (webui.*) at INFO on stderr, e.g. each extension's load time."""
+    import logging
+    logger = logging.getLogger("webui")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
 def main(argv: list[str] | None = None) -> None:
     t_start = float(os.environ.get("WEBUI_T0", time.time()))
+    _configure_logging()
     args = parse_args(argv)
     import uvicorn
 

@@ -155,12 +155,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         argv = sys.argv[1:]
     # A1111 also reads COMMANDLINE_ARGS; flags given on the command line come last and win.
     env_args = shlex.split(os.environ.get("COMMANDLINE_ARGS", ""))
+    preload_errors = _preload_extensions(parser, env_args + list(argv))
     args = parser.parse_args(env_args + list(argv))
+    args._extension_preload_errors = preload_errors  # underscore: not a flag (cmd-flags leaves it out)
     if args.precision == "half" and (args.no_half or args.no_half_vae):
         parser.error("--precision half conflicts with --no-half/--no-half-vae")
     if args.vram_budget_mb is not None and args.vram_budget_mb < 64:
         parser.error("--vram-budget-mb must be at least 64")
     return args
+
+
+def _preload_extensions(parser: argparse.ArgumentParser, argv: list[str]) -> dict[str, str]:
+    """Extensions' preload.py add their flags before the real parse (A1111), so a flag an enabled
+    extension adds is accepted at launch. The data dir and the enable state come from a first,
+    lenient parse and config.json."""
+    import json
+
+    from webui.extensions.loader import run_preloads
+
+    known, _ = parser.parse_known_args(argv)
+    data_dir = (known.data_dir or PROJECT_ROOT).resolve()
+    config: dict = {}
+    try:
+        loaded = json.loads((data_dir / "config.json").read_text(encoding="utf-8"))
+        config = loaded if isinstance(loaded, dict) else {}
+    except (OSError, ValueError):
+        pass
+    disable_all = ("all" if known.disable_all_extensions else "extra" if known.disable_extra_extensions
+                   else str(config.get("disable_all_extensions") or "none"))
+    disabled = [str(x) for x in config.get("disabled_extensions") or [] if isinstance(x, str)]
+    return run_preloads(parser, data_dir / "extensions", disabled, disable_all)
 
 
 def resolve_paths(args: argparse.Namespace) -> Paths:
@@ -211,5 +235,7 @@ def cmd_flags(args: argparse.Namespace) -> dict[str, object]:
     """vars(args) made JSON-friendly, for GET /sdapi/v1/cmd-flags."""
     out: dict[str, object] = {}
     for k, v in vars(args).items():
+        if k.startswith("_"):
+            continue
         out[k] = str(v) if isinstance(v, Path) else v
     return out

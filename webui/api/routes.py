@@ -283,7 +283,8 @@ def build_router(svc: Services) -> APIRouter:
         for k in ("width", "height"):  # omitted sizes were filled from the model: echo what ran
             if params.get(k) is None:
                 params[k] = result.info.get(k)
-        return {"images": images, "parameters": json_safe(params), "info": json.dumps(result.info, ensure_ascii=False)}
+        info = result.info_for(with_grids=bool(svc.settings.get("return_grid")))
+        return {"images": images, "parameters": json_safe(params), "info": json.dumps(info, ensure_ascii=False)}
 
     @r.post("/txt2img")
     def txt2img(req: Txt2ImgRequest) -> dict[str, Any]:

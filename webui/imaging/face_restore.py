@@ -393,7 +393,7 @@ class FaceRestorers:
         rgb = np.asarray(img.convert("RGB"))
         boxes = detect_faces(rgb) if faces is None else [tuple(int(v) for v in b[:4]) for b in faces]
         if not boxes:
-            log.info("%s: no face found in a %dx%d picture", restorer, img.width, img.height)
+            log.debug("%s: no face found in a %dx%d picture", restorer, img.width, img.height)
             return img, None
         weight = None
         if restorer == "CodeFormer":

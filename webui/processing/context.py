@@ -267,9 +267,18 @@ class Processed:
         texts = list(self.grid_infotexts) + [""] * (len(self.grids) - len(self.grid_infotexts))
         return list(self.grids) + list(self.images), texts + list(self.infotexts)
 
-    def js(self) -> str:
+    def info_for(self, with_grids: bool = True) -> dict[str, Any]:
+        """The info JSON as the result stands now (a script may have added images after the run):
+        `infotexts` are the images' (grids not included), `index_of_first_image` says how many
+        grids come before the images in `images`."""
+        out = dict(self.info)
+        out["infotexts"] = list(self.infotexts)
+        out["index_of_first_image"] = len(self.grids) if with_grids else 0
+        return out
+
+    def js(self, with_grids: bool = True) -> str:
         import json
-        return json.dumps(self.info, ensure_ascii=False, default=str)
+        return json.dumps(self.info_for(with_grids), ensure_ascii=False, default=str)
 
 
 GenerationResult = Processed  # the name the skins used before the pipeline had A1111's names

@@ -366,7 +366,7 @@ class XYZPlot(Script):
         images = [c for c in cells if c is not None] if lone else []
         image_texts = [t for c, t in zip(cells, texts) if c is not None] if lone else []
         info = {"prompt": p.prompt, "negative_prompt": p.negative_prompt, "seed": p.seed, "subseed": p.subseed,
-                "all_seeds": [p.seed], "infotexts": grid_texts + image_texts, "index_of_first_image": len(grids),
+                "all_seeds": [p.seed], "infotexts": image_texts, "index_of_first_image": len(grids),
                 "warnings": warnings, "width": grids[0].width, "height": grids[0].height,
                 "cell_infotexts": texts}
         return Processed(images, image_texts, info, paths, grids, grid_texts, grid_path)

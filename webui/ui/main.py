@@ -67,12 +67,16 @@ JS = """
 """
 
 
-def launch_kwargs() -> dict[str, Any]:
-    """Keyword arguments for `gr.mount_gradio_app` (theme/css/js moved out of Blocks in Gradio 6)."""
+def launch_kwargs(svc: "Services | None" = None) -> dict[str, Any]:
+    """Keyword arguments for `gr.mount_gradio_app` (theme/css/js moved out of Blocks in Gradio 6);
+    extensions' JavaScript and CSS go into the page's head and stylesheet."""
+    from webui.ui.extension_assets import extension_css, head_html
+    manager = getattr(svc, "extensions", None) if svc is not None else None
     return {
         "theme": gr.themes.Default(primary_hue="orange"),
-        "css": CSS,
+        "css": CSS + "\n" + extension_css(manager),
         "js": JS,
+        "head": head_html(manager),
         "footer_links": ["api"],
         "run_history": False,
         "show_error": True,

@@ -4,6 +4,7 @@ script added to the pipeline's catalog shows up here without UI code. X/Y/Z plot
 axis rows (type, values, value picker) and swap buttons."""
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,8 @@ from webui.scripts.xyz_plot import XYZPlot, axes_for, find_axis
 if TYPE_CHECKING:
     from webui.services.container import Services
 
+log = logging.getLogger(__name__)
+
 
 def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
@@ -25,20 +28,26 @@ def slug(text: str) -> str:
 class ScriptControls:
     dropdown: Any
     controls: dict[str, list[Any]] = field(default_factory=dict)  # title → one entry per argument (None = info)
+    alwayson: dict[str, list[Any]] = field(default_factory=dict)  # always-on scripts with controls (not ControlNet)
 
     def components(self) -> set[Any]:
         out = {self.dropdown}
-        for ctrls in self.controls.values():
+        for ctrls in [*self.controls.values(), *self.alwayson.values()]:
             out.update(c for c in ctrls if c is not None)
         return out
 
     def fields(self, d: dict) -> dict[str, Any]:
-        """script_name / script_args for the request (A1111's positional order)."""
+        """script_name / script_args for the request (A1111's positional order), and the always-on
+        scripts' values as `alwayson_scripts` entries."""
+        out: dict[str, Any] = {}
+        if self.alwayson:
+            out["alwayson_scripts"] = {t: {"args": [("" if c is None else d.get(c)) for c in ctrls]}
+                                       for t, ctrls in self.alwayson.items()}
         name = d.get(self.dropdown)
         if not name or name == "None":
-            return {}
+            return out
         args = [("" if c is None else d.get(c)) for c in self.controls.get(name, [])]
-        return {"script_name": name, "script_args": args}
+        return {**out, "script_name": name, "script_args": args}
 
 
 def _component(arg: ArgInfo, elem_id: str) -> Any:
@@ -133,22 +142,60 @@ def _xyz(script: XYZPlot, svc: "Services", mode: str, is_img2img: bool) -> list[
     return [xk, xt, xp, yk, yt, yp, zk, zt, zp, legend, lone, subgrids, keep, *vary, margin, csv_mode]
 
 
+def _own_ui(script: Script, is_img2img: bool) -> list[Any]:
+    """An A1111-style script builds its own components (`ui(is_img2img)`); their values are its args."""
+    made = script.ui(is_img2img)  # type: ignore[attr-defined]
+    if made is None:
+        return []
+    if isinstance(made, dict):
+        made = list(made.values())
+    return [c for c in made if c is not None]
+
+
+def _alwayson(runner: Any, mode: str, is_img2img: bool) -> dict[str, list[Any]]:
+    """Always-on scripts' controls, above the Script dropdown as in A1111 (ControlNet has its accordion)."""
+    out: dict[str, list[Any]] = {}
+    for script in runner.alwayson:
+        title = script.title()
+        if title == "ControlNet":
+            continue
+        try:
+            if callable(getattr(script, "ui", None)):
+                out[title] = _own_ui(script, is_img2img)
+            elif script.arg_infos(is_img2img):
+                with gr.Accordion(title, open=False, elem_id=f"{mode}_script_{slug(title)}"):
+                    out[title] = _generic(script, mode, is_img2img)
+        except Exception as e:  # noqa: BLE001 - an extension's broken ui() must not break the page
+            log.error("script %r: ui() failed: %s", title, e, exc_info=True)
+            gr.Markdown(f"⚠️ {title}: its controls could not be built ({type(e).__name__}: {e})")
+    return out
+
+
 def create_script_controls(svc: "Services", mode: str) -> ScriptControls:
-    """The Script dropdown (None + this tab's selectable scripts) and a hidden group per script."""
+    """Always-on scripts' controls, the Script dropdown (None + this tab's selectable scripts) and a
+    hidden group per selectable script."""
     is_img2img = mode == "img2img"
     runner = svc.pipeline.scripts.runner(is_img2img)
+    alwayson = _alwayson(runner, mode, is_img2img)
     dropdown = gr.Dropdown(["None"] + runner.titles(), value="None", label="Script", elem_id=f"{mode}_script")
     groups: dict[str, Any] = {}
     controls: dict[str, list[Any]] = {}
     for script in runner.selectable:
         title = script.title()
         with gr.Group(visible=False, elem_id=f"{mode}_script_{slug(title)}") as g:
-            if isinstance(script, XYZPlot):
-                controls[title] = _xyz(script, svc, mode, is_img2img)
-            else:
-                controls[title] = _generic(script, mode, is_img2img)
+            try:
+                if isinstance(script, XYZPlot):
+                    controls[title] = _xyz(script, svc, mode, is_img2img)
+                elif callable(getattr(script, "ui", None)):
+                    controls[title] = _own_ui(script, is_img2img)
+                else:
+                    controls[title] = _generic(script, mode, is_img2img)
+            except Exception as e:  # noqa: BLE001 - an extension's broken ui() must not break the page
+                log.error("script %r: ui() failed: %s", title, e, exc_info=True)
+                gr.Markdown(f"⚠️ {title}: its controls could not be built ({type(e).__name__}: {e})")
+                controls[title] = []
         groups[title] = g
     names = list(groups)
     dropdown.change(lambda v: [gr.update(visible=v == n) for n in names], dropdown, [groups[n] for n in names],
                     show_progress="hidden", api_visibility="private", queue=False)
-    return ScriptControls(dropdown, controls)
+    return ScriptControls(dropdown, controls, alwayson)

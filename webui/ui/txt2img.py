@@ -419,9 +419,11 @@ def create_generation_tab(svc: "Services", mode: str, size: int | None = None) -
         if overrides:
             fields["override_settings"] = overrides
         cls = Img2ImgRequest if is_i2i else Txt2ImgRequest
+        script_alwayson = fields.pop("alwayson_scripts", {})
         return cls(**fields,
             prompt=d[prompt] or "", negative_prompt=d[neg_prompt] or "", styles=list(d[styles] or []),
-            alwayson_scripts={"controlnet": {"args": [u for u in (c.to_unit(d) for c in cn_units) if u]}},
+            alwayson_scripts={**script_alwayson,
+                              "controlnet": {"args": [u for u in (c.to_unit(d) for c in cn_units) if u]}},
             sampler_name=d[sampler] or DEFAULT_SAMPLER, scheduler=schedule_label_to_name(d[scheduler]),
             steps=_int(d[steps], 20), width=_int(d[width], 512), height=_int(d[height], 512),
             n_iter=_int(d[batch_count], 1), batch_size=_int(d[batch_size], 1), cfg_scale=_float(d[cfg_scale], 7.0),
@@ -514,9 +516,7 @@ def create_generation_tab(svc: "Services", mode: str, size: int | None = None) -
         shown, texts = result.shown()  # grids first (A1111's gallery)
         for img, text in zip(shown, texts):
             img.info["parameters"] = text  # gradio copies text chunks into the gallery PNGs
-        info_dict = dict(result.info)
-        info_dict.setdefault("infotexts", list(result.infotexts))
-        info_dict["index_of_first_image"] = result.index_of_first_image
+        info_dict = result.info_for()
         first = _infotext_for_index(info_dict, 0)
         msg = f"Time taken: {dt:.1f} s" + (f" · {result.memory}" if result.memory else "")
         if not shown:

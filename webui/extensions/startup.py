@@ -1,0 +1,35 @@
+"""Bringing the extensions up with the app: discover them, bind A1111's `modules.*` names to the
+live services, and load every enabled one (install.py, scripts, assets), each timed and isolated."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from webui.extensions.loader import load_all
+from webui.extensions.manager import ExtensionManager
+
+log = logging.getLogger(__name__)
+
+
+def load_extensions(svc: Any) -> ExtensionManager:
+    manager = getattr(svc, "extensions", None)
+    if manager is None:
+        manager = ExtensionManager(svc.paths.data_dir / "extensions", svc.settings, svc.args)
+        svc.extensions = manager
+    manager.refresh()
+    for name, err in (getattr(svc.args, "_extension_preload_errors", None) or {}).items():
+        ext = manager.get(name)
+        if ext is not None and err not in ext.errors:
+            ext.errors.append(err)
+    enabled = manager.enabled()
+    if not enabled:
+        return manager
+    try:
+        from webui.extensions.compat.binding import bind
+    except ImportError:
+        log.warning("the A1111 compatibility modules are not available; extensions can use the native API only")
+    else:
+        bind(svc, manager)
+    load_all(enabled, svc.pipeline.scripts, skip_install=bool(getattr(svc.args, "skip_install", False)),
+             stamps_file=svc.paths.cache_dir / "extensions-installed.json")
+    return manager
