@@ -127,6 +127,9 @@ def _seed_for_index(info: dict | None, index: int | None) -> int | None:
 def _infotext_for_index(info: dict | None, index: int | None) -> str:
     if not info:
         return ""
+    shown = info.get("shown_infotexts")  # the gallery's own order, grids first
+    if shown:
+        return shown[min(max(index or 0, 0), len(shown) - 1)]
     texts = info.get("infotexts") or []
     if not texts:
         return ""
@@ -517,6 +520,7 @@ def create_generation_tab(svc: "Services", mode: str, size: int | None = None) -
         for img, text in zip(shown, texts):
             img.info["parameters"] = text  # gradio copies text chunks into the gallery PNGs
         info_dict = result.info_for()
+        info_dict["shown_infotexts"] = texts
         first = _infotext_for_index(info_dict, 0)
         msg = f"Time taken: {dt:.1f} s" + (f" · {result.memory}" if result.memory else "")
         if not shown:
