@@ -16,6 +16,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from webui import infotext
+from webui.api.extensions_routes import build_extensions_router
 from webui.api.extras_routes import build_extras_router, upscaler_listing
 from webui.engine.samplers import SAMPLERS, SCHEDULE_TYPES
 from webui.services.container import GenerationError, ModelLoadError, Services
@@ -379,6 +380,7 @@ def install_api(app: FastAPI, svc: Services) -> None:
     app.include_router(build_router(svc))
     app.include_router(build_controlnet_router(svc))
     app.include_router(build_extras_router(svc.extras))
+    app.include_router(build_extensions_router(svc))
 
     @app.middleware("http")
     async def process_time(request: Request, call_next: Any) -> Any:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from webui.cli import Paths, attention_backend, cmd_flags, memory_mode
+from webui.extensions.manager import ExtensionManager
 from webui.memory.devices import DevicePolicy
 from webui.memory.manager import MemoryManager
 from webui.memory.stats import MemoryWatch, memory_report
@@ -38,6 +39,7 @@ class Services:
     extras: ExtrasService
     memory: MemoryManager
     pipeline: Pipeline
+    extensions: ExtensionManager | None = None  # <data-dir>/extensions (the Extensions tab, /sdapi/v1/extensions)
 
     def submit_txt2img(self, req: Txt2ImgRequest, *, save: bool, label: str = "txt2img") -> Job:
         self.txt2img.validate(req)  # fail before queueing
@@ -159,7 +161,8 @@ def build_services(args: argparse.Namespace, paths: Paths) -> Services:
     txt2img = Txt2ImgService(models, settings, paths.outputs_dir, styles, pipeline=pipeline)
     img2img = Img2ImgService(models, settings, paths.outputs_dir, styles, pipeline=pipeline)
     return Services(args, paths, settings, registry, models, queue, txt2img, styles, img2img,
-                    Img2ImgScripts(img2img, extras.upscale, names), extras=extras, memory=memory, pipeline=pipeline)
+                    Img2ImgScripts(img2img, extras.upscale, names), extras=extras, memory=memory, pipeline=pipeline,
+                    extensions=ExtensionManager(paths.data_dir / "extensions", settings, args))
 
 
 __all__ = ["Services", "build_services", "GenerationError", "GenerationResult", "ModelLoadError"]

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 
 from webui.ui.common import checkpoint_status_md, checkpoint_titles, current_checkpoint_title
+from webui.ui.extensions_tab import create_extensions_tab
 from webui.ui.extras import create_extras_tab
 from webui.ui.merger import create_merger_tab
 from webui.ui.pnginfo import create_pnginfo_tab
@@ -149,6 +150,8 @@ def build_ui(svc: "Services") -> gr.Blocks:
                 create_merger_tab(svc)
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
                 settings = create_settings_tab(svc)
+            with gr.Tab("Extensions", id="extensions", elem_id="tab_extensions"):
+                create_extensions_tab(svc)
 
         sync_timer = gr.Timer(1.0, active=True)
         idle_ticks = gr.State(0)

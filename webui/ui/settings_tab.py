@@ -1,4 +1,7 @@
-"""Settings tab: one component per `OPTIONS` entry, grouped by section; applied without a restart."""
+"""Settings tab: one component per option of `svc.settings.options` (the built-in ones and those
+extensions register), grouped by section; applied without a restart. The extension enable state
+(`disabled_extensions`, `disable_all_extensions`) is left to the Extensions tab, as A1111 hides it:
+that tab saves it only where extension access is allowed."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -34,8 +37,21 @@ class SettingsTab:
         return out
 
 
+# options the Extensions tab manages (A1111 keeps them out of Settings too)
+HIDDEN_OPTIONS = frozenset({"disabled_extensions", "disable_all_extensions"})
+
+
 def _to_component_value(v: Any) -> Any:
+    if isinstance(v, tuple):
+        return list(v)
     return "" if v is None else v
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal values, a list and a tuple of the same items included (multiselect options)."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return list(a) == list(b)
+    return a == b
 
 
 def _component(key: str, info: Any, value: Any, svc: "Services") -> Any:
@@ -53,6 +69,13 @@ def _component(key: str, info: Any, value: Any, svc: "Services") -> Any:
                          elem_id=elem_id)
     if kind == "dropdown" and info.choices:
         return gr.Dropdown(list(info.choices), value=value, label=info.label, elem_id=elem_id)
+    if kind == "radio" and info.choices:
+        return gr.Radio(list(info.choices), value=value, label=info.label, elem_id=elem_id)
+    if kind == "multiselect":
+        chosen = [str(x) for x in (value or [])]
+        choices = [str(x) for x in (info.choices or ())]
+        return gr.Dropdown(choices + [x for x in chosen if x not in choices], value=chosen, label=info.label,
+                           elem_id=elem_id, multiselect=True, allow_custom_value=not info.choices)
     if kind in ("number", "slider"):
         is_int = isinstance(info.default, int) and not isinstance(info.default, bool)
         return gr.Number(value=value, label=info.label, elem_id=elem_id, precision=0 if is_int else None,
@@ -61,11 +84,12 @@ def _component(key: str, info: Any, value: Any, svc: "Services") -> Any:
 
 
 def create_settings_tab(svc: "Services") -> SettingsTab:
-    from webui.settings import OPTIONS
-
+    options = svc.settings.options  # this app's table: extensions' options are in it
     opts = svc.options()
     sections: dict[str, list[str]] = {}
-    for key, info in OPTIONS.items():
+    for key, info in options.items():
+        if key in HIDDEN_OPTIONS:
+            continue
         sections.setdefault(info.section, []).append(key)
 
     components: dict[str, Any] = {}
@@ -78,12 +102,12 @@ def create_settings_tab(svc: "Services") -> SettingsTab:
             for key in keys:
                 if key == "sd_vae":  # A1111 has a refresh button beside the VAE list
                     with gr.Row(equal_height=False):
-                        components[key] = _component(key, OPTIONS[key], opts.get(key), svc)
+                        components[key] = _component(key, options[key], opts.get(key), svc)
                         refresh_vae = gr.Button("🔄", elem_id="refresh_sd_vae", size="sm", scale=0, min_width=44)
                     refresh_vae.click(lambda: gr.update(choices=vae_choices(svc)), None, components[key],
                                       show_progress="hidden", api_visibility="private")
                 else:
-                    components[key] = _component(key, OPTIONS[key], opts.get(key), svc)
+                    components[key] = _component(key, options[key], opts.get(key), svc)
 
     tab = SettingsTab(components, apply, result)
     keys = list(components)
@@ -95,13 +119,13 @@ def create_settings_tab(svc: "Services") -> SettingsTab:
         current = svc.options()
         changes: dict[str, Any] = {}
         for key, v in zip(keys, values):
-            info = OPTIONS[key]
+            info = options[key]
             if isinstance(v, str) and info.component == "textbox" and info.default is None and v == "":
                 v = None
             if isinstance(v, float) and isinstance(info.default, int) and not isinstance(info.default, bool) \
                     and v.is_integer():
                 v = int(v)
-            if v != current.get(key) and not (v in ("", None) and current.get(key) in ("", None)):
+            if not _same(v, current.get(key)) and not (v in ("", None) and current.get(key) in ("", None)):
                 changes[key] = v
         if not changes:
             return {result: "Nothing changed."} | tab.values_for(svc)
@@ -115,7 +139,7 @@ def create_settings_tab(svc: "Services") -> SettingsTab:
         except (SettingsError, ModelLoadError) as e:
             gr.Warning(str(e), title="Settings not applied")
             return {result: f"**Error:** {e}"} | tab.values_for(svc)
-        names = ([OPTIONS["sd_model_checkpoint"].label] if ckpt else []) + [OPTIONS[k].label for k in changes]
+        names = ([options["sd_model_checkpoint"].label] if ckpt else []) + [options[k].label for k in changes]
         msg = f"{len(names)} setting{'s' if len(names) != 1 else ''} changed: " + ", ".join(names) + "."
         return {result: msg} | tab.values_for(svc)
 
