@@ -130,12 +130,16 @@ def build_real_app(args: argparse.Namespace, t_start: float) -> Any:
     def ping() -> dict:
         return {}
 
+    from webui.extensions.startup import fire
     if not args.nowebui:
         import gradio as gr
 
         from webui.ui.main import build_ui, launch_kwargs
         demo = build_ui(svc)
+        fire("app_started", demo, app)  # before the UI is mounted at "/": routes extensions add are reachable
         app = gr.mount_gradio_app(app, demo, path="/", **launch_kwargs(svc))
+    else:
+        fire("app_started", None, app)
     app.state.services = svc
     return app
 

@@ -78,6 +78,15 @@ def _set_context(ext: Extension | None) -> None:
         setter(ext.name if ext else None, ext.path if ext else None)
 
 
+def _compat() -> Any:
+    """The A1111 compatibility binding, when it is bound (extensions are loaded with the app)."""
+    try:
+        from webui.extensions.compat import binding
+    except ImportError:
+        return None
+    return binding if binding.is_bound() else None
+
+
 def _exec_file(ext: Extension, path: Path, module_name: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(module_name, path)
     assert spec is not None and spec.loader is not None
@@ -205,6 +214,9 @@ def load_scripts(ext: Extension, catalog: ScriptCatalog) -> None:
             _record(ext, f"scripts/{path.name} failed to import")
             continue
         for cls in _script_classes(module):
+            compat = _compat()
+            if compat is not None:
+                compat.add_script_data(cls, path, ext.path, module)  # A1111's scripts.scripts_data
             for runner in (catalog.txt2img, catalog.img2img):
                 try:
                     script = cls()

@@ -32,4 +32,16 @@ def load_extensions(svc: Any) -> ExtensionManager:
         bind(svc, manager)
     load_all(enabled, svc.pipeline.scripts, skip_install=bool(getattr(svc.args, "skip_install", False)),
              stamps_file=svc.paths.cache_dir / "extensions-installed.json")
+    fire("ui_settings")  # extensions' options exist from here on: /options, config.json, the Settings tab
     return manager
+
+
+def fire(kind: str, *args: Any) -> list[Any]:
+    """Run the extensions' callbacks of an app-time kind (A1111's script_callbacks); [] without any."""
+    try:
+        from webui.extensions.compat import binding
+    except ImportError:
+        return []
+    if not binding.is_bound():
+        return []
+    return [result for _, result in binding.fire(kind, *args)]

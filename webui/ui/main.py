@@ -124,8 +124,30 @@ def _ckpt_dropdown(svc: "Services", value: str | None = None) -> Any:
 
 
 def build_ui(svc: "Services") -> gr.Blocks:
+    from webui.ui.component_hooks import component_hooks
+    with component_hooks(svc):
+        return _build_ui(svc)
+
+
+def _extension_tabs() -> list[tuple[Any, str, str]]:
+    """Tabs extensions add (A1111's on_ui_tabs: each callback returns [(blocks, title, elem_id), ...])."""
+    from webui.extensions.startup import fire
+    fire("before_ui")
+    tabs: list[tuple[Any, str, str]] = []
+    for result in fire("ui_tabs"):
+        for item in result or []:
+            try:
+                blocks, title, elem_id = item[0], str(item[1]), str(item[2])
+            except (TypeError, IndexError):
+                continue
+            tabs.append((blocks, title, elem_id))
+    return tabs
+
+
+def _build_ui(svc: "Services") -> gr.Blocks:
     if svc.models.current is None:  # the first keystroke should not wait for the tokenizer to load
         threading.Thread(target=_warm_tokenizer, name="warm-tokenizer", daemon=True).start()
+    ext_tabs = _extension_tabs()  # built outside the page's Blocks, rendered into a tab below
     with gr.Blocks(title="Stable Diffusion", analytics_enabled=False, delete_cache=(3600, 86400)) as demo:
         with gr.Row(elem_id="quicksettings", equal_height=False):
             titles = checkpoint_titles(svc)
@@ -148,6 +170,9 @@ def build_ui(svc: "Services") -> gr.Blocks:
                 create_pnginfo_tab(svc, t2i, tabs, i2i, extras.image)
             with gr.Tab("Checkpoint Merger", id="modelmerger", elem_id="tab_modelmerger"):
                 create_merger_tab(svc)
+            for blocks, title, elem_id in ext_tabs:
+                with gr.Tab(title, id=elem_id, elem_id=f"tab_{elem_id}"):
+                    blocks.render()
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
                 settings = create_settings_tab(svc)
             with gr.Tab("Extensions", id="extensions", elem_id="tab_extensions"):

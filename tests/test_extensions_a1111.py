@@ -1,0 +1,154 @@
+"""An extension written against A1111's API (`modules.scripts`, `script_callbacks`, `shared`), loaded by
+the real server: its always-on script with ui(), options, route, tab, after_component hook and
+cfg_denoiser callback all work, over HTTP and in the browser."""
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import requests
+
+from conftest import Server, start_server, stop_server, wait_for_model
+from test_api import b64_image
+
+EXTENSION = '''
+import gradio as gr
+from modules import script_callbacks, scripts, shared
+
+SEEN = {"width": False}
+
+
+class StyleExt(scripts.Script):
+    def title(self):
+        return "Style Ext"
+
+    def show(self, is_img2img):
+        return scripts.AlwaysVisible
+
+    def ui(self, is_img2img):
+        with gr.Accordion("Style Ext", open=False, elem_id=self.elem_id("accordion")):
+            enabled = gr.Checkbox(False, label="Style Ext enabled", elem_id=self.elem_id("enabled"))
+            word = gr.Textbox("glowing", label="Style word", elem_id=self.elem_id("word"))
+        return [enabled, word]
+
+    def process(self, p, enabled, word):
+        if enabled:
+            p.all_prompts = [f"{x}, {word}" for x in p.all_prompts]
+            p.extra_generation_params["Style Ext"] = word
+
+    def after_component(self, component, **kwargs):
+        if kwargs.get("elem_id") == "txt2img_width":
+            SEEN["width"] = True
+
+
+def on_ui_settings():
+    section = ("style_ext", "Style Ext")
+    shared.opts.add_option("style_ext_word", shared.OptionInfo("neon", "Style Ext default word", section=section))
+    shared.opts.add_option("style_ext_flip", shared.OptionInfo(False, "Style Ext flips the latent every step",
+                                                               gr.Checkbox, section=section))
+
+
+def on_app_started(demo, app):
+    @app.get("/style-ext/ping")
+    def ping():
+        return {"ok": True, "word": shared.opts.style_ext_word, "saw_width": SEEN["width"],
+                "basedir": scripts.basedir()}
+
+
+def on_ui_tabs():
+    with gr.Blocks(analytics_enabled=False) as tab:
+        gr.Markdown("Hello from Style Ext", elem_id="style_ext_hello")
+    return [(tab, "Style Ext", "style_ext")]
+
+
+def on_cfg_denoiser(params):
+    if shared.opts.style_ext_flip:
+        params.x = params.x.flip(-1)
+
+
+script_callbacks.on_ui_settings(on_ui_settings)
+script_callbacks.on_app_started(on_app_started)
+script_callbacks.on_ui_tabs(on_ui_tabs)
+script_callbacks.on_cfg_denoiser(on_cfg_denoiser)
+'''
+
+BASE = {"prompt": "a red circle", "steps": 3, "width": 64, "height": 64, "sampler_name": "Euler", "seed": 9}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Server:
+    data = tmp_path_factory.mktemp("a1111ext")
+    ext = data / "extensions" / "style-ext" / "scripts"
+    ext.mkdir(parents=True)
+    (ext / "style_ext.py").write_text(textwrap.dedent(EXTENSION), encoding="utf-8")
+    srv = start_server(data, model_dir, "--ckpt", str(model_dir / "tiny-sd1.safetensors"), nowebui=False)
+    wait_for_model(srv)
+    yield srv
+    stop_server(srv)
+
+
+def test_route_options_and_component_hook(server: Server) -> None:
+    ping = requests.get(server.url + "/style-ext/ping", timeout=10).json()
+    assert ping["ok"] and ping["word"] == "neon" and ping["saw_width"]
+    assert ping["basedir"].endswith("style-ext")
+    opts = requests.get(server.api("options"), timeout=10).json()
+    assert opts["style_ext_word"] == "neon"
+    assert requests.post(server.api("options"), json={"style_ext_word": "blue"}, timeout=10).status_code == 200
+    assert requests.get(server.url + "/style-ext/ping", timeout=10).json()["word"] == "blue"
+    saved = json.loads((server.data_dir / "config.json").read_text())
+    assert saved["style_ext_word"] == "blue"
+    exts = requests.get(server.api("extensions"), timeout=10).json()
+    assert [e["name"] for e in exts] == ["style-ext"] and exts[0]["enabled"]
+
+
+def test_script_args_and_cfg_callback_change_the_job(server: Server) -> None:
+    def gen(**kw: Any) -> tuple[np.ndarray, str]:
+        r = requests.post(server.api("txt2img"), json={**BASE, **kw}, timeout=120)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        return np.asarray(b64_image(body["images"][0]).convert("RGB")), json.loads(body["info"])["infotexts"][0]
+    plain, text = gen()
+    assert text.startswith("a red circle\n")
+    styled, text = gen(alwayson_scripts={"style ext": {"args": [True, "glowing"]}})
+    assert text.startswith("a red circle, glowing\n") and "Style Ext: glowing" in text
+    requests.post(server.api("options"), json={"style_ext_flip": True}, timeout=10)
+    try:
+        flipped, _ = gen()
+    finally:
+        requests.post(server.api("options"), json={"style_ext_flip": False}, timeout=10)
+    assert not np.array_equal(flipped, plain)
+    again, _ = gen()
+    assert np.array_equal(again, plain)
+
+
+@pytest.mark.browser
+def test_page_shows_the_extension_and_its_control_reaches_the_job(server: Server) -> None:
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1400})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(server.url + "/")
+        page.wait_for_selector("#txt2img_prompt textarea", timeout=60000)
+        page.get_by_role("tab", name="Style Ext", exact=True).click()
+        page.wait_for_selector("#style_ext_hello")
+        page.get_by_role("tab", name="txt2img", exact=True).click()
+        page.locator("#script_txt2img_style_ext_accordion").first.click()
+        page.get_by_label("Style Ext enabled").first.check()
+        page.locator("#txt2img_prompt textarea").fill("a blue square")
+        for elem, v in (("txt2img_width", 64), ("txt2img_height", 64), ("txt2img_steps", 3)):
+            box = page.locator(f"#{elem} input[type=number]")
+            box.fill(str(v))
+            box.press("Enter")
+        page.click("#txt2img_generate")
+        page.wait_for_function("() => document.querySelector('#txt2img_info') && "
+                               "document.querySelector('#txt2img_info').innerText.includes('Style Ext: glowing')",
+                               timeout=120000)
+        assert "a blue square, glowing" in page.inner_text("#txt2img_info")
+        browser.close()
+    assert not errors, errors
