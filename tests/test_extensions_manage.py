@@ -266,6 +266,10 @@ def test_listen_server_refuses_every_action(setup: types.SimpleNamespace) -> Non
         assert [(e["name"], e["enabled"]) for e in listed] == [("myext", True)]
         # the API has no install/enable routes at all (A1111 has none either)
         assert requests.post(server.api("extensions"), json={}, timeout=10).status_code == 405
+        # nor can POST /options switch extensions on or off
+        for body in ({"disabled_extensions": []}, {"disable_all_extensions": "none"}):
+            r = requests.post(server.api("options"), json=body, timeout=10)
+            assert r.status_code == 403 and "--enable-insecure-extension-access" in r.json()["detail"]
     finally:
         stop_server(server)
     # the same flags as that server, as its Extensions tab sees them

@@ -255,6 +255,12 @@ def build_router(svc: Services) -> APIRouter:
         if unknown:
             raise HTTPException(422, f"unknown option{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)} "
                                      "(not an option of this web UI or of a loaded extension)")
+        guarded = [k for k in ("disabled_extensions", "disable_all_extensions") if k in body]
+        if guarded:
+            from webui.extensions.manage import is_guarded
+            refusal = is_guarded(svc.args)
+            if refusal:  # enabling an extension runs its code: the same rule as the Extensions tab
+                raise HTTPException(403, f"{', '.join(guarded)}: {refusal}")
         ckpt = body.pop("sd_model_checkpoint", None)
         try:
             for k, v in body.items():
