@@ -426,3 +426,22 @@ def test_image_saved_callbacks_change_the_file_and_learn_its_path(env, tmp_path:
     pl.callbacks.add("cfg_denoiser", broken, name="broken one")
     res = run(pl)
     assert any("broken one" in w and "bad callback" in w for w in res.info["warnings"])
+
+
+def test_p_sd_model_answers_a1111_names(env) -> None:
+    seen: dict[str, Any] = {}
+
+    class Reader(Script):
+        def title(self) -> str:
+            return "Reader"
+
+        def show(self, is_img2img: bool) -> Any:
+            return AlwaysVisible
+
+        def process(self, p):
+            m = p.sd_model
+            seen.update(title=m.sd_checkpoint_info.title, filename=m.sd_checkpoint_info.filename,
+                        hash=m.sd_model_hash, sdxl=m.is_sdxl, sd1=m.is_sd1)
+    run(pipeline_with(env, Reader()))
+    assert seen["title"].startswith("a.safetensors [") and seen["filename"].endswith("a.safetensors")
+    assert seen["sd1"] and not seen["sdxl"] and len(seen["hash"]) == 10

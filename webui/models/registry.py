@@ -51,6 +51,11 @@ class CheckpointInfo:
         return self.stem
 
     @property
+    def filename(self) -> str:
+        """A1111's name for the file's path (extensions read `p.sd_model.sd_checkpoint_info.filename`)."""
+        return str(self.path)
+
+    @property
     def title(self) -> str:
         return f"{self.name} [{self.shorthash}]" if self.shorthash else self.name
 

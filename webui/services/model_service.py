@@ -47,6 +47,31 @@ class LoadedModel:
     def family(self) -> str:
         return self.sd.family
 
+    # A1111's names on its model object, which extensions read as `p.sd_model.<name>`
+    @property
+    def sd_checkpoint_info(self) -> CheckpointInfo:
+        return self.info
+
+    @property
+    def sd_model_hash(self) -> str | None:
+        return self.info.shorthash
+
+    @property
+    def sd_model_checkpoint(self) -> str:
+        return str(self.info.path)
+
+    @property
+    def is_sdxl(self) -> bool:
+        return self.sd.family == "sdxl"
+
+    @property
+    def is_sd1(self) -> bool:
+        return self.sd.family == "sd1"
+
+    @property
+    def is_sd2(self) -> bool:
+        return self.sd.family == "sd2"
+
 
 class ModelService:
     def __init__(self, registry: CheckpointRegistry, policy: DevicePolicy, preferred: Path | None = None,
