@@ -33,6 +33,7 @@ class StyleExt(scripts.Script):
         with gr.Accordion("Style Ext", open=False, elem_id=self.elem_id("accordion")):
             enabled = gr.Checkbox(False, label="Style Ext enabled", elem_id=self.elem_id("enabled"))
             word = gr.Textbox("glowing", label="Style word", elem_id=self.elem_id("word"))
+        self.infotext_fields = [(word, "Style Ext")]  # pasting an infotext fills the word back in
         return [enabled, word]
 
     def process(self, p, enabled, word):
@@ -74,6 +75,14 @@ script_callbacks.on_ui_settings(on_ui_settings)
 script_callbacks.on_app_started(on_app_started)
 script_callbacks.on_ui_tabs(on_ui_tabs)
 script_callbacks.on_cfg_denoiser(on_cfg_denoiser)
+
+
+def on_infotext_pasted(infotext, params):
+    if "Style Ext" in params:
+        params["Style Ext"] = params["Style Ext"].upper()
+
+
+script_callbacks.on_infotext_pasted(on_infotext_pasted)
 '''
 
 BASE = {"prompt": "a red circle", "steps": 3, "width": 64, "height": 64, "sampler_name": "Euler", "seed": 9}
@@ -85,6 +94,12 @@ def server(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Server:
     ext = data / "extensions" / "style-ext" / "scripts"
     ext.mkdir(parents=True)
     (ext / "style_ext.py").write_text(textwrap.dedent(EXTENSION), encoding="utf-8")
+    # a second extension, written against the native API exactly as the README's example
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    example = readme.split("extensions/my-ext/scripts/shout.py`\n\n```python\n", 1)[1].split("```", 1)[0]
+    shout = data / "extensions" / "my-ext" / "scripts"
+    shout.mkdir(parents=True)
+    (shout / "shout.py").write_text(example, encoding="utf-8")
     srv = start_server(data, model_dir, "--ckpt", str(model_dir / "tiny-sd1.safetensors"), nowebui=False)
     wait_for_model(srv)
     yield srv
@@ -102,7 +117,7 @@ def test_route_options_and_component_hook(server: Server) -> None:
     saved = json.loads((server.data_dir / "config.json").read_text())
     assert saved["style_ext_word"] == "blue"
     exts = requests.get(server.api("extensions"), timeout=10).json()
-    assert [e["name"] for e in exts] == ["style-ext"] and exts[0]["enabled"]
+    assert [e["name"] for e in exts] == ["my-ext", "style-ext"] and all(e["enabled"] for e in exts)
 
 
 def test_script_args_and_cfg_callback_change_the_job(server: Server) -> None:
@@ -111,17 +126,19 @@ def test_script_args_and_cfg_callback_change_the_job(server: Server) -> None:
         assert r.status_code == 200, r.text
         body = r.json()
         return np.asarray(b64_image(body["images"][0]).convert("RGB")), json.loads(body["info"])["infotexts"][0]
-    plain, text = gen()
+    plain, text = gen(alwayson_scripts={"Shout": {"args": [False]}})
     assert text.startswith("a red circle\n")
-    styled, text = gen(alwayson_scripts={"style ext": {"args": [True, "glowing"]}})
+    _, shouted = gen()  # the README's native example is on by default
+    assert shouted.startswith("A RED CIRCLE\n") and "Shout: True" in shouted
+    styled, text = gen(alwayson_scripts={"style ext": {"args": [True, "glowing"]}, "shout": {"args": [False]}})
     assert text.startswith("a red circle, glowing\n") and "Style Ext: glowing" in text
     requests.post(server.api("options"), json={"style_ext_flip": True}, timeout=10)
     try:
-        flipped, _ = gen()
+        flipped, _ = gen(alwayson_scripts={"Shout": {"args": [False]}})
     finally:
         requests.post(server.api("options"), json={"style_ext_flip": False}, timeout=10)
     assert not np.array_equal(flipped, plain)
-    again, _ = gen()
+    again, _ = gen(alwayson_scripts={"Shout": {"args": [False]}})
     assert np.array_equal(again, plain)
 
 
@@ -149,6 +166,14 @@ def test_page_shows_the_extension_and_its_control_reaches_the_job(server: Server
         page.wait_for_function("() => document.querySelector('#txt2img_info') && "
                                "document.querySelector('#txt2img_info').innerText.includes('Style Ext: glowing')",
                                timeout=120000)
-        assert "a blue square, glowing" in page.inner_text("#txt2img_info")
+        # both ran, in folder order: my-ext (upper-cases) before style-ext (appends its word)
+        assert "A BLUE SQUARE, glowing" in page.inner_text("#txt2img_info")
+        # pasting an infotext fills the extension's control (its infotext_fields), after its
+        # on_infotext_pasted callback changed the value
+        page.locator("#txt2img_prompt textarea").fill(
+            "a star\nSteps: 3, Sampler: Euler, CFG scale: 7, Seed: 1, Size: 64x64, Style Ext: sparkly")
+        page.click("#txt2img_paste")
+        page.wait_for_function("() => document.querySelector('#script_txt2img_style_ext_word textarea')"
+                               ".value === 'SPARKLY'", timeout=30000)
         browser.close()
     assert not errors, errors

@@ -100,3 +100,28 @@ def paste_values(tab: "Txt2ImgTab", req: dict[str, Any]) -> dict[Any, Any]:
         if key in req and (req[key] or 0) < 0:
             out[fields[key]] = 0
     return out
+
+
+def parse_for_paste(svc: Any, text: str) -> dict[str, Any]:
+    """An infotext parsed for pasting; extensions' `on_infotext_pasted` callbacks may change the
+    parameters first (A1111)."""
+    from webui.infotext import parse_generation_parameters
+    params = parse_generation_parameters(text)
+    callbacks = getattr(getattr(svc, "pipeline", None), "callbacks", None)
+    if callbacks is not None and callbacks.has("infotext_pasted"):
+        from types import SimpleNamespace
+        callbacks.run("infotext_pasted", SimpleNamespace(infotext=text, params=params))
+    return params
+
+
+def script_field_updates(fields: list[tuple[Any, Any]], params: dict[str, Any]) -> dict[Any, Any]:
+    """Scripts' `infotext_fields`: each component gets the value its infotext key (or function) gives."""
+    out: dict[Any, Any] = {}
+    for comp, key in fields:
+        try:
+            value = key(params) if callable(key) else params.get(key)
+        except Exception:  # noqa: BLE001 - an extension's reader must not break pasting
+            continue
+        if value is not None:
+            out[comp] = gr.update(value=value)
+    return out

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 
 from webui.ui.common import upload_components
-from webui.ui.paste import paste_values
+from webui.ui.paste import parse_for_paste, paste_values, script_field_updates
 from webui.ui.txt2img import Txt2ImgTab
 
 if TYPE_CHECKING:
@@ -75,18 +75,20 @@ def create_pnginfo_tab(svc: "Services", txt2img: Txt2ImgTab, tabs: gr.Tabs, img2
     def sender(target: Txt2ImgTab, tab_id: str, sub_mode: str | None) -> None:
         """Send to txt2img / img2img / inpaint: every field the infotext names, and (img2img) the image."""
         fields = list(dict.fromkeys([*target.paste_fields().values(), target.extra, target.enable_hr,
-                                     target.override]))
+                                     target.override, *[c for c, _ in target.script_infotext_fields]]))
         extra_out: list[Any] = []
         i2i = target.img2img
         if i2i is not None and sub_mode is not None:
             extra_out = [i2i.tabs, i2i.mode, i2i.mask_group]
 
         def send(text: str, img: Any) -> dict:
-            from webui.infotext import infotext_to_request, parse_generation_parameters
+            from webui.infotext import infotext_to_request
             out: dict[Any, Any] = {c: gr.update() for c in fields + extra_out}
             if text:
-                req = infotext_to_request(parse_generation_parameters(text), svc.options())
+                params = parse_for_paste(svc, text)
+                req = infotext_to_request(params, svc.options())
                 out.update(paste_values(target, req))
+                out.update(script_field_updates(target.script_infotext_fields, params))
             elif sub_mode is None:
                 gr.Warning("This image has no generation parameters.")
                 return out | {tabs: gr.update()}

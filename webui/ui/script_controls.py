@@ -29,6 +29,8 @@ class ScriptControls:
     dropdown: Any
     controls: dict[str, list[Any]] = field(default_factory=dict)  # title → one entry per argument (None = info)
     alwayson: dict[str, list[Any]] = field(default_factory=dict)  # always-on scripts with controls (not ControlNet)
+    # (component, infotext key or fn(params) -> value) that scripts declare: pasting fills them
+    infotext_fields: list[tuple[Any, Any]] = field(default_factory=list)
 
     def components(self) -> set[Any]:
         out = {self.dropdown}
@@ -198,4 +200,13 @@ def create_script_controls(svc: "Services", mode: str) -> ScriptControls:
     names = list(groups)
     dropdown.change(lambda v: [gr.update(visible=v == n) for n in names], dropdown, [groups[n] for n in names],
                     show_progress="hidden", api_visibility="private", queue=False)
-    return ScriptControls(dropdown, controls, alwayson)
+    fields: list[tuple[Any, Any]] = []
+    for script in runner.scripts:
+        for item in getattr(script, "infotext_fields", None) or []:
+            try:
+                comp, key = item
+            except (TypeError, ValueError):
+                continue
+            if comp is not None:
+                fields.append((comp, key))
+    return ScriptControls(dropdown, controls, alwayson, fields)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import html
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator
 
 import gradio as gr
@@ -17,7 +17,7 @@ from webui.ui.common import (AUTOMATIC, DEFAULT_SAMPLER, sampler_names, schedule
                              token_counter_html, token_counter_text, upscaler_names)
 from webui.ui.controlnet import create_controlnet_accordion
 from webui.ui.extra_networks import create_extra_networks
-from webui.ui.paste import parse_override_entries, paste_values
+from webui.ui.paste import parse_for_paste, parse_override_entries, paste_values, script_field_updates
 
 if TYPE_CHECKING:
     from webui.services.container import Services
@@ -68,6 +68,7 @@ class Txt2ImgTab:
     styles: Any = None  # gr.Dropdown (multiselect)
     img2img: Any = None  # webui.ui.img2img.Img2ImgInputs on the img2img tab
     override: Any = None  # "Override settings" multiselect (entries like "Clip skip: 2")
+    script_infotext_fields: list = field(default_factory=list)  # scripts' (component, infotext key)
 
     # request field → component, for "Send to txt2img/img2img" from PNG Info
     def paste_fields(self) -> dict[str, Any]:
@@ -299,6 +300,7 @@ def create_generation_tab(svc: "Services", mode: str, size: int | None = None) -
                      hr_upscaler, hr_steps, denoising, hr_scale, hr_resize_x, hr_resize_y, gallery, status, info,
                      gen_info, selected)
     tab.styles = styles
+    tab.script_infotext_fields = scripts_ui.infotext_fields
     tab.img2img = i2i
     tab.override = override
     if is_i2i:
@@ -532,12 +534,13 @@ def create_generation_tab(svc: "Services", mode: str, size: int | None = None) -
                status: msg,
                gen_info: info_dict, selected: 0}
 
-    paste_targets = list(dict.fromkeys([*tab.paste_fields().values(), extra, enable_hr, override]))
+    paste_targets = list(dict.fromkeys([*tab.paste_fields().values(), extra, enable_hr, override,
+                                        *[c for c, _ in scripts_ui.infotext_fields]]))
 
     def paste_params(text: str | None) -> dict:
         """↙️: the prompt box's text read as infotext into every field, or the last generation's
         parameters (params.txt) when the box is empty (A1111)."""
-        from webui.infotext import infotext_to_request, parse_generation_parameters
+        from webui.infotext import infotext_to_request
         src = (text or "").strip()
         if not src:
             saved = svc.paths.data_dir / "params.txt"
@@ -545,8 +548,10 @@ def create_generation_tab(svc: "Services", mode: str, size: int | None = None) -
         if not src:
             gr.Info("Nothing to paste: the prompt box is empty and nothing was generated yet.")
             return {c: gr.update() for c in paste_targets}
-        req = infotext_to_request(parse_generation_parameters(src), svc.options())
-        return {c: gr.update() for c in paste_targets} | paste_values(tab, req)
+        params = parse_for_paste(svc, src)
+        req = infotext_to_request(params, svc.options())
+        return ({c: gr.update() for c in paste_targets} | paste_values(tab, req)
+                | script_field_updates(scripts_ui.infotext_fields, params))
 
     paste.click(paste_params, prompt, paste_targets, show_progress="hidden", api_visibility="private")
 
