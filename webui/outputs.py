@@ -196,20 +196,12 @@ def make_grid(images: list[Image.Image], rows: int | None = None, *, n_rows: int
     batch_size), -1 (default) means round(sqrt(n)), or with
     `prevent_empty_spots` the largest divisor of n not above sqrt(n).
     """
+    from webui.imaging.grid_annotations import grid_rows
     if not images:
         raise ValueError("make_grid needs at least one image")
     n = len(images)
     if rows is None:
-        if n_rows > 0:
-            rows = n_rows
-        elif n_rows == 0:
-            rows = batch_size
-        elif prevent_empty_spots:
-            rows = math.floor(math.sqrt(n))
-            while n % rows != 0:
-                rows -= 1
-        else:
-            rows = round(math.sqrt(n))
+        rows = grid_rows(n, batch_size, n_rows, prevent_empty_spots)
     rows = max(1, min(rows, n))
     cols = math.ceil(n / rows)
     w, h = images[0].size

@@ -29,7 +29,6 @@ import contextlib
 import inspect
 import logging
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -40,6 +39,7 @@ import torch
 from PIL import Image
 
 from webui.hashes import file_stamp
+from webui.memory.model_lru import ModelLRU
 from webui.imaging.face_detect import Box, detect_faces
 from webui.imaging.upscalers import MODEL_SUFFIXES, UpscalerError, read_model_state_dict, spandrel_module
 from webui.models.file_io import ModelFileError
@@ -225,7 +225,7 @@ class FaceRestorers:
         self.cache_size = max(1, cache_size)
         self._lock = threading.RLock()
         self._checks: dict[Path, tuple[tuple[int, int], FaceModelInfo]] = {}
-        self._models: OrderedDict[tuple[Path, tuple[int, int]], Any] = OrderedDict()
+        self._models = ModelLRU(self.cache_size, memory)  # loaded models by (file, stamp)
 
     # ------------------------------------------------------------ listing
     def names(self) -> list[str]:
@@ -270,7 +270,7 @@ class FaceRestorers:
                 try:
                     desc = load_face_model_file(info.path, info.restorer)
                     checked = replace(info, architecture=desc.architecture.name)
-                    self._remember(info.path, stamp, desc)
+                    self._models.put((info.path, stamp), desc)
                 except ModelFileError as e:
                     checked = replace(info, error=e.reason)
                 except UpscalerError as e:
@@ -321,21 +321,8 @@ class FaceRestorers:
         return out
 
     # ------------------------------------------------------------ models
-    def _remember(self, path: Path, stamp: tuple[int, int], desc: Any) -> None:
-        key = (path, stamp)
-        self._models[key] = desc
-        self._models.move_to_end(key)
-        while len(self._models) > self.cache_size:
-            self._forget(self._models.popitem(last=False)[1])
-
-    def _forget(self, desc: Any) -> None:
-        if self.memory is not None and (part := self.memory.part_of(desc.model)) is not None:
-            self.memory.forget(part)
-
     def clear_cache(self) -> None:
         with self._lock:
-            for desc in self._models.values():
-                self._forget(desc)
             self._models.clear()
 
     def _managed(self, restorer: str) -> bool:
@@ -361,7 +348,7 @@ class FaceRestorers:
                 device = torch.device("cpu") if info.restorer in self.cpu_for else self.device
                 if desc.device != device:
                     desc = desc.to(device)
-            self._remember(info.path, stamp, desc)
+            self._models.put((info.path, stamp), desc)
             return desc
 
     def _on_device(self, desc: Any, restorer: str) -> contextlib.AbstractContextManager:

@@ -18,7 +18,6 @@ import contextlib
 import sys
 import threading
 import types
-from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -28,6 +27,7 @@ import torch
 from PIL import Image
 
 from webui.hashes import file_stamp
+from webui.memory.model_lru import ModelLRU
 from webui.imaging.tiling import upscale_tiled
 from webui.models.file_io import ModelFileError, load_pickle, load_state_dict
 
@@ -212,7 +212,7 @@ class UpscalerRegistry:
         self._lock = threading.RLock()
         self._entries: list[UpscalerInfo] = []
         self._checks: dict[Path, tuple[tuple[int, int], UpscalerInfo]] = {}
-        self._models: OrderedDict[tuple[Path, tuple[int, int]], Any] = OrderedDict()
+        self._models = ModelLRU(self.cache_size, memory)  # loaded models by (file, stamp)
         self.refresh()
 
     # ------------------------------------------------------------ listing
@@ -277,7 +277,7 @@ class UpscalerRegistry:
                 try:
                     desc = load_model_file(info.path)
                     checked = replace(info, scale=int(desc.scale), architecture=desc.architecture.name)
-                    self._remember_model(info.path, stamp, desc)
+                    self._models.put((info.path, stamp), desc)
                 except ModelFileError as e:
                     checked = replace(info, error=e.reason)
                 except UpscalerError as e:
@@ -322,17 +322,6 @@ class UpscalerRegistry:
         raise UpscalerError(f"unknown upscaler {key!r}; choose one of {names}")
 
     # ------------------------------------------------------------ models
-    def _remember_model(self, path: Path, stamp: tuple[int, int], desc: Any) -> None:
-        key = (path, stamp)
-        self._models[key] = desc
-        self._models.move_to_end(key)
-        while len(self._models) > self.cache_size:
-            self._forget(self._models.popitem(last=False)[1])
-
-    def _forget(self, desc: Any) -> None:
-        if self.memory is not None and (part := self.memory.part_of(desc.model)) is not None:
-            self.memory.forget(part)
-
     def model(self, info: UpscalerInfo) -> Any:
         """The loaded model of an entry, from the LRU cache when the file is unchanged."""
         if info.path is None:
@@ -350,7 +339,7 @@ class UpscalerRegistry:
                 except ModelFileError as e:
                     raise UpscalerError(str(e)) from None
             desc = self._place(desc)
-            self._remember_model(info.path, stamp, desc)
+            self._models.put((info.path, stamp), desc)
             return desc
 
     def _place(self, desc: Any) -> Any:
@@ -369,8 +358,6 @@ class UpscalerRegistry:
 
     def clear_cache(self) -> None:
         with self._lock:
-            for desc in self._models.values():
-                self._forget(desc)
             self._models.clear()
 
     def _on_device(self, desc: Any, tile: int) -> contextlib.AbstractContextManager:
