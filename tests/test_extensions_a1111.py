@@ -54,10 +54,13 @@ def on_ui_settings():
 
 
 def on_app_started(demo, app):
+    import order_log
+    order_log.ORDER.append("style_ext")
+
     @app.get("/style-ext/ping")
     def ping():
         return {"ok": True, "word": shared.opts.style_ext_word, "saw_width": SEEN["width"],
-                "basedir": scripts.basedir()}
+                "basedir": scripts.basedir(), "order": order_log.ORDER}
 
 
 def on_ui_tabs():
@@ -94,6 +97,17 @@ def server(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Server:
     ext = data / "extensions" / "style-ext" / "scripts"
     ext.mkdir(parents=True)
     (ext / "style_ext.py").write_text(textwrap.dedent(EXTENSION), encoding="utf-8")
+    # a later file whose app_started callback metadata.ini moves before style_ext.py's
+    (ext.parent / "order_log.py").write_text("ORDER = []\n", encoding="utf-8")
+    (ext / "zz_late.py").write_text(textwrap.dedent('''
+        from modules import script_callbacks
+        import order_log
+
+        script_callbacks.on_app_started(lambda demo, app: order_log.ORDER.append("zz_late"), name="early")
+    '''), encoding="utf-8")
+    (ext.parent / "metadata.ini").write_text(
+        "[callbacks/style-ext/zz_late.py/app_started/early]\nBefore = style-ext/style_ext.py/app_started\n",
+        encoding="utf-8")
     # a second extension, written against the native API exactly as the README's example
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
     example = readme.split("extensions/my-ext/scripts/shout.py`\n\n```python\n", 1)[1].split("```", 1)[0]
@@ -110,6 +124,7 @@ def test_route_options_and_component_hook(server: Server) -> None:
     ping = requests.get(server.url + "/style-ext/ping", timeout=10).json()
     assert ping["ok"] and ping["word"] == "neon" and ping["saw_width"]
     assert ping["basedir"].endswith("style-ext")
+    assert ping["order"] == ["zz_late", "style_ext"]  # metadata.ini's callback order, not file order
     opts = requests.get(server.api("options"), timeout=10).json()
     assert opts["style_ext_word"] == "neon"
     assert requests.post(server.api("options"), json={"style_ext_word": "blue"}, timeout=10).status_code == 200

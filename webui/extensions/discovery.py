@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import configparser
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ class ExtensionMetadata:
     name: str | None = None                 # [Extension] Name=
     requires: list[str] = field(default_factory=list)  # each entry "a" or "a|b" (alternatives)
     script_order: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # "scripts/x.py" → Before/After
+    # A1111's callback names ("<ext>/<file>/<category>[/<name>]") → Before/After
+    callback_order: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     raw: configparser.ConfigParser | None = None
 
     @classmethod
@@ -45,11 +48,15 @@ class ExtensionMetadata:
             if section.startswith("scripts/"):
                 meta.script_order[section] = {k: _list(cp.get(section, k, fallback=""))
                                               for k in ("Requires", "Before", "After")}
+            elif section.startswith("callbacks/"):
+                meta.callback_order[section[len("callbacks/"):]] = {
+                    k: _list(cp.get(section, k, fallback="")) for k in ("Before", "After")}
         return meta
 
 
 def _list(text: str) -> list[str]:
-    return [x.strip() for x in text.replace(";", ",").split(",") if x.strip()]
+    """A1111's list syntax: names separated by commas and/or spaces."""
+    return [x for x in re.split(r"[,\s]+", text.strip()) if x]
 
 
 @dataclass

@@ -32,6 +32,7 @@ def load_extensions(svc: Any) -> ExtensionManager:
         bind(svc, manager)
     load_all(enabled, svc.pipeline.scripts, skip_install=bool(getattr(svc.args, "skip_install", False)),
              stamps_file=svc.paths.cache_dir / "extensions-installed.json")
+    _order_callbacks(manager)
     fire("ui_settings")  # extensions' options exist from here on: /options, config.json, the Settings tab
     return manager
 
@@ -45,3 +46,18 @@ def fire(kind: str, *args: Any) -> list[Any]:
     if not binding.is_bound():
         return []
     return [result for _, result in binding.fire(kind, *args)]
+
+
+def _order_callbacks(manager: ExtensionManager) -> None:
+    """metadata.ini `[callbacks/<ext>/<file>/<category>[/<name>]]` Before/After (A1111); a section
+    naming another extension's callback is refused, as A1111 does."""
+    from webui.extensions.compat import binding
+    instructions: dict[str, dict[str, list[str]]] = {}
+    for ext in manager.enabled():
+        for name, rules in ext.metadata.callback_order.items():
+            if not name.lower().startswith(ext.canonical_name):
+                ext.errors.append(f"metadata.ini: callback order section [callbacks/{name}] names another "
+                                  f"extension's callback (it must start with {ext.canonical_name}/)")
+                continue
+            instructions[name.lower()] = {k: [x.lower() for x in v] for k, v in rules.items()}
+    binding.apply_callback_order(instructions)

@@ -84,6 +84,14 @@ class Callbacks:
         for kind, items in self.entries.items():
             self.entries[kind] = [(n, f) for n, f in items if f is not fn]
 
+    def reorder(self, kind: str, fns_in_order: list[Callable[..., Any]]) -> None:
+        """Put the listed functions of ``kind`` in this order (extensions' metadata.ini ordering);
+        entries not listed keep their place after them."""
+        items = self.entries.get(kind, [])
+        rank = {id(fn): i for i, fn in enumerate(fns_in_order)}
+        listed = sorted((e for e in items if id(e[1]) in rank), key=lambda e: rank[id(e[1])])
+        self.entries[kind] = listed + [e for e in items if id(e[1]) not in rank]
+
     def has(self, kind: str) -> bool:
         return bool(self.entries.get(kind))
 

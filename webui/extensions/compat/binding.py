@@ -91,6 +91,8 @@ class CallbackEntry:
     script: str | None                              # the file that registered it
     registered: Callable[..., Any] | None = None    # what went into Pipeline.callbacks (pipeline kinds)
 
+    a1111_name: str = ""                             # "<ext>/<file>/<category>[/<name>]" (metadata.ini ordering)
+
     @property
     def label(self) -> str:
         return f"{self.extension}: {self.name}" if self.extension else self.name
@@ -268,7 +270,15 @@ def add_callback(kind: str, fn: Callable[..., Any], name: str | None = None,
     entry = CallbackEntry(kind, fn, name or f"{Path(script).name if script else '?'}/"
                                             f"{getattr(fn, '__name__', type(fn).__name__)}",
                           current_extension(script), script)
+    base = f"{(entry.extension or 'base').lower()}/{Path(script).name if script else 'unknown file'}/{kind}"
+    base += f"/{name}" if name else ""
     with _lock:
+        taken = {e.a1111_name for e in _state.entries}
+        entry.a1111_name = base
+        for i in range(1, 1000):  # A1111 numbers repeated names
+            if entry.a1111_name not in taken:
+                break
+            entry.a1111_name = f"{base}-{i}"
         if kind in PIPELINE_KINDS:
             entry.registered = adapter or fn
             current().pipeline.callbacks.add(kind, entry.registered, entry.label)
@@ -320,3 +330,42 @@ def report_error(extension: str | None, what: str) -> None:
     ext = mgr.get(extension) if mgr is not None and extension else None
     if ext is not None:
         ext.errors.append(f"{what}\n{tb}")
+
+
+def apply_callback_order(instructions: dict[str, dict[str, list[str]]]) -> None:
+    """Order each kind's callbacks as extensions' metadata.ini sections `[callbacks/<name>]` say
+    (`Before=` / `After=` other callbacks' A1111 names); a stable topological sort, as A1111's
+    sort_callbacks. Applied to the app-time list and to Pipeline.callbacks."""
+    if not instructions:
+        return
+    with _lock:
+        kinds = list(dict.fromkeys(e.kind for e in _state.entries))
+        for kind in kinds:
+            items = [e for e in _state.entries if e.kind == kind]
+            names = {e.a1111_name.lower(): e for e in items}  # matched case-insensitively
+            after: dict[str, set[str]] = {e.a1111_name.lower(): set() for e in items}
+            for name, rules in instructions.items():
+                name = name.lower()
+                if name not in names:
+                    continue
+                for other in (x.lower() for x in rules.get("After", [])):
+                    if other in names:
+                        after[name].add(other)
+                for other in (x.lower() for x in rules.get("Before", [])):
+                    if other in names:
+                        after[other].add(name)
+            ordered: list[CallbackEntry] = []
+            done: set[str] = set()
+            pending = list(items)
+            while pending:
+                ready = next((e for e in pending if after[e.a1111_name.lower()] <= done), None)
+                if ready is None:  # a cycle: keep the rest in registration order
+                    log.warning("callback order instructions form a cycle for %s; left as registered", kind)
+                    ready = pending[0]
+                ordered.append(ready)
+                done.add(ready.a1111_name.lower())
+                pending.remove(ready)
+            others = [e for e in _state.entries if e.kind != kind]
+            _state.entries = others + ordered
+            if kind in PIPELINE_KINDS and _state.services is not None:
+                _state.services.pipeline.callbacks.reorder(kind, [e.registered for e in ordered if e.registered])
