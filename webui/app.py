@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 import threading
@@ -22,6 +23,8 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 
 from webui.cli import api_enabled, parse_args, resolve_paths, server_host, server_port  # noqa: E402
+
+log = logging.getLogger(__name__)
 
 STARTING_PAGE = b"""<!doctype html><html><head><meta charset="utf-8"><title>Stable Diffusion web UI</title>
 <meta http-equiv="refresh" content="1"></head><body style="font-family:sans-serif;background:#0b0f19;color:#ddd">
@@ -159,13 +162,13 @@ def start_model_load(svc: Any, args: argparse.Namespace) -> None:
             m = svc.models.load(wanted) if wanted else svc.models.load()
         except ModelLoadError as e:
             if not wanted:
-                print(f"No checkpoint loaded: {e}")
+                log.warning("No checkpoint loaded: %s", e)
                 return
-            print(f"Could not load {wanted}: {e}; trying the default checkpoint")
+            log.warning("Could not load %s: %s; trying the default checkpoint", wanted, e)
             try:
                 m = svc.models.load()
             except ModelLoadError as e2:
-                print(f"No checkpoint loaded: {e2}")
+                log.warning("No checkpoint loaded: %s", e2)
                 return
         svc.settings.set("sd_model_checkpoint", m.info.title, notify=False)
 
@@ -201,7 +204,7 @@ def main(argv: list[str] | None = None) -> None:
             if server.should_exit:
                 return
             time.sleep(0.01)
-        print(f"Running on local URL:  {url}  (answering after {time.time() - t_start:.2f}s)", flush=True)
+        log.info("Running on local URL:  %s  (answering after %.2fs)", url, time.time() - t_start)
         try:
             app = build_real_app(args, t_start)
             loop = server_loop[0]
@@ -214,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
             return
         svc = app.state.services
         what = "API" if args.nowebui else "UI"
-        print(f"{what} ready at {url} in {time.time() - t_start:.2f}s from start", flush=True)
+        log.info("%s ready at %s in %.2fs from start", what, url, time.time() - t_start)
         if args.exit:
             server.should_exit = True
             return
@@ -232,5 +235,5 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         pass
     if not server.started:
-        print(f"could not start the server on {host}:{port} (is the port in use?)", file=sys.stderr)
+        log.error("could not start the server on %s:%s (is the port in use?)", host, port)
         sys.exit(1)

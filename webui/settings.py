@@ -5,6 +5,8 @@ Keys use A1111's option names so `/sdapi/v1/options` and `override_settings` fro
 """
 from __future__ import annotations
 
+import logging
+
 import json
 import os
 import tempfile
@@ -12,6 +14,8 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -189,7 +193,7 @@ class Settings:
                 values = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, json.JSONDecodeError) as e:
                 # A broken config must not stop the app; keep the file for the user to inspect.
-                print(f"config.json unreadable ({e}); using defaults")
+                log.warning("config.json unreadable (%s); using defaults", e)
                 values = {}
         if not isinstance(values, dict):
             values = {}
@@ -213,7 +217,7 @@ class Settings:
                 try:
                     self.values[key] = self.coerce(key, self.values[key])
                 except SettingsError as e:
-                    print(f"config.json: {e}; using the default {info.default!r}")
+                    log.warning("config.json: %s; using the default %r", e, info.default)
                     del self.values[key]
 
     def is_known(self, key: str) -> bool:

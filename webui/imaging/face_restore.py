@@ -41,7 +41,8 @@ from PIL import Image
 from webui.hashes import file_stamp
 from webui.memory.model_lru import ModelLRU
 from webui.imaging.face_detect import Box, detect_faces
-from webui.imaging.upscalers import MODEL_SUFFIXES, UpscalerError, read_model_state_dict, spandrel_module
+from webui.imaging.upscalers import (MODEL_SUFFIXES, UpscalerError, probe_model_file, read_model_state_dict,
+                                     spandrel_module)
 from webui.models.file_io import ModelFileError
 
 log = logging.getLogger(__name__)
@@ -260,24 +261,14 @@ class FaceRestorers:
             known = self._known(info)
             if known.error or known.architecture:
                 return known
-            try:
-                stamp = file_stamp(info.path)
-            except OSError as e:
-                return replace(info, error=f"unreadable: {e.strerror or e}")
-            if stamp[1] == 0:
-                checked = replace(info, error="file is empty (0 bytes); the download or copy probably failed")
+            probe = probe_model_file(info.path, lambda path: load_face_model_file(path, info.restorer))
+            if probe.desc is not None:
+                checked = replace(info, architecture=probe.desc.architecture.name)
+                self._models.put((info.path, probe.stamp), probe.desc)
             else:
-                try:
-                    desc = load_face_model_file(info.path, info.restorer)
-                    checked = replace(info, architecture=desc.architecture.name)
-                    self._models.put((info.path, stamp), desc)
-                except ModelFileError as e:
-                    checked = replace(info, error=e.reason)
-                except UpscalerError as e:
-                    return replace(info, error=str(e))  # a package is missing: no verdict on the file
-                except Exception as e:  # noqa: BLE001 - untrusted files: any failure means unusable
-                    checked = replace(info, error=f"{type(e).__name__}: {e}")
-            self._checks[info.path] = (stamp, checked)
+                checked = replace(info, error=probe.error)
+            if probe.final:
+                self._checks[info.path] = (probe.stamp, checked)
             return checked
 
     def files(self, restorer: str | None = None, *, check: bool = True) -> list[FaceModelInfo]:

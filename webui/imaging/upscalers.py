@@ -197,6 +197,34 @@ def run_model(desc: Any, img: Image.Image, *, tile: int, overlap: int, on_tile: 
 
 # ---------------------------------------------------------------- the registry
 
+@dataclass
+class ModelFileProbe:
+    """What loading an untrusted model file once told: the loaded model, or why it cannot be used.
+    `final` is False when the answer is not a verdict on the file (unreadable, a package missing)."""
+    stamp: tuple[int, int] | None
+    desc: Any = None
+    error: str | None = None
+    final: bool = True
+
+
+def probe_model_file(path: Path, load: Callable[[Path], Any]) -> ModelFileProbe:
+    """Load ``path`` with ``load`` (safe loaders only), turning every failure into a reason."""
+    try:
+        stamp = file_stamp(path)
+    except OSError as e:
+        return ModelFileProbe(None, error=f"unreadable: {e.strerror or e}", final=False)
+    if stamp[1] == 0:
+        return ModelFileProbe(stamp, error="file is empty (0 bytes); the download or copy probably failed")
+    try:
+        return ModelFileProbe(stamp, desc=load(path))
+    except ModelFileError as e:
+        return ModelFileProbe(stamp, error=e.reason)
+    except UpscalerError as e:  # spandrel (or an extra package) missing: not a verdict on the file
+        return ModelFileProbe(stamp, error=str(e), final=False)
+    except Exception as e:  # noqa: BLE001 - untrusted files: any failure means unusable
+        return ModelFileProbe(stamp, error=f"{type(e).__name__}: {e}")
+
+
 class UpscalerRegistry:
     """The upscaler list (rescanned on demand) and a small LRU of loaded models."""
 
@@ -267,24 +295,14 @@ class UpscalerRegistry:
             known = self._known(info)
             if known.error or known.scale is not None:
                 return known
-            try:
-                stamp = file_stamp(info.path)
-            except OSError as e:
-                return replace(info, error=f"unreadable: {e.strerror or e}")
-            if stamp[1] == 0:
-                checked = replace(info, error="file is empty (0 bytes); the download or copy probably failed")
+            probe = probe_model_file(info.path, load_model_file)
+            if probe.desc is not None:
+                checked = replace(info, scale=int(probe.desc.scale), architecture=probe.desc.architecture.name)
+                self._models.put((info.path, probe.stamp), probe.desc)
             else:
-                try:
-                    desc = load_model_file(info.path)
-                    checked = replace(info, scale=int(desc.scale), architecture=desc.architecture.name)
-                    self._models.put((info.path, stamp), desc)
-                except ModelFileError as e:
-                    checked = replace(info, error=e.reason)
-                except UpscalerError as e:
-                    return replace(info, error=str(e))  # spandrel missing: not a verdict on the file
-                except Exception as e:  # noqa: BLE001 - untrusted files: any failure is "unusable"
-                    checked = replace(info, error=f"{type(e).__name__}: {e}")
-            self._checks[info.path] = (stamp, checked)
+                checked = replace(info, error=probe.error)
+            if probe.final:
+                self._checks[info.path] = (probe.stamp, checked)
             return checked
 
     def list(self, *, check: bool = True, refresh: bool = True) -> list[UpscalerInfo]:

@@ -3,11 +3,15 @@ without the memory-efficient kernel, or xformers when it is installed; optionall
 fp32 on fp16 weights (`--upcast-sampling`, for cards whose fp16 attention overflows)."""
 from __future__ import annotations
 
+import logging
+
 import contextlib
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
 
 BACKENDS = ("sdp", "sdp-no-mem", "xformers")
 
@@ -58,7 +62,7 @@ def configure_attention(unet: torch.nn.Module, backend: str = "sdp", upcast: boo
             unet.enable_xformers_memory_efficient_attention()
             return "xformers"
         except Exception as e:  # noqa: BLE001 - missing or broken xformers: SDP is always there
-            print(f"xformers unavailable ({type(e).__name__}: {e}); using scaled-dot-product attention")
+            log.warning(f"xformers unavailable ({type(e).__name__}: {e}); using scaled-dot-product attention")
             backend = "sdp"
     unet.set_attn_processor(UpcastSDPAProcessor() if upcast else AttnProcessor2_0())
     return ("sdp-no-mem" if backend == "sdp-no-mem" else "sdp") + (" (fp32 attention)" if upcast else "")

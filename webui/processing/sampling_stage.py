@@ -116,24 +116,28 @@ def denoiser_setup(p: "Processing", controls: Any,
                     call.uncond = replace(call.uncond, cross_attn=params.text_uncond)
             d.before_hooks.append(on_before)
         if after_model or (callbacks and callbacks.has("cfg_denoised")):
-            def on_model(out: torch.Tensor, step: int) -> torch.Tensor:
-                params = CFGDenoisedParams(out, step, d.total_steps, d.unet)
-                for hook in after_model:
-                    hook(params)
-                if callbacks:
-                    callbacks.run("cfg_denoised", params, p)
-                return params.x
-            d.after_model_hooks.append(on_model)
+            d.after_model_hooks.append(_tensor_hook(
+                p, after_model, "cfg_denoised", lambda x, step: CFGDenoisedParams(x, step, d.total_steps, d.unet)))
         if after_cfg or (callbacks and callbacks.has("cfg_after_cfg")):
-            def on_cfg(den: torch.Tensor, step: int) -> torch.Tensor:
-                params = AfterCFGCallbackParams(den, step, d.total_steps)
-                for hook in after_cfg:
-                    hook(params)
-                if callbacks:
-                    callbacks.run("cfg_after_cfg", params, p)
-                return params.x
-            d.after_cfg_hooks.append(on_cfg)
+            d.after_cfg_hooks.append(_tensor_hook(
+                p, after_cfg, "cfg_after_cfg", lambda x, step: AfterCFGCallbackParams(x, step, d.total_steps)))
     return setup
+
+
+def _tensor_hook(p: "Processing", hooks: list[Callable[[Any], None]], kind: str,
+                 make: Callable[[torch.Tensor, int], Any]) -> Callable[[torch.Tensor, int], torch.Tensor]:
+    """A denoiser hook that hands (tensor, step) to the scripts' hooks and the app's callbacks of
+    ``kind`` as A1111's params object, and returns the tensor they leave in `params.x`."""
+    callbacks = p.pipeline.callbacks if p.pipeline is not None else None
+
+    def run(x: torch.Tensor, step: int) -> torch.Tensor:
+        params = make(x, step)
+        for hook in hooks:
+            hook(params)
+        if callbacks:
+            callbacks.run(kind, params, p)
+        return params.x
+    return run
 
 
 def before_every_sampling(p: "Processing", conds: Any) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:

@@ -4,6 +4,8 @@ A failed load keeps the previous model in place and marks the bad file unusable 
 """
 from __future__ import annotations
 
+import logging
+
 import threading
 from collections import OrderedDict
 import time
@@ -15,6 +17,8 @@ from webui.memory.devices import DevicePolicy, empty_cache
 from webui.memory.manager import MemoryManager
 from webui.memory.oom import is_oom
 from webui.models.registry import CheckpointInfo, CheckpointRegistry
+
+log = logging.getLogger(__name__)
 
 
 class ModelLoadError(Exception):
@@ -277,7 +281,7 @@ class ModelService:
                                 placement=lambda: text_encoding(self.memory, sd.text_encoders))
         schedule = ModelSchedule(sd.alphas_cumprod, sd.prediction_type)
         dt = time.perf_counter() - t0
-        print(f"Loaded {info.title} ({sd.family}{', inpainting' if sd.inpainting else ''}, "
+        log.info(f"Loaded {info.title} ({sd.family}{', inpainting' if sd.inpainting else ''}, "
               f"{sd.prediction_type}) in {dt:.2f}s on {self.policy.describe()}")
         return LoadedModel(info, sd, encoder, schedule, self.policy, dt, memory=self.memory, attention=attention)
 

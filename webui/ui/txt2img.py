@@ -6,7 +6,6 @@ submits the job and then polls its `JobState`, so the event itself is not serial
 """
 from __future__ import annotations
 
-import html
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator
@@ -17,6 +16,8 @@ from webui.ui.common import (AUTOMATIC, DEFAULT_SAMPLER, sampler_names, schedule
                              token_counter_html, token_counter_text, upscaler_names)
 from webui.ui.controlnet import create_controlnet_accordion
 from webui.ui.extra_networks import create_extra_networks
+from webui.ui.gallery_values import (as_float, as_int, infotext_for_index, infotext_html, scaled_size,
+                                     seed_for_index)
 from webui.ui.paste import parse_for_paste, parse_override_entries, paste_values, script_field_updates
 
 if TYPE_CHECKING:
@@ -90,52 +91,6 @@ class Txt2ImgTab:
             "denoising_strength": self.denoising, "hr_scale": self.hr_scale,
             "hr_resize_x": self.hr_resize_x, "hr_resize_y": self.hr_resize_y,
         }
-
-
-def infotext_html(text: str | None, warnings: list[str] | None = None) -> str:
-    """The infotext under the gallery; warnings (e.g. networks not found) above it, as A1111's comments."""
-    out = "".join(f"<div class='gen-warning'>{html.escape(w)}</div>" for w in warnings or [])
-    if text:
-        out += "<div class='infotext'>" + html.escape(text).replace("\n", "<br>") + "</div>"
-    return out
-
-
-def _int(v: Any, default: int) -> int:
-    try:
-        return int(v) if v is not None and v != "" else default
-    except (TypeError, ValueError):
-        return default
-
-
-def _float(v: Any, default: float) -> float:
-    try:
-        return float(v) if v is not None and v != "" else default
-    except (TypeError, ValueError):
-        return default
-
-
-def _seed_for_index(info: dict | None, index: int | None) -> int | None:
-    if not info:
-        return None
-    seeds = info.get("all_seeds") or ([info["seed"]] if "seed" in info else [])
-    if not seeds:
-        return None
-    i = (index or 0) - int(info.get("index_of_first_image", 0))
-    i = min(max(i, 0), len(seeds) - 1)
-    return int(seeds[i])
-
-
-def _infotext_for_index(info: dict | None, index: int | None) -> str:
-    if not info:
-        return ""
-    shown = info.get("shown_infotexts")  # the gallery's own order, grids first
-    if shown:
-        return shown[min(max(index or 0, 0), len(shown) - 1)]
-    texts = info.get("infotexts") or []
-    if not texts:
-        return ""
-    i = (index or 0) - int(info.get("index_of_first_image", 0))
-    return texts[min(max(i, 0), len(texts) - 1)]
 
 
 def create_txt2img_tab(svc: "Services", size: int | None = None) -> Txt2ImgTab:
@@ -331,7 +286,7 @@ def create_generation_tab(svc: "Services", mode: str, size: int | None = None) -
     def counter_for(is_positive: bool) -> Any:
         def count(text: str | None, n_steps: float | None) -> str:
             try:
-                return token_counter_html(token_counter_text(svc, text, _int(n_steps, 20), is_positive))
+                return token_counter_html(token_counter_text(svc, text, as_int(n_steps, 20), is_positive))
             except Exception as e:  # a counter must never break typing
                 return token_counter_html(f"?/75 ({type(e).__name__})")
         return count
@@ -347,7 +302,7 @@ def create_generation_tab(svc: "Services", mode: str, size: int | None = None) -
     random_seed.click(lambda: -1, None, seed, show_progress="hidden", api_visibility="private", queue=False)
 
     def reuse(info: dict | None, index: int | None) -> Any:
-        s = _seed_for_index(info, index)
+        s = seed_for_index(info, index)
         if s is None:
             gr.Info("No generation yet: nothing to reuse.")
             return gr.update()
@@ -357,7 +312,7 @@ def create_generation_tab(svc: "Services", mode: str, size: int | None = None) -
 
     def on_select(info: dict | None, evt: gr.SelectData) -> tuple[int, str]:
         index = int(evt.index) if isinstance(evt.index, int) else 0
-        return index, infotext_html(_infotext_for_index(info, index), (info or {}).get("warnings"))
+        return index, infotext_html(infotext_for_index(info, index), (info or {}).get("warnings"))
 
     gallery.select(on_select, gen_info, [selected, info], show_progress="hidden", api_visibility="private")
 
@@ -417,7 +372,7 @@ def create_generation_tab(svc: "Services", mode: str, size: int | None = None) -
             else:
                 fields.update(i2i.request_fields(d))
             if d[i2i.resize_tab] == "by" and fields.get("init_images"):
-                w, h = scaled_size(fields["init_images"][0].size, _float(d[i2i.scale_by], 1.0))
+                w, h = scaled_size(fields["init_images"][0].size, as_float(d[i2i.scale_by], 1.0))
                 d = dict(d)
                 d[width], d[height] = w, h
         overrides = parse_override_entries(d[override])
@@ -430,17 +385,17 @@ def create_generation_tab(svc: "Services", mode: str, size: int | None = None) -
             alwayson_scripts={**script_alwayson,
                               "controlnet": {"args": [u for u in (c.to_unit(d) for c in cn_units) if u]}},
             sampler_name=d[sampler] or DEFAULT_SAMPLER, scheduler=schedule_label_to_name(d[scheduler]),
-            steps=_int(d[steps], 20), width=_int(d[width], 512), height=_int(d[height], 512),
-            n_iter=_int(d[batch_count], 1), batch_size=_int(d[batch_size], 1), cfg_scale=_float(d[cfg_scale], 7.0),
-            seed=_int(d[seed], -1),
-            subseed=_int(d[subseed], -1) if extras else -1,
-            subseed_strength=_float(d[subseed_strength], 0.0) if extras else 0.0,
-            seed_resize_from_w=_int(d[seed_resize_w], 0) if extras and _int(d[seed_resize_w], 0) > 0 else -1,
-            seed_resize_from_h=_int(d[seed_resize_h], 0) if extras and _int(d[seed_resize_h], 0) > 0 else -1,
-            enable_hr=hires, hr_upscaler=d[hr_upscaler] or "Latent", hr_second_pass_steps=_int(d[hr_steps], 0),
-            **({} if is_i2i else {"denoising_strength": _float(d[denoising], 0.7) if hires else None}),
-            hr_scale=_float(d[hr_scale], 2.0),
-            hr_resize_x=_int(d[hr_resize_x], 0), hr_resize_y=_int(d[hr_resize_y], 0),
+            steps=as_int(d[steps], 20), width=as_int(d[width], 512), height=as_int(d[height], 512),
+            n_iter=as_int(d[batch_count], 1), batch_size=as_int(d[batch_size], 1), cfg_scale=as_float(d[cfg_scale], 7.0),
+            seed=as_int(d[seed], -1),
+            subseed=as_int(d[subseed], -1) if extras else -1,
+            subseed_strength=as_float(d[subseed_strength], 0.0) if extras else 0.0,
+            seed_resize_from_w=as_int(d[seed_resize_w], 0) if extras and as_int(d[seed_resize_w], 0) > 0 else -1,
+            seed_resize_from_h=as_int(d[seed_resize_h], 0) if extras and as_int(d[seed_resize_h], 0) > 0 else -1,
+            enable_hr=hires, hr_upscaler=d[hr_upscaler] or "Latent", hr_second_pass_steps=as_int(d[hr_steps], 0),
+            **({} if is_i2i else {"denoising_strength": as_float(d[denoising], 0.7) if hires else None}),
+            hr_scale=as_float(d[hr_scale], 2.0),
+            hr_resize_x=as_int(d[hr_resize_x], 0), hr_resize_y=as_int(d[hr_resize_y], 0),
         )
 
     def fail(message: str) -> dict:
@@ -523,7 +478,7 @@ def create_generation_tab(svc: "Services", mode: str, size: int | None = None) -
             img.info["parameters"] = text  # gradio copies text chunks into the gallery PNGs
         info_dict = result.info_for()
         info_dict["shown_infotexts"] = texts
-        first = _infotext_for_index(info_dict, 0)
+        first = infotext_for_index(info_dict, 0)
         msg = f"Time taken: {dt:.1f} s" + (f" · {result.memory}" if result.memory else "")
         if not shown:
             msg = f"Interrupted: no image ({dt:.1f} s)"
@@ -565,9 +520,3 @@ def _is_batch(d: dict, i2i: Any) -> bool:
     """img2img's Batch sub-tab is selected: a folder job instead of one request."""
     from webui.ui.img2img import MODES
     return MODES[int(d[i2i.mode] or 0)] == "Batch"
-
-
-def scaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:
-    """img2img "Resize by": the input size times the scale, in multiples of 8 (A1111)."""
-    w, h = size
-    return max(64, int(w * scale / 8 + 0.5) * 8), max(64, int(h * scale / 8 + 0.5) * 8)

@@ -94,19 +94,19 @@ class SDModel:
 
     @property
     def sd_model_hash(self) -> str | None:
-        return self._loaded.info.shorthash
+        return self._loaded.sd_model_hash
 
     @property
     def is_sdxl(self) -> bool:
-        return self._loaded.family == "sdxl"
+        return self._loaded.is_sdxl
 
     @property
     def is_sd1(self) -> bool:
-        return self._loaded.family == "sd1"
+        return self._loaded.is_sd1
 
     @property
     def is_sd2(self) -> bool:
-        return self._loaded.family == "sd2"
+        return self._loaded.is_sd2
 
     @property
     def is_sd3(self) -> bool:
