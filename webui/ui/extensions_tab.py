@@ -173,7 +173,8 @@ def create_extensions_tab(svc: "Services") -> ExtensionsTab:
         # ---------------------------------------------------------------- Installed
         with gr.Tab("Installed", id="extensions_installed", elem_id="extensions_installed_tab"):
             with gr.Row(equal_height=True):
-                apply = gr.Button("Apply and restart UI", variant="primary", elem_id="extensions_apply")
+                apply = gr.Button("Apply (restart the server to load or unload scripts)", variant="primary",
+                                  elem_id="extensions_apply")
                 check = gr.Button("Check for updates", elem_id="extensions_check")
                 update = gr.Button("Update extensions that are behind", elem_id="extensions_update")
                 disable_all = gr.Radio(
