@@ -227,40 +227,71 @@ def _underscored(name: str) -> str:
     return name.replace(".", "_")
 
 
-def module_lookup(unet: torch.nn.Module, text_encoders: list[torch.nn.Module]) -> dict[str, tuple[str, torch.nn.Module]]:
-    """Every name a LoRA file may use for a layer → (our qualified name, the layer)."""
+def unet_ldm_names(unet: torch.nn.Module) -> dict[str, str]:
+    """diffusers Linear/Conv2d module path → its LDM (compvis/sgm) module path, through the checkpoint
+    writer's table; empty for an architecture without an LDM twin."""
     from webui.models.ldm_writer import unet_to_ldm
     from webui.models.detect import UNET_PREFIX
 
+    params = {f"{n}.weight": n for n, m in unet.named_modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))}
+    try:
+        mapped = unet_to_ldm(params, unet.config)  # type: ignore[arg-type]
+    except ValueError:
+        return {}
+    return {name: ldm_key[len(UNET_PREFIX):].rsplit(".", 1)[0] for ldm_key, name in mapped.items()}
+
+
+def kohya_te_prefix(index: int, count: int) -> str:
+    """kohya's text-encoder prefix: `lora_te_` for one encoder, `lora_te1_` / `lora_te2_` for SDXL's two."""
+    return "lora_te_" if count == 1 else f"lora_te{index + 1}_"
+
+
+def text_model_path(name: str) -> str:
+    """A CLIP text-encoder module path as transformers 4 names it (transformers 5 drops `text_model.`
+    on CLIPTextModel); kohya's names are built from this form."""
+    return name if name.startswith("text_model.") else f"text_model.{name}"
+
+
+def kohya_unet_key(path: str) -> str:
+    return f"lora_unet_{_underscored(path)}"
+
+
+def kohya_unet_names(unet: torch.nn.Module, family: str) -> dict[str, str]:
+    """diffusers Linear/Conv2d path → the name kohya's sd-scripts writes for it: the diffusers path for
+    SD1/SD2 (its UNet there mirrors diffusers' names), the LDM path for SDXL (its SDXL UNet mirrors
+    the original sgm one)."""
+    if family == "sdxl":
+        return {name: kohya_unet_key(ldm) for name, ldm in unet_ldm_names(unet).items()}
+    return {name: kohya_unet_key(name) for name, m in unet.named_modules()
+            if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))}
+
+
+def kohya_te_name(name: str, index: int, count: int) -> str:
+    """kohya's name for a Linear of text encoder ``index`` (of ``count``)."""
+    return f"{kohya_te_prefix(index, count)}{_underscored(text_model_path(name))}"
+
+
+def module_lookup(unet: torch.nn.Module, text_encoders: list[torch.nn.Module]) -> dict[str, tuple[str, torch.nn.Module]]:
+    """Every name a LoRA file may use for a layer → (our qualified name, the layer)."""
     table: dict[str, tuple[str, torch.nn.Module]] = {}
     unet_mods = dict(unet.named_modules())
-    for name, mod in unet_mods.items():
-        if isinstance(mod, (torch.nn.Linear, torch.nn.Conv2d)):
-            entry = (f"unet.{name}", mod)
-            for key in (f"lora_unet_{_underscored(name)}", f"unet.{name}", name):
-                table[key] = entry
-    # LDM/compvis names (SDXL kohya files and older SD1 ones): map through the checkpoint writer's table
-    params = {f"{n}.weight": n for n, m in unet_mods.items() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))}
-    try:
-        for ldm_key, name in unet_to_ldm(params, unet.config).items():  # type: ignore[arg-type]
-            ldm_mod = ldm_key[len(UNET_PREFIX):].rsplit(".", 1)[0]
-            table.setdefault(f"lora_unet_{_underscored(ldm_mod)}", (f"unet.{name}", unet_mods[name]))
-    except ValueError:
-        pass  # an architecture without an LDM twin keeps diffusers names only
+    for name, key in kohya_unet_names(unet, "sd1").items():
+        entry = (f"unet.{name}", unet_mods[name])
+        for k in (key, f"unet.{name}", name):
+            table[k] = entry
+    # LDM/compvis names (SDXL kohya files and older SD1 ones)
+    for name, key in kohya_unet_names(unet, "sdxl").items():
+        table.setdefault(key, (f"unet.{name}", unet_mods[name]))
     n_te = len(text_encoders)
     for i, te in enumerate(text_encoders):
-        prefixes = ["lora_te_", "text_encoder."] if n_te == 1 else [f"lora_te{i + 1}_", "text_encoder." if i == 0
-                                                                      else "text_encoder_2."]
+        diffusers_prefix = "text_encoder." if i == 0 else "text_encoder_2."
         for name, mod in te.named_modules():
             if not isinstance(mod, torch.nn.Linear):
                 continue
             entry = (f"te{i}.{name}", mod)
-            hf = name if name.startswith("text_model.") else f"text_model.{name}"  # transformers 5 drops it
-            for pre in prefixes:
-                key = f"{pre}{_underscored(hf)}" if pre.startswith("lora_") else f"{pre}{hf}"
-                table[key] = entry
-                if not pre.startswith("lora_"):
-                    table[f"{pre}{name}"] = entry
+            for k in (kohya_te_name(name, i, n_te), f"{diffusers_prefix}{text_model_path(name)}",
+                      f"{diffusers_prefix}{name}"):
+                table[k] = entry
     return table
 
 
