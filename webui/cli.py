@@ -29,6 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("--enable-insecure-extension-access", action="store_true",
                      help="allow installing/updating/enabling extensions when listening beyond localhost")
 
+    ui = p.add_argument_group("user interface")
+    ui.add_argument("--theme", choices=["light", "dark"], default=None,
+                    help="open the page in light or dark mode (wins over the theme_mode option)")
+
     ext = p.add_argument_group("extensions")
     ext.add_argument("--skip-install", action="store_true", help="do not run extensions' install.py")
     ext.add_argument("--disable-all-extensions", action="store_true", help="load no extension")

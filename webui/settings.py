@@ -101,6 +101,16 @@ OPTIONS: dict[str, OptionInfo] = {
     "interrupt_after_current": OptionInfo(True, "Don't interrupt in the middle of an image when generating several",
                                           "User interface", "checkbox"),
     "samplers_in_dropdown": OptionInfo(True, "Use dropdown for sampler selection", "User interface", "checkbox"),
+    # choices: the localization files found (webui/ui/localization.py registers them at startup)
+    "localization": OptionInfo("None", "Localization (a file of localizations/ in the data dir or an extension; "
+                                       "reload the page to apply)", "User interface", "dropdown"),
+    "theme_mode": OptionInfo("system", "Light or dark page (system: as the browser prefers; the --theme flag "
+                                       "wins; reload the page to apply)", "User interface", "radio",
+                             choices=("system", "light", "dark")),
+    "gradio_theme": OptionInfo("Default", "Gradio theme (the themes Gradio ships; restart to apply)",
+                               "User interface", "dropdown",
+                               choices=("Default", "Base", "Soft", "Glass", "Monochrome", "Origin", "Citrus",
+                                        "Ocean")),
     "disabled_extensions": OptionInfo((), "Disabled extensions (folder names)", "Extensions", "multiselect"),
     "disable_all_extensions": OptionInfo("none", "Disable all extensions (preserves the list of disabled "
                                                  "extensions)", "Extensions", "radio",

@@ -6,7 +6,9 @@ Checkpoint Merger, Settings).
 """
 from __future__ import annotations
 
+import logging
 import threading
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
@@ -21,6 +23,8 @@ from webui.ui.txt2img import create_img2img_tab, create_txt2img_tab, initial_siz
 
 if TYPE_CHECKING:
     from webui.services.container import Services
+
+log = logging.getLogger(__name__)
 
 FALLBACK_SIZE = (512, 512)
 SYNC_TICKS_WITHOUT_LOAD = 5  # stop polling for the startup model after this many idle ticks
@@ -71,17 +75,55 @@ JS = """
 def launch_kwargs(svc: "Services | None" = None) -> dict[str, Any]:
     """Keyword arguments for `gr.mount_gradio_app` (theme/css/js moved out of Blocks in Gradio 6);
     extensions' JavaScript and CSS go into the page's head and stylesheet."""
-    from webui.ui.extension_assets import extension_css, head_html
+    from webui.ui.extension_assets import extension_css
     manager = getattr(svc, "extensions", None) if svc is not None else None
     return {
-        "theme": gr.themes.Default(primary_hue="orange"),
+        "theme": gradio_theme(svc),
         "css": CSS + "\n" + extension_css(manager),
         "js": JS,
-        "head": head_html(manager),
+        "head": page_head(svc),
         "footer_links": ["api"],
         "run_history": False,
         "show_error": True,
     }
+
+
+def page_head(svc: "Services | None", **overrides: str) -> str:
+    """The page's head: the localization and light/dark mode first (A1111 defines
+    `window.localization` before any other script), then extensions' scripts."""
+    from webui.ui.extension_assets import head_html
+    from webui.ui.localization import head_html as localization_head
+    manager = getattr(svc, "extensions", None) if svc is not None else None
+    return (localization_head(svc, **overrides) + "\n" if svc is not None else "") + head_html(manager)
+
+
+def gradio_theme(svc: "Services | None") -> Any:
+    """A1111's option `gradio_theme`, limited to the themes Gradio ships (they need no download);
+    "Default" is A1111's look (the default theme with an orange primary colour)."""
+    name = str(svc.settings.get("gradio_theme") or "Default") if svc is not None else "Default"
+    if name != "Default" and hasattr(gr.themes, name):
+        return getattr(gr.themes, name)()
+    return gr.themes.Default(primary_hue="orange")
+
+
+def _follow_head_options(svc: "Services", demo: gr.Blocks) -> None:
+    """The head is part of the page config: rebuild it when the localization or the mode changes,
+    so a page reload shows the new choice without a restart (A1111's "reload UI" step)."""
+    ref = weakref.ref(demo)  # a UI rebuilt later replaces this one; the listener then does nothing
+
+    def listener(key: str) -> Any:
+        def changed(value: Any) -> None:
+            blocks = ref()
+            if blocks is None or not isinstance(getattr(blocks, "config", None), dict):
+                return
+            try:
+                blocks.head = blocks.config["head"] = page_head(svc, **{key: str(value)})
+            except Exception:  # never let a page detail stop the option from being saved
+                log.exception("page head not rebuilt after %s changed", key)
+        return changed
+
+    svc.settings.on_change("localization", listener("localization"))
+    svc.settings.on_change("theme_mode", listener("theme"))
 
 
 def _default_size(svc: "Services") -> tuple[int, int] | None:
@@ -125,8 +167,12 @@ def _ckpt_dropdown(svc: "Services", value: str | None = None) -> Any:
 
 def build_ui(svc: "Services") -> gr.Blocks:
     from webui.ui.component_hooks import component_hooks
+    from webui.ui.localization import register_option
+    register_option(svc)  # the Settings dropdown lists the localization files found
     with component_hooks(svc):
-        return _build_ui(svc)
+        demo = _build_ui(svc)
+    _follow_head_options(svc, demo)
+    return demo
 
 
 def _extension_tabs() -> list[tuple[Any, str, str]]:
