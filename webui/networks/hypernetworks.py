@@ -26,7 +26,8 @@ class HypernetworkFileError(ValueError):
     pass
 
 
-def _activations() -> dict[str, type[torch.nn.Module]]:
+def activation_classes() -> dict[str, type[torch.nn.Module]]:
+    """A1111's HypernetworkModule.activation_dict: its seven names plus every torch.nn activation, lower-cased."""
     acts: dict[str, type[torch.nn.Module]] = {"linear": torch.nn.Identity, "relu": torch.nn.ReLU,
                                               "leakyrelu": torch.nn.LeakyReLU, "elu": torch.nn.ELU,
                                               "swish": torch.nn.Hardswish, "tanh": torch.nn.Tanh,
@@ -47,13 +48,14 @@ def dropout_structure(layer_structure: list[float], use_dropout: bool, last_laye
     return values
 
 
-def build_module(dim: int, state: dict[str, torch.Tensor], info: dict[str, Any]) -> torch.nn.Sequential:
-    """The MLP with the exact module indices A1111 gives it, so the file's `linear.N.*` keys fit."""
+def build_layers(dim: int, info: dict[str, Any]) -> torch.nn.Sequential:
+    """The MLP (fresh weights) with the exact module indices A1111 gives it, so a file's `linear.N.*`
+    keys fit; shared by the loader and by the trainer's file writer (webui/training)."""
     structure = [float(x) for x in info.get("layer_structure") or [1, 2, 1]]
     if structure[0] != 1 or structure[-1] != 1:
         raise HypernetworkFileError(f"layer_structure {structure} must start and end with 1")
     act_name = info.get("activation_func") or "linear"
-    acts = _activations()
+    acts = activation_classes()
     if act_name not in acts:
         raise HypernetworkFileError(f"unknown activation_func {act_name!r}")
     drops = info.get("dropout_structure") or dropout_structure(structure, bool(info.get("use_dropout")),
@@ -68,10 +70,15 @@ def build_module(dim: int, state: dict[str, torch.Tensor], info: dict[str, Any])
             layers.append(torch.nn.LayerNorm(int(dim * structure[i + 1])))
         if drops[i + 1] > 0:
             layers.append(torch.nn.Dropout(p=float(drops[i + 1])))
-    mlp = torch.nn.Sequential(*layers)
+    return torch.nn.Sequential(*layers)
+
+
+def build_module(dim: int, state: dict[str, torch.Tensor], info: dict[str, Any]) -> torch.nn.Sequential:
+    """`build_layers` loaded with a file's weights, frozen for inference."""
+    mlp = build_layers(dim, info)
     # legacy files: linear1/linear2 instead of linear.N
     if any(k.startswith("linear1.") for k in state):
-        state = {k.replace("linear1.", "0.").replace("linear2.", f"{len(layers) - 1}."): v for k, v in state.items()}
+        state = {k.replace("linear1.", "0.").replace("linear2.", f"{len(mlp) - 1}."): v for k, v in state.items()}
     state = {k[len("linear."):] if k.startswith("linear.") else k: v for k, v in state.items()}
     try:
         mlp.load_state_dict(state, strict=True)
