@@ -20,6 +20,7 @@ from webui.services.img2img_scripts import Img2ImgScripts
 from webui.processing.pipeline import Pipeline
 from webui.scripts.builtin import builtin_catalog
 from webui.services.requests import Img2ImgRequest, Txt2ImgRequest
+from webui.services.training import TrainingService
 from webui.services.txt2img import GenerationError, GenerationResult, Txt2ImgService
 from webui.settings import Settings
 
@@ -40,6 +41,7 @@ class Services:
     memory: MemoryManager
     pipeline: Pipeline
     extensions: ExtensionManager | None = None  # <data-dir>/extensions (the Extensions tab, /sdapi/v1/extensions)
+    training: TrainingService | None = None  # the Train tab and /sdapi/v1/create/*, /train/*
 
     def submit_txt2img(self, req: Txt2ImgRequest, *, save: bool, label: str = "txt2img") -> Job:
         self.txt2img.validate(req)  # fail before queueing
@@ -162,7 +164,8 @@ def build_services(args: argparse.Namespace, paths: Paths) -> Services:
     img2img = Img2ImgService(models, settings, paths.outputs_dir, styles, pipeline=pipeline)
     return Services(args, paths, settings, registry, models, queue, txt2img, styles, img2img,
                     Img2ImgScripts(img2img, extras.upscale, names), extras=extras, memory=memory, pipeline=pipeline,
-                    extensions=ExtensionManager(paths.data_dir / "extensions", settings, args))
+                    extensions=ExtensionManager(paths.data_dir / "extensions", settings, args),
+                    training=TrainingService(models, queue, paths.embeddings_dir, paths.hypernetwork_dir))
 
 
 __all__ = ["Services", "build_services", "GenerationError", "GenerationResult", "ModelLoadError"]

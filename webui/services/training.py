@@ -1,0 +1,118 @@
+"""The Train tab's service: Create embedding and Create hypernetwork (A1111's first two sub-tabs).
+
+Both run as jobs in the one queue, so they never touch a model that a generation is using, and
+the new file is listed right away (`GET /sdapi/v1/embeddings`, `/hypernetworks`, the extra-network
+cards) without a restart.  Bad input raises ValueError (NameTakenError when the name is taken)
+before anything is queued; a model that cannot be loaded raises ModelLoadError.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from webui.networks.embeddings import EMBEDDING_SUFFIXES
+from webui.networks.hypernetworks import HYPERNET_SUFFIXES
+from webui.services.jobs import JobQueue, JobState
+from webui.services.model_service import ModelService
+from webui.training import embedding_files as ef
+from webui.training import hypernetwork_files as hf
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Created:
+    path: Path
+    note: str = ""  # e.g. why the new file will not act on the loaded model
+
+    @property
+    def info(self) -> str:
+        """A1111's Train-tab message."""
+        return f"Created: {self.path}" + (f"\n{self.note}" if self.note else "")
+
+
+class TrainingService:
+    def __init__(self, models: ModelService, queue: JobQueue, embeddings_dir: Path, hypernetwork_dir: Path) -> None:
+        self.models = models
+        self.queue = queue
+        self.embeddings_dir = Path(embeddings_dir)
+        self.hypernetwork_dir = Path(hypernetwork_dir)
+
+    # ------------------------------------------------------------------ create embedding
+    def create_embedding(self, name: str, num_vectors_per_token: int = 1, overwrite_old: bool = False,
+                         init_text: str = "*") -> Created:
+        """Write `<embeddings>/<name>.pt` (SDXL: `.safetensors`) from the loaded model's token vectors
+        (the default checkpoint is loaded when none is)."""
+        ef.check_vectors_per_token(num_vectors_per_token)
+        clean = ef.sanitize_name(name)
+        if not overwrite_old:  # any file of that name refuses it: fail before queueing
+            ef.check_free(self.embeddings_dir, clean, self.embeddings_dir / f"{clean}.pt", False, EMBEDDING_SUFFIXES)
+
+        def job(state: JobState) -> Created:
+            state.textinfo = f"Creating embedding {clean}"
+            model = self.models.require()
+            path = ef.create_embedding(model, self.embeddings_dir, clean, num_vectors_per_token,
+                                       bool(overwrite_old), init_text if init_text is not None else "")
+            db = getattr(model.encoder, "embeddings", None)
+            note = ""
+            if db is not None:
+                db.refresh_if_changed()  # listed (and usable in prompts) from now on
+                if clean in db.skipped:
+                    note = f"Not usable with the loaded model: {db.skipped[clean]}"
+            return Created(path, note)
+
+        return self.queue.submit(job, label="create embedding").result()
+
+    # ------------------------------------------------------------------ create hypernetwork
+    def create_hypernetwork(self, name: str, enable_sizes: Sequence[Any] = hf.DEFAULT_SIZES,
+                            overwrite_old: bool = False, layer_structure: Any = None,
+                            activation_func: str | None = "linear", weight_init: str | None = "Normal",
+                            add_layer_norm: bool = False, use_dropout: bool = False,
+                            dropout_structure: Any = None) -> Created:
+        """Write `models/hypernetworks/<name>.pt` with A1111's structure and initialisation."""
+        clean = ef.sanitize_name(name)
+        sizes = hf.parse_sizes(enable_sizes)
+        hf.make_spec(layer_structure, activation_func, weight_init, add_layer_norm, use_dropout, dropout_structure)
+        if not overwrite_old:
+            ef.check_free(self.hypernetwork_dir, clean, self.hypernetwork_dir / f"{clean}.pt", False, HYPERNET_SUFFIXES)
+
+        def job(state: JobState) -> Created:
+            state.textinfo = f"Creating hypernetwork {clean}"
+            cur = self.models.current  # only for the checkpoint fields: a hypernetwork needs no model
+            path = hf.create_hypernetwork(self.hypernetwork_dir, clean, sizes, bool(overwrite_old), layer_structure,
+                                          activation_func, weight_init, add_layer_norm, use_dropout,
+                                          dropout_structure, sd_checkpoint=cur.info.shorthash if cur else None,
+                                          sd_checkpoint_name=cur.info.model_name if cur else None)
+            self.models.hypernetworks.refresh()
+            width = self.context_width()
+            note = ""
+            if width is not None and width not in sizes:
+                note = (f"Note: the loaded model's context width is {width}; this hypernetwork has modules for "
+                        f"{', '.join(map(str, sizes))} only, so it changes nothing on that model.")
+            return Created(path, note)
+
+        return self.queue.submit(job, label="create hypernetwork").result()
+
+    # ------------------------------------------------------------------ lists for the tab
+    def context_width(self) -> int | None:
+        """The loaded UNet's cross-attention context width (the hypernetwork module size it uses)."""
+        cur = self.models.current
+        width = getattr(getattr(cur.sd.unet, "config", None), "cross_attention_dim", None) if cur else None
+        return width if isinstance(width, int) else None
+
+    def embedding_names(self) -> list[str]:
+        cur = self.models.current
+        db = getattr(cur.encoder, "embeddings", None) if cur is not None else None
+        if db is None:
+            return []
+        db.refresh_if_changed()
+        return sorted(db.loaded, key=str.lower)
+
+    def hypernetwork_names(self) -> list[str]:
+        self.models.hypernetworks.refresh()
+        return sorted(self.models.hypernetworks.files, key=str.lower)
+
+
+__all__ = ["Created", "TrainingService"]
