@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from webui import infotext
 from webui.api.extensions_routes import build_extensions_router
 from webui.api.extras_routes import build_extras_router, upscaler_listing
+from webui.api.train_routes import build_train_router
 from webui.engine.samplers import SAMPLERS, SCHEDULE_TYPES
 from webui.services.container import GenerationError, ModelLoadError, Services
 from webui.services.jobs import JobState
@@ -387,6 +388,7 @@ def install_api(app: FastAPI, svc: Services) -> None:
     app.include_router(build_controlnet_router(svc))
     app.include_router(build_extras_router(svc.extras))
     app.include_router(build_extensions_router(svc))
+    app.include_router(build_train_router(svc))
 
     @app.middleware("http")
     async def process_time(request: Request, call_next: Any) -> Any:
