@@ -118,6 +118,7 @@ def german(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     write(data / "extensions" / "l10n-ext" / "localizations" / "de_DE.json", {"Generate": "Erzeugen"})
     write(data / "extensions" / "l10n-ext" / "localizations" / "fr_FR (test).json", {"Generate": "Générer"})
     write(data / "extensions" / "off-ext" / "localizations" / "es_ES.json", {"Generate": "Generar"})
+    write(data / "styles.csv", "name,prompt,negative_prompt\nSeed,a cat,\n")  # a style named like a UI string
     write(data / "config.json", {"localization": "de_DE", "theme_mode": "light",
                                  "disabled_extensions": ["off-ext"]})
     (data / "ckpt").mkdir()
@@ -169,6 +170,13 @@ def test_page_translated_in_dark_mode_then_english(german: Server, browser: Any)
     try:
         pg.wait_for_function("() => document.querySelector('#txt2img_generate').innerText.trim() === 'Erzeugen'")
         pg.locator("#txt2img_prompt textarea").fill("Generate Seed")  # user text equal to UI strings
+        pg.locator("#txt2img_styles input").click()  # a list of names: its label is translated, its choices not
+        pg.get_by_role("option").first.wait_for()
+        assert [o.inner_text().replace("✓", "").strip() for o in pg.get_by_role("option").all()] == ["Seed"]
+        assert pg.locator("#txt2img_styles [data-testid=block-info]").inner_text().strip() == "Stile"
+        assert pg.locator("#setting_sd_model_checkpoint [data-testid=block-info]").inner_text().strip() \
+            == "Stable-Diffusion-Checkpoint"
+        pg.keyboard.press("Escape")
         pg.get_by_role("tab", name="Einstellungen").click()
         pg.wait_for_selector("#settings_submit")
         pg.get_by_role("tab", name="Text zu Bild").click()
