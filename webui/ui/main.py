@@ -1,5 +1,5 @@
 """The Gradio front end: quicksettings row + tabs in A1111's order (txt2img, img2img, Extras, PNG Info,
-Checkpoint Merger, Settings).
+Checkpoint Merger, Train, Settings).
 
 `build_ui(svc)` returns the Blocks; the app mounts it with `gr.mount_gradio_app(app, demo, path="/",
 **launch_kwargs())`. Every handler is a thin call into the service layer.
@@ -19,6 +19,7 @@ from webui.ui.extras import create_extras_tab
 from webui.ui.merger import create_merger_tab
 from webui.ui.pnginfo import create_pnginfo_tab
 from webui.ui.settings_tab import create_settings_tab
+from webui.ui.train_tab import create_train_tab
 from webui.ui.txt2img import create_img2img_tab, create_txt2img_tab, initial_size
 
 if TYPE_CHECKING:
@@ -216,6 +217,8 @@ def _build_ui(svc: "Services") -> gr.Blocks:
                 create_pnginfo_tab(svc, t2i, tabs, i2i, extras.image)
             with gr.Tab("Checkpoint Merger", id="modelmerger", elem_id="tab_modelmerger"):
                 create_merger_tab(svc)
+            with gr.Tab("Train", id="train", elem_id="tab_train"):
+                create_train_tab(svc)
             for blocks, title, elem_id in ext_tabs:
                 with gr.Tab(title, id=elem_id, elem_id=f"tab_{elem_id}"):
                     blocks.render()
