@@ -302,3 +302,27 @@ def test_training_state_round_trip_continues_bit_exactly(ckpts, tmp_path: Path) 
     # no pickle in the file: tensors + a JSON header only
     with safe_open(str(state), "pt") as f:
         assert json.loads(f.metadata()["state"])["step"] == 3
+
+
+def test_target_sets_sd2_text_encoder_and_seeded_init() -> None:
+    from tiny_models import build_tiny_models
+    from webui.training.lora_adapters import build_lora
+
+    sd1 = build_tiny_models("sd1")
+    attn = build_lora(sd1, LoraSpec(unet_target="attention"), seed=0)
+    want = {f"lora_unet_{b}_" + leaf.format(t=0) for b in SD1_BLOCKS for leaf in ATTN}
+    assert {a.lora_name for a in attn.adapters()} == want
+    again = build_lora(sd1, LoraSpec(unet_target="attention"), seed=0)
+    assert all(torch.equal(a, b) for a, b in zip(attn.state_dict().values(), again.state_dict().values()))
+    assert all(float(a.lora_up.weight.detach().abs().max()) == 0 and float(a.lora_down.weight.detach().abs().max()) > 0
+               for a in attn.adapters())
+    # one group per part; text-encoder adapters train only with a text-encoder rate
+    te_net = build_lora(sd1, LoraSpec(text_encoder=True), seed=0)
+    assert [g["lr"] for g in te_net.param_groups(1e-4, 5e-5)] == [1e-4, 5e-5]
+    assert [g["lr"] for g in te_net.param_groups(1e-4, 0)] == [1e-4]
+
+    # SD2: kohya's text encoder has one layer less (the last one is never used), so its files never
+    # name it; the tiny SD2 encoder has two layers
+    sd2 = build_tiny_models("sd2")
+    net = build_lora(sd2, LoraSpec(text_encoder=True), seed=0)
+    assert {a.lora_name for a in net.text_encoder_adapters} == te_keys("lora_te_", 1)

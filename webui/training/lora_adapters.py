@@ -91,7 +91,8 @@ class LoraAdapter(nn.Module):
     """One layer's low-rank update; its state dict is kohya's ``lora_down.weight`` / ``lora_up.weight`` / ``alpha``."""
 
     def __init__(self, name: str, base: nn.Module, rank: int, alpha: float | None, *,
-                 dtype: torch.dtype | None = torch.float32, generator: torch.Generator | None = None) -> None:
+                 dtype: torch.dtype | None = torch.float32, generator: torch.Generator | None = None,
+                 device: torch.device | str | None = None) -> None:
         super().__init__()
         self.lora_name = name
         if isinstance(base, nn.Conv2d):
@@ -114,7 +115,8 @@ class LoraAdapter(nn.Module):
         self.rank = rank
         self.scale = alpha / rank
         self.multiplier = 1.0
-        self.to(base.weight.device, dtype or base.weight.dtype)
+        # the device is the caller's when the base layer's weights may be streamed (offloaded to the CPU)
+        self.to(device or base.weight.device, dtype or base.weight.dtype)
         self._base = (base,)  # a tuple, so the base layer is not a submodule (its weights stay out of the state dict)
         self._handle: torch.utils.hooks.RemovableHandle | None = None
         self.enabled = True
@@ -269,23 +271,24 @@ def text_encoder_targets(te: nn.Module, family: str) -> list[tuple[str, nn.Modul
 
 
 def build_lora(model: ModelParts, spec: LoraSpec, *, dtype: torch.dtype | None = torch.float32,
-               seed: int | None = None) -> LoraNetwork:
+               seed: int | None = None, device: torch.device | str | None = None) -> LoraNetwork:
     """Create the adapters for ``model`` (not yet attached; see ``inject_lora``).  ``dtype`` None keeps
-    each base layer's dtype; float32 (the default) is what training wants."""
+    each base layer's dtype; float32 (the default) is what training wants.  ``device`` None puts each
+    adapter beside its base layer's weights."""
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
     adapters: list[LoraAdapter] = []
     tes = list(model.text_encoders) if spec.text_encoder else []
     for i, te in enumerate(tes):  # text encoders first, as kohya builds them (same init order)
         for path, mod in text_encoder_targets(te, model.family):
             adapters.append(LoraAdapter(kohya_te_name(path, i, len(model.text_encoders)), mod, spec.rank, spec.alpha,
-                                        dtype=dtype, generator=gen))
+                                        dtype=dtype, generator=gen, device=device))
     names = kohya_unet_names(model.unet, model.family)
     conv = spec.conv_dims
     for path, mod, is_conv in unet_targets(model.unet, spec.unet_target):
         if path not in names:
             raise ValueError(f"UNet layer {path} has no kohya name for {model.family}")
         rank, alpha = conv if (is_conv and conv) else (spec.rank, spec.alpha)
-        adapters.append(LoraAdapter(names[path], mod, rank, alpha, dtype=dtype, generator=gen))
+        adapters.append(LoraAdapter(names[path], mod, rank, alpha, dtype=dtype, generator=gen, device=device))
     net = LoraNetwork(model.family, spec, adapters)
     log.info("LoRA network: %d UNet and %d text-encoder modules, rank %d, alpha %s",
              len(net.unet_adapters), len(net.text_encoder_adapters), spec.rank, spec.alpha)
@@ -293,8 +296,8 @@ def build_lora(model: ModelParts, spec: LoraSpec, *, dtype: torch.dtype | None =
 
 
 def inject_lora(model: ModelParts, spec: LoraSpec, *, dtype: torch.dtype | None = torch.float32,
-                seed: int | None = None) -> LoraNetwork:
+                seed: int | None = None, device: torch.device | str | None = None) -> LoraNetwork:
     """Build the adapters and attach them; ``network.remove()`` detaches them again."""
-    net = build_lora(model, spec, dtype=dtype, seed=seed)
+    net = build_lora(model, spec, dtype=dtype, seed=seed, device=device)
     net.apply_to()
     return net
