@@ -87,17 +87,21 @@ def test_extensions_tab_install_disable_and_index(browser: Any, tmp_path: Path) 
         pg.locator("#extensions_install_url textarea, #extensions_install_url input").first.fill(str(second.bare))
         pg.click("#extensions_install_button")
         text = wait_text(pg, "extensions_install_result", "Installed second")
-        assert "install.py ran." in text and "Restart the web UI process" in text
+        assert "install.py ran." in text and "Apply and restart UI" in text
         assert (tmp_path / "m2").read_text() == "ran\n" and (data / "extensions" / "second" / ".git").is_dir()
 
-        # Installed: untick myext, Apply → config.json; the API lists it disabled after a restart
+        # Installed: untick myext, Apply and restart UI → config.json, scripts reloaded in the process
         pg.get_by_role("tab", name="Installed").click()
         wait_in_table(pg, "second")
         # Gradio's Dataframe: rows are div[role=row], the bool column a checkbox per row
         table.locator(".virtual-row[role=row]", has_text="myext").locator("input[type=checkbox]").uncheck()
-        pg.click("#extensions_apply")
-        text = wait_text(pg, "extensions_installed_result", "Saved:")
-        assert text.startswith("Saved: 1 enabled, 1 disabled.") and "Restart" in text
+        with pg.expect_event("load", timeout=TIMEOUT_MS):  # the UI is rebuilt and the page reloads itself
+            pg.click("#extensions_apply")
+            text = wait_text(pg, "extensions_installed_result", "Reloaded scripts and UI")
+        assert text.startswith("Saved: 1 enabled, 1 disabled.") and "1 extension(s) loaded (second)" in text
+        pg.wait_for_selector("#txt2img_prompt textarea")
+        pg.get_by_role("tab", name="Extensions").click()
+        wait_in_table(pg, "second")
         assert json.loads((data / "config.json").read_text())["disabled_extensions"] == ["myext"]
         listed = {e["name"]: e["enabled"] for e in requests.get(server.api("extensions"), timeout=10).json()}
         assert listed == {"myext": False, "second": True}  # the saved state (A1111 re-reads it too) ...

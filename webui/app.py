@@ -109,14 +109,10 @@ async def _run_lifespan(app: Any, shell: "SwitchableApp") -> None:
 
 
 def build_real_app(args: argparse.Namespace, t_start: float) -> Any:
-    from fastapi import FastAPI
-
-    from webui.api.routes import install_api
-    from webui.services.container import build_services
-
     from PIL import Image
 
     from webui.imaging.decode import MAX_INPUT_SIDE
+    from webui.services.container import build_services
 
     # Uploads the UI decodes itself (Gradio opens them with PIL): refuse pictures beyond the input
     # limit before their pixels are decoded, with PIL's message naming the limit
@@ -125,6 +121,17 @@ def build_real_app(args: argparse.Namespace, t_start: float) -> Any:
     svc = build_services(args, paths)
     from webui.extensions.startup import load_extensions
     load_extensions(svc)  # before the API and the UI: their scripts, options and tabs are part of both
+    return build_app(svc, args)
+
+
+def build_app(svc: Any, args: argparse.Namespace) -> Any:
+    """The API and the UI over the given services (built again, from the same services, when the
+    extensions are reloaded)."""
+    from fastapi import FastAPI
+
+    from webui.api.routes import install_api
+    from webui.extensions.startup import fire
+
     app = FastAPI(title="Stable Diffusion web UI API", docs_url="/docs", redoc_url="/redoc")
     if api_enabled(args):
         install_api(app, svc)
@@ -133,7 +140,6 @@ def build_real_app(args: argparse.Namespace, t_start: float) -> Any:
     def ping() -> dict:
         return {}
 
-    from webui.extensions.startup import fire
     if not args.nowebui:
         import gradio as gr
 
@@ -145,6 +151,55 @@ def build_real_app(args: argparse.Namespace, t_start: float) -> Any:
         fire("app_started", None, app)
     app.state.services = svc
     return app
+
+
+class AppReloader:
+    """A1111's "Apply and restart UI" inside the running process: the extensions are reloaded and a
+    new API + UI app, built from the same services (model, queue and running jobs untouched),
+    replaces the served one. The old app keeps serving what it already started (the request that
+    asked for the reload gets its answer) and is shut down after a grace period."""
+
+    OLD_APP_GRACE_S = 60.0
+
+    def __init__(self, shell: SwitchableApp, loop: asyncio.AbstractEventLoop, svc: Any,
+                 args: argparse.Namespace) -> None:
+        self.shell, self.loop, self.svc, self.args = shell, loop, svc, args
+        self._lock = threading.Lock()
+
+    def reload(self) -> str:
+        """Called from a Gradio event handler: the new Blocks are built in a thread of their own,
+        since Gradio's per-event context variables would otherwise treat them as dynamic
+        components of the running page."""
+        out: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                out["text"] = self._reload()
+            except BaseException as e:  # noqa: BLE001 - handed to the caller below
+                out["error"] = e
+
+        t = threading.Thread(target=work, name="ui-reload", daemon=True)
+        t.start()
+        t.join()
+        if "error" in out:
+            raise out["error"]
+        return str(out["text"])
+
+    def _reload(self) -> str:
+        from webui.extensions.reload import reload_extensions
+        with self._lock:
+            t0 = time.time()
+            report = reload_extensions(self.svc)
+            app = build_app(self.svc, self.args)
+            old_stop = self.shell.stop_inner
+            asyncio.run_coroutine_threadsafe(_run_lifespan(app, self.shell), self.loop).result(timeout=60)
+            self.shell.app = app
+            if old_stop is not None:
+                def later() -> None:
+                    self.loop.call_later(self.OLD_APP_GRACE_S, lambda: asyncio.ensure_future(old_stop()))
+                self.loop.call_soon_threadsafe(later)
+            log.info("UI reloaded in %.2fs", time.time() - t0)
+            return report.text()
 
 
 def start_model_load(svc: Any, args: argparse.Namespace) -> None:
@@ -210,6 +265,7 @@ def main(argv: list[str] | None = None) -> None:
             loop = server_loop[0]
             asyncio.run_coroutine_threadsafe(_run_lifespan(app, shell), loop).result(timeout=60)
             shell.app = app
+            app.state.services.reload_ui = AppReloader(shell, loop, app.state.services, args).reload
         except Exception as e:  # the shell keeps answering with the reason
             import traceback
             traceback.print_exc()

@@ -159,9 +159,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         argv = sys.argv[1:]
     # A1111 also reads COMMANDLINE_ARGS; flags given on the command line come last and win.
     env_args = shlex.split(os.environ.get("COMMANDLINE_ARGS", ""))
-    preload_errors = _preload_extensions(parser, env_args + list(argv))
+    preloaded: list[str] = []
+    preload_errors = _preload_extensions(parser, env_args + list(argv), preloaded)
     args = parser.parse_args(env_args + list(argv))
     args._extension_preload_errors = preload_errors  # underscore: not a flag (cmd-flags leaves it out)
+    args._preloaded_extensions = preloaded
     if args.precision == "half" and (args.no_half or args.no_half_vae):
         parser.error("--precision half conflicts with --no-half/--no-half-vae")
     if args.vram_budget_mb is not None and args.vram_budget_mb < 64:
@@ -169,7 +171,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _preload_extensions(parser: argparse.ArgumentParser, argv: list[str]) -> dict[str, str]:
+def _preload_extensions(parser: argparse.ArgumentParser, argv: list[str], ran: list[str]) -> dict[str, str]:
     """Extensions' preload.py add their flags before the real parse (A1111), so a flag an enabled
     extension adds is accepted at launch. The data dir and the enable state come from a first,
     lenient parse and config.json."""
@@ -188,7 +190,7 @@ def _preload_extensions(parser: argparse.ArgumentParser, argv: list[str]) -> dic
     disable_all = ("all" if known.disable_all_extensions else "extra" if known.disable_extra_extensions
                    else str(config.get("disable_all_extensions") or "none"))
     disabled = [str(x) for x in config.get("disabled_extensions") or [] if isinstance(x, str)]
-    return run_preloads(parser, data_dir / "extensions", disabled, disable_all)
+    return run_preloads(parser, data_dir / "extensions", disabled, disable_all, ran)
 
 
 def resolve_paths(args: argparse.Namespace) -> Paths:

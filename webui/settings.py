@@ -230,6 +230,12 @@ class Settings:
                     log.warning("config.json: %s; using the default %r", e, info.default)
                     del self.values[key]
 
+    def unregister_option(self, key: str) -> None:
+        """An unloaded extension's option is no longer known; a value config.json holds for it is
+        kept and written back untouched, as for any extension that is not installed."""
+        with self._lock:
+            self.options.pop(key, None)
+
     def is_known(self, key: str) -> bool:
         return key in self.options
 
@@ -288,6 +294,16 @@ class Settings:
 
     def on_change(self, key: str, fn: Callable[[Any], None]) -> None:
         self._listeners.setdefault(key, []).append(fn)
+
+    def remove_listeners(self, predicate: Callable[[Callable[[Any], None]], bool]) -> int:
+        """Forget the change listeners `predicate` selects (unloaded extensions'); returns how many."""
+        with self._lock:
+            n = 0
+            for key, fns in self._listeners.items():
+                kept = [fn for fn in fns if not predicate(fn)]
+                n += len(fns) - len(kept)
+                self._listeners[key] = kept
+            return n
 
     def set(self, key: str, value: Any, *, save: bool = True, notify: bool = True) -> None:
         self.update({key: value}, save=save, notify=notify)

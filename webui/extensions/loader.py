@@ -98,15 +98,18 @@ def _exec_file(ext: Extension, path: Path, module_name: str) -> ModuleType:
 
 # ---- preload.py: flags before parsing ----
 def run_preloads(parser: argparse.ArgumentParser, extensions_dir: Path, disabled: list[str],
-                 disable_all: str) -> dict[str, str]:
+                 disable_all: str, ran: list[str] | None = None) -> dict[str, str]:
     """Call each enabled extension's `preload(parser)` so flags it adds are accepted at launch.
-    Returns {extension name: error text} for the ones that failed."""
+    Returns {extension name: error text} for the ones that failed; `ran` collects the names of
+    those whose preload.py ran (a later in-process reload knows which flags are missing)."""
     errors: dict[str, str] = {}
     compat_on_path()
     for ext in discover(extensions_dir, disabled=disabled, disable_all=disable_all):
         pre = ext.path / "preload.py"
         if not ext.enabled or not pre.is_file():
             continue
+        if ran is not None:
+            ran.append(ext.name)
         try:
             module = _exec_file(ext, pre, f"preload_{ext.name}")
             fn = getattr(module, "preload", None)

@@ -21,8 +21,9 @@ from webui.extensions.discovery import Extension
 from webui.extensions.manager import ExtensionManager
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
-RESTART_NOTE = ("Restart the web UI process (stop it, then start webui.sh / launch.py again) to load or unload "
-                "extensions' scripts: this version does not reload them in a running process.")
+RESTART_NOTE = ('Press "Apply and restart UI" on the Installed tab to load or unload extensions\' scripts '
+                '(the UI is rebuilt in the running process; flags an extension adds in preload.py need a '
+                'server restart).')
 
 _lock = threading.RLock()  # one action at a time (two installs into one folder, a restore beside an update)
 

@@ -20,6 +20,8 @@ class ExtensionManager:
     settings: Settings
     args: argparse.Namespace
     extensions: list[Extension] = field(default_factory=list)
+    # the options that existed before any extension registered its own (a reload unregisters the rest)
+    base_option_keys: set[str] | None = None
 
     def disable_all(self) -> str:
         """A1111: the flags win over the option."""

@@ -16,6 +16,8 @@ def load_extensions(svc: Any) -> ExtensionManager:
     if manager is None:
         manager = ExtensionManager(svc.paths.data_dir / "extensions", svc.settings, svc.args)
         svc.extensions = manager
+    if manager.base_option_keys is None:
+        manager.base_option_keys = set(svc.settings.options)
     manager.refresh()
     for name, err in (getattr(svc.args, "_extension_preload_errors", None) or {}).items():
         ext = manager.get(name)

@@ -137,6 +137,16 @@ class ScriptRunner:
         self.scripts.append(script)
         (self.alwayson if script.alwayson else self.selectable).append(script)
 
+    def remove_where(self, predicate: Callable[[Script], bool]) -> int:
+        """Drop the scripts `predicate` selects (unloaded extensions'); the others keep their order
+        and get their `script_args` positions again. Returns how many went."""
+        kept = [s for s in self.scripts if not predicate(s)]
+        gone = len(self.scripts) - len(kept)
+        self.scripts, self.selectable, self.alwayson = [], [], []
+        for s in kept:
+            self.add(s)
+        return gone
+
     def titles(self) -> list[str]:
         return [s.title() for s in self.selectable]
 

@@ -42,6 +42,8 @@ class Services:
     pipeline: Pipeline
     extensions: ExtensionManager | None = None  # <data-dir>/extensions (the Extensions tab, /sdapi/v1/extensions)
     training: TrainingService | None = None  # the Train tab and /sdapi/v1/create/*, /train/*
+    # set by the composition root once the server runs: reload extensions and swap in a new API + UI
+    reload_ui: Callable[[], str] | None = None
 
     def submit_txt2img(self, req: Txt2ImgRequest, *, save: bool, label: str = "txt2img") -> Job:
         self.txt2img.validate(req)  # fail before queueing

@@ -35,7 +35,13 @@ A1111_SCRIPT_API = """
     const now = window.get_uiCurrentTab();
     if (now && now !== tab) { tab = now; run(callbacks.tabChange); }
   });
-  document.addEventListener('DOMContentLoaded', () => observer.observe(gradioApp(), {childList: true, subtree: true}));
+  const start = () => {
+    observer.observe(gradioApp(), {childList: true, subtree: true});
+    // the page may be complete already: then no mutation is left to announce it
+    setTimeout(() => { if (!loaded && gradioApp().querySelector('#txt2img_prompt')) { loaded = true; run(callbacks.loaded); } }, 0);
+  };
+  // Gradio 6 adds head scripts after the document has loaded: DOMContentLoaded may be long gone
+  if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', start); else start();
 })();
 </script>
 """

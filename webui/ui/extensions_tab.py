@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import tempfile
 import time
 from dataclasses import dataclass
@@ -19,12 +20,15 @@ import gradio as gr
 
 from webui.extensions import git, manage
 
+log = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
     from webui.extensions.discovery import Extension
     from webui.extensions.manager import ExtensionManager
     from webui.services.container import Services
 
 HEADERS = ["Enabled", "Extension", "URL", "Branch", "Version", "Date", "Update", "Errors"]
+RELOADED = "Reloaded scripts and UI"  # the start of AppReloader's answer; the page reloads on it
 HIDE_TAGS_DEFAULT = ["ads", "localization", "installed"]
 BACKUP_MAX_BYTES = 4 * 1024 * 1024
 
@@ -173,15 +177,15 @@ def create_extensions_tab(svc: "Services") -> ExtensionsTab:
         # ---------------------------------------------------------------- Installed
         with gr.Tab("Installed", id="extensions_installed", elem_id="extensions_installed_tab"):
             with gr.Row(equal_height=True):
-                apply = gr.Button("Apply (restart the server to load or unload scripts)", variant="primary",
-                                  elem_id="extensions_apply")
+                apply = gr.Button("Apply and restart UI", variant="primary", elem_id="extensions_apply")
                 check = gr.Button("Check for updates", elem_id="extensions_check")
                 update = gr.Button("Update extensions that are behind", elem_id="extensions_update")
                 disable_all = gr.Radio(
                     ["none", "extra", "all"], label="Disable all extensions", elem_id="extensions_disable_all",
                     value=lambda: str(manager.settings.get("disable_all_extensions") or "none") if manager else "none")
-            gr.Markdown("Untick an extension and press *Apply* to disable it. " + manage.RESTART_NOTE,
-                        elem_id="extensions_restart_note")
+            gr.Markdown("Tick or untick extensions and press *Apply and restart UI*: their scripts are loaded "
+                        "or unloaded and the page reloads (the model and running jobs are kept). Flags an "
+                        "extension adds in preload.py need a server restart.", elem_id="extensions_restart_note")
             table = gr.Dataframe(value=lambda: installed_rows(manager), headers=HEADERS,
                                  datatype=["bool", "str", "str", "str", "str", "str", "str", "str"], type="array",
                                  interactive=True, static_columns=list(range(1, len(HEADERS))),
@@ -254,7 +258,17 @@ def create_extensions_tab(svc: "Services") -> ExtensionsTab:
         def act() -> str:
             m = need_manager()
             names = [str(r[1]) for r in (rows or []) if len(r) > 1 and _truthy(r[0])]
-            return manage.set_enabled(m, names, mode) + " " + manage.RESTART_NOTE
+            saved = manage.set_enabled(m, names, mode)
+            reload_ui = getattr(svc, "reload_ui", None)
+            if reload_ui is None:  # an app not run by the composition root (tests, --nowebui tools)
+                return saved + " Restart the server to load or unload extensions' scripts."
+            try:
+                text = reload_ui()
+            except Exception as e:  # noqa: BLE001 - the page stays usable; the message says what to do
+                log.exception("reloading the UI failed")
+                raise manage.ExtensionActionError(
+                    f"{saved} Reloading the UI failed ({type(e).__name__}: {e}); restart the server.") from None
+            return f"{saved} {text}"
         msg = _run(act)
         return (*refreshed(), msg)
 
@@ -277,7 +291,10 @@ def create_extensions_tab(svc: "Services") -> ExtensionsTab:
         return (*refreshed(), msg)
 
     out_installed = [table, errors, installed_result]
-    apply.click(do_apply, [table, disable_all], out_installed, api_visibility="private")
+    # the page that asked reloads itself once the new UI is served (A1111 does the same after a restart)
+    apply.click(do_apply, [table, disable_all], out_installed, api_visibility="private").then(
+        None, [installed_result], None,
+        js=f"(t) => {{ if (t && t.includes({json.dumps(RELOADED)})) setTimeout(() => window.location.reload(), 800); }}")
     check.click(do_check, None, out_installed, api_visibility="private")
     update.click(do_update, None, out_installed, api_visibility="private")
 

@@ -324,6 +324,7 @@ class Options:
                     binding.report_error(extension, f"onchange of option {key} failed")
                     raise SettingsError(f"option {key}: {extension or 'its onchange'} refused {value!r}: "
                                         f"{type(e).__name__}: {e}") from None
+        listener._from_extension = True  # type: ignore[attr-defined]  # dropped when extensions reload
         return listener
 
     def onchange(self, key: str, func: Callable[[], Any], call: bool = True) -> None:
