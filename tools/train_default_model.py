@@ -51,6 +51,9 @@ from tools.shapes_data import (  # noqa: E402
     COLORS, IMAGE_SIZE, POSITION_WORDS, POSITIONS, SHAPES, Scene, all_triplets, caption, edge_map,
     held_out_triplets, random_scene, render, seen_triplets, training_caption,
 )
+# the loss, EMA and optimizer step are shared with the Train tab's trainers
+from webui.training.diffusion_loss import EMA, diffusion_loss, optimizer_step  # noqa: E402
+from webui.training.schedule import warmup_cosine_lr as lr_at  # noqa: E402
 
 SCALING_FACTOR = 0.18215  # SD1's fixed latent scale; loaders never read it from the file
 VERSION = "v4"
@@ -90,13 +93,6 @@ QUICK = Budget(vae_steps=8, vae_batch=8, bank=256, unet_steps=10, unet_batch=16,
 
 def log(msg: str) -> None:
     print(msg, flush=True)
-
-
-def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    frac = (step - warmup) / max(1, total - warmup)
-    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
 class LossCurve:
@@ -320,56 +316,6 @@ def sample_latents(lat_mean: torch.Tensor, lat_std: torch.Tensor, idx: list[int]
     return lat_mean[i] + lat_std[i] * torch.randn(lat_mean[i].shape, device=lat_mean.device, generator=gen)
 
 
-def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, params) -> None:
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(params, 1.0)
-    opt.step()
-
-
-class EMA:
-    def __init__(self, modules: list[torch.nn.Module], decay: float) -> None:
-        self.decay = decay
-        self.shadow = [copy.deepcopy(m).eval().requires_grad_(False) for m in modules]
-        self.modules = modules
-
-    @torch.no_grad()
-    def update(self, step: int) -> None:
-        d = min(self.decay, (1 + step) / (10 + step))
-        for s, m in zip(self.shadow, self.modules):
-            for ps, pm in zip(s.parameters(), m.parameters()):
-                ps.lerp_(pm.detach(), 1.0 - d)
-
-
-def diffusion_loss(predict, latents, alphas, gen: torch.Generator, offset_noise: float, min_snr: float,
-                   x0_floor: float = 0.0, prediction: str = "epsilon", high_t: float = 0.0) -> torch.Tensor:
-    """``predict(noisy, t)``: the network's output (epsilon or v) for a batch of noised latents;
-    ``high_t``: share of the batch drawn from the noisiest fifth of the steps (where layout is decided)."""
-    b = latents.shape[0]
-    dev = latents.device
-    t = torch.randint(0, 1000, (b,), device=dev, generator=gen)
-    n_high = int(round(b * high_t))
-    if n_high:
-        t[:n_high] = torch.randint(800, 1000, (n_high,), device=dev, generator=gen)
-    noise = torch.randn(latents.shape, device=dev, generator=gen)
-    if offset_noise:
-        noise = noise + offset_noise * torch.randn((b, latents.shape[1], 1, 1), device=dev, generator=gen)
-    a = alphas[t].view(b, 1, 1, 1)
-    noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
-    pred = predict(noisy, t)
-    target = noise if prediction == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * latents
-    per = ((pred.float() - target) ** 2).mean(dim=(1, 2, 3))
-    snr = alphas[t] / (1 - alphas[t])
-    # In x0 terms the epsilon loss weighs each step by snr (min-SNR caps it at min_snr), so the
-    # noisiest steps, where only the prompt can say *where* the shape goes, hardly count; a floor
-    # on that weight makes the layout at those steps matter.
-    x0_weight = torch.clamp(snr, max=min_snr) if min_snr else snr
-    if x0_floor:
-        x0_weight = torch.clamp(x0_weight, min=x0_floor)
-    # x0-error = eps-error / snr = v-error / (snr + 1): convert the x0 weight to this target's
-    return (per * x0_weight / (snr if prediction == "epsilon" else snr + 1)).mean()
-
-
 def train_unet(budget: Budget, rng: random.Random, device: torch.device, vae, seed: int, triplets,
                lr: float, offset_noise: float, min_snr: float, x0_floor: float, prediction: str = "epsilon",
                terminal_sigma: float | None = None, embedding_std: float = 0.0, high_t: float = 0.0):
@@ -396,7 +342,7 @@ def train_unet(budget: Budget, rng: random.Random, device: torch.device, vae, se
         texts = ["" if rng.random() < 0.1 else training_caption(scenes[i], rng) for i in idx]
         context = te(tokens.batch(texts)).last_hidden_state
         loss = diffusion_loss(lambda x, t: unet(x, t, encoder_hidden_states=context).sample, latents, alphas, gen,
-                              offset_noise, min_snr, x0_floor, prediction, high_t)
+                              offset_noise, min_snr, x0_floor, prediction, high_t, x0_weighting=True)
         optimizer_step(opt, loss, params)
         ema.update(step)
         curve.add(step, float(loss.detach()))
@@ -450,7 +396,7 @@ def train_controlnet(budget: Budget, rng: random.Random, device: torch.device, u
             down, mid = cn(noisy, t, encoder_hidden_states=context, controlnet_cond=cond, return_dict=False)
             return unet(noisy, t, encoder_hidden_states=context, down_block_additional_residuals=down,
                         mid_block_additional_residual=mid).sample
-        loss = diffusion_loss(predict, latents, alphas, gen, 0.0, min_snr, x0_floor, prediction)
+        loss = diffusion_loss(predict, latents, alphas, gen, 0.0, min_snr, x0_floor, prediction, x0_weighting=True)
         optimizer_step(opt, loss, cn.parameters())
         curve.add(step, float(loss.detach()))
     return cn.eval().requires_grad_(False), curve
