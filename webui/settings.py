@@ -163,6 +163,21 @@ OPTIONS: dict[str, OptionInfo] = {
                                                           "(width × height × batch size × batch count; larger "
                                                           "requests are refused)", "Stable Diffusion", "number",
                                         minimum=64 * 64, step=1),
+    # ---- Training (A1111's keys and defaults; only those the trainers act on) ----
+    "save_optimizer_state": OptionInfo(False, "Save the optimizer state as a separate *.optim file beside an "
+                                              "embedding or hypernetwork, so training resumes where it stopped",
+                                       "Training", "checkbox"),
+    "save_training_settings_to_txt": OptionInfo(True, "Save the training settings to a settings-<time>.json file "
+                                                      "in the log directory whenever training starts",
+                                                "Training", "checkbox"),
+    "dataset_filename_word_regex": OptionInfo("", "Filename word regex (captions from file names: keep only "
+                                                  "its matches)", "Training"),
+    "dataset_filename_join_string": OptionInfo(" ", "Filename join string (joins the regex's matches)",
+                                               "Training"),
+    "training_image_repeats_per_epoch": OptionInfo(1, "Number of repeats for a single input image per epoch",
+                                                   "Training", "number", minimum=1, step=1),
+    "training_write_csv_every": OptionInfo(500, "Save a csv containing the loss to the log directory every N "
+                                                "steps, 0 to disable", "Training", "number", minimum=0, step=1),
 }
 
 
