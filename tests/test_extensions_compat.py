@@ -410,6 +410,33 @@ def test_cfg_denoiser_callback_changes_the_image(svc: Services) -> None:
     assert np.array_equal(pixels(again.images[0]), pixels(base.images[0]))  # removed: back to the original
 
 
+def test_extra_noise_option_and_callback_in_hires_fix(svc: Services) -> None:
+    """A1111's img2img_extra_noise: hires fix (and img2img) add noise × the option on top of the
+    start latent, say so in the infotext, and on_extra_noise callbacks may replace that noise."""
+    from modules import script_callbacks
+
+    hires = dict(enable_hr=True, hr_scale=1.5, hr_upscaler="Latent", denoising_strength=0.5, hr_second_pass_steps=2)
+    _, base = generate(svc, **hires)
+    p, noisy = generate(svc, override_settings={"img2img_extra_noise": 0.5}, **hires)
+    assert "Extra noise: 0.5" in noisy.infotexts[0] and "Extra noise" not in base.infotexts[0]
+    assert np.abs(pixels(noisy.images[0]) - pixels(base.images[0])).mean() > 1.0
+    seen: list[tuple[tuple[int, ...], bool]] = []
+
+    def silence(params: script_callbacks.ExtraNoiseParams) -> None:
+        # xi = x + the schedule's noise: it differs from x; a zero replacement adds nothing extra
+        seen.append((tuple(params.noise.shape), bool((params.xi != params.x).any())))
+        params.noise = params.noise * 0
+
+    script_callbacks.on_extra_noise(silence)
+    try:
+        _, silenced = generate(svc, override_settings={"img2img_extra_noise": 0.5}, **hires)
+    finally:
+        script_callbacks.remove_callbacks_for_function(silence)
+    assert seen == [((1, 4, 12, 12), True)]
+    assert "Extra noise: 0.5" in silenced.infotexts[0]
+    assert np.abs(pixels(silenced.images[0]) - pixels(base.images[0])).max() <= 1  # nothing extra was added
+
+
 def test_raising_pipeline_callback_is_named_in_the_warnings(svc: Services) -> None:
     from modules import script_callbacks
 

@@ -86,6 +86,9 @@ OPTIONS: dict[str, OptionInfo] = {
                                       "Upscaling", "slider", minimum=0, maximum=48, step=1),
     "initial_noise_multiplier": OptionInfo(1.0, "Noise multiplier for img2img", "img2img", "slider",
                                            minimum=0.0, maximum=1.5, step=0.001, infotext="Noise multiplier"),
+    "img2img_extra_noise": OptionInfo(0.0, "Extra noise multiplier for img2img and hires fix (noise added on top "
+                                           "of the start latent; extensions see it in on_extra_noise)", "img2img",
+                                      "slider", minimum=0.0, maximum=1.0, step=0.01, infotext="Extra noise"),
     "inpainting_mask_weight": OptionInfo(1.0, "Inpainting conditioning mask strength (9-channel inpainting models)",
                                          "img2img", "slider", minimum=0.0, maximum=1.0, step=0.01,
                                          infotext="Conditional mask weight"),

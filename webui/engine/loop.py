@@ -40,6 +40,10 @@ class PassConfig:
     denoising_strength: float = 1.0
     fixed_steps: bool = False  # hires: run exactly `steps` steps (A1111 with steps given)
     noise_multiplier: float = 1.0  # img2img: A1111's initial_noise_multiplier on the added noise
+    # img2img / hires: A1111's img2img_extra_noise — noise × this added on top of the start latent;
+    # the hook (noise, x, xi) -> noise lets extensions change it (on_extra_noise)
+    extra_noise: float = 0.0
+    extra_noise_hook: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
 
 
 @dataclass
@@ -90,6 +94,11 @@ def run_pass(unet: Any, family: str, prediction_type: str, schedule: ModelSchedu
     else:
         sigmas = img2img_sigmas(full, cfg.steps, cfg.denoising_strength, cfg.fixed_steps)
         x = cfg.init_latent + noise.first() * (sigmas[0] * cfg.noise_multiplier)
+        if cfg.extra_noise > 0:
+            extra = noise.first() * cfg.noise_multiplier
+            if cfg.extra_noise_hook is not None:
+                extra = cfg.extra_noise_hook(extra, cfg.init_latent, x)
+            x = x + extra.to(x.device, x.dtype) * cfg.extra_noise
         if cfg.sampler.options.get("brownian_noise"):
             # A1111 builds the Brownian tree over the whole schedule, not the tail an img2img pass runs
             total = int(cfg.steps / min(cfg.denoising_strength, 0.999)) if cfg.fixed_steps else cfg.steps

@@ -59,6 +59,15 @@ class ImageSaveParams:
 
 
 @dataclass
+class ExtraNoiseParams:
+    """img2img / hires with extra noise: `noise` (replace it to change what is added), the start
+    latent `x`, and `xi` = x plus the schedule's noise, before the extra noise is added."""
+    noise: Any
+    x: Any
+    xi: Any
+
+
+@dataclass
 class ImageGridLoopParams:
     imgs: list[Any]
     cols: int
@@ -66,7 +75,7 @@ class ImageGridLoopParams:
 
 
 KINDS = ("cfg_denoiser", "cfg_denoised", "cfg_after_cfg", "before_image_saved", "image_saved", "image_grid",
-         "model_loaded", "infotext_pasted")
+         "model_loaded", "infotext_pasted", "extra_noise")
 
 
 @dataclass

@@ -23,7 +23,7 @@ from webui.imaging.resize import flatten, resize_image, resize_mode_index
 from webui.processing.errors import GenerationError
 from webui.processing.requests import INPAINTING_FILL
 from webui.processing.sampling_stage import (OnStep, before_every_sampling, denoiser_setup, first_pass_config,
-                                             refiner)
+                                             refiner, with_extra_noise)
 
 if TYPE_CHECKING:
     from webui.processing.context import ProcessingImg2Img
@@ -222,6 +222,8 @@ def sample(p: "ProcessingImg2Img", conds: Any, noise: NoiseSource, on_step: OnSt
     cfg.noise_multiplier = prep.noise_multiplier
     # denoising 1 starts from noise alone (the input no longer shows through, even at a low sigma_max)
     cfg.init_latent = None if prep.strength >= 1.0 else init
+    if cfg.init_latent is not None:
+        with_extra_noise(p, cfg)
 
     refine = refiner(p, hires=False)
 

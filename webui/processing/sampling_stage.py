@@ -20,7 +20,7 @@ from webui.engine.loop import PassConfig, StepReport, run_pass
 from webui.engine.noise import NoiseSource
 from webui.engine.samplers import is_timesteps_sampler
 from webui.processing import checkpoints_stage
-from webui.processing.callbacks import AfterCFGCallbackParams, CFGDenoisedParams, CFGDenoiserParams
+from webui.processing.callbacks import AfterCFGCallbackParams, CFGDenoisedParams, CFGDenoiserParams, ExtraNoiseParams
 from webui.processing.errors import GenerationError
 from webui.processing.requests import IMAGE_UPSCALERS, LATENT_UPSCALE_MODES
 from webui.prompts.conditioning import build_conditioning, schedule_steps
@@ -84,6 +84,24 @@ def first_pass_config(p: "Processing") -> PassConfig:
                       eta=eta(p), s_churn=sp["s_churn"], s_tmin=sp["s_tmin"],
                       s_tmax=sp["s_tmax"] if sp["s_tmax"] else float("inf"), s_noise=sp["s_noise"],
                       discard_next_to_last_sigma=True if p.opt("always_discard_next_to_last_sigma") else None)
+
+
+def with_extra_noise(p: "Processing", cfg: PassConfig) -> PassConfig:
+    """A1111's img2img_extra_noise for an img2img or hires pass: recorded in the infotext, and the
+    extra_noise callbacks may replace the noise that is added."""
+    amount = float(p.opt("img2img_extra_noise") or 0.0)
+    if amount <= 0:
+        return cfg
+    p.extra_generation_params["Extra noise"] = amount
+    cfg.extra_noise = amount
+    callbacks = p.pipeline.callbacks if p.pipeline is not None else None
+    if callbacks is not None and callbacks.has("extra_noise"):
+        def hook(noise: Any, x: Any, xi: Any) -> Any:
+            params = ExtraNoiseParams(noise, x, xi)
+            callbacks.run("extra_noise", params, p)
+            return params.noise
+        cfg.extra_noise_hook = hook
+    return cfg
 
 
 # ---- the denoiser's per-step hooks for this job ----
@@ -245,8 +263,8 @@ def sample_hires(p: "Processing", latents: torch.Tensor, hr_prompts: list[str], 
     conds = build_conditioning(model.encoder, hr_prompts, hr_negatives, first_pass_total(p), hires_steps=hr_total,
                                opts=encode_options(p), use_old_scheduling=bool(p.opt("use_old_scheduling")))
     noise = noise_source(p, tuple(init.shape[1:]), p.seeds, p.subseeds)
-    cfg = PassConfig(p.hr_sampler, p.hr_schedule, hr_steps, p.cfg_scale, tw, th, eta=eta(p), init_latent=init,
-                     denoising_strength=strength, fixed_steps=True)
+    cfg = with_extra_noise(p, PassConfig(p.hr_sampler, p.hr_schedule, hr_steps, p.cfg_scale, tw, th, eta=eta(p),
+                                         init_latent=init, denoising_strength=strength, fixed_steps=True))
     ic = inpaint_conditioning(p, len(p.seeds), tw, th)
     hr_controls = p.control_stack.for_hires() if p.control_stack is not None else None
     return stages.sample(

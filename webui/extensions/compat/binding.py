@@ -61,7 +61,7 @@ COMPAT_DIR = Path(__file__).resolve().parent
 # callbacks fired outside a job, by the loader, the app or the UI (A1111's names without "on_")
 APP_KINDS: tuple[str, ...] = ("app_started", "before_reload", "ui_tabs", "ui_train_tabs", "ui_settings",
                               "before_component", "after_component", "script_unloaded", "before_ui",
-                              "extra_noise", "before_token_counter")
+                              "before_token_counter")
 ALL_KINDS: tuple[str, ...] = tuple(PIPELINE_KINDS) + APP_KINDS
 
 

@@ -1,9 +1,9 @@
 """A1111's `modules.script_callbacks`: `on_*(callback, *, name=None)` registration.
 
 Callbacks the generation fires (cfg_denoiser, cfg_denoised, cfg_after_cfg, before_image_saved,
-image_saved, image_grid, model_loaded, infotext_pasted) go into the app's `Pipeline.callbacks`;
+image_saved, image_grid, model_loaded, infotext_pasted, extra_noise) go into the app's `Pipeline.callbacks`;
 the others (app_started, ui_tabs, ui_train_tabs, ui_settings, before_component, after_component,
-script_unloaded, before_ui, before_reload, extra_noise, before_token_counter) are kept by
+script_unloaded, before_ui, before_reload, before_token_counter) are kept by
 `webui.extensions.compat.binding`, which the loader and the UI fire (`binding.fire(kind, ...)`).
 Each registration records the extension and the file that made it, so a failing callback is
 reported with the extension's name, and `remove_current_script_callbacks()` removes the calling
@@ -13,8 +13,7 @@ The parameter objects are A1111's: `ImageSaveParams`, `CFGDenoiserParams`, `CFGD
 `AfterCFGCallbackParams`, `ImageGridLoopParams` (those the pipeline builds), and
 `ExtraNoiseParams`, `BeforeTokenCounterParams`, `UiTrainTabParams`.
 
-Not fired by this app: `ui_train_tabs` (there is no Train tab) and `extra_noise` (img2img adds no
-extra noise); `on_list_optimizers` / `on_list_unets` (LDM attention optimizers and UNet
+Not fired by this app: `ui_train_tabs` (there is no Train tab); `on_list_optimizers` / `on_list_unets` (LDM attention optimizers and UNet
 replacements) raise NotImplementedError.
 """
 from __future__ import annotations
@@ -24,17 +23,10 @@ from typing import Any, Callable
 
 from webui.extensions.compat import binding
 from webui.processing.callbacks import (AfterCFGCallbackParams, CFGDenoisedParams, CFGDenoiserParams,  # noqa: F401
-                                        ImageGridLoopParams, ImageSaveParams)
+                                        ExtraNoiseParams, ImageGridLoopParams, ImageSaveParams)
 
 
 Callback = Callable[..., Any]
-
-
-@dataclass
-class ExtraNoiseParams:
-    noise: Any
-    x: Any
-    xi: Any
 
 
 @dataclass
@@ -98,7 +90,8 @@ def on_before_ui(callback: Callback, *, name: str | None = None) -> None:
 
 
 def on_extra_noise(callback: Callback, *, name: str | None = None) -> None:
-    """`callback(ExtraNoiseParams)`; img2img here adds no extra noise, so it is never called."""
+    """`callback(ExtraNoiseParams)` when img2img or hires fix adds extra noise (option
+    `img2img_extra_noise` above 0); replacing `params.noise` changes what is added."""
     _add("extra_noise", callback, name)
 
 
