@@ -437,6 +437,27 @@ def test_extra_noise_option_and_callback_in_hires_fix(svc: Services) -> None:
     assert np.abs(pixels(silenced.images[0]) - pixels(base.images[0])).max() <= 1  # nothing extra was added
 
 
+def test_before_token_counter_sees_and_changes_what_is_counted(svc: Services) -> None:
+    from modules import script_callbacks
+
+    from webui.ui.common import token_counter_text
+
+    seen: list[tuple[str, int, list[str], bool]] = []
+
+    def longer(params: script_callbacks.BeforeTokenCounterParams) -> None:
+        seen.append((params.prompt, params.steps, params.styles, params.is_positive))
+        params.prompt = params.prompt + ", " + ", ".join(["cat"] * 40)
+
+    assert token_counter_text(svc, "a cat", 20, True, ["mine"]) == "2/75"
+    script_callbacks.on_before_token_counter(longer)
+    try:
+        counted = token_counter_text(svc, "a cat", 20, False, ["mine"])
+    finally:
+        script_callbacks.remove_callbacks_for_function(longer)
+    assert seen == [("a cat", 20, ["mine"], False)]
+    assert counted == "82/150"  # 2 + 40 × (", " + "cat"): the extension's text was counted
+
+
 def test_raising_pipeline_callback_is_named_in_the_warnings(svc: Services) -> None:
     from modules import script_callbacks
 

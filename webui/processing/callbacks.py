@@ -68,6 +68,15 @@ class ExtraNoiseParams:
 
 
 @dataclass
+class BeforeTokenCounterParams:
+    """Before the UI counts a prompt's tokens; an extension may change any field (A1111)."""
+    prompt: str
+    steps: int
+    styles: list[str]
+    is_positive: bool = True
+
+
+@dataclass
 class ImageGridLoopParams:
     imgs: list[Any]
     cols: int

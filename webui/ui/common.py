@@ -108,9 +108,16 @@ def _fallback_clip_tokenizer() -> Any:
         return _fallback_tokenizer[0]
 
 
-def token_counter_text(svc: "Services", text: str | None, steps: int = 20, is_positive: bool = True) -> str:
-    """A1111's "N/75" (capacity grows by 75 per chunk; the longest scheduled variant counts)."""
+def token_counter_text(svc: "Services", text: str | None, steps: int = 20, is_positive: bool = True,
+                       styles: list[str] | None = None) -> str:
+    """A1111's "N/75" (capacity grows by 75 per chunk; the longest scheduled variant counts).
+    Extensions' before_token_counter callbacks see (and may change) what is counted, as in A1111."""
+    from webui.extensions.startup import fire
+    from webui.processing.callbacks import BeforeTokenCounterParams
     from webui.prompts.conditioning import count_prompt_tokens
+    params = BeforeTokenCounterParams(text or "", steps, list(styles or []), is_positive)
+    fire("before_token_counter", params)
+    text, steps, is_positive = params.prompt, params.steps, params.is_positive
     tokenizer = None
     cur = svc.models.current
     if cur is not None:

@@ -284,16 +284,17 @@ def create_generation_tab(svc: "Services", mode: str, size: int | None = None) -
 
     # ---------------------------------------------------------------- events
     def counter_for(is_positive: bool) -> Any:
-        def count(text: str | None, n_steps: float | None) -> str:
+        def count(text: str | None, n_steps: float | None, chosen: list[str] | None) -> str:
             try:
-                return token_counter_html(token_counter_text(svc, text, as_int(n_steps, 20), is_positive))
+                return token_counter_html(token_counter_text(svc, text, as_int(n_steps, 20), is_positive,
+                                                             list(chosen or [])))
             except Exception as e:  # a counter must never break typing
                 return token_counter_html(f"?/75 ({type(e).__name__})")
         return count
 
     for box, counter, positive in ((prompt, token_counter, True), (neg_prompt, neg_token_counter, False)):
-        box.change(counter_for(positive), [box, steps], counter, show_progress="hidden", trigger_mode="always_last",
-                   api_visibility="private")
+        box.change(counter_for(positive), [box, steps, styles], counter, show_progress="hidden",
+                   trigger_mode="always_last", api_visibility="private")
 
     extra.change(lambda v: gr.update(visible=bool(v)), extra, extra_group, show_progress="hidden",
                  api_visibility="private", queue=False)

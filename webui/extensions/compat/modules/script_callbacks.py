@@ -22,19 +22,12 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from webui.extensions.compat import binding
-from webui.processing.callbacks import (AfterCFGCallbackParams, CFGDenoisedParams, CFGDenoiserParams,  # noqa: F401
-                                        ExtraNoiseParams, ImageGridLoopParams, ImageSaveParams)
+from webui.processing.callbacks import (AfterCFGCallbackParams, BeforeTokenCounterParams,  # noqa: F401
+                                        CFGDenoisedParams, CFGDenoiserParams, ExtraNoiseParams,
+                                        ImageGridLoopParams, ImageSaveParams)
 
 
 Callback = Callable[..., Any]
-
-
-@dataclass
-class BeforeTokenCounterParams:
-    prompt: str
-    steps: int
-    styles: list[str]
-    is_positive: bool = True
 
 
 @dataclass
