@@ -13,6 +13,8 @@ import threading
 from pathlib import Path
 from typing import Callable
 
+from webui.fsutil import normal_mode
+
 CHUNK = 1024 * 1024  # 1 MiB reads keep memory flat on multi-GB files
 
 
@@ -133,6 +135,7 @@ class HashCache:
             self.cache_file.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.cache_file.parent, prefix=".hashes-", suffix=".tmp")
             try:
+                normal_mode(fd)
                 with os.fdopen(fd, "w", encoding="utf-8") as f:
                     json.dump(data, f, indent=1, sort_keys=True)
                 os.replace(tmp, self.cache_file)

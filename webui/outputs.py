@@ -21,6 +21,7 @@ from typing import Callable, Iterator
 from PIL import Image, PngImagePlugin
 
 from webui.infotext import make_exif
+from webui.fsutil import normal_mode
 
 try:  # POSIX only; Windows falls back to the in-process lock
     import fcntl
@@ -30,8 +31,6 @@ except ImportError:  # pragma: no cover
 FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "avif": "AVIF", "gif": "GIF"}
 JPEG_QUALITY = 80  # A1111 default `jpeg_quality`
 
-_UMASK = os.umask(0o022)  # read once at import: mkstemp's 0600 would hide images from other users
-os.umask(_UMASK)
 
 _dir_locks: dict[str, threading.Lock] = {}
 _dir_locks_guard = threading.Lock()
@@ -157,7 +156,7 @@ def _write_new(image: Image.Image, directory: Path, ext: str, pil_format: str, i
     fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=f".{ext}")
     os.close(fd)
     tmp = Path(tmp_name)
-    os.chmod(tmp, 0o666 & ~_UMASK)
+    normal_mode(tmp)  # mkstemp's 0600 would hide images from other users
     try:
         _encode(image, tmp, pil_format, infotext, extra_pnginfo)
         with _folder_lock(directory):

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from webui.fsutil import normal_mode
+
 log = logging.getLogger(__name__)
 
 
@@ -357,6 +359,7 @@ class Settings:
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".config-", suffix=".tmp")
+            normal_mode(fd)  # config.json stays readable like any file we write
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump({k: v for k, v in self.values.items() if v is not None}, f, indent=4, ensure_ascii=False)
             os.replace(tmp, self.path)

@@ -16,6 +16,7 @@ from types import SimpleNamespace
 
 import torch
 
+from webui.fsutil import normal_mode
 from webui.models.detect import ADDITION_TIME_EMBED_DIM, _unet_config
 from webui.models.file_checks import FileCheck
 from webui.models.file_io import ModelFileError, load_state_dict, read_key_shapes
@@ -64,6 +65,7 @@ def save_controlnet(path: str | Path, controlnet, *, metadata: dict[str, str] | 
            for k, t in sd.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(out, str(path), metadata={str(k): str(v) for k, v in (metadata or {}).items()})
+    normal_mode(path)  # safetensors writes 0600
     return path
 
 

@@ -16,6 +16,7 @@ from typing import Iterable
 
 import torch
 
+from webui.fsutil import normal_mode
 from webui.models.detect import (
     SD1_TE_PREFIX, SD2_TE_PREFIX, SDXL_TE0_PREFIX, SDXL_TE1_PREFIX, UNET_PREFIX, VAE_PREFIX,
 )
@@ -213,4 +214,5 @@ def save_ldm_checkpoint(
             out[k] = t.detach().contiguous().cpu()
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(out, str(path), metadata=meta)
+    normal_mode(path)  # safetensors writes 0600
     return path

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from webui.fsutil import normal_mode
 from webui.hashes import sha256_file
 from webui.models.file_io import ModelFileError, load_state_dict
 
@@ -107,5 +108,6 @@ def merge_checkpoints(r: MergeRecipe) -> Path:
     r.output.parent.mkdir(parents=True, exist_ok=True)
     tmp = r.output.with_name(r.output.name + ".part")
     save_file(out, str(tmp), metadata=meta)
+    normal_mode(tmp)  # safetensors writes 0600; a merge is a normal model file
     tmp.replace(r.output)  # a failed write never leaves a half file under the final name
     return r.output

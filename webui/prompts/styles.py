@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, NamedTuple
 
+from webui.fsutil import normal_mode
+
 FIELDS = ("name", "prompt", "negative_prompt")
 
 
@@ -72,6 +74,7 @@ class StyleDatabase:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", suffix=".tmp", dir=self.path.parent)
         try:
+            normal_mode(fd)  # styles.csv keeps the mode a plain write gives it
             # utf-8-sig as A1111 writes it, so Excel and A1111 read non-ASCII text correctly.
             with os.fdopen(fd, "w", encoding="utf-8-sig", newline="") as f:
                 writer = csv.DictWriter(f, fieldnames=FIELDS)
