@@ -7,7 +7,7 @@ content to ``openai/clip-vit-large-patch14`` (49408 tokens, 48894 merges).
 
 Why a script: the shipped files are derived data; this makes them reproducible and reviewable.
 
-    python tools/build_clip_tokenizer.py --source /tmp/oc/open_clip_torch-3.3.0-py3-none-any.whl
+    python tools/build_clip_tokenizer.py --source open_clip_torch-3.3.0-py3-none-any.whl  # from PyPI
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def write(vocab: dict[str, int], merges: list[str], out: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--source", type=Path, default=Path("/tmp/oc/open_clip_torch-3.3.0-py3-none-any.whl"),
+    ap.add_argument("--source", type=Path, required=True,
                     help="open_clip wheel, bpe_simple_vocab_16e6.txt.gz or the plain .txt")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = ap.parse_args()
