@@ -11,7 +11,6 @@ vectors, so a resumed run only reuses a state that belongs to those vectors.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -19,6 +18,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from webui.networks.embeddings import EMBEDDING_SUFFIXES, EmbeddingFileError, vectors_from_data
+from webui.training.file_writes import atomic_write  # noqa: F401  (re-exported for the other writers)
 
 log = logging.getLogger(__name__)
 
@@ -84,17 +84,6 @@ def embedding_checksum(vectors: torch.Tensor | Mapping[str, torch.Tensor]) -> st
 
 def embedding_path(folder: Path, name: str, sdxl: bool) -> Path:
     return folder / f"{name}{'.safetensors' if sdxl else '.pt'}"
-
-
-def atomic_write(path: Path, write: Any) -> None:
-    """Write through a temporary file, so a crash mid-save never leaves a truncated embedding that
-    the loaders would then list as broken."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def save_embedding(path: Path, vectors: torch.Tensor | Mapping[str, torch.Tensor], *, name: str, step: int,
@@ -165,8 +154,9 @@ def read_embedding(path: Path) -> StoredEmbedding:
                            meta.get("sd_checkpoint") or None, meta.get("sd_checkpoint_name") or None)
 
 
-def load_optimizer_state(path: Path, vectors: torch.Tensor | Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
-    """`<path>.optim`'s optimizer state when its hash matches these vectors (A1111's rule), else None."""
+def read_optim_file(path: Path) -> dict[str, Any] | None:
+    """`<path>.optim` (A1111's optimizer-state file beside an embedding or hypernetwork) as a dict,
+    or None when it is missing or unreadable (training then starts a fresh optimizer)."""
     from webui.models.file_io import ModelFileError, load_pickle
 
     optim = Path(f"{path}.optim")
@@ -177,7 +167,13 @@ def load_optimizer_state(path: Path, vectors: torch.Tensor | Mapping[str, torch.
     except ModelFileError as e:
         log.warning("ignoring %s: %s", optim.name, e)
         return None
-    if not isinstance(saved, dict) or saved.get("hash") != embedding_checksum(vectors):
+    return saved if isinstance(saved, dict) else None
+
+
+def load_optimizer_state(path: Path, vectors: torch.Tensor | Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
+    """`<path>.optim`'s optimizer state when its hash matches these vectors (A1111's rule), else None."""
+    saved = read_optim_file(path)
+    if saved is None or saved.get("hash") != embedding_checksum(vectors):
         return None
     return saved.get("optimizer_state_dict")
 

@@ -23,7 +23,8 @@ import torch
 
 from webui.hashes import sha256_file
 from webui.networks.hypernetworks import HYPERNET_SUFFIXES, activation_classes, build_layers
-from webui.training.embedding_files import atomic_write, check_free, sanitize_name
+from webui.training.embedding_files import check_free, read_optim_file, sanitize_name
+from webui.training.file_writes import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -225,17 +226,8 @@ def save_hypernetwork(path: Path, modules: Mapping[int, tuple[torch.nn.Module, t
 
 def load_optimizer_state(path: Path) -> tuple[str, dict[str, Any]] | None:
     """(optimizer name, state) from `<path>.optim` when its hash matches the file (A1111's rule)."""
-    from webui.models.file_io import ModelFileError, load_pickle
-
-    optim = Path(f"{path}.optim")
-    if not optim.is_file():
-        return None
-    try:
-        saved = load_pickle(optim)
-    except ModelFileError as e:
-        log.warning("ignoring %s: %s", optim.name, e)
-        return None
-    if not isinstance(saved, dict) or saved.get("hash") != sha256_file(path)[:10]:
+    saved = read_optim_file(path)
+    if saved is None or saved.get("hash") != sha256_file(path)[:10]:
         return None
     state = saved.get("optimizer_state_dict")
     return (str(saved.get("optimizer_name") or "AdamW"), state) if state else None

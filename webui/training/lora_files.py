@@ -21,12 +21,11 @@ import datetime
 import hashlib
 import json
 import logging
-import os
 import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -34,6 +33,7 @@ from safetensors import safe_open
 from safetensors.torch import save as st_save
 
 from webui.hashes import legacy_model_hash, sha256_file
+from webui.training.file_writes import atomic_write
 from webui.training.lora_adapters import LoraNetwork
 
 log = logging.getLogger(__name__)
@@ -211,17 +211,6 @@ def save_dtype(value: str | torch.dtype | None) -> torch.dtype:
         raise ValueError(f"save precision must be one of {', '.join(sorted(_SAVE_DTYPES))}, not {value!r}") from None
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    # the Lora cards list the folder at any time: never let them see a half-written file
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def save_lora_file(network: LoraNetwork, path: Path | str, metadata: dict[str, str],
                    precision: str | torch.dtype | None = torch.float16) -> Path:
     """Write the network as ``path`` (kohya's layout) with ``metadata`` plus the sshs hashes."""
@@ -230,7 +219,7 @@ def save_lora_file(network: LoraNetwork, path: Path | str, metadata: dict[str, s
     meta = {str(k): str(v) for k, v in metadata.items()}
     meta["sshs_model_hash"], meta["sshs_legacy_hash"] = sshs_hashes(tensors, meta)
     raw = st_save(tensors, meta)
-    _atomic_write(path, lambda p: p.write_bytes(raw))
+    atomic_write(path, lambda p: p.write_bytes(raw))
     log.info("Saved LoRA %s (%d modules)", path, len(tensors) // 3)
     return path
 
@@ -328,7 +317,7 @@ def save_training_state(path: Path | str, network: LoraNetwork, optimizer: torch
     }
     meta = {"format": STATE_FORMAT, "state": json.dumps(body)}
     raw = st_save(tensors, meta)
-    _atomic_write(path, lambda p: p.write_bytes(raw))
+    atomic_write(path, lambda p: p.write_bytes(raw))
     log.info("Saved LoRA training state at step %d to %s", step, path)
     return path
 
