@@ -627,6 +627,12 @@ def test_checkpoint_merger_tab_writes_a_loadable_checkpoint(page: Any, ui_server
     assert out.is_file() and str(out) in page.inner_text("#modelmerger_result")
     names = [m["model_name"] for m in requests.get(ui_server.api("sd-models"), timeout=10).json()]
     assert "merged-in-test" in names
+    assert page.locator("#modelmerger_copy_metadata input").is_checked()  # A1111's default
+    # listed at once in every checkpoint list: the merger's A/B/C and the top dropdown (no 🔄 needed)
+    for elem in ("modelmerger_tertiary_model_name", "setting_sd_model_checkpoint"):
+        page.locator(f"#{elem} input").click()
+        page.locator(f"#{elem}").get_by_role("option", name=re.compile(r"^merged-in-test")).wait_for()
+        page.keyboard.press("Escape")
     page.click("#modelmerger_merge")  # same name again: a clear message, nothing overwritten
     page.wait_for_function("() => document.querySelector('#modelmerger_result').innerText.includes('already exists')")
 

@@ -1,23 +1,31 @@
 """Checkpoint merger (A1111's Checkpoint Merger tab): weighted sum and add difference.
 
 Works on the files' own tensors (any layout, as long as the checkpoints share it), one key at a
-time, so peak memory stays near the size of the inputs.  The result is a `.safetensors` file whose
-metadata records the recipe (`sd_merge_recipe`, as A1111 writes it) and the input hashes.
+time, so peak memory stays near the size of the inputs.  As in A1111 only model weights (keys with
+"model" in their name) are mixed; the rest (the noise schedule `alphas_cumprod`, ...) is A's.  The
+result is a `.safetensors` file; with "Copy metadata" (on by default, as in A1111) it carries the inputs'
+metadata (A, then B, then C: prediction type, resolution and the like, which decide how the model is
+sampled), and with "Add merge recipe" A1111's `sd_merge_recipe` / `sd_merge_models` entries.  A
+`<name>.yaml` config beside an input is copied beside the result (A1111's "Copy config from").
 """
 from __future__ import annotations
 
 import json
-import time
+import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from webui.fsutil import normal_mode
-from webui.hashes import sha256_file
-from webui.models.file_io import ModelFileError, load_state_dict
+from webui.hashes import legacy_model_hash, sha256_file
+from webui.models.file_io import ModelFileError, load_state_dict, read_safetensors_header
 
 METHODS = ("Weighted sum", "Add difference", "No interpolation")
+CONFIG_SOURCES = ("A, B or C", "B", "C", "Don't")  # A1111's "Copy config from" choices, by index
+
+log = logging.getLogger(__name__)
 
 
 class MergeError(ValueError):
@@ -33,11 +41,69 @@ class MergeRecipe:
     multiplier: float = 0.3       # A1111's "M": A*(1-M) + B*M, or A + (B-C)*M
     save_as_half: bool = False
     output: Path | None = None
-    skip_vae: bool = False        # keep A's VAE untouched (A1111 "copy config"/VAE options differ)
+    skip_vae: bool = False        # keep A's VAE untouched
+    save_metadata: bool = True    # A1111's "Save metadata"; the two below only act with it
+    add_merge_recipe: bool = True
+    copy_metadata: bool = True    # A1111's "Copy metadata from merged models"
+    config_source: int = 0        # index into CONFIG_SOURCES
 
 
-def _sha10(path: Path) -> str:
-    return sha256_file(path)[:10]
+def _read_metadata(path: Path) -> dict[str, str]:
+    if path.suffix.lower() != ".safetensors":
+        return {}  # .ckpt files carry no metadata
+    try:
+        return {str(k): str(v) for k, v in read_safetensors_header(path)[1].items()}
+    except Exception as e:  # the tensors loaded fine; unreadable metadata only loses the copy
+        log.warning("could not read the metadata of %s: %s", path, e)
+        return {}
+
+
+def _json_dict(text: str | None) -> dict:
+    try:
+        value = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _merge_metadata(r: MergeRecipe, used: list[Path]) -> dict[str, str]:
+    """The result's metadata, in A1111's order: inputs' metadata (A, B, C), `format`, then the recipe."""
+    if not r.save_metadata:
+        return {}
+    inputs = {p: _read_metadata(p) for p in used}
+    meta: dict[str, str] = {}
+    if r.copy_metadata:
+        for p in used:
+            meta.update(inputs[p])
+    meta["format"] = "pt"
+    if r.add_merge_recipe:
+        hashes = {p: sha256_file(p) for p in used}
+        recipe = {"type": "webui", "primary_model_hash": hashes[r.primary],
+                  "secondary_model_hash": hashes.get(r.secondary) if r.secondary else None,
+                  "tertiary_model_hash": hashes.get(r.tertiary) if r.tertiary else None,
+                  "interp_method": r.method, "multiplier": r.multiplier, "save_as_half": r.save_as_half,
+                  "custom_name": r.output.stem if r.output else "", "config_source": r.config_source,
+                  "bake_in_vae": None, "discard_weights": "", "is_inpainting": False, "is_instruct_pix2pix": False}
+        models: dict[str, dict] = {}
+        for p in used:  # an input that is itself a merge brings its own ancestry along
+            models[hashes[p]] = {"name": p.stem, "legacy_hash": legacy_model_hash(p),
+                                 "sd_merge_recipe": inputs[p].get("sd_merge_recipe")}
+            models.update(_json_dict(inputs[p].get("sd_merge_models")))
+        meta["sd_merge_recipe"] = json.dumps(recipe)
+        meta["sd_merge_models"] = json.dumps(models)
+    return meta
+
+
+def _copy_config(r: MergeRecipe, used: list[Path]) -> None:
+    """A1111's "Copy config from": `<input>.yaml` (which may set v-prediction) beside the result."""
+    source = CONFIG_SOURCES[r.config_source] if 0 <= r.config_source < len(CONFIG_SOURCES) else "Don't"
+    order = {"A, B or C": [r.primary, r.secondary, r.tertiary], "B": [r.secondary], "C": [r.tertiary]}.get(source, [])
+    for p in order:
+        if p is not None and p in used and p.with_suffix(".yaml").is_file() and r.output is not None:
+            dest = r.output.with_suffix(".yaml")
+            shutil.copyfile(p.with_suffix(".yaml"), dest)
+            normal_mode(dest)
+            return
 
 
 def _same_family(models: dict[Path | None, dict[str, torch.Tensor]]) -> None:
@@ -79,13 +145,15 @@ def merge_checkpoints(r: MergeRecipe) -> Path:
     mismatched: list[str] = []
     for key, ta in a.items():
         t = ta
-        if b is not None and not (r.skip_vae and key.startswith("first_stage_model.")) and ta.is_floating_point():
+        mixed = "model" in key and not (r.skip_vae and key.startswith("first_stage_model."))
+        if b is not None and mixed and ta.is_floating_point():
             tb = b.get(key)
             tc = c.get(key) if c is not None else None
             if tb is None or tb.shape != ta.shape or (c is not None and (tc is None or tc.shape != ta.shape)):
                 mismatched.append(key)  # A1111 keeps A's tensor when B (or C) has no twin
             elif r.method == "Weighted sum":
-                t = (ta.float() * (1 - m) + tb.float() * m).to(ta.dtype)
+                # A + (B - A) * M: A*(1-M) + B*M, but exact wherever A and B agree
+                t = torch.lerp(ta.float(), tb.float(), m).to(ta.dtype)
             else:
                 t = (ta.float() + (tb.float() - tc.float()) * m).to(ta.dtype)  # type: ignore[union-attr]
         if r.save_as_half and t.is_floating_point():
@@ -94,20 +162,15 @@ def merge_checkpoints(r: MergeRecipe) -> Path:
     if b is not None and len(mismatched) > len(a) // 2:
         raise MergeError(f"the checkpoints do not share a layout ({len(mismatched)} of {len(a)} tensors have no "
                          f"twin, e.g. {mismatched[0]}): merge models of the same family")
-    recipe = {"type": "webui", "primary_model_hash": _sha10(r.primary),
-              "secondary_model_hash": _sha10(r.secondary) if b is not None and r.secondary else None,
-              "tertiary_model_hash": _sha10(r.tertiary) if c is not None and r.tertiary else None,
-              "interp_method": r.method, "multiplier": m, "save_as_half": r.save_as_half,
-              "custom_name": r.output.stem, "config_source": 0, "bake_in_vae": None,
-              "discard_weights": "", "is_inpainting": False, "is_instruct_pix2pix": False}
-    meta = {"sd_merge_recipe": json.dumps(recipe), "format": "pt",
-            "sd_merge_models": json.dumps({_sha10(p): {"name": p.name} for p in (r.primary, r.secondary, r.tertiary)
-                                           if p is not None and (p == r.primary or b is not None)}),
-            "modelspec.date": time.strftime("%Y-%m-%d")}
+    used = [r.primary] + ([r.secondary] if b is not None and r.secondary else []) \
+        + ([r.tertiary] if c is not None and r.tertiary else [])
+    used = list(dict.fromkeys(used))  # A merged with itself is one input
+    meta = _merge_metadata(r, used)
     from safetensors.torch import save_file
     r.output.parent.mkdir(parents=True, exist_ok=True)
     tmp = r.output.with_name(r.output.name + ".part")
-    save_file(out, str(tmp), metadata=meta)
+    save_file(out, str(tmp), metadata=meta or None)
     normal_mode(tmp)  # safetensors writes 0600; a merge is a normal model file
     tmp.replace(r.output)  # a failed write never leaves a half file under the final name
+    _copy_config(r, used)
     return r.output

@@ -82,8 +82,10 @@ class Services:
         return loaded.info.title
 
     def merge_checkpoints(self, a: str | None, b: str | None, c: str | None, method: str, multiplier: float,
-                          save_as_half: bool, custom_name: str = "") -> str:
-        """Run A1111's merger through the job queue (never beside a generation) and list the result."""
+                          save_as_half: bool, custom_name: str = "", *, save_metadata: bool = True,
+                          add_merge_recipe: bool = True, copy_metadata: bool = True, config_source: int = 0) -> str:
+        """Run A1111's merger through the job queue (never beside a generation) and list the result
+        (the registry is rescanned, so every checkpoint list and GET /sd-models show it at once)."""
         from webui.models.merge import MergeRecipe, merge_checkpoints
 
         if not a:
@@ -105,7 +107,9 @@ class Services:
         if out.exists():
             raise ValueError(f"{out.name} already exists in the checkpoint folder: choose another name")
         recipe = MergeRecipe(pa.path, pb.path if pb else None, pc.path if pc else None, method, m,
-                             bool(save_as_half), out)
+                             bool(save_as_half), out, save_metadata=bool(save_metadata),
+                             add_merge_recipe=bool(add_merge_recipe), copy_metadata=bool(copy_metadata),
+                             config_source=int(config_source))
         job = self.queue.submit(lambda state: merge_checkpoints(recipe), label="merge checkpoints")
         path = job.result()
         self.registry.refresh()

@@ -216,7 +216,7 @@ def _build_ui(svc: "Services") -> gr.Blocks:
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
                 create_pnginfo_tab(svc, t2i, tabs, i2i, extras.image)
             with gr.Tab("Checkpoint Merger", id="modelmerger", elem_id="tab_modelmerger"):
-                create_merger_tab(svc)
+                merger = create_merger_tab(svc)
             with gr.Tab("Train", id="train", elem_id="tab_train"):
                 create_train_tab(svc)
             for blocks, title, elem_id in ext_tabs:
@@ -289,4 +289,6 @@ def _build_ui(svc: "Services") -> gr.Blocks:
                                         [ckpt, ckpt_status], show_progress="hidden", api_visibility="private")
         settings.apply_event.then(lambda: (_ckpt_dropdown(svc), checkpoint_status_md(svc)), None, [ckpt, ckpt_status],
                              show_progress="hidden", api_visibility="private")
+        merger["merge_event"].then(lambda: _ckpt_dropdown(svc), None, [ckpt], show_progress="hidden",
+                                   api_visibility="private")  # the new file is in the top list at once
     return demo

@@ -1,4 +1,4 @@
-"""The Checkpoint Merger tab (A1111's layout): A, B, C, method, multiplier, fp16, output name."""
+"""The Checkpoint Merger tab (A1111's layout): A, B, C, method, multiplier, fp16, config and metadata options."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
 
 def create_merger_tab(svc: "Services") -> dict[str, Any]:
-    from webui.models.merge import METHODS
+    from webui.models.merge import CONFIG_SOURCES, METHODS
 
     titles = checkpoint_titles(svc)
     with gr.Row(equal_height=False):
@@ -35,6 +35,14 @@ def create_merger_tab(svc: "Services") -> dict[str, Any]:
             method = gr.Radio(list(METHODS), value="Weighted sum", label="Interpolation Method",
                               elem_id="modelmerger_interp_method")
             half = gr.Checkbox(label="Save as float16", value=False, elem_id="modelmerger_save_as_half")
+            config = gr.Radio(list(CONFIG_SOURCES), value=CONFIG_SOURCES[0], type="index", label="Copy config from",
+                              elem_id="modelmerger_config_method")
+            with gr.Row():  # A1111 shows these three beside each other
+                save_meta = gr.Checkbox(label="Save metadata", value=True, elem_id="modelmerger_save_metadata")
+                add_recipe = gr.Checkbox(label="Add merge recipe metadata", value=True,
+                                         elem_id="modelmerger_add_recipe")
+                copy_meta = gr.Checkbox(label="Copy metadata from merged models", value=True,
+                                        elem_id="modelmerger_copy_metadata")
             merge = gr.Button("Merge", variant="primary", elem_id="modelmerger_merge")
         with gr.Column():
             result = gr.Markdown("", elem_id="modelmerger_result")
@@ -45,9 +53,11 @@ def create_merger_tab(svc: "Services") -> dict[str, Any]:
         return gr.update(choices=t), gr.update(choices=t), gr.update(choices=t)
 
     def do_merge(a: str | None, b: str | None, c: str | None, custom: str, m: float, how: str,
-                 fp16: bool) -> tuple[str, Any, Any, Any]:
+                 fp16: bool, cfg: int | None, meta: bool, recipe: bool, copy: bool) -> tuple[str, Any, Any, Any]:
         try:
-            out = svc.merge_checkpoints(a, b, c, how, float(m), bool(fp16), custom)
+            out = svc.merge_checkpoints(a, b, c, how, float(m), bool(fp16), custom, save_metadata=bool(meta),
+                                        add_merge_recipe=bool(recipe), copy_metadata=bool(copy),
+                                        config_source=int(cfg or 0))
         except Exception as e:  # MergeError, ModelLoadError, OSError: a message, never a dead page
             gr.Warning(str(e), title="Merge failed")
             return f"❌ **Merge failed:** {e}", gr.update(), gr.update(), gr.update()
@@ -55,6 +65,9 @@ def create_merger_tab(svc: "Services") -> dict[str, Any]:
         return (f"✅ Checkpoint saved to `{out}`", gr.update(choices=t), gr.update(choices=t), gr.update(choices=t))
 
     refresh.click(do_refresh, None, [primary, secondary, tertiary], show_progress="hidden", api_visibility="private")
-    merge.click(do_merge, [primary, secondary, tertiary, name, multiplier, method, half],
-                [result, primary, secondary, tertiary], api_visibility="private")
-    return {"primary": primary, "secondary": secondary, "tertiary": tertiary, "result": result}
+    merge_event = merge.click(do_merge, [primary, secondary, tertiary, name, multiplier, method, half, config,
+                                         save_meta, add_recipe, copy_meta],
+                              [result, primary, secondary, tertiary], api_visibility="private")
+    # merge_event: the page chains the top checkpoint dropdown's refresh on it (a merge is listed at once)
+    return {"primary": primary, "secondary": secondary, "tertiary": tertiary, "result": result,
+            "merge_event": merge_event}
