@@ -137,8 +137,9 @@ def create_extras_tab(svc: "Services") -> ExtrasTab:
                                                   elem_id="extras_codeformer_weight")
                 face_status = gr.Markdown(face_status_md(ex), elem_id="extras_face_restorer_status", padding=True)
         with gr.Column(scale=1):
+            # preview mode fits the picture in the box; a lone grid cell grew past the box and was cut off
             gallery = gr.Gallery(label="Result", show_label=False, elem_id="extras_gallery", format="png",
-                                 columns=2, height=480, object_fit="contain")
+                                 columns=4, height=480, object_fit="contain", preview=True, interactive=False)
             html_info = gr.HTML("", elem_id="extras_html_info")
 
     for i, tab in enumerate((tab_single, tab_batch, tab_dir)):
@@ -211,7 +212,7 @@ def create_extras_tab(svc: "Services") -> ExtrasTab:
         for w in res.warnings:  # html_info already lists them
             gr.Warning(w, title="Face restoration")
         extra = "".join(f"<p class='extras-note'>{n}</p>" for n in notes)
-        return shown, res.html_info + extra
+        return gr.Gallery(value=shown, selected_index=0 if shown else None), res.html_info + extra
 
     generate.click(run, [extras_mode, image, files, input_dir, output_dir, show_results, resize_mode, resize,
                          max_side, width, height, crop, upscaler_1, upscaler_2, visibility, gfpgan_visibility,

@@ -48,6 +48,9 @@ CSS = """
 .img2img-copy-row { align-items: center; gap: 4px; }
 .img2img-copy-label { flex: 0 0 auto !important; min-width: 0 !important; }
 #pnginfo_html .pnginfo-item p { margin: 0.2em 0; word-break: break-word; }
+/* Input pictures fill their box (Gradio's scale-down left a small picture at native size). */
+#img2img_image img, #img_inpaint_base img, #img_inpaint_mask img, #extras_image img, #pnginfo_image img {
+  object-fit: contain !important; width: 100%; height: 100%; }
 /* Extra-network cards keep a card's size however few files there are (Gradio's gallery shrinks its
    column count to the item count, so a lone card would span the whole row). */
 .extra-network-cards .grid-container { grid-template-columns: repeat(auto-fill, minmax(110px, 150px)) !important; }
