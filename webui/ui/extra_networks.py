@@ -160,6 +160,32 @@ def card_pattern(tag: str) -> re.Pattern:
     return re.compile(rf"(?<![\w]){re.escape(tag)}(?![\w])")
 
 
+# what each tab lists and which file types (A1111's folders; the flags can point elsewhere)
+EMPTY_HINTS = {"Textual Inversion": ("embedding", ".pt, .safetensors or .bin"),
+               "Hypernetworks": ("hypernetwork", ".pt"),
+               "Checkpoints": ("checkpoint", ".safetensors or .ckpt"),
+               "Lora": ("LoRA", ".safetensors")}
+
+
+def kind_folders(svc: "Services", kind: str) -> list[Path]:
+    """The folders a tab's cards come from (LoRA also reads the LyCORIS folder, as A1111 does)."""
+    paths = svc.paths
+    if kind == "Lora":
+        return [paths.lora_dir, paths.lyco_dir]
+    if kind == "Hypernetworks":
+        return [paths.hypernetwork_dir]
+    if kind == "Checkpoints":
+        return [paths.ckpt_dir]
+    return [paths.embeddings_dir]
+
+
+def empty_note(svc: "Services", kind: str) -> str:
+    """What to do when a tab has no cards: a new user otherwise sees only a blank box."""
+    what, exts = EMPTY_HINTS[kind]
+    folders = " or ".join(f"`{f}`" for f in kind_folders(svc, kind))
+    return f"No {what} files: put {exts} files in {folders} and press 🔄."
+
+
 def create_extra_networks(svc: "Services", prefix: str, prompt: gr.Textbox, neg_prompt: gr.Textbox) -> dict[str, Any]:
     comps: dict[str, Any] = {}
     with gr.Accordion("Extra networks", open=False, elem_id=f"{prefix}_extra_networks") as acc:
@@ -176,6 +202,8 @@ def create_extra_networks(svc: "Services", prefix: str, prompt: gr.Textbox, neg_
                     gallery = gr.Gallery(show_label=False, columns=6, height=300, allow_preview=False, preview=False,
                                          elem_id=f"{prefix}_{key}_cards", object_fit="cover",
                                          elem_classes=["extra-network-cards"])
+                    empty = gr.Markdown("", visible=False, elem_id=f"{prefix}_{key}_empty",
+                                        elem_classes=["extra-network-empty"])
                     shown = gr.State([])
                     with gr.Accordion("Edit metadata of the selected card", open=False,
                                       elem_id=f"{prefix}_{key}_meta"):
@@ -188,14 +216,17 @@ def create_extra_networks(svc: "Services", prefix: str, prompt: gr.Textbox, neg_
                         save = gr.Button("Save", size="sm", elem_id=f"{prefix}_{key}_meta_save")
                     current = gr.State(None)
 
-                    def load_cards(q: str, o: str, kind: str = kind) -> tuple[Any, list]:
-                        cards = filter_sort(list_cards(svc, kind), q, o)
+                    def load_cards(q: str, o: str, kind: str = kind) -> tuple[Any, list, Any]:
+                        found = list_cards(svc, kind)
+                        cards = filter_sort(found, q, o)
                         items = [(preview_for(c), c.label + (f" ({c.note})" if c.note else "")) for c in cards]
+                        note = gr.update(value=empty_note(svc, kind), visible=True) if not found else \
+                            gr.update(visible=False)
                         return gr.update(value=items), [(c.kind, c.name, c.label, str(c.path) if c.path else None,
-                                                         c.note) for c in cards]
+                                                         c.note) for c in cards], note
 
                     for trig in (refresh.click, search.submit, order.change):
-                        trig(load_cards, [search, order], [gallery, shown], show_progress="hidden",
+                        trig(load_cards, [search, order], [gallery, shown, empty], show_progress="hidden",
                              api_visibility="private")
 
                     def on_card(cards: list, p: str, n: str, evt: gr.SelectData, kind: str = kind) -> tuple[Any, ...]:
@@ -247,7 +278,7 @@ def create_extra_networks(svc: "Services", prefix: str, prompt: gr.Textbox, neg_
                     save.click(save_meta, [current, desc, act, pw, negt, notes], None, show_progress="hidden",
                                api_visibility="private")
                     comps[kind] = {"gallery": gallery, "search": search, "refresh": refresh, "load": load_cards,
-                                   "order": order, "shown": shown}
+                                   "order": order, "shown": shown, "empty": empty}
 
     def load_all(*args: Any) -> list[Any]:
         out: list[Any] = []
@@ -256,6 +287,7 @@ def create_extra_networks(svc: "Services", prefix: str, prompt: gr.Textbox, neg_
         return out
 
     acc.expand(load_all, [x for k in KINDS for x in (comps[k]["search"], comps[k]["order"])],
-               [x for k in KINDS for x in (comps[k]["gallery"], comps[k]["shown"])], show_progress="hidden",
+               [x for k in KINDS for x in (comps[k]["gallery"], comps[k]["shown"], comps[k]["empty"])],
+               show_progress="hidden",
                api_visibility="private")
     return comps
