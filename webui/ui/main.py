@@ -176,7 +176,26 @@ def build_ui(svc: "Services") -> gr.Blocks:
     with component_hooks(svc):
         demo = _build_ui(svc)
     _follow_head_options(svc, demo)
+    _without_idle_heartbeat(demo)
     return demo
+
+
+def _without_idle_heartbeat(demo: gr.Blocks) -> None:
+    """Gradio keeps a heartbeat stream open for the page's whole life as soon as it has a gr.State;
+    it only serves unload events and the deletion of a closed tab's state (kept within Gradio's
+    session capacity anyway). Leave it out so an idle page makes no requests — unless an extension
+    added an unload or stream event, which needs it."""
+    original = demo.get_config_file
+
+    def get_config_file() -> Any:
+        config = original()
+        needs = any(isinstance(t, (list, tuple)) and len(t) == 2 and t[1] in ("unload", "stream")
+                    for dep in config.get("dependencies", []) for t in dep.get("targets", []))
+        if not needs:
+            config["connect_heartbeat"] = False
+        return config
+
+    demo.get_config_file = get_config_file  # type: ignore[method-assign]
 
 
 def _extension_tabs() -> list[tuple[Any, str, str]]:
