@@ -1,9 +1,13 @@
-"""A1111's training API: POST /sdapi/v1/create/embedding and /sdapi/v1/create/hypernetwork.
+"""A1111's training API: POST /sdapi/v1/create/embedding, /create/hypernetwork, /train/embedding,
+/train/hypernetwork, and ours: /train/lora.
 
-Same request keys and `{"info": ...}` answer as A1111, with two differences: every key but `name`
-has A1111's UI default (A1111 requires them all), and an error is an HTTP error with the message
-(A1111 answers 200 with the error inside `info`): 422 for a bad value, 409 when the name is taken
-and overwriting was not asked for, 400 when no model can be loaded.
+Same request keys and `{"info": ...}` answer as A1111, with two differences: every key but the
+name (and, to train, `data_root`) has A1111's UI default (A1111 requires them all), and an error
+is an HTTP error with the message (A1111 answers 200 with the error inside `info`): 422 for a bad
+value, 404 for an embedding, hypernetwork or dataset folder that does not exist, 409 when the name
+is taken and overwriting was not asked for, 413 when the run cannot fit in the device's memory,
+400 when no model can be loaded. The train routes return when the run ends (finished or
+interrupted through POST /sdapi/v1/interrupt); /sdapi/v1/progress follows it meanwhile.
 """
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ from typing import Annotated, Any, Callable
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
+from webui.api.train_requests import (TrainEmbeddingRequest, TrainHypernetworkRequest, TrainLoraRequest,
+                                      TrainResponse, train_answer)
 from webui.services.model_service import ModelLoadError
 from webui.training.embedding_files import MAX_VECTORS_PER_TOKEN, NameTakenError
 from webui.training.hypernetwork_files import DEFAULT_LAYER_STRUCTURE, DEFAULT_SIZES, WEIGHT_INITS
@@ -92,7 +98,29 @@ def build_train_router(svc: Any) -> APIRouter:
                                                      req.add_layer_norm, req.use_dropout, req.dropout_structure),
                        "hypernetwork")
 
+    @r.post("/train/embedding", response_model=TrainResponse)
+    def train_embedding(req: TrainEmbeddingRequest) -> TrainResponse:
+        """Train a textual-inversion embedding (A1111's Train Embedding) on the loaded model. Returns
+        when the run ends: `info` says "Training finished at N steps" (or "interrupted") and the
+        saved file. Snapshots, previews and the loss CSV go to `<log_directory>/<date>/<name>/`."""
+        t = training()
+        return train_answer(lambda: t.train_embedding(req.to_params()), "embedding")
+
+    @r.post("/train/hypernetwork", response_model=TrainResponse)
+    def train_hypernetwork(req: TrainHypernetworkRequest) -> TrainResponse:
+        """Train a hypernetwork (A1111's Train Hypernetwork); answers as /train/embedding."""
+        t = training()
+        return train_answer(lambda: t.train_hypernetwork(req.to_params()), "hypernetwork")
+
+    @r.post("/train/lora", response_model=TrainResponse)
+    def train_lora(req: TrainLoraRequest) -> TrainResponse:
+        """Train a LoRA on the loaded checkpoint, saved as `models/Lora/<name>.safetensors` in kohya's
+        format (loads here, in A1111 and in ComfyUI); listed by GET /sdapi/v1/loras at once."""
+        t = training()
+        return train_answer(lambda: t.train_lora(req.to_params()), "lora")
+
     return r
 
 
-__all__ = ["CreateEmbeddingRequest", "CreateHypernetworkRequest", "CreateResponse", "build_train_router"]
+__all__ = ["CreateEmbeddingRequest", "CreateHypernetworkRequest", "CreateResponse", "TrainEmbeddingRequest",
+           "TrainHypernetworkRequest", "TrainLoraRequest", "TrainResponse", "build_train_router"]

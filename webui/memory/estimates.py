@@ -42,3 +42,14 @@ def text_encoder_activation_bytes(rows: int, tokens: int = 77, width: int = 1280
 def upscaler_activation_bytes(tile: int, scale: int, channels: int = 64, dtype_size: int = 2) -> int:
     """An ESRGAN-type model on one tile: features at tile size plus the upscaled output."""
     return tile * tile * channels * dtype_size * 12 + (tile * scale) ** 2 * channels * dtype_size * 2
+
+
+def training_activation_bytes(batch: int, width: int, height: int, dtype_size: int = 4, family: str = "sd1",
+                              gradient_checkpointing: bool = False) -> int:
+    """A training step's UNet forward + backward: unlike sampling, every block's intermediate tensors
+    are kept for the backward pass (about 30x the live set of an inference step at the first
+    block's size); gradient checkpointing keeps only block inputs and recomputes one block at a
+    time (about a fifth of that). One row per image: training runs no classifier-free guidance."""
+    step = unet_activation_bytes(max(1, batch), width, height, dtype_size, family)
+    kept = step * 30
+    return kept // 5 if gradient_checkpointing else kept

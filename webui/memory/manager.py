@@ -245,6 +245,17 @@ class MemoryManager:
             room = min(room, self.gpu_weights - self.device_bytes())
         return room
 
+    def training_room(self, activations: int, resident: int) -> tuple[bool, int]:
+        """Whether a training run fits: `activations` for its steps plus `resident` weight bytes
+        that must stay on the device (0 when they stream, as under lowvram). Our parts can all
+        be offloaded first, so what they hold counts as room. Returns (fits, room in bytes)."""
+        if not self.placing:
+            return True, self.free_bytes()
+        room = self.free_bytes() + self.device_bytes()
+        if self.device.type == "cuda":
+            room -= CUDA_BASE_RESERVE
+        return room >= activations + resident, room
+
     def describe(self) -> list[dict[str, Any]]:
         """Each part with its placement (GET /sdapi/v1/memory's `parts`, the bench)."""
         return [{"name": p.name, "kind": p.kind, "state": p.state, "mb": round(p.nbytes / MB, 1),

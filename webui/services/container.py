@@ -171,7 +171,9 @@ def build_services(args: argparse.Namespace, paths: Paths) -> Services:
     return Services(args, paths, settings, registry, models, queue, txt2img, styles, img2img,
                     Img2ImgScripts(img2img, extras.upscale, names), extras=extras, memory=memory, pipeline=pipeline,
                     extensions=ExtensionManager(paths.data_dir / "extensions", settings, args),
-                    training=TrainingService(models, queue, paths.embeddings_dir, paths.hypernetwork_dir))
+                    training=TrainingService(models, queue, paths.embeddings_dir, paths.hypernetwork_dir,
+                                             lora_dir=paths.lora_dir, data_dir=paths.data_dir, settings=settings,
+                                             memory=memory, pipeline=pipeline))
 
 
 __all__ = ["Services", "build_services", "GenerationError", "GenerationResult", "ModelLoadError"]

@@ -142,6 +142,48 @@ class JobQueue:
             self._closed = True
             self._cv.notify_all()
 
+    def head(self) -> JobState | None:
+        """The state of the job that runs next (None when nothing waits)."""
+        with self._cv:
+            return self._pending[0].state if self._pending else None
+
+    def run_waiting_inline(self, state: JobState, accept: Callable[[JobState], bool] | None = None) -> int:
+        """Run the jobs waiting behind the running job (whose state is `state`) right now, in the
+        calling worker thread, then make that job current again; returns how many ran.
+
+        A long job (training) calls this between its steps so generations are served meanwhile.
+        FIFO holds: jobs are taken from the head only, and the first one `accept` refuses (e.g. a
+        checkpoint load) stops the round, so it and everything behind it wait for the long job.
+        While an inline job runs it is `current`, so /progress shows it and Interrupt stops it,
+        not the long job."""
+        ran = 0
+        while True:
+            with self._cv:
+                owner = self._current
+                if owner is None or owner.state is not state or not self._pending:
+                    return ran
+                job = self._pending[0]
+                if accept is not None and not accept(job.state):
+                    return ran
+                self._pending.pop(0)
+                self._current = job
+            try:
+                self._run(job)
+            finally:
+                with self._cv:
+                    self._current = owner
+            ran += 1
+
+    def _run(self, job: Job) -> None:
+        if job.future.set_running_or_notify_cancel():
+            job.state.started = time.time()
+            try:
+                job.future.set_result(job.fn(job.state))
+            except BaseException as e:  # the worker must survive any job failure
+                job.future.set_exception(e)
+            finally:
+                job.state.finished = True
+
     def _worker(self) -> None:
         while True:
             with self._cv:
@@ -151,13 +193,6 @@ class JobQueue:
                     return
                 job = self._pending.pop(0)
                 self._current = job
-            if job.future.set_running_or_notify_cancel():
-                job.state.started = time.time()
-                try:
-                    job.future.set_result(job.fn(job.state))
-                except BaseException as e:  # the worker must survive any job failure
-                    job.future.set_exception(e)
-                finally:
-                    job.state.finished = True
+            self._run(job)
             with self._cv:
                 self._current = None

@@ -14,10 +14,13 @@ from typing import Any, Sequence
 
 from webui.networks.embeddings import EMBEDDING_SUFFIXES
 from webui.networks.hypernetworks import HYPERNET_SUFFIXES
+from webui.services import training_jobs as tj
 from webui.services.jobs import JobQueue, JobState
 from webui.services.model_service import ModelService
 from webui.training import embedding_files as ef
 from webui.training import hypernetwork_files as hf
+from webui.training.params import EmbeddingTrainParams, HypernetworkTrainParams, LoraTrainParams
+from webui.training.run import TrainOutcome, TrainPaths
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +37,18 @@ class Created:
 
 
 class TrainingService:
-    def __init__(self, models: ModelService, queue: JobQueue, embeddings_dir: Path, hypernetwork_dir: Path) -> None:
+    def __init__(self, models: ModelService, queue: JobQueue, embeddings_dir: Path, hypernetwork_dir: Path, *,
+                 lora_dir: Path | None = None, data_dir: Path | None = None, settings: Any = None,
+                 memory: Any = None, pipeline: Any = None) -> None:
         self.models = models
         self.queue = queue
         self.embeddings_dir = Path(embeddings_dir)
         self.hypernetwork_dir = Path(hypernetwork_dir)
+        self.lora_dir = Path(lora_dir) if lora_dir is not None else self.embeddings_dir.parent / "models" / "Lora"
+        self.data_dir = Path(data_dir) if data_dir is not None else self.embeddings_dir.parent
+        self.settings = settings
+        self.memory = memory
+        self.pipeline = pipeline
 
     # ------------------------------------------------------------------ create embedding
     def create_embedding(self, name: str, num_vectors_per_token: int = 1, overwrite_old: bool = False,
@@ -95,6 +105,50 @@ class TrainingService:
 
         return self.queue.submit(job, label="create hypernetwork").result()
 
+    # ------------------------------------------------------------------ train (jobs: webui/services/training_jobs.py)
+    def context(self) -> tj.TrainContext:
+        paths = TrainPaths(self.data_dir, self.embeddings_dir, self.hypernetwork_dir, self.lora_dir)
+        return tj.TrainContext(self.models, self.queue, self.settings if self.settings is not None else _NoSettings(),
+                               self.memory, self.pipeline, paths)
+
+    def submit_train_embedding(self, params: EmbeddingTrainParams) -> Any:
+        """Check (ValueError; TrainInputNotFound for a missing name or folder) and queue the run."""
+        ctx = self.context()
+        tj.check_embedding(ctx, params)
+
+        def train(run: Any, p: EmbeddingTrainParams) -> TrainOutcome:
+            from webui.training.embedding_train import train_embedding
+            return train_embedding(run, p)
+        return tj.submit_training(ctx, "train-embedding", params, train)
+
+    def submit_train_hypernetwork(self, params: HypernetworkTrainParams) -> Any:
+        ctx = self.context()
+        tj.check_hypernetwork(ctx, params)
+
+        def train(run: Any, p: HypernetworkTrainParams) -> TrainOutcome:
+            from webui.training.hypernetwork_train import train_hypernetwork
+            return train_hypernetwork(run, p)
+        return tj.submit_training(ctx, "train-hypernetwork", params, train)
+
+    def submit_train_lora(self, params: LoraTrainParams) -> Any:
+        ctx = self.context()
+        params = tj.check_lora(ctx, params)
+
+        def train(run: Any, p: LoraTrainParams) -> TrainOutcome:
+            from webui.training.lora_train import train_lora
+            return train_lora(run, p)
+        return tj.submit_training(ctx, "train-lora", params, train, bool(params.gradient_checkpointing))
+
+    def train_embedding(self, params: EmbeddingTrainParams) -> TrainOutcome:
+        """A1111's Train Embedding: returns when the run ends (finished or interrupted)."""
+        return self.submit_train_embedding(params).result()
+
+    def train_hypernetwork(self, params: HypernetworkTrainParams) -> TrainOutcome:
+        return self.submit_train_hypernetwork(params).result()
+
+    def train_lora(self, params: LoraTrainParams) -> TrainOutcome:
+        return self.submit_train_lora(params).result()
+
     # ------------------------------------------------------------------ lists for the tab
     def context_width(self) -> int | None:
         """The loaded UNet's cross-attention context width (the hypernetwork module size it uses)."""
@@ -113,6 +167,13 @@ class TrainingService:
     def hypernetwork_names(self) -> list[str]:
         self.models.hypernetworks.refresh()
         return sorted(self.models.hypernetworks.files, key=str.lower)
+
+
+class _NoSettings:
+    """Stand-in for a service built without settings (the trainers then use their defaults)."""
+
+    def all(self) -> dict[str, Any]:
+        return {}
 
 
 __all__ = ["Created", "TrainingService"]

@@ -1,0 +1,247 @@
+"""Training as a job (issue 17, points 4-6): the train routes and their 4xx answers, progress and
+interrupt, generation served between training steps with the trained weights hidden, the new
+files listed at once, the memory check, and the Train tab in a browser.
+
+Two halves: the queue/service plumbing in-process with a small trainer of our own that follows the
+TrainRun contract (a real torch loop whose weights change the UNet's output through a hook), and
+the real trainers through a real server on the suite's tiny SD1 checkpoint.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Iterator
+
+import numpy as np
+import pytest
+import requests
+import torch
+from PIL import Image
+
+from conftest import Server, start_server, stop_server, wait_for_model
+from tiny_models import make_tiny_checkpoint
+from webui.memory.devices import DevicePolicy
+from webui.memory.estimates import MB, training_activation_bytes
+from webui.memory.manager import MemoryManager
+from webui.models.registry import CheckpointRegistry
+from webui.processing.pipeline import Pipeline
+from webui.services import training_jobs as tj
+from webui.services.jobs import Interrupted, JobQueue, JobState
+from webui.services.model_service import ModelService
+from webui.services.requests import Txt2ImgRequest
+from webui.services.training import TrainingService
+from webui.settings import Settings
+from webui.training.params import EmbeddingTrainParams, LoraTrainParams
+from webui.training.run import TrainOutcome, TrainRun
+
+GEN = dict(prompt="a red circle", seed=7, steps=4, width=64, height=64, sampler_name="Euler", cfg_scale=5.0)
+
+
+def write_dataset(folder: Path, n: int = 3, size: int = 64) -> Path:
+    """A few coloured squares with captions (real PNG files)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(3)
+    for i in range(n):
+        img = np.zeros((size, size, 3), np.uint8)
+        img[:] = rng.integers(0, 255, 3)
+        img[size // 4: 3 * size // 4, size // 4: 3 * size // 4] = (200, 30, 30)
+        Image.fromarray(img).save(folder / f"{i:02d}.png")
+        (folder / f"{i:02d}.txt").write_text("a red square", encoding="utf-8")
+    return folder
+
+
+# ------------------------------------------------------------------------------ in-process plumbing
+
+class HookTrainer:
+    """A small trainer on the TrainRun contract: a bias added to the UNet's output (through a forward
+    hook, so generation sees it unless `hidden()` removes it), trained towards a target with AdamW."""
+
+    def __init__(self, step_delay: float = 0.05) -> None:
+        self.step_delay = step_delay
+        self.seen_during_pause: list[str] = []
+        self.previews: list[Image.Image] = []
+
+    def __call__(self, run: TrainRun, p: EmbeddingTrainParams) -> TrainOutcome:
+        unet = run.model.sd.unet
+        bias = torch.nn.Parameter(torch.zeros(1))
+        opt = torch.optim.AdamW([bias], lr=0.5, weight_decay=0.0)
+        hook = [unet.register_forward_hook(lambda _m, _a, out: _shift(out, bias.detach()))]
+
+        @contextlib.contextmanager
+        def hidden() -> Iterator[None]:
+            hook.pop().remove()
+            self.seen_during_pause.append("hidden")
+            try:
+                yield
+            finally:
+                hook.append(unet.register_forward_hook(lambda _m, _a, out: _shift(out, bias.detach())))
+
+        step, interrupted = 0, False
+        out = Path(run.paths.embeddings_dir) / f"{p.embedding_name}-trained.pt"
+        try:
+            for step in range(1, p.steps + 1):
+                run.progress.check()
+                loss = ((bias - 3.0) ** 2).sum()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                run.progress.sampling_step, run.progress.sampling_steps = step, p.steps
+                run.progress.textinfo = f"[{p.embedding_name}] step {step}, loss {loss.item():.4f}"
+                if p.create_image_every and step % p.create_image_every == 0 and run.preview is not None:
+                    self.previews.append(run.preview(**{k: v for k, v in GEN.items()})[0])
+                time.sleep(self.step_delay)
+                run.pause_point(hidden)
+        except Interrupted:
+            interrupted, step = True, step - 1
+        finally:
+            hook.pop().remove()
+        torch.save({"bias": bias.detach(), "step": step}, out)
+        return TrainOutcome(out, step, interrupted)
+
+
+def _shift(out: Any, bias: torch.Tensor) -> Any:
+    if hasattr(out, "sample"):
+        out.sample = out.sample + bias
+        return out
+    if isinstance(out, tuple):
+        return (out[0] + bias, *out[1:])
+    return out + bias
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
+    root = tmp_path_factory.mktemp("train-jobs")
+    make_tiny_checkpoint(root / "models" / "sd1.safetensors", family="sd1", seed=51)
+    registry = CheckpointRegistry(root / "models", root / "cache")
+    registry.refresh()
+    models = ModelService(registry, DevicePolicy.from_flags(["all"], None, "full", True, True),
+                          embeddings_dir=root / "embeddings", hypernetwork_dir=root / "hypernetworks",
+                          lora_dirs=[root / "Lora"])
+    models.load("sd1.safetensors")
+    (root / "embeddings").mkdir()
+    settings = Settings.load(root / "config.json")
+    pipeline = Pipeline(models, settings, root / "outputs")
+    queue = JobQueue()
+    training = TrainingService(models, queue, root / "embeddings", root / "hypernetworks", lora_dir=root / "Lora",
+                               data_dir=root, settings=settings, pipeline=pipeline)
+    data = write_dataset(root / "data")
+    yield SimpleNamespace(root=root, models=models, queue=queue, pipeline=pipeline, training=training, data=data)
+    queue.close()
+
+
+def generate(env: SimpleNamespace, **kw: Any) -> Any:
+    req = Txt2ImgRequest(**(GEN | kw))
+    return env.queue.submit(lambda s: env.pipeline.run(req, s, save=False), label="txt2img")
+
+
+def wait_until(cond: Any, timeout: float = 60.0) -> None:
+    deadline = time.time() + timeout
+    while not cond():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_generation_is_served_between_steps_with_the_trained_weights_hidden(env) -> None:
+    baseline = np.asarray(generate(env).result(60).images[0])
+    trainer = HookTrainer()
+    params = EmbeddingTrainParams(embedding_name="t1", data_root=str(env.data), steps=60, create_image_every=0)
+    job = tj.submit_training(env.training.context(), "train-embedding", params, trainer)
+    wait_until(lambda: job.state.sampling_step >= 3)
+    gen = generate(env)
+    result = gen.result(60)
+    assert not job.future.done(), "the generation had to wait for the whole training run"
+    assert np.array_equal(np.asarray(result.images[0]), baseline), "trained weights leaked into generation"
+    assert trainer.seen_during_pause == ["hidden"]
+    outcome = job.result(120)
+    assert outcome.step == 60 and not outcome.interrupted
+    # the trained bias does change the UNet's output (so equality above proves it was hidden)
+    assert abs(torch.load(outcome.path)["bias"].item()) > 0.5
+
+
+def test_fifo_a_checkpoint_load_waits_for_training_and_everything_behind_it_too(env) -> None:
+    order: list[str] = []
+    trainer = HookTrainer(step_delay=0.02)
+    params = EmbeddingTrainParams(embedding_name="t2", data_root=str(env.data), steps=40, create_image_every=0)
+    job = tj.submit_training(env.training.context(), "train-embedding", params, trainer)
+    wait_until(lambda: job.state.sampling_step >= 2)
+    load = env.queue.submit(lambda s: order.append("load"), label="load checkpoint")
+    gen = env.queue.submit(lambda s: order.append("gen"), label="txt2img")
+    job.result(60)
+    load.result(10), gen.result(10)
+    assert order == ["load", "gen"] and trainer.seen_during_pause == []
+
+
+def test_interrupting_a_served_generation_does_not_stop_training(env) -> None:
+    trainer = HookTrainer(step_delay=0.02)
+    params = EmbeddingTrainParams(embedding_name="t3", data_root=str(env.data), steps=30, create_image_every=0)
+    job = tj.submit_training(env.training.context(), "train-embedding", params, trainer)
+    wait_until(lambda: job.state.sampling_step >= 2)
+    gen = generate(env, steps=200)
+    wait_until(lambda: env.queue.current is gen.state and gen.state.sampling_step >= 1)
+    assert env.queue.current.label == "txt2img"
+    env.queue.interrupt()
+    gen.result(60)
+    assert env.queue.current is job.state  # the training job is current again
+    outcome = job.result(60)
+    assert outcome.step == 30 and not outcome.interrupted
+
+
+def test_interrupt_saves_and_preview_runs_the_real_pipeline_without_saving(env) -> None:
+    trainer = HookTrainer(step_delay=0.05)
+    params = EmbeddingTrainParams(embedding_name="t4", data_root=str(env.data), steps=10_000, create_image_every=2)
+    job = tj.submit_training(env.training.context(), "train-embedding", params, trainer)
+    wait_until(lambda: job.state.sampling_step >= 4)
+    assert env.queue.current.label == "train-embedding" and "loss" in env.queue.current.textinfo
+    env.queue.interrupt()
+    outcome = job.result(60)
+    assert outcome.interrupted and 4 <= outcome.step < 10_000 and outcome.path.is_file()
+    assert outcome.info.startswith(f"Training interrupted at {outcome.step} steps")
+    assert trainer.previews and trainer.previews[0].size == (64, 64)
+    assert job.state.current_image is not None
+    assert not (env.root / "outputs").exists() or not any((env.root / "outputs").rglob("*.png"))
+
+
+def test_checks_before_queueing(env, tmp_path: Path) -> None:
+    ctx = env.training.context()
+    (env.root / "embeddings" / "known.pt").write_bytes(b"x")
+    ok = EmbeddingTrainParams(embedding_name="known", data_root=str(env.data), steps=1)
+    tj.check_embedding(ctx, ok)
+    with pytest.raises(tj.TrainInputNotFound, match="does not exist"):
+        tj.check_embedding(ctx, EmbeddingTrainParams(embedding_name="known", data_root=str(tmp_path / "nope")))
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no images")
+    with pytest.raises(ValueError, match="no images"):
+        tj.check_embedding(ctx, EmbeddingTrainParams(embedding_name="known", data_root=str(tmp_path / "empty")))
+    with pytest.raises(tj.TrainInputNotFound, match="embedding 'ghost' not found"):
+        tj.check_embedding(ctx, EmbeddingTrainParams(embedding_name="ghost", data_root=str(env.data)))
+    bad = {"learn_rate": "0.005:100, oops", "steps": 0, "batch_size": 0, "training_width": 100,
+           "template_filename": "missing.txt", "clip_grad_mode": "sometimes", "tag_drop_out": 1.5}
+    for key, value in bad.items():
+        with pytest.raises(ValueError):
+            tj.check_embedding(ctx, EmbeddingTrainParams(embedding_name="known", data_root=str(env.data),
+                                                         **{key: value}))
+    lora = tj.check_lora(ctx, LoraTrainParams(name="my/lora*", data_root=str(env.data)))
+    assert lora.name == "mylora"
+    with pytest.raises(ValueError):
+        tj.check_lora(ctx, LoraTrainParams(name="x", data_root=str(env.data), network_target="everything"))
+
+
+def test_memory_check_refuses_what_cannot_fit_and_streams_under_lowvram(env) -> None:
+    model = env.models.current
+    p = EmbeddingTrainParams(batch_size=4, training_width=512, training_height=512)
+    need = training_activation_bytes(4, 512, 512, 4, "sd1")
+    assert training_activation_bytes(4, 512, 512, 4, "sd1", gradient_checkpointing=True) < need
+    weights = max(part.nbytes for part in model.parts() if part.kind in ("unet", "text_encoder")) if \
+        model.parts() else 0
+    for mode, budget, fits in (("auto", (need + weights) / MB + 64, True), ("auto", need / MB / 2, False),
+                               ("lowvram", need / MB + 16, True), ("medvram", need / MB / 2, False)):
+        ctx = env.training.context()
+        ctx.memory = MemoryManager(torch.device("cpu"), mode, budget_mb=budget)
+        if fits:
+            tj.check_memory(ctx, model, p)
+        else:
+            with pytest.raises(tj.TrainDoesNotFit, match="lower the batch size"):
+                tj.check_memory(ctx, model, p)
