@@ -23,3 +23,20 @@ def test_readme_sampler_list_matches_the_samplers_route(api_server) -> None:
     schedules = section.split("schedule types ")[1].split(". ")[0].split(", ")
     served = [s["label"] for s in requests.get(api_server.api("schedulers"), timeout=10).json()]
     assert schedules == served
+
+
+def test_docs_pages_load_their_assets_from_the_server(api_server) -> None:
+    """/docs and /redoc work offline: every script, stylesheet and icon they reference is served here."""
+    for page in ("/docs", "/redoc"):
+        r = requests.get(api_server.url + page, timeout=10)
+        assert r.status_code == 200, page
+        refs = re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)["']""", r.text)
+        refs += re.findall(r"""(?:url|spec-url)\s*:\s*["']([^"']+)["']""", r.text)
+        assert refs, page
+        assert not re.search(r"https?://", r.text.replace("http://www.w3.org", "")), f"{page} links off-site"
+        for ref in refs:
+            assert ref.startswith("/"), f"{page} references {ref}"
+            got = requests.get(api_server.url + ref, timeout=10)
+            assert got.status_code == 200 and len(got.content) > 100, ref
+        assert any(ref.endswith(".js") for ref in refs), page
+    assert requests.get(api_server.url + "/openapi.json", timeout=10).json()["paths"]

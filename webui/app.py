@@ -127,12 +127,15 @@ def build_real_app(args: argparse.Namespace, t_start: float) -> Any:
 def build_app(svc: Any, args: argparse.Namespace) -> Any:
     """The API and the UI over the given services (built again, from the same services, when the
     extensions are reloaded)."""
-    from fastapi import FastAPI
+    from fastapi_offline import FastAPIOffline
 
     from webui.api.routes import install_api
     from webui.extensions.startup import fire
 
-    app = FastAPI(title="Stable Diffusion web UI API", docs_url="/docs", redoc_url="/redoc")
+    # /docs and /redoc load Swagger UI / ReDoc from a packaged copy (fastapi-offline), not a CDN,
+    # so they work on a machine without internet
+    app = FastAPIOffline(title="Stable Diffusion web UI API", docs_url="/docs", redoc_url="/redoc",
+                         static_url="/docs-static")
     if api_enabled(args):
         install_api(app, svc)
 
