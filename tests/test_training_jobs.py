@@ -245,3 +245,57 @@ def test_memory_check_refuses_what_cannot_fit_and_streams_under_lowvram(env) -> 
         else:
             with pytest.raises(tj.TrainDoesNotFit, match="lower the batch size"):
                 tj.check_memory(ctx, model, p)
+
+
+A1111_TRAIN_IDS = {"train_embedding", "refresh_train_embedding_name", "train_hypernetwork",
+                   "refresh_train_hypernetwork_name", "train_embedding_learn_rate", "train_hypernetwork_learn_rate",
+                   "train_batch_size", "train_gradient_step", "train_dataset_directory", "train_log_directory",
+                   "train_template_file", "refrsh_train_template_file", "train_training_width",
+                   "train_training_height", "train_varsize", "train_steps", "train_create_image_every",
+                   "train_save_embedding_every", "use_weight", "train_save_image_with_stored_embedding",
+                   "train_preview_from_txt2img", "train_shuffle_tags", "train_tag_drop_out",
+                   "train_latent_sampling_method", "train_train_embedding", "train_interrupt_training",
+                   "train_train_hypernetwork", "ti_output", "ti_gallery", "ti_progress", "ti_error"}
+
+
+def test_train_tab_starts_a_run_polls_its_progress_and_loss_and_stops_polling(env, monkeypatch) -> None:
+    import gradio as gr
+
+    import webui.training.embedding_train as et
+    from webui.ui.train_tab import create_train_tab
+
+    trainer = HookTrainer(step_delay=0.03)
+    monkeypatch.setattr(et, "train_embedding", trainer)
+    svc = SimpleNamespace(training=env.training, paths=SimpleNamespace(data_dir=env.root), queue=env.queue)
+    (env.root / "embeddings" / "uiemb.pt").write_bytes(b"x")
+    with gr.Blocks() as demo:
+        tab = create_train_tab(svc)
+    ids = {getattr(b, "elem_id", None) for b in demo.blocks.values()}
+    assert A1111_TRAIN_IDS <= ids and {"train_train_lora", "train_lora_network_dim", "ti_loss_plot"} <= ids
+    assert tab.timer.active is False  # nothing polls while nothing runs
+    by_trigger = {(block, event): f.fn for f in demo.fns.values() for block, event in f.targets}
+    start = by_trigger[(tab.train["train_embedding"]._id, "click")]
+    poll = by_trigger[(tab.timer._id, "tick")]
+    common = ["disabled", "0.1", 1, 1, str(env.data), "ti_logs", "style_filewords.txt", 512, 512, False, 40, 0, 0,
+              False, True, False, False, 0, "once"]
+    with pytest.warns(UserWarning, match="does not exist"):
+        wid, info, err, shown, timer = start("uiemb", "0.5", *common[:4], str(env.root / "nope"), *common[5:])
+    assert wid == "" and "does not exist" in err and timer.active is False
+    wid, info, err, shown, timer = start("uiemb", "0.5", *common)
+    assert wid and err == "" and timer.active is True
+    texts, plots = [], []
+    deadline = time.time() + 60
+    while True:
+        progress, info, gallery, plot, shown, timer = poll(wid, shown)
+        texts.append(progress)
+        if not isinstance(plot, dict):
+            plots.append(plot)
+        if not timer.active:
+            break
+        assert time.time() < deadline
+        time.sleep(0.2)
+    assert info.startswith("Training finished at 40 steps")
+    assert any("loss" in t and "s/it" in t and "ETA" in t for t in texts)
+    assert len(plots[-1]) >= 2 and list(plots[-1].columns) == ["step", "loss"]
+    # an unknown id (a finished run, another server) turns polling off
+    assert poll("task(999)", "")[-1].active is False

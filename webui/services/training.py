@@ -49,6 +49,7 @@ class TrainingService:
         self.settings = settings
         self.memory = memory
         self.pipeline = pipeline
+        self._runs: list[Any] = []  # queued/running train jobs (the Train tab's Interrupt stops them)
 
     # ------------------------------------------------------------------ create embedding
     def create_embedding(self, name: str, num_vectors_per_token: int = 1, overwrite_old: bool = False,
@@ -119,7 +120,7 @@ class TrainingService:
         def train(run: Any, p: EmbeddingTrainParams) -> TrainOutcome:
             from webui.training.embedding_train import train_embedding
             return train_embedding(run, p)
-        return tj.submit_training(ctx, "train-embedding", params, train)
+        return self._track(tj.submit_training(ctx, "train-embedding", params, train))
 
     def submit_train_hypernetwork(self, params: HypernetworkTrainParams) -> Any:
         ctx = self.context()
@@ -128,7 +129,7 @@ class TrainingService:
         def train(run: Any, p: HypernetworkTrainParams) -> TrainOutcome:
             from webui.training.hypernetwork_train import train_hypernetwork
             return train_hypernetwork(run, p)
-        return tj.submit_training(ctx, "train-hypernetwork", params, train)
+        return self._track(tj.submit_training(ctx, "train-hypernetwork", params, train))
 
     def submit_train_lora(self, params: LoraTrainParams) -> Any:
         ctx = self.context()
@@ -137,7 +138,20 @@ class TrainingService:
         def train(run: Any, p: LoraTrainParams) -> TrainOutcome:
             from webui.training.lora_train import train_lora
             return train_lora(run, p)
-        return tj.submit_training(ctx, "train-lora", params, train, bool(params.gradient_checkpointing))
+        return self._track(tj.submit_training(ctx, "train-lora", params, train, bool(params.gradient_checkpointing)))
+
+    def _track(self, job: Any) -> Any:
+        self._runs = [j for j in self._runs if not j.future.done()] + [job]
+        return job
+
+    def interrupt_training(self) -> bool:
+        """Stop the running training (even while a generation is served between its steps) and drop
+        queued ones; False when none was queued or running."""
+        runs = [j for j in self._runs if not j.future.done()]
+        for job in runs:
+            if not self.queue.cancel(job):
+                job.state.interrupt()
+        return bool(runs)
 
     def train_embedding(self, params: EmbeddingTrainParams) -> TrainOutcome:
         """A1111's Train Embedding: returns when the run ends (finished or interrupted)."""

@@ -240,7 +240,7 @@ def _build_ui(svc: "Services") -> gr.Blocks:
             with gr.Tab("Checkpoint Merger", id="modelmerger", elem_id="tab_modelmerger"):
                 merger = create_merger_tab(svc)
             with gr.Tab("Train", id="train", elem_id="tab_train"):
-                create_train_tab(svc)
+                create_train_tab(svc, t2i)
             for blocks, title, elem_id in ext_tabs:
                 with gr.Tab(title, id=elem_id, elem_id=f"tab_{elem_id}"):
                     blocks.render()

@@ -1,5 +1,6 @@
-"""The Train tab (A1111's layout and elem_ids): sub-tabs on the left, A1111's output column on the right
-(`ti_output` text, `ti_gallery` previews, `ti_progress`, `ti_error`).
+"""The Train tab (A1111's layout and elem_ids): sub-tabs on the left (Create embedding, Create
+hypernetwork, Train, Train LoRA, extensions' sub-tabs), A1111's output column on the right
+(`ti_output` text, `ti_gallery` previews, `ti_progress`, `ti_error`) and the loss plot.
 
 One builder and one wiring function per sub-tab, so a sub-tab is added by writing a pair and calling
 them from `create_train_tab`.  Every handler is a thin call into `svc.training`; an error becomes a
@@ -9,10 +10,12 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 import gradio as gr
 
+from webui.training.params import EmbeddingTrainParams, HypernetworkTrainParams, LoraTrainParams
+from webui.ui import train_run as tr
 from webui.training.embedding_files import MAX_VECTORS_PER_TOKEN
 from webui.training.hypernetwork_files import (DEFAULT_LAYER_STRUCTURE, DEFAULT_SIZES, MODULE_SIZES, WEIGHT_INITS,
                                                ui_activations)
@@ -62,6 +65,10 @@ class TrainTab:
     embedding: CreateEmbeddingTab
     hypernetwork: CreateHypernetworkTab
     outputs: TrainOutputs
+    train: dict[str, Any] | None = None     # the Train sub-tab's components (webui/ui/train_run.py)
+    lora: dict[str, Any] | None = None      # the Train LoRA sub-tab's
+    loss_plot: Any = None
+    timer: Any = None
 
 
 def _failure(title: str, e: Exception) -> tuple[str, str]:
@@ -183,6 +190,142 @@ def wire_create_hypernetwork(svc: "Services", tab: CreateHypernetworkTab, out: T
                    api_visibility="private")
 
 
+# --------------------------------------------------------------------------------------- Train
+
+def _int(value: Any, what: str) -> int:
+    if value is None or value == "":
+        raise ValueError(f"{what} is empty")
+    return int(round(float(value)))
+
+
+def _preview_fields(enabled: bool, preview: Sequence[Any]) -> dict[str, Any]:
+    """The txt2img tab's prompt, negative prompt, steps, sampler, CFG, seed, width and height when
+    "Read parameters from txt2img" is on (A1111's txt2img_preview_params, in that order)."""
+    if not enabled or len(preview) < len(tr.PREVIEW_KEYS):
+        return {}
+    v = dict(zip(tr.PREVIEW_KEYS, preview))
+    out: dict[str, Any] = {"preview_prompt": str(v["preview_prompt"] or ""),
+                           "preview_negative_prompt": str(v["preview_negative_prompt"] or ""),
+                           "preview_sampler_name": str(v["preview_sampler_name"] or "Euler a")}
+    for k in ("preview_steps", "preview_seed", "preview_width", "preview_height"):
+        if v[k] is not None:
+            out[k] = int(round(float(v[k])))
+    if v["preview_cfg_scale"] is not None:
+        out["preview_cfg_scale"] = float(v["preview_cfg_scale"])
+    return out
+
+
+def wire_train(svc: "Services", f: dict[str, Any], out: TrainOutputs, watch_id: Any, shown: Any, timer: Any,
+               preview: Sequence[Any]) -> None:
+    common = ["clip_grad_mode", "clip_grad_value", "batch_size", "gradient_step", "data_root", "log_directory",
+              "template", "width", "height", "varsize", "steps", "create_image_every", "save_every", "use_weight",
+              "save_image_with_stored_embedding", "preview_from_txt2img", "shuffle_tags", "tag_drop_out",
+              "latent_sampling_method"]
+
+    def common_params(d: dict[str, Any], extra: Sequence[Any]) -> dict[str, Any]:
+        return dict(clip_grad_mode=d["clip_grad_mode"] or "disabled", clip_grad_value=str(d["clip_grad_value"] or ""),
+                    batch_size=_int(d["batch_size"], "batch size"),
+                    gradient_step=_int(d["gradient_step"], "gradient accumulation steps"),
+                    data_root=str(d["data_root"] or "").strip(), log_directory=str(d["log_directory"] or ""),
+                    template_filename=d["template"] or "", training_width=_int(d["width"], "width"),
+                    training_height=_int(d["height"], "height"), varsize=bool(d["varsize"]),
+                    steps=_int(d["steps"], "max steps"),
+                    create_image_every=_int(d["create_image_every"], "save an image every N steps"),
+                    use_weight=bool(d["use_weight"]), preview_from_txt2img=bool(d["preview_from_txt2img"]),
+                    shuffle_tags=bool(d["shuffle_tags"]), tag_drop_out=float(d["tag_drop_out"] or 0),
+                    latent_sampling_method=d["latent_sampling_method"] or "once",
+                    **_preview_fields(bool(d["preview_from_txt2img"]), extra))
+
+    def start(kind: str, *values: Any) -> tuple[Any, ...]:
+        d = dict(zip(["name", "lr"] + common, values[:len(common) + 2]))
+        extra = values[len(common) + 2:]
+        try:
+            if svc.training is None:
+                raise RuntimeError("training is not available in this server")
+            if not d["name"]:
+                raise ValueError(f"choose a{'n' if kind == 'embedding' else ''} {kind} to train")
+            base = common_params(d, extra)
+            save_every = _int(d["save_every"], "save a copy every N steps")
+            if kind == "embedding":
+                params: Any = EmbeddingTrainParams(embedding_name=d["name"], learn_rate=str(d["lr"] or ""),
+                                                   save_embedding_every=save_every,
+                                                   save_image_with_stored_embedding=bool(
+                                                       d["save_image_with_stored_embedding"]), **base)
+                job = svc.training.submit_train_embedding(params)
+            else:
+                params = HypernetworkTrainParams(hypernetwork_name=d["name"], learn_rate=str(d["lr"] or ""),
+                                                 save_hypernetwork_every=save_every, **base)
+                job = svc.training.submit_train_hypernetwork(params)
+        except Exception as e:  # ValueError, TrainInputNotFound, TrainDoesNotFit: shown, none fatal
+            info, err = _failure(f"{kind.capitalize()} not trained", e)
+            return "", info, err, "", gr.Timer(active=False)
+        wid = tr.watch(job, kind, d["name"], d["log_directory"], tr.data_dir(svc))
+        return wid, f"Training {kind} {d['name']}…", "", "", gr.Timer(active=True)
+
+    ins = [f[k] for k in common] + list(preview)
+    outs = [watch_id, out.info, out.error, shown, timer]
+    f["train_embedding"].click(lambda *v: start("embedding", *v), [f["embedding"], f["embedding_lr"]] + ins, outs,
+                               api_visibility="private")
+    f["train_hypernetwork"].click(lambda *v: start("hypernetwork", *v), [f["hypernetwork"], f["hypernetwork_lr"]] + ins,
+                                  outs, api_visibility="private")
+
+    def interrupt() -> None:
+        if svc.training is None or not svc.training.interrupt_training():
+            svc.queue.interrupt()
+    f["interrupt"].click(interrupt, None, None, show_progress="hidden", api_visibility="private")
+    f["refresh_embedding"].click(lambda: gr.update(choices=svc.training.embedding_names() if svc.training else []),
+                                 None, f["embedding"], show_progress="hidden", api_visibility="private")
+    f["refresh_hypernetwork"].click(
+        lambda: gr.update(choices=svc.training.hypernetwork_names() if svc.training else []), None, f["hypernetwork"],
+        show_progress="hidden", api_visibility="private")
+    f["refresh_template"].click(lambda: gr.update(choices=tr.template_names(svc)), None, f["template"],
+                                show_progress="hidden", api_visibility="private")
+
+
+def wire_train_lora(svc: "Services", f: dict[str, Any], out: TrainOutputs, watch_id: Any, shown: Any,
+                    timer: Any) -> None:
+    keys = ["lora_name", "lora_data_root", "lora_log_directory", "lora_template", "lora_dim", "lora_alpha",
+            "lora_target", "lora_lr", "lora_te_lr", "lora_warmup", "lora_optimizer", "lora_batch", "lora_accum",
+            "lora_steps", "lora_width", "lora_height", "lora_save_every", "lora_preview_every", "lora_preview_prompt",
+            "lora_precision", "lora_checkpointing", "lora_noise_offset", "lora_min_snr", "lora_seed", "lora_resume"]
+
+    def start(*values: Any) -> tuple[Any, ...]:
+        d = dict(zip(keys, values))
+        try:
+            if svc.training is None:
+                raise RuntimeError("training is not available in this server")
+            params = LoraTrainParams(
+                name=str(d["lora_name"] or ""), data_root=str(d["lora_data_root"] or "").strip(),
+                log_directory=str(d["lora_log_directory"] or ""), template_filename=d["lora_template"] or "",
+                network_dim=_int(d["lora_dim"], "network dim"), network_alpha=float(d["lora_alpha"] or 0),
+                network_target=d["lora_target"] or "transformer", learn_rate=str(d["lora_lr"] or ""),
+                text_encoder_lr=float(d["lora_te_lr"] or 0), lr_warmup_steps=_int(d["lora_warmup"] or 0, "warm-up"),
+                optimizer_type=d["lora_optimizer"] or "AdamW", batch_size=_int(d["lora_batch"], "batch size"),
+                gradient_step=_int(d["lora_accum"], "gradient accumulation steps"),
+                steps=_int(d["lora_steps"], "max steps"), training_width=_int(d["lora_width"], "width"),
+                training_height=_int(d["lora_height"], "height"), save_every=_int(d["lora_save_every"] or 0, "save"),
+                preview_every=_int(d["lora_preview_every"] or 0, "preview every"),
+                preview_prompt=str(d["lora_preview_prompt"] or ""), mixed_precision=d["lora_precision"] or "no",
+                gradient_checkpointing=bool(d["lora_checkpointing"]), noise_offset=float(d["lora_noise_offset"] or 0),
+                min_snr_gamma=float(d["lora_min_snr"] or 0), seed=_int(d["lora_seed"], "seed"),
+                resume=bool(d["lora_resume"]))
+            job = svc.training.submit_train_lora(params)
+        except Exception as e:  # shown, never fatal
+            info, err = _failure("LoRA not trained", e)
+            return "", info, err, "", gr.Timer(active=False)
+        from webui.training.embedding_files import sanitize_name
+        name = sanitize_name(params.name)
+        wid = tr.watch(job, "lora", name, params.log_directory, tr.data_dir(svc))
+        return wid, f"Training LoRA {name}…", "", "", gr.Timer(active=True)
+
+    f["train_lora"].click(start, [f[k] for k in keys], [watch_id, out.info, out.error, shown, timer],
+                          api_visibility="private")
+    f["lora_interrupt"].click(lambda: svc.training.interrupt_training() if svc.training else None, None, None,
+                              show_progress="hidden", api_visibility="private")
+    f["lora_refresh_template"].click(lambda: gr.update(choices=tr.template_names(svc)), None, f["lora_template"],
+                                     show_progress="hidden", api_visibility="private")
+
+
 # ---------------------------------------------------------------------------------------- the tab
 
 def build_outputs() -> TrainOutputs:
@@ -193,8 +336,23 @@ def build_outputs() -> TrainOutputs:
     return TrainOutputs(info, gallery, progress, error)
 
 
-def create_train_tab(svc: "Services") -> TrainTab:
-    """A1111's Train tab: Create embedding, Create hypernetwork (and the Train sub-tab when added)."""
+def _extension_train_tabs(preview: Sequence[Any]) -> None:
+    """Extensions' on_ui_train_tabs callbacks add their sub-tabs here (A1111 passes the txt2img
+    preview components as `txt2img_preview_params`)."""
+    from webui.extensions.startup import fire
+    try:
+        from webui.extensions.compat.modules.script_callbacks import UiTrainTabParams
+    except ImportError:
+        return
+    fire("ui_train_tabs", UiTrainTabParams(list(preview)))
+
+
+def create_train_tab(svc: "Services", txt2img: Any = None) -> TrainTab:
+    """A1111's Train tab: Create embedding, Create hypernetwork, Train, our Train LoRA, then the
+    extensions' sub-tabs. `txt2img` (the txt2img tab's components) feeds "Read parameters from
+    txt2img"."""
+    preview = [txt2img.prompt, txt2img.neg_prompt, txt2img.steps, txt2img.sampler, txt2img.cfg_scale,
+               txt2img.seed, txt2img.width, txt2img.height] if txt2img is not None else []
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
             with gr.Tabs(elem_id="train_tabs") as tabs:
@@ -202,11 +360,31 @@ def create_train_tab(svc: "Services") -> TrainTab:
                     emb = build_create_embedding()
                 with gr.Tab("Create hypernetwork", id="create_hypernetwork") as hn_tab:
                     hn = build_create_hypernetwork(svc, hn_tab)
+                with gr.Tab("Train", id="train"):
+                    train = tr.build_train(svc)
+                with gr.Tab("Train LoRA", id="train_lora"):
+                    lora = tr.build_train_lora(svc)
+                _extension_train_tabs(preview)
         with gr.Column(scale=2, elem_id="ti_gallery_container"):
             out = build_outputs()
+            loss_plot = gr.LinePlot(tr.plot_value([]), x="step", y="loss", title="Loss", elem_id="ti_loss_plot",
+                                    height=240)
+    watch_id, shown = gr.State(""), gr.State("")
+    timer = gr.Timer(1.0, active=False)
     wire_create_embedding(svc, emb, out)
     wire_create_hypernetwork(svc, hn, out)
-    return TrainTab(tabs, emb, hn, out)
+    wire_train(svc, train, out, watch_id, shown, timer, preview)
+    wire_train_lora(svc, lora, out, watch_id, shown, timer)
+    timer.tick(tr.poll, [watch_id, shown], [out.progress, out.info, out.gallery, loss_plot, shown, timer],
+               show_progress="hidden", api_visibility="private")
+    # a new embedding / hypernetwork is offered for training at once
+    if emb.created is not None:
+        emb.created.then(lambda: gr.update(choices=svc.training.embedding_names() if svc.training else []), None,
+                         train["embedding"], show_progress="hidden", api_visibility="private")
+    if hn.created is not None:
+        hn.created.then(lambda: gr.update(choices=svc.training.hypernetwork_names() if svc.training else []), None,
+                        train["hypernetwork"], show_progress="hidden", api_visibility="private")
+    return TrainTab(tabs, emb, hn, out, train, lora, loss_plot, timer)
 
 
 __all__ = ["TrainTab", "TrainOutputs", "create_train_tab", "module_sizes"]
