@@ -68,9 +68,11 @@ def _roughen(module: torch.nn.Module, gen: torch.Generator) -> None:
 
 
 def build_tiny_models(family: str = "sd1", *, inpainting: bool = False, prediction_type: str | None = None,
-                      seed: int = 0, round_to: torch.dtype | None = torch.float16) -> TinyModels:
+                      seed: int = 0, round_to: torch.dtype | None = torch.float16,
+                      unet_overrides: dict | None = None) -> TinyModels:
     """Deterministic tiny model set.  ``round_to``: make every weight exactly representable in that
-    dtype, so a file saved in it reloads bit-exactly as float32."""
+    dtype, so a file saved in it reloads bit-exactly as float32.  ``unet_overrides``: UNet config
+    entries to change (e.g. SDXL's ``addition_time_embed_dim``)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
@@ -79,7 +81,7 @@ def build_tiny_models(family: str = "sd1", *, inpainting: bool = False, predicti
     size = DEFAULT_SIZE[family]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        unet = UNet2DConditionModel(**TINY_UNET[family], in_channels=9 if inpainting else 4, out_channels=4,
+        unet = UNet2DConditionModel(**{**TINY_UNET[family], **(unet_overrides or {})}, in_channels=9 if inpainting else 4, out_channels=4,
                                     sample_size=size // 8)
         vae = AutoencoderKL(**TINY_VAE, sample_size=size,
                             scaling_factor=0.13025 if family == "sdxl" else 0.18215)
@@ -117,6 +119,7 @@ def make_tiny_checkpoint(
     metadata: dict[str, str] | None = None,
     fmt: str = "safetensors",
     dtype: torch.dtype = torch.float16,
+    unet_overrides: dict | None = None,
 ) -> Path:
     """Write a tiny real-layout checkpoint and return its path.
 
@@ -128,7 +131,7 @@ def make_tiny_checkpoint(
     """
     path = Path(path)
     models = build_tiny_models(family, inpainting=inpainting, prediction_type=prediction_type, seed=seed,
-                               round_to=dtype if dtype != torch.float32 else None)
+                               round_to=dtype if dtype != torch.float32 else None, unet_overrides=unet_overrides)
     meta = dict(metadata or {})
     v = prediction_type in ("v", "v_prediction")
     if prediction_type and family != "sd2":

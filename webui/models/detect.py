@@ -121,9 +121,11 @@ def _transformer_depths(shapes: dict[str, tuple[int, ...]], prefix: str = UNET_P
 
 
 def _unet_config(shapes: dict[str, tuple[int, ...]], family: Family, keys: list[str],
-                 prefix: str = UNET_PREFIX) -> dict:
+                 prefix: str = UNET_PREFIX, pooled_width: int | None = None) -> dict:
     """diffusers UNet config from LDM-layout shapes under ``prefix`` (a ControlNet's
-    ``control_model.`` mirrors its base UNet's encoder, so it is read the same way)."""
+    ``control_model.`` mirrors its base UNet's encoder, so it is read the same way).
+    ``pooled_width``: SDXL's second text encoder projection width, which with ``label_emb``'s input
+    width gives the width of each of the six time-id embeddings (256 in SDXL, anything in a custom file)."""
     p = prefix
     conv_in = shapes[p + "input_blocks.0.0.weight"]  # [model_channels, in_channels, 3, 3]
     depths = _transformer_depths(shapes, p)
@@ -195,11 +197,23 @@ def _unet_config(shapes: dict[str, tuple[int, ...]], family: Family, keys: list[
     if family == "sdxl":
         if label is None:
             raise _unsupported([p + "label_emb.0.0.weight"], keys)
-        config.update(addition_embed_type="text_time", addition_time_embed_dim=ADDITION_TIME_EMBED_DIM,
+        config.update(addition_embed_type="text_time",
+                      addition_time_embed_dim=_time_id_width(label[1], pooled_width),
                       projection_class_embeddings_input_dim=label[1])
     elif label is not None:
         raise UnsupportedModelError(None, "class-conditioned UNet (unCLIP / upscaler) is not supported")
     return config
+
+
+def _time_id_width(label_in: int, pooled_width: int | None) -> int:
+    """SDXL's label_emb input = pooled text embedding + 6 time ids (sizes, crop, target) x width."""
+    if pooled_width is None:
+        return ADDITION_TIME_EMBED_DIM  # no text encoder to subtract (a ControlNet): SDXL's value
+    rest = label_in - pooled_width
+    if rest <= 0 or rest % 6 or (rest // 6) % 2:
+        raise UnsupportedModelError(None, f"SDXL label_emb takes {label_in} inputs, which is not the pooled text "
+                                          f"width {pooled_width} plus six even-width time-id embeddings")
+    return rest // 6
 
 
 def _vae_config(shapes: dict[str, tuple[int, ...]], keys: list[str]) -> dict:
@@ -300,7 +314,8 @@ def detect_checkpoint(shapes: dict[str, tuple[int, ...]], metadata: dict[str, st
     missing = [k for k in core if k not in shapes]
     if missing:
         raise _unsupported(missing, keys)
-    unet = _unet_config(shapes, family, keys)
+    pooled = te_configs[1].get("projection_dim") if family == "sdxl" else None
+    unet = _unet_config(shapes, family, keys, pooled_width=pooled)
     vae = _vae_config(shapes, keys)
     in_ch = unet["in_channels"]
     if in_ch not in (4, 8, 9):

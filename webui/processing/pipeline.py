@@ -22,7 +22,7 @@ from webui.memory.attention import attention_context
 from webui.processing import checkpoints_stage, checks, img2img_stage, infotext_stage, output_stage, prompts_stage, sampling_stage
 from webui.processing.callbacks import Callbacks
 from webui.processing.context import Processed, Processing, ProcessingImg2Img
-from webui.processing.errors import GenerationError
+from webui.processing.errors import GenerationError, shape_mismatch_error
 from webui.processing.options import OptionsSnapshot
 from webui.processing.requests import IMAGE_UPSCALERS, Img2ImgRequest, Txt2ImgRequest
 from webui.processing.scripts import PostSampleArgs, ScriptCatalog, ScriptRunner
@@ -115,6 +115,14 @@ def process_images(p: Processing) -> Processed:
         return _process_inner(p)
     except (ModelLoadError, ControlNetError, OutOfDeviceMemory) as e:
         raise GenerationError(str(e)) from None
+    except RuntimeError as e:  # a shape mismatch left in the file is the user's to fix: a 4xx naming it
+        info = getattr(getattr(p, "sd_model", None), "info", None)
+        path = getattr(info, "path", None)
+        err = shape_mismatch_error(Path(path).name if path else "the checkpoint", e)
+        if err is None:
+            raise
+        log.warning("generation failed on %s: %s", path, e)
+        raise err from None
     finally:
         if previous and p.override_settings_restore_afterwards and (
                 models.current is None or models.current.info.title != previous):
