@@ -113,3 +113,89 @@ def test_idle_page_reaches_network_idle(page: Any) -> None:
     seen.clear()
     time.sleep(3)
     assert not seen, seen
+
+
+def _generate_two(page: Any) -> str:
+    page.locator("#txt2img_prompt textarea").fill("a red circle")
+    page.locator("#txt2img_neg_prompt textarea").fill("blurry")
+    set_number(page, "txt2img_steps", 3)
+    set_number(page, "txt2img_width", 64)
+    set_number(page, "txt2img_height", 64)
+    set_number(page, "txt2img_batch_size", 2)
+    page.click("#txt2img_generate")
+    page.wait_for_function("() => (document.querySelector('#txt2img_status textarea')?.value || '')"
+                           ".startsWith('Time taken')")
+    return page.inner_text("#txt2img_info")
+
+
+def test_gallery_buttons_folder_save_zip(page: Any, ui_server: Server) -> None:
+    import csv
+    import io
+    import os
+    import re
+    import zipfile
+
+    text = _generate_two(page)
+    seed = int(re.search(r"Seed: (\d+)", text)[1])
+    # 📂: this headless server has no desktop, so the page is told where the images are
+    page.click("#txt2img_open_folder")
+    day = ui_server.data_dir / "outputs" / "txt2img-images" / time.strftime("%Y-%m-%d")
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        page.wait_for_function("(p) => document.querySelector('#txt2img_gallery_note').innerText.includes(p)",
+                               arg=str(day))
+
+    # 💾 with the grid shown (selected): every picture goes to log/images, one log.csv row
+    saved_dir = ui_server.data_dir / "log" / "images"
+    page.click("#save_txt2img")
+    page.wait_for_function("() => document.querySelector('#txt2img_gallery_note').innerText.includes('Saved')")
+    names = sorted(p.name for p in saved_dir.glob("*.png"))
+    assert len(names) == 3 and any(n.startswith("grid-") for n in names) and any(n.endswith(f"-{seed}.png")
+                                                                                  for n in names), names
+    rows = list(csv.reader(open(saved_dir / "log.csv", encoding="utf-8")))
+    assert rows[0][:3] == ["prompt", "seed", "width"] and rows[1][0] == "a red circle" and rows[1][8] == "blurry"
+    links = page.locator("#download_files_txt2img a")
+    links.first.wait_for()
+    assert links.count() == 3
+    with Image.open(saved_dir / [n for n in names if n.endswith(f"-{seed}.png")][0]) as im:
+        assert f"Seed: {seed}" in im.info["parameters"]
+
+    # 🗜️: a zip of the whole result, offered for download
+    page.click("#save_zip_txt2img")
+    page.wait_for_function("() => [...document.querySelectorAll('#download_files_txt2img a')]"
+                           ".some(a => a.href.endsWith('.zip'))")
+    href = page.evaluate("() => [...document.querySelectorAll('#download_files_txt2img a')]"
+                         ".find(a => a.href.endsWith('.zip')).href")
+    resp = page.request.get(href)
+    assert resp.ok
+    with zipfile.ZipFile(io.BytesIO(resp.body())) as z:
+        inside = z.namelist()
+    assert len(inside) == 3 and any(n.endswith(f"-{seed}.png") for n in inside), inside
+    assert list(saved_dir.glob("*.zip"))
+
+
+def test_gallery_send_to_img2img_inpaint_extras(page: Any) -> None:
+    import re
+
+    text = _generate_two(page)
+    seed = int(re.search(r"Seed: (\d+)", text)[1])
+    # the grid is shown first; Send to takes the first image and its parameters (A1111's paste)
+    page.click("#txt2img_send_to_img2img")
+    page.wait_for_function("() => { const i = document.querySelector('#img2img_image img');"
+                           " return i && i.complete && i.naturalWidth === 64; }")
+    assert page.locator("#img2img_prompt textarea").input_value() == "a red circle"
+    assert page.locator("#img2img_neg_prompt textarea").input_value() == "blurry"
+    assert page.locator("#img2img_steps input[type=number]").input_value() == "3"
+    assert page.locator("#img2img_width input[type=number]").input_value() == "64"
+    assert page.locator("#img2img_seed input").input_value() == str(seed)
+
+    page.get_by_role("tab", name="txt2img").click()
+    page.locator("#txt2img_gallery .thumbnail-item").nth(2).click()  # the second image
+    page.click("#txt2img_send_to_inpaint")
+    page.locator("#img2maskimg canvas").first.wait_for(state="visible")  # the Inpaint sub-tab is open
+    page.wait_for_function("() => !document.querySelector('#img2maskimg').innerText.includes('Upload an image')")
+    page.wait_for_function("(s) => document.querySelector('#img2img_seed input').value === s", arg=str(seed + 1))
+
+    page.get_by_role("tab", name="txt2img").click()
+    page.click("#txt2img_send_to_extras")
+    page.wait_for_function("() => { const i = document.querySelector('#extras_image img');"
+                           " return i && i.complete && i.naturalWidth === 64; }")

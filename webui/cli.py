@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="allow installing/updating/enabling extensions when listening beyond localhost")
 
     ui = p.add_argument_group("user interface")
+    ui.add_argument("--hide-ui-dir-config", action="store_true",
+                    help="keep server folders out of the page (no 📂 button, no folder paths shown)")
     ui.add_argument("--theme", choices=["light", "dark"], default=None,
                     help="open the page in light or dark mode (wins over the theme_mode option)")
 

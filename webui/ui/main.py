@@ -16,6 +16,7 @@ import gradio as gr
 from webui.ui.common import checkpoint_status_md, checkpoint_titles, current_checkpoint_title
 from webui.ui.extensions_tab import create_extensions_tab
 from webui.ui.extras import create_extras_tab
+from webui.ui.gallery_buttons import connect_send_buttons
 from webui.ui.merger import create_merger_tab
 from webui.ui.pnginfo import create_pnginfo_tab
 from webui.ui.settings_tab import create_settings_tab
@@ -48,6 +49,9 @@ CSS = """
 .img2img-copy-row { align-items: center; gap: 4px; }
 .img2img-copy-label { flex: 0 0 auto !important; min-width: 0 !important; }
 #pnginfo_html .pnginfo-item p { margin: 0.2em 0; word-break: break-word; }
+.gallery-buttons { gap: 4px; flex-wrap: wrap; }
+.gallery-buttons button { min-height: 36px; }
+.gallery-note p { margin: 0.2em 0; font-size: 0.9em; word-break: break-all; }
 /* Input pictures fill their box (Gradio's scale-down left a small picture at native size). */
 #img2img_image img, #img_inpaint_base img, #img_inpaint_mask img, #extras_image img, #pnginfo_image img {
   object-fit: contain !important; width: 100%; height: 100%; }
@@ -248,6 +252,9 @@ def _build_ui(svc: "Services") -> gr.Blocks:
                 settings = create_settings_tab(svc)
             with gr.Tab("Extensions", id="extensions", elem_id="tab_extensions"):
                 create_extensions_tab(svc)
+
+        for source in (t2i, i2i):  # 🖼️ 🎨️ 📐 under each gallery reach the other tabs
+            connect_send_buttons(svc, source, i2i, extras.image, tabs)
 
         sync_timer = gr.Timer(1.0, active=True)
         idle_ticks = gr.State(0)

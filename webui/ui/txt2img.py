@@ -16,6 +16,7 @@ from webui.ui.common import (AUTOMATIC, DEFAULT_SAMPLER, sampler_names, schedule
                              token_counter_html, token_counter_text, upscaler_names)
 from webui.ui.controlnet import create_controlnet_accordion
 from webui.ui.extra_networks import create_extra_networks
+from webui.ui.gallery_buttons import connect_file_buttons, create_gallery_buttons
 from webui.ui.gallery_values import (as_float, as_int, infotext_for_index, infotext_html, scaled_size,
                                      seed_for_index)
 from webui.ui.paste import parse_for_paste, parse_override_entries, paste_values, script_field_updates
@@ -70,6 +71,7 @@ class Txt2ImgTab:
     img2img: Any = None  # webui.ui.img2img.Img2ImgInputs on the img2img tab
     override: Any = None  # "Override settings" multiselect (entries like "Clip skip: 2")
     script_infotext_fields: list = field(default_factory=list)  # scripts' (component, infotext key)
+    buttons: Any = None  # webui.ui.gallery_buttons.GalleryButtons (📂 💾 🗜️ and Send to)
 
     # request field → component, for "Send to txt2img/img2img" from PNG Info
     def paste_fields(self) -> dict[str, Any]:
@@ -243,6 +245,7 @@ def create_generation_tab(svc: "Services", mode: str, size: int | None = None) -
         with gr.Column(scale=1, elem_id=f"{mode}_results"):
             gallery = gr.Gallery(label="Output", show_label=False, elem_id=f"{mode}_gallery", format="png",
                                  columns=4, height=512, object_fit="contain", preview=True, interactive=False)
+            buttons = create_gallery_buttons(svc, mode)
             status = gr.Textbox(label="Status", value="", interactive=False, lines=1, max_lines=3,
                                 elem_id=f"{mode}_status")
             info = gr.HTML("", elem_id=f"{mode}_info", elem_classes="infotext-box")
@@ -258,6 +261,8 @@ def create_generation_tab(svc: "Services", mode: str, size: int | None = None) -
     tab.script_infotext_fields = scripts_ui.infotext_fields
     tab.img2img = i2i
     tab.override = override
+    tab.buttons = buttons
+    connect_file_buttons(svc, mode, buttons, gallery, gen_info, selected)
     if is_i2i:
         assert i2i is not None
         resize_to_tab.select(lambda: "to", None, i2i.resize_tab, show_progress="hidden", api_visibility="private",
@@ -479,6 +484,7 @@ def create_generation_tab(svc: "Services", mode: str, size: int | None = None) -
             img.info["parameters"] = text  # gradio copies text chunks into the gallery PNGs
         info_dict = result.info_for()
         info_dict["shown_infotexts"] = texts
+        info_dict["saved_files"] = [str(p) for p in result.paths]  # 📂 opens their folder
         first = infotext_for_index(info_dict, 0)
         msg = f"Time taken: {dt:.1f} s" + (f" · {result.memory}" if result.memory else "")
         if not shown:
