@@ -38,4 +38,12 @@ if ! "$PY" -c "import importlib.metadata as m, sys; sys.exit(m.version('spandrel
   "$PY" -m pip install --no-deps "spandrel_extra_arches==$SPANDREL_EXTRA_ARCHES_VERSION"
 fi
 if [ "${WEBUI_INSTALL_ONLY:-0}" = "1" ]; then exit 0; fi
-exec "$PY" launch.py "$@"
+# A1111's restart contract: POST /sdapi/v1/server-restart (with --api-server-stop) writes tmp/restart and
+# exits; the server is started again for as long as it leaves that file behind
+export SD_WEBUI_RESTART=1
+while true; do
+  rm -f tmp/restart
+  rc=0
+  "$PY" launch.py "$@" || rc=$?
+  [ -f tmp/restart ] || exit "$rc"
+done

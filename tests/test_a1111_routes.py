@@ -40,3 +40,95 @@ def test_docs_pages_load_their_assets_from_the_server(api_server) -> None:
             assert got.status_code == 200 and len(got.content) > 100, ref
         assert any(ref.endswith(".js") for ref in refs), page
     assert requests.get(api_server.url + "/openapi.json", timeout=10).json()["paths"]
+
+
+def test_sd_modules_face_restorers_ping_and_server_routes_off(api_server) -> None:
+    vae_dir = api_server.data_dir / "models" / "VAE"
+    modules = requests.get(api_server.api("sd-modules"), timeout=10).json()
+    assert isinstance(modules, list)
+    listed = {m["filename"] for m in requests.get(api_server.api("sd-vae"), timeout=10).json() if "error" not in m}
+    assert {m["filename"] for m in modules} >= listed
+    assert all(set(m) == {"model_name", "filename"} for m in modules)
+    te = api_server.data_dir / "models" / "text_encoder"
+    te.mkdir(parents=True, exist_ok=True)
+    (te / "t5-tiny.safetensors").write_bytes(b"x")
+    modules = requests.get(api_server.api("sd-modules"), timeout=10).json()
+    assert {"model_name": "t5-tiny.safetensors", "filename": str(te / "t5-tiny.safetensors")} in modules
+    assert not vae_dir.exists() or all(m["filename"] != str(vae_dir) for m in modules)
+    # no face model installed in this data dir: nothing is offered (and nothing downloaded)
+    assert requests.get(api_server.api("face-restorers"), timeout=10).json() == []
+    assert requests.get(api_server.url + "/internal/ping", timeout=10).json() == {}
+    for name in ("server-stop", "server-restart", "server-kill"):  # only with --api-server-stop
+        assert requests.post(api_server.api(name), timeout=10).status_code == 404
+
+
+def test_sysinfo_has_a1111_keys_and_no_secrets(tmp_path, model_dir) -> None:
+    import json
+    import os
+
+    from conftest import start_server, stop_server
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "config.json").write_text(json.dumps({"civitai_api_key": "s3cret-key", "jpeg_quality": 91}))
+    os.environ["WEBUI_TEST_ENV_MARKER"] = "env-marker-value"
+    try:
+        server = start_server(data, model_dir, "--api-server-stop")
+    finally:
+        del os.environ["WEBUI_TEST_ENV_MARKER"]
+    try:
+        r = requests.get(server.url + "/internal/sysinfo", timeout=60)
+        assert r.status_code == 200 and "attachment" not in r.headers.get("content-disposition", "")
+        info = r.json()
+        for key in ("Platform", "Python", "Version", "Commit", "Script path", "Data path", "Extensions dir",
+                    "CPU", "RAM", "Torch env info", "Config", "Commandline"):
+            assert key in info, key
+        assert info["Data path"] == str(data) and info["Config"]["jpeg_quality"] == 91
+        assert info["Config"]["civitai_api_key"] == "<hidden>"
+        assert "Environment" not in info
+        assert "s3cret-key" not in r.text and "env-marker-value" not in r.text
+        assert info["CPU"]["count logical"] >= 1 and info["Torch env info"]["torch_version"]
+        d = requests.get(server.url + "/internal/sysinfo-download", timeout=60)
+        assert d.status_code == 200 and "attachment" in d.headers["content-disposition"]
+
+        # restart needs a launcher that starts the process again (webui.sh sets SD_WEBUI_RESTART)
+        assert requests.post(server.api("server-restart"), timeout=10).status_code == 501
+        r = requests.post(server.api("server-stop"), timeout=10)
+        assert r.status_code == 200
+        assert server.proc.wait(30) == 0  # a clean stop, not a kill
+    finally:
+        stop_server(server)
+
+
+def test_server_kill_ends_the_process(tmp_path, model_dir) -> None:
+    from conftest import start_server, stop_server
+
+    server = start_server(tmp_path, model_dir, "--api-server-stop", "--skip-load-model-at-start")
+    try:
+        try:
+            requests.post(server.api("server-kill"), timeout=10)
+        except requests.ConnectionError:
+            pass  # the process may go before the answer is read
+        assert server.proc.wait(30) == 0
+    finally:
+        stop_server(server)
+
+
+def test_server_restart_leaves_the_restart_file_for_webui_sh(tmp_path, model_dir) -> None:
+    import os
+
+    from conftest import start_server, stop_server
+    from webui.api.system_routes import RESTART_FILE
+
+    RESTART_FILE.unlink(missing_ok=True)
+    os.environ["SD_WEBUI_RESTART"] = "1"  # what webui.sh exports
+    try:
+        server = start_server(tmp_path, model_dir, "--api-server-stop", "--skip-load-model-at-start")
+    finally:
+        del os.environ["SD_WEBUI_RESTART"]
+    try:
+        assert requests.post(server.api("server-restart"), timeout=10).status_code == 200
+        assert server.proc.wait(30) == 0 and RESTART_FILE.is_file()
+    finally:
+        RESTART_FILE.unlink(missing_ok=True)
+        stop_server(server)

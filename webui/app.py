@@ -143,6 +143,9 @@ def build_app(svc: Any, args: argparse.Namespace) -> Any:
     def ping() -> dict:
         return {}
 
+    from webui.api.system_routes import build_sysinfo_router
+    app.include_router(build_sysinfo_router(svc))  # the Settings page's Sysinfo download needs it without --api
+
     if not args.nowebui:
         import gradio as gr
 
@@ -275,6 +278,7 @@ def main(argv: list[str] | None = None) -> None:
             shell.error = f"{type(e).__name__}: {e}"
             return
         svc = app.state.services
+        svc.stop_server = lambda: setattr(server, "should_exit", True)  # POST /sdapi/v1/server-stop
         what = "API" if args.nowebui else "UI"
         log.info("%s ready at %s in %.2fs from start", what, url, time.time() - t_start)
         if args.exit:

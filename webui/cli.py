@@ -26,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="serve the /sdapi/v1 API beside the UI (always on when bound to localhost)")
     net.add_argument("--nowebui", action="store_true", help="serve only the API, no UI")
     net.add_argument("--exit", action="store_true", help="set up, print the startup time and exit")
+    net.add_argument("--api-server-stop", action="store_true",
+                     help="allow POST /sdapi/v1/server-stop, server-restart and server-kill (A1111)")
     net.add_argument("--enable-insecure-extension-access", action="store_true",
                      help="allow installing/updating/enabling extensions when listening beyond localhost")
 

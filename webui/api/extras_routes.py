@@ -118,9 +118,9 @@ def build_extras_router(svc: ExtrasService) -> APIRouter:
 
     @r.get("/face-restorers")
     def face_restorers() -> list[dict[str, Any]]:
-        """A1111's [{name, cmd_dir}] (CodeFormer, GFPGAN) plus model_path, the file used (null when the
-        folder holds none usable, then `error` says why)."""
-        return svc.faces.listing()
+        """A1111's [{name, cmd_dir}] for the restorers whose model file is installed (nothing is
+        downloaded here, so one without a file is not offered), plus model_path, the file used."""
+        return [item for item in svc.faces.listing() if item.get("model_path")]
 
     return r
 

@@ -44,6 +44,8 @@ class Services:
     training: TrainingService | None = None  # the Train tab and /sdapi/v1/create/*, /train/*
     # set by the composition root once the server runs: reload extensions and swap in a new API + UI
     reload_ui: Callable[[], str] | None = None
+    # set by the composition root: ask the server to shut down after the running requests (server-stop)
+    stop_server: Callable[[], None] | None = None
 
     def submit_txt2img(self, req: Txt2ImgRequest, *, save: bool, label: str = "txt2img") -> Job:
         self.txt2img.validate(req)  # fail before queueing
