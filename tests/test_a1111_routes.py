@@ -132,3 +132,36 @@ def test_server_restart_leaves_the_restart_file_for_webui_sh(tmp_path, model_dir
     finally:
         RESTART_FILE.unlink(missing_ok=True)
         stop_server(server)
+
+
+def test_embeddings_are_listed_before_the_first_load(tmp_path, model_dir) -> None:
+    """The list is judged from the files' shapes against the selected checkpoint (tiny SD1: width 32)
+    while nothing is loaded, and is the same list once the checkpoint has loaded."""
+    import torch
+    from safetensors.torch import save_file
+
+    from conftest import start_server, stop_server, wait_for_model
+
+    emb = tmp_path / "models" / "embeddings"
+    emb.mkdir(parents=True)
+    torch.save({"string_to_token": {"*": 265}, "string_to_param": {"*": torch.randn(2, 32)}, "name": "fits",
+                "step": 7}, emb / "fits.pt")
+    save_file({"emb_params": torch.randn(3, 48)}, str(emb / "sd2-wide.safetensors"))
+    save_file({"clip_l": torch.randn(1, 32), "clip_g": torch.randn(1, 48)}, str(emb / "xl-pair.safetensors"))
+    (emb / "broken.pt").write_bytes(b"not a pickle")
+    server = start_server(tmp_path, model_dir, "--skip-load-model-at-start")
+    try:
+        first = requests.get(server.api("embeddings"), timeout=30).json()
+        assert requests.get(server.api("options"), timeout=10).json().get("sd_checkpoint_hash") in (None, "")
+        assert first["loaded"] == {"fits": {"step": 7, "sd_checkpoint": None, "sd_checkpoint_name": None,
+                                            "shape": 32, "vectors": 2}}
+        assert set(first["skipped"]) == {"sd2-wide", "xl-pair", "broken"}
+        assert "width 48" in first["skipped"]["sd2-wide"]["reason"]
+        assert "SDXL" in first["skipped"]["xl-pair"]["reason"]
+        r = requests.post(server.api("options"), timeout=120,
+                          json={"sd_model_checkpoint": "tiny-sd1.safetensors"})
+        assert r.status_code == 200, r.text
+        wait_for_model(server)
+        assert requests.get(server.api("embeddings"), timeout=30).json() == first
+    finally:
+        stop_server(server)

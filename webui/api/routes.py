@@ -22,6 +22,7 @@ from webui.api.train_routes import build_train_router
 from webui.api.system_routes import build_modules_router, build_server_router
 from webui.engine.samplers import SAMPLERS, SCHEDULE_TYPES
 from webui.services.container import GenerationError, ModelLoadError, Services
+from webui.services.embedding_listing import embeddings_listing
 from webui.services.jobs import JobState
 from webui.imaging.decode import MAX_INPUT_SIDE, ImageInputError, decode_base64_image
 from webui.processing.checks import RequestValueError, check_option_value
@@ -201,18 +202,9 @@ def build_router(svc: Services) -> APIRouter:
 
     @r.get("/embeddings")
     def embeddings() -> dict[str, Any]:
-        """A1111's shape: usable embeddings of the loaded model, and the skipped ones."""
-        cur = svc.models.current
-        db = getattr(cur.encoder, "embeddings", None) if cur is not None else None
-        if db is None:
-            return {"loaded": {}, "skipped": {}}
-        db.refresh_if_changed()
-        loaded = {name: {"step": e.step, "sd_checkpoint": None, "sd_checkpoint_name": None,
-                         "shape": int(e.per_encoder[-1].shape[1]), "vectors": e.vectors}
-                  for name, e in db.loaded.items()}
-        skipped = {name: {"step": None, "sd_checkpoint": None, "sd_checkpoint_name": None, "shape": None,
-                          "vectors": None, "reason": why} for name, why in db.skipped.items()}
-        return {"loaded": loaded, "skipped": skipped}
+        """A1111's shape: usable embeddings of the loaded model, and the skipped ones (before the first
+        load: judged against the selected checkpoint's text-encoder widths read from its header)."""
+        return embeddings_listing(svc)
 
     @r.post("/refresh-embeddings")
     def refresh_embeddings() -> None:
