@@ -199,3 +199,59 @@ def test_gallery_send_to_img2img_inpaint_extras(page: Any) -> None:
     page.click("#txt2img_send_to_extras")
     page.wait_for_function("() => { const i = document.querySelector('#extras_image img');"
                            " return i && i.complete && i.naturalWidth === 64; }")
+
+
+def _shown_settings(page: Any) -> list[str]:
+    return page.evaluate("() => [...document.querySelectorAll('#settings_pages [id^=setting_]')]"
+                         ".filter(e => e.offsetParent !== null).map(e => e.id.replace('setting_', ''))")
+
+
+def test_settings_search_sections_licenses_sysinfo(page: Any) -> None:
+    import json
+
+    page.get_by_role("tab", name="Settings").click()
+    every = _shown_settings(page)
+    assert "grid_save" in every and "sd_vae" in every and "samples_format" in every
+    box = page.locator("#settings_search input, #settings_search textarea").first
+    box.click()
+    box.type("grid", delay=20)
+    page.wait_for_function("() => document.querySelector('#setting_samples_format').offsetParent === null")
+    shown = _shown_settings(page)
+    assert "grid_save" in shown and "return_grid" in shown and "sd_vae" not in shown, shown
+    assert all("grid" in s.lower() for s in shown) or len(shown) < len(every) / 4, shown
+    assert not page.locator("#settings_section_stable_diffusion").first.is_visible()  # no match there
+    box.fill("")
+    box.press("End")
+    box.type(" ")
+    box.press("Backspace")
+    page.get_by_label("Saving images", exact=True).check()  # the section list: one page at a time
+    page.wait_for_function("() => document.querySelector('#setting_sd_vae').offsetParent === null"
+                           " && document.querySelector('#setting_grid_save').offsetParent !== null")
+    assert set(_shown_settings(page)) < set(every)
+
+    page.get_by_label("Licenses", exact=True).check()
+    table = page.locator("#settings_licenses")
+    table.wait_for(state="visible")
+    text = table.inner_text()
+    assert "gradio" in text and "Apache-2.0" in text and "torch" in text and "fastapi" in text and "MIT" in text
+    assert _shown_settings(page) == []
+
+    page.get_by_label("Sysinfo", exact=True).check()
+    page.click("#settings_sysinfo_download")
+    link = page.locator("#settings_sysinfo_file a").first
+    link.wait_for()
+    assert (link.get_attribute("download") or link.get_attribute("href")).split("/")[-1].startswith("sysinfo-")
+    data = json.loads(page.request.get(link.get_attribute("href")).body())
+    assert {"Platform", "Python", "Torch env info", "Config", "Packages"} <= set(data)
+    assert "Environment" not in data and any(p.startswith("gradio==") for p in data["Packages"])
+
+
+def test_settings_reload_ui_rebuilds_and_reloads_the_page(page: Any) -> None:
+    """Last in this module: the served UI is replaced by a fresh build."""
+    page.get_by_role("tab", name="Settings").click()
+    page.evaluate("() => { window.__before_reload = true; }")
+    page.click("#settings_reload_ui")
+    page.wait_for_function("() => window.__before_reload !== true", timeout=90_000)
+    page.wait_for_selector("#txt2img_prompt textarea")
+    page.get_by_role("tab", name="Settings").click()
+    page.locator("#settings_reload_ui").wait_for()

@@ -50,6 +50,10 @@ CSS = """
 .img2img-copy-label { flex: 0 0 auto !important; min-width: 0 !important; }
 #pnginfo_html .pnginfo-item p { margin: 0.2em 0; word-break: break-word; }
 .gallery-buttons { gap: 4px; flex-wrap: wrap; }
+#settings_page_sysinfo, #settings_page_licenses { display: none; }
+#settings_sections .wrap { flex-direction: column; }
+#settings_sections label { width: 100%; }
+.licenses td, .licenses th { padding: 2px 8px; text-align: left; }
 .gallery-buttons button { min-height: 36px; }
 .gallery-note p { margin: 0.2em 0; font-size: 0.9em; word-break: break-all; }
 /* Input pictures fill their box (Gradio's scale-down left a small picture at native size). */

@@ -1,18 +1,24 @@
 """Settings tab: one component per option of `svc.settings.options` (the built-in ones and those
-extensions register), grouped by section; applied without a restart. The extension enable state
+extensions register), grouped by section; applied without a restart. A search box and a section
+list filter them; Reload UI, Sysinfo and Licenses are beside them (webui.ui.settings_pages). The extension enable state
 (`disabled_extensions`, `disable_all_extensions`) is left to the Extensions tab, as A1111 hides it:
 that tab saves it only where extension access is allowed."""
 from __future__ import annotations
 
+import json
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
 from webui.ui.common import checkpoint_titles, vae_choices
+from webui.ui.extensions_tab import RELOADED
 
 if TYPE_CHECKING:
     from webui.services.container import Services
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -92,24 +98,73 @@ def create_settings_tab(svc: "Services") -> SettingsTab:
             continue
         sections.setdefault(info.section, []).append(key)
 
+    from webui.ui import settings_pages as pages
+
     components: dict[str, Any] = {}
-    with gr.Row():
+    with gr.Row(elem_id="settings_top"):
         apply = gr.Button("Apply settings", variant="primary", elem_id="settings_submit")
+        reload_ui = gr.Button("Reload UI", elem_id="settings_reload_ui")
     result = gr.Markdown("", elem_id="settings_result")
-    for section, keys in sections.items():
-        with gr.Group(elem_id=f"settings_section_{section.lower().replace(' ', '_')}"):
-            gr.Markdown(f"### {section}", elem_classes="settings-section-title", padding=True)
-            for key in keys:
-                if key == "sd_vae":  # A1111 has a refresh button beside the VAE list
-                    with gr.Row(equal_height=False):
-                        components[key] = _component(key, options[key], opts.get(key), svc)
-                        refresh_vae = gr.Button("🔄", elem_id="refresh_sd_vae", size="sm", scale=0, min_width=44)
-                    refresh_vae.click(lambda: gr.update(choices=vae_choices(svc)), None, components[key],
-                                      show_progress="hidden", api_visibility="private")
-                else:
-                    components[key] = _component(key, options[key], opts.get(key), svc)
+    search = gr.Textbox(placeholder="Search settings", show_label=False, max_lines=1, elem_id="settings_search")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1, min_width=180, elem_id="settings_sidebar"):
+            section_list = gr.Radio([pages.ALL_SECTIONS, *sections, pages.SYSINFO, pages.LICENSES],
+                                    value=pages.ALL_SECTIONS, show_label=False, elem_id="settings_sections")
+        with gr.Column(scale=5, elem_id="settings_pages"):
+            for section, keys in sections.items():
+                with gr.Group(elem_id=f"settings_section_{pages.section_slug(section)}"):
+                    gr.Markdown(f"### {section}", elem_classes="settings-section-title", padding=True)
+                    for key in keys:
+                        if key == "sd_vae":  # A1111 has a refresh button beside the VAE list
+                            with gr.Row(equal_height=False):
+                                components[key] = _component(key, options[key], opts.get(key), svc)
+                                refresh_vae = gr.Button("🔄", elem_id="refresh_sd_vae", size="sm", scale=0,
+                                                        min_width=44)
+                            refresh_vae.click(lambda: gr.update(choices=vae_choices(svc)), None, components[key],
+                                              show_progress="hidden", api_visibility="private")
+                        else:
+                            components[key] = _component(key, options[key], opts.get(key), svc)
+            with gr.Column(elem_id="settings_page_sysinfo"):
+                gr.Markdown("System information for a bug report: platform, Python, torch and the GPU, "
+                            "packages, extensions and settings (no environment variables; secrets hidden).")
+                sysinfo_button = gr.Button("Download system info", elem_id="settings_sysinfo_download")
+                sysinfo_out = gr.File(None, interactive=False, show_label=False, visible=False,
+                                      elem_id="settings_sysinfo_file")
+            with gr.Column(elem_id="settings_page_licenses"):
+                gr.HTML(pages.licenses_html(), elem_id="settings_licenses")
 
     tab = SettingsTab(components, apply, result)
+    # search and section list only show and hide what is on the page: no request
+    js = pages.filter_js(pages.search_entries(options, list(components)), sections)
+    search.input(None, [search, section_list], None, js=js)
+    search.change(None, [search, section_list], None, js=js)
+    section_list.change(None, [search, section_list], None, js=js)
+
+    def download_sysinfo() -> Any:
+        try:
+            return gr.update(value=pages.sysinfo_file(svc), visible=True)
+        except Exception as e:  # noqa: BLE001 - a report that fails must say why, not break the tab
+            log.exception("sysinfo failed")
+            gr.Warning(f"System info not written: {type(e).__name__}: {e}")
+            return gr.update()
+
+    sysinfo_button.click(download_sysinfo, None, sysinfo_out, show_progress="hidden", api_visibility="private")
+
+    def do_reload() -> str:
+        """A1111's Reload UI: the page is rebuilt in-process (extensions' scripts included)."""
+        reload = getattr(svc, "reload_ui", None)
+        if reload is None:  # an app not run by the composition root (tests, tools)
+            return "Reloading the UI needs the full server: restart it instead."
+        try:
+            return str(reload())
+        except Exception as e:  # noqa: BLE001 - the page stays usable; the message says what to do
+            log.exception("reloading the UI failed")
+            return f"**Error:** reloading the UI failed ({type(e).__name__}: {e}); restart the server."
+
+    # the page reloads itself once the new UI is served, as after the Extensions tab's Apply
+    reload_ui.click(do_reload, None, result, api_visibility="private").then(
+        None, [result], None,
+        js=f"(t) => {{ if (t && t.includes({json.dumps(RELOADED)})) setTimeout(() => window.location.reload(), 800); }}")
     keys = list(components)
 
     def apply_settings(*values: Any) -> dict:
