@@ -299,3 +299,150 @@ def test_train_tab_starts_a_run_polls_its_progress_and_loss_and_stops_polling(en
     assert len(plots[-1]) >= 2 and list(plots[-1].columns) == ["step", "loss"]
     # an unknown id (a finished run, another server) turns polling off
     assert poll("task(999)", "")[-1].active is False
+
+
+# ------------------------------------------------------------------------------ the real server
+
+SMALL = {"training_width": 64, "training_height": 64, "create_image_every": 0, "preview_steps": 2,
+         "preview_width": 64, "preview_height": 64}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    data = tmp_path_factory.mktemp("train-server")
+    ckpt = data / "models" / "Stable-diffusion"
+    ckpt.mkdir(parents=True)
+    make_tiny_checkpoint(ckpt / "tiny-sd1.safetensors", family="sd1", seed=1)
+    srv = start_server(data, ckpt, "--ckpt", str(ckpt / "tiny-sd1.safetensors"))
+    wait_for_model(srv)
+    write_dataset(data / "shapes")
+    (data / "empty").mkdir()
+    (data / "empty" / "readme.txt").write_text("captions without images")
+    r = requests.post(srv.api("create/embedding"), json={"name": "apiemb", "num_vectors_per_token": 2,
+                                                        "init_text": "red"}, timeout=60)
+    assert r.status_code == 200, r.text
+    yield srv
+    stop_server(srv)
+
+
+def post(server: Server, route: str, body: dict[str, Any], timeout: float = 300) -> requests.Response:
+    return requests.post(server.api(route), json=body, timeout=timeout)
+
+
+def test_api_minimal_requests_train_and_the_new_files_are_listed_at_once(server) -> None:
+    """Only the name, the dataset and (to keep it short) steps and size: everything else defaults."""
+    data_root = str(server.data_dir / "shapes")
+    small = {"steps": 3, "training_width": 64, "training_height": 64}
+    r = post(server, "train/embedding", {"embedding_name": "apiemb", "data_root": data_root, "id_task": "x"} | small)
+    assert r.status_code == 200, r.text
+    info = r.json()["info"]
+    assert info.startswith("Training finished at 3 steps") and "apiemb.pt" in info, info
+    assert requests.get(server.api("embeddings"), timeout=10).json()["loaded"]["apiemb"]["step"] == 3
+    assert (server.data_dir / "textual_inversion").is_dir()  # A1111's default log directory, under the data dir
+    r = post(server, "train/lora", {"name": "api/lora*", "data_root": data_root} | small)
+    assert r.status_code == 200, r.text
+    info = r.json()["info"]
+    assert "Training finished at 3 steps" in info and str(server.data_dir / "models" / "Lora" / "apilora") in info
+    assert "apilora" in {x["name"] for x in requests.get(server.api("loras"), timeout=10).json()}
+
+
+def test_api_errors_are_4xx_with_the_message(server, tmp_path: Path) -> None:
+    data_root = str(server.data_dir / "shapes")
+    emb = {"embedding_name": "apiemb", "data_root": data_root, "steps": 2}
+    cases = [
+        ("train/embedding", emb | {"data_root": str(tmp_path / "missing")}, 404, "does not exist"),
+        ("train/embedding", emb | {"data_root": str(server.data_dir / "empty")}, 422, "no images"),
+        ("train/embedding", emb | {"embedding_name": "ghost"}, 404, "embedding 'ghost' not found"),
+        ("train/embedding", emb | {"learn_rate": "0.005:100, 0.001:50"}, 422, "steps must increase"),
+        ("train/embedding", emb | {"clip_grad_mode": "norm", "clip_grad_value": "x"}, 422, "clip"),
+        ("train/embedding", emb | {"template_filename": "nope.txt"}, 422, "not found"),
+        ("train/embedding", emb | {"steps": 0}, 422, "steps"),
+        ("train/embedding", emb | {"batch_size": "many"}, 422, "batch_size"),
+        ("train/embedding", emb | {"training_width": 100}, 422, "training_width"),
+        ("train/embedding", {"data_root": data_root}, 422, "embedding_name"),
+        ("train/hypernetwork", {"hypernetwork_name": "ghost", "data_root": data_root}, 404, "not found"),
+        ("train/lora", {"name": "***", "data_root": data_root}, 422, "name is empty"),
+        ("train/lora", {"name": "x", "data_root": data_root, "network_target": "all"}, 422, "network_target"),
+        ("train/lora", {"name": "x", "data_root": data_root, "network_dim": 0}, 422, "network_dim"),
+    ]
+    for route, body, status, words in cases:
+        r = post(server, route, body, timeout=60)
+        assert r.status_code == status, (body, r.status_code, r.text)
+        assert words in r.text, (body, r.text)
+    assert "/sdapi/v1/train/lora" in requests.get(f"{server.url}/openapi.json", timeout=10).json()["paths"]
+
+
+def test_progress_follows_training_and_interrupt_saves(server) -> None:
+    body = {"embedding_name": "apiemb", "data_root": str(server.data_dir / "shapes")} | SMALL  # steps: 100000
+    result: dict[str, Any] = {}
+    t = threading.Thread(target=lambda: result.update(r=post(server, "train/embedding", body)))
+    t.start()
+    deadline = time.time() + 120
+    while True:
+        prog = requests.get(server.api("progress"), timeout=10).json()
+        st = prog["state"]
+        if st.get("job") == "train-embedding" and "loss" in (prog.get("textinfo") or "") and st["sampling_step"] >= 1:
+            break
+        assert time.time() < deadline and t.is_alive(), (prog, result)
+        time.sleep(0.2)
+    assert st["sampling_steps"] == 100000 and "apiemb" in prog["textinfo"]
+    assert requests.post(server.api("interrupt"), timeout=10).status_code == 200
+    t.join(120)
+    r = result["r"]
+    assert r.status_code == 200, r.text
+    info = r.json()["info"]
+    assert info.startswith("Training interrupted at "), info
+    step = int(info.split(" at ")[1].split()[0])
+    assert step >= st["sampling_step"]
+    assert requests.get(server.api("embeddings"), timeout=10).json()["loaded"]["apiemb"]["step"] == step
+
+
+def b64_pixels(s: str) -> np.ndarray:
+    import base64
+    import io
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(s))).convert("RGB"))
+
+
+def test_generation_during_training_is_served_between_steps_and_neither_leaks(server, env) -> None:
+    """A txt2img request (with another LoRA) sent while a LoRA trains comes back before the training
+    ends, with the image it gives without any training; the trained file equals that of the same run
+    without the generation in between."""
+    from test_lora import make_kohya
+    (server.data_dir / "models" / "Lora").mkdir(parents=True, exist_ok=True)
+    make_kohya(server.data_dir / "models" / "Lora" / "other.safetensors", env.models.current, scale=0.5)
+    gen = {"prompt": "a red square <lora:other:1>", "seed": 11, "steps": 4, "width": 64, "height": 64,
+           "sampler_name": "Euler", "cfg_scale": 5}
+    plain = post(server, "txt2img", gen | {"prompt": "a red square"}).json()
+    baseline = post(server, "txt2img", gen).json()  # leaves the LoRA applied: training must take it off
+    assert not np.array_equal(b64_pixels(baseline["images"][0]), b64_pixels(plain["images"][0]))  # it acts
+    lora = {"data_root": str(server.data_dir / "shapes"), "steps": 6, "seed": 5, "template_filename": "none.txt",
+            "network_dim": 2, "training_width": 64, "training_height": 64}
+    ref = post(server, "train/lora", lora | {"name": "ref"})
+    assert ref.status_code == 200, ref.text
+
+    done: dict[str, float] = {}
+    result: dict[str, Any] = {}
+
+    def train() -> None:
+        result["r"] = post(server, "train/lora", lora | {"name": "during"})
+        done["train"] = time.time()
+    t = threading.Thread(target=train)
+    t.start()
+    deadline = time.time() + 120
+    while True:  # the training loop runs (its dataset is ready): now queue a generation behind it
+        prog = requests.get(server.api("progress"), timeout=10).json()
+        if prog["state"].get("job") == "train-lora" and "loss" in (prog.get("textinfo") or ""):
+            break
+        assert time.time() < deadline and t.is_alive(), result
+        time.sleep(0.05)
+    during = post(server, "txt2img", gen).json()
+    done["gen"] = time.time()
+    t.join(180)
+    assert result["r"].status_code == 200, result["r"].text
+    assert done["gen"] < done["train"], "the generation waited for the whole training run"
+    assert np.array_equal(b64_pixels(during["images"][0]), b64_pixels(baseline["images"][0]))
+    from safetensors.torch import load_file
+    a = load_file(str(server.data_dir / "models" / "Lora" / "ref.safetensors"))
+    b = load_file(str(server.data_dir / "models" / "Lora" / "during.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert any(k.endswith("lora_up.weight") and a[k].abs().sum() > 0 for k in a)  # it did train

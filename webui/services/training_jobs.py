@@ -227,7 +227,10 @@ def make_preview(ctx: TrainContext, state: JobState) -> Callable[..., tuple[Imag
                              sampler_name=sampler_name, cfg_scale=float(cfg_scale), seed=int(seed), width=int(width),
                              height=int(height), do_not_save_samples=True, do_not_save_grid=True)
         sub = JobState(job_id=f"{state.job_id}-preview", label="training preview")
-        processed = ctx.pipeline.run(req, sub, save=False)
+        try:
+            processed = ctx.pipeline.run(req, sub, save=False)
+        finally:
+            clear_networks(ctx)  # a <lora:...> in the preview prompt must not stay in the trained model
         image = processed.images[0]
         state.current_image = image
         return image, processed.infotexts[0] if processed.infotexts else ""
@@ -242,10 +245,21 @@ def make_pause_point(ctx: TrainContext, state: JobState) -> Callable[[Callable[[
             return  # the usual case: nothing waits, so the trained weights stay where they are
         saved = (state.textinfo, state.current_image)
         with hidden():
-            ran = ctx.queue.run_waiting_inline(state, accept=is_generation)
+            try:
+                ran = ctx.queue.run_waiting_inline(state, accept=is_generation)
+            finally:
+                clear_networks(ctx)  # the generations' LoRAs/hypernetworks stay applied until removed
         state.textinfo, state.current_image = saved
         log.info("training %s: served %d waiting job(s) between steps", state.job_id, ran)
     return pause_point
+
+
+def clear_networks(ctx: TrainContext) -> None:
+    """Take off the LoRAs / hypernetworks a generation applied: they stay on the model until the next
+    generation changes them, and training must never see them."""
+    model = ctx.models.current
+    if model is not None and hasattr(ctx.models, "activate_networks"):
+        ctx.models.activate_networks(model, {})
 
 
 def refresh_lists(ctx: TrainContext, model: Any) -> None:
@@ -268,6 +282,7 @@ def submit_training(ctx: TrainContext, label: str, params: CommonTrainParams,
         state.textinfo = f"Preparing to {label}"
         model = ctx.models.require()
         check_memory(ctx, model, params, gradient_checkpointing)
+        clear_networks(ctx)  # the last generation's networks are still applied
         run = TrainRun(model=model, options=MappingProxyType(dict(ctx.settings.all())), paths=ctx.paths,
                        progress=state, pause_point=make_pause_point(ctx, state), preview=make_preview(ctx, state))
         started = time.time()
@@ -282,5 +297,5 @@ def submit_training(ctx: TrainContext, label: str, params: CommonTrainParams,
 
 
 __all__ = ["GENERATION_LABELS", "TrainContext", "TrainDoesNotFit", "TrainInputNotFound", "check_dataset",
-           "check_embedding", "check_hypernetwork", "check_lora", "check_memory", "embedding_file", "is_generation",
+           "check_embedding", "check_hypernetwork", "clear_networks", "check_lora", "check_memory", "embedding_file", "is_generation",
            "make_pause_point", "make_preview", "refresh_lists", "submit_training"]
