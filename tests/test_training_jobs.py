@@ -29,7 +29,7 @@ from webui.memory.manager import MemoryManager
 from webui.models.registry import CheckpointRegistry
 from webui.processing.pipeline import Pipeline
 from webui.services import training_jobs as tj
-from webui.services.jobs import Interrupted, JobQueue, JobState
+from webui.services.jobs import Interrupted, JobQueue
 from webui.services.model_service import ModelService
 from webui.services.requests import Txt2ImgRequest
 from webui.services.training import TrainingService
@@ -232,8 +232,10 @@ def test_checks_before_queueing(env, tmp_path: Path) -> None:
 def test_memory_check_refuses_what_cannot_fit_and_streams_under_lowvram(env) -> None:
     model = env.models.current
     p = EmbeddingTrainParams(batch_size=4, training_width=512, training_height=512)
-    need = training_activation_bytes(4, 512, 512, 4, "sd1")
-    assert training_activation_bytes(4, 512, 512, 4, "sd1", gradient_checkpointing=True) < need
+    channels = model.sd.unet.config.block_out_channels[0]  # the tiny UNet is narrower than SD's 320
+    need = training_activation_bytes(4, 512, 512, 4, "sd1", channels=channels)
+    assert training_activation_bytes(4, 512, 512, 4, "sd1", gradient_checkpointing=True, channels=channels) < need
+    assert training_activation_bytes(1, 512, 512, 2, "sd1") > 2 ** 30  # SD1.5 at 512: gigabytes, not megabytes
     weights = max(part.nbytes for part in model.parts() if part.kind in ("unet", "text_encoder")) if \
         model.parts() else 0
     for mode, budget, fits in (("auto", (need + weights) / MB + 64, True), ("auto", need / MB / 2, False),
@@ -246,6 +248,33 @@ def test_memory_check_refuses_what_cannot_fit_and_streams_under_lowvram(env) -> 
             with pytest.raises(tj.TrainDoesNotFit, match="lower the batch size"):
                 tj.check_memory(ctx, model, p)
 
+
+
+def test_trains_under_lowvram_on_a_simulated_card(env) -> None:
+    """A1111 refuses --lowvram; here the UNet streams through a small budget and both trainers run
+    (previews included) with the real trainers."""
+    root = env.root / "lowvram"
+    registry = CheckpointRegistry(env.root / "models", root / "cache")
+    registry.refresh()
+    memory = MemoryManager(torch.device("cpu"), "lowvram", budget_mb=64)
+    models = ModelService(registry, DevicePolicy.from_flags(["all"], None, "full", True, True),
+                          embeddings_dir=root / "embeddings", hypernetwork_dir=root / "hn", lora_dirs=[root / "Lora"],
+                          memory=memory)
+    models.load("sd1.safetensors")
+    settings = Settings.load(root / "config.json")
+    queue = JobQueue()
+    try:
+        training = TrainingService(models, queue, root / "embeddings", root / "hn", lora_dir=root / "Lora",
+                                   data_dir=root, settings=settings, memory=memory,
+                                   pipeline=Pipeline(models, settings, root / "out"))
+        training.create_embedding("lowemb")
+        small = dict(data_root=str(env.data), steps=2, training_width=64, training_height=64, create_image_every=2,
+                     preview_steps=2, preview_width=64, preview_height=64)
+        assert training.train_embedding(EmbeddingTrainParams(embedding_name="lowemb", **small)).step == 2
+        assert training.train_lora(LoraTrainParams(name="lowlora", **small)).path.is_file()
+        assert any(part.state == "streamed" for part in memory.parts)
+    finally:
+        queue.close()
 
 A1111_TRAIN_IDS = {"train_embedding", "refresh_train_embedding_name", "train_hypernetwork",
                    "refresh_train_hypernetwork_name", "train_embedding_learn_rate", "train_hypernetwork_learn_rate",

@@ -45,11 +45,12 @@ def upscaler_activation_bytes(tile: int, scale: int, channels: int = 64, dtype_s
 
 
 def training_activation_bytes(batch: int, width: int, height: int, dtype_size: int = 4, family: str = "sd1",
-                              gradient_checkpointing: bool = False) -> int:
+                              gradient_checkpointing: bool = False, channels: int = 320) -> int:
     """A training step's UNet forward + backward: unlike sampling, every block's intermediate tensors
     are kept for the backward pass (about 30x the live set of an inference step at the first
     block's size); gradient checkpointing keeps only block inputs and recomputes one block at a
-    time (about a fifth of that). One row per image: training runs no classifier-free guidance."""
-    step = unet_activation_bytes(max(1, batch), width, height, dtype_size, family)
+    time (about a fifth of that). One row per image: training runs no classifier-free guidance.
+    `channels`: the UNet's first block width (320 for SD1/SD2/SDXL; smaller test models scale down)."""
+    step = unet_activation_bytes(max(1, batch), width, height, dtype_size, family) * max(1, channels) // 320
     kept = step * 30
     return kept // 5 if gradient_checkpointing else kept

@@ -197,8 +197,9 @@ def check_memory(ctx: TrainContext, model: Any, p: CommonTrainParams, gradient_c
         return
     unet = getattr(model.sd, "unet", None)
     dtype_size = next(unet.parameters()).element_size() if unet is not None else 2
+    channels = getattr(getattr(unet, "config", None), "block_out_channels", None) or (320,)
     need = training_activation_bytes(p.batch_size, p.training_width, p.training_height, dtype_size,
-                                     model.sd.family, gradient_checkpointing)
+                                     model.sd.family, gradient_checkpointing, int(channels[0]))
     parts = model.parts() if hasattr(model, "parts") else []
     resident = 0 if memory.mode == "lowvram" else max(
         (part.nbytes for part in parts if part.kind in ("unet", "text_encoder")), default=0)
