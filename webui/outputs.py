@@ -101,7 +101,7 @@ def _publish(tmp: Path, final: Path) -> bool:
 
 
 def _encode(image: Image.Image, path: Path, pil_format: str, infotext: str | None,
-            extra_pnginfo: dict[str, str] | None) -> None:
+            extra_pnginfo: dict[str, str] | None, quality: int = JPEG_QUALITY) -> None:
     if pil_format == "PNG":
         info = PngImagePlugin.PngInfo()
         for k, v in (extra_pnginfo or {}).items():
@@ -113,8 +113,10 @@ def _encode(image: Image.Image, path: Path, pil_format: str, infotext: str | Non
     kwargs: dict[str, object] = {}
     if infotext is not None and pil_format in ("JPEG", "WEBP", "AVIF"):
         kwargs["exif"] = make_exif(infotext)
+    if pil_format in ("WEBP", "AVIF"):
+        kwargs["quality"] = quality  # A1111's jpeg_quality also sets these (lossy) encoders
     if pil_format == "JPEG":
-        kwargs["quality"] = JPEG_QUALITY
+        kwargs["quality"] = quality
         if image.mode not in ("RGB", "L"):
             image = image.convert("RGB")  # JPEG has no alpha
     elif pil_format == "GIF" and infotext is not None:
@@ -124,7 +126,7 @@ def _encode(image: Image.Image, path: Path, pil_format: str, infotext: str | Non
 
 def save_image(image: Image.Image, directory: Path, *, seed: int | None, infotext: str | None,
                basename: str = "", grid: bool = False, fmt: str = "png",
-               extra_pnginfo: dict[str, str] | None = None, suffix: str = "") -> Path:
+               extra_pnginfo: dict[str, str] | None = None, suffix: str = "", quality: int = JPEG_QUALITY) -> Path:
     """Save like A1111: `00012-<seed>.png`, `grid-0003.png`, `<basename>-0004-<seed>.png`.
 
     `suffix` is appended to the name (e.g. "-before-highres-fix").
@@ -146,11 +148,12 @@ def save_image(image: Image.Image, directory: Path, *, seed: int | None, infotex
             yield directory / f"{stem}{decoration}{suffix}.{ext}"
             n += 1
 
-    return _write_new(image, directory, ext, pil_format, infotext, extra_pnginfo, names)
+    return _write_new(image, directory, ext, pil_format, infotext, extra_pnginfo, names, quality)
 
 
 def _write_new(image: Image.Image, directory: Path, ext: str, pil_format: str, infotext: str | None,
-               extra_pnginfo: dict[str, str] | None, names: Callable[[], Iterator[Path]]) -> Path:
+               extra_pnginfo: dict[str, str] | None, names: Callable[[], Iterator[Path]],
+               quality: int = JPEG_QUALITY) -> Path:
     """Encode to a temporary file (the slow part, outside the lock), then publish it under the first
     free name ``names()`` offers while holding the folder lock; an existing file is never replaced."""
     fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=f".{ext}")
@@ -158,7 +161,7 @@ def _write_new(image: Image.Image, directory: Path, ext: str, pil_format: str, i
     tmp = Path(tmp_name)
     normal_mode(tmp)  # mkstemp's 0600 would hide images from other users
     try:
-        _encode(image, tmp, pil_format, infotext, extra_pnginfo)
+        _encode(image, tmp, pil_format, infotext, extra_pnginfo, quality)
         with _folder_lock(directory):
             for final in names():
                 if _publish(tmp, final):
@@ -169,7 +172,7 @@ def _write_new(image: Image.Image, directory: Path, ext: str, pil_format: str, i
 
 
 def save_image_named(image: Image.Image, directory: Path, stem: str, *, infotext: str | None, fmt: str = "png",
-                     extra_pnginfo: dict[str, str] | None = None) -> Path:
+                     extra_pnginfo: dict[str, str] | None = None, quality: int = JPEG_QUALITY) -> Path:
     """Save as `<stem>.<ext>` (A1111's original-name saving in Extras batches); a name already taken
     is never overwritten: `<stem>-1.<ext>`, `<stem>-2.<ext>`, ... are tried instead."""
     directory = Path(directory)
@@ -184,7 +187,7 @@ def save_image_named(image: Image.Image, directory: Path, stem: str, *, infotext
         for i in range(10000):
             yield directory / (f"{stem}.{ext}" if i == 0 else f"{stem}-{i}.{ext}")
 
-    return _write_new(image, directory, ext, pil_format, infotext, extra_pnginfo, names)
+    return _write_new(image, directory, ext, pil_format, infotext, extra_pnginfo, names, quality)
 
 
 def make_grid(images: list[Image.Image], rows: int | None = None, *, n_rows: int = -1,

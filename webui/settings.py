@@ -101,7 +101,7 @@ OPTIONS: dict[str, OptionInfo] = {
     "img2img_sketch_default_brush_color": OptionInfo("#ffffff", "Sketch initial brush color", "img2img"),
     "img2img_inpaint_mask_brush_color": OptionInfo("#ffffff", "Inpaint mask brush color", "img2img"),
     "live_previews_enable": OptionInfo(True, "Show live previews of the created image", "Live previews", "checkbox"),
-    "show_progress_every_n_steps": OptionInfo(5, "Live preview display period (in sampling steps, -1 = only at end)",
+    "show_progress_every_n_steps": OptionInfo(10, "Live preview display period (in sampling steps, -1 = only at end)",
                                               "Live previews", "slider", minimum=-1, maximum=32, step=1),
     "interrupt_after_current": OptionInfo(True, "Don't interrupt in the middle of an image when generating several",
                                           "User interface", "checkbox"),
@@ -363,3 +363,9 @@ class Settings:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump({k: v for k, v in self.values.items() if v is not None}, f, indent=4, ensure_ascii=False)
             os.replace(tmp, self.path)
+
+
+# A1111's saving / infotext / sending options live in their own table (settings_output.py)
+from webui.settings_output import OUTPUT_OPTIONS  # noqa: E402
+
+OPTIONS.update(OUTPUT_OPTIONS)

@@ -28,8 +28,8 @@ def params(p: "Processing", k: int) -> dict[str, Any]:
         "CFG scale": p.cfg_scale,
         "Seed": seed,
         "Size": f"{p.width}x{p.height}",
-        "Model hash": model.info.shorthash,
-        "Model": model.info.stem,
+        "Model hash": model.info.shorthash if opts.get("add_model_hash_to_info", True) else None,
+        "Model": model.info.stem if opts.get("add_model_name_to_info", True) else None,
         "Variation seed": subseed if p.subseed_strength > 0 else None,
         "Variation seed strength": p.subseed_strength if p.subseed_strength > 0 else None,
         "Seed resize from": (f"{p.seed_resize_from_w}x{p.seed_resize_from_h}"
@@ -42,8 +42,8 @@ def params(p: "Processing", k: int) -> dict[str, Any]:
         "TI hashes": ", ".join(f"{e.name}: {e.shorthash}" for e in p.embeddings_used.values()) or None,
         **p.network_infotext,
         **{f"ControlNet {i}": v for i, v in enumerate(p.controlnet_infotext)},
-        "VAE hash": model.vae_hash if model.vae_file else None,
-        "VAE": model.vae_file.name if model.vae_file else None,
+        "VAE hash": model.vae_hash if model.vae_file and opts.get("add_vae_hash_to_info", True) else None,
+        "VAE": model.vae_file.name if model.vae_file and opts.get("add_vae_name_to_info", True) else None,
         "ENSD": opts.get("eta_noise_seed_delta") or None,
         "RNG": p.rng_infotext,
         "Tiling": True if p.tiling else None,
@@ -71,7 +71,10 @@ def params(p: "Processing", k: int) -> dict[str, Any]:
             out["Hires prompt"] = p.all_hr_prompts[k]
         if p.all_hr_negative_prompts and p.all_hr_negative_prompts[k] != p.all_negative_prompts[k]:
             out["Hires negative prompt"] = p.all_hr_negative_prompts[k]
-    out["Version"] = VERSION
+    if k in p.incomplete:  # an interrupted (or skipped) picture says so, e.g. "Interrupted: at step 3 of 20"
+        out["Interrupted"] = p.incomplete[k]
+    if opts.get("add_version_to_infotext", True):
+        out["Version"] = VERSION
     return out
 
 

@@ -68,8 +68,11 @@ def save(p: "Processing", img: Image.Image, text: str, seed: int | None, *, grid
     """Save one image (or the grid) where the job's options say, through the image-saved callbacks."""
     callbacks = p.pipeline.callbacks if p.pipeline is not None else None
     with_info = bool(p.opt("enable_pnginfo"))
-    fmt = str(p.opt("samples_format"))
-    directory = p.outdir("grids" if grid else "samples") / time.strftime("%Y-%m-%d")
+    fmt = str(p.opt("grid_format" if grid else "samples_format"))
+    quality = int(p.opt("jpeg_quality"))
+    directory = p.outdir("grids" if grid else "samples")
+    if p.opt("grid_save_to_dirs" if grid else "save_to_dirs"):
+        directory = directory / time.strftime("%Y-%m-%d")  # A1111's default directory pattern, [date]
     params = ImageSaveParams(img, p, "", {"parameters": text} if with_info else {})
     if callbacks is not None:
         callbacks.run("before_image_saved", params, p)
@@ -78,14 +81,16 @@ def save(p: "Processing", img: Image.Image, text: str, seed: int | None, *, grid
     if params.filename:  # a callback chose the name
         target = Path(params.filename)
         path = outputs.save_image_named(params.image, target.parent if target.parent != Path("") else directory,
-                                        target.stem, infotext=info, fmt=fmt, extra_pnginfo=extra)
+                                        target.stem, infotext=info, fmt=fmt, extra_pnginfo=extra, quality=quality)
     else:
         path = outputs.save_image(params.image, directory, seed=seed, infotext=info, grid=grid, fmt=fmt,
-                                  extra_pnginfo=extra)
+                                  extra_pnginfo=extra, quality=quality)
+    if p.opt("save_txt") and text:
+        path.with_suffix(".txt").write_text(text, encoding="utf-8")  # A1111: infotext beside the image
     if callbacks is not None:
         callbacks.run("image_saved", ImageSaveParams(params.image, p, str(path), params.pnginfo), p)
     return path
 
 
 def make_grid(p: "Processing", images: list[Image.Image]) -> Image.Image:
-    return outputs.make_grid(images, batch_size=p.batch_size)
+    return outputs.make_grid(images, batch_size=p.batch_size, n_rows=int(p.opt("n_rows")))

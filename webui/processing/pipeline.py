@@ -132,7 +132,8 @@ def process_images(p: Processing) -> Processed:
                 log.warning("could not restore checkpoint %s after the job: %s", previous, e)
 
 
-def _on_step(p: Processing, state: "JobState") -> Callable[[StepReport], None]:
+def _on_step(p: Processing, state: "JobState", cut: dict[str, Any]) -> Callable[[StepReport], None]:
+    """``cut`` records where sampling was stopped early (interrupt or skip): "at" = (step, total)."""
     sd = p.sd_model.sd
     interrupt_after_current = bool(p.opt("interrupt_after_current")) and p.n_images > 1
     every = int(p.opt("show_progress_every_n_steps"))
@@ -145,9 +146,11 @@ def _on_step(p: Processing, state: "JobState") -> Callable[[StepReport], None]:
             state.current_image = vae_ops.cheap_preview(r.denoised, sd.family)
             state.current_image_step = r.step + 1
         if state.interrupted and not interrupt_after_current:
+            cut["at"] = (r.step + 1, r.total)
             raise StopSampling()
         if state.skipped:
             state.skipped = False
+            cut["at"] = (r.step + 1, r.total)
             raise StopSampling()
     return on_step
 
@@ -165,7 +168,7 @@ def _process_inner(p: Processing) -> Processed:
     p.clip_skip = int(p.opt("CLIP_stop_at_last_layers"))
     if p.restore_faces is None:
         p.restore_faces = bool(p.opt("face_restoration"))
-    p.tiling = bool(p.tiling)
+    p.tiling = bool(p.opt("tiling")) if p.tiling is None else bool(p.tiling)  # A1111: None = the option
     if p.s_min_uncond is None:
         p.s_min_uncond = float(p.opt("s_min_uncond") or 0.0)
     model.memory.take_notes()  # notes of earlier work are not this job's
@@ -187,7 +190,8 @@ def _process_inner(p: Processing) -> Processed:
     infotexts: list[str] = []
     paths: list[Path] = []
     stop_all = False
-    on_step = _on_step(p, state)
+    cut: dict[str, Any] = {}
+    on_step = _on_step(p, state, cut)
     latent_ch = getattr(model.sd, "latent_channels", 4)
     vsf = getattr(model.sd, "vae_scale_factor", 8)
     with torch.inference_mode(), model.policy.autocast_context(), attention_context(model.attention), \
@@ -218,6 +222,7 @@ def _process_inner(p: Processing) -> Processed:
                 p.scripts.process_batch(p, **kw)
 
             # stages 2-4: conditioning, sampling, hires
+            cut.pop("at", None)
             conds = sampling_stage.conditioning(p, prompts, p.negative_prompts)
             shape = (latent_ch, p.height // vsf, p.width // vsf)
             noise = sampling_stage.noise_source(p, shape, p.seeds, p.subseeds)
@@ -249,10 +254,15 @@ def _process_inner(p: Processing) -> Processed:
                 img = output_stage.postprocess_image(p, output_stage.to_pil(item))
                 if p.is_img2img and j < p.batch_size:
                     img = img2img_stage.finish_image(p, img, k)  # type: ignore[arg-type]
+                if "at" in cut:  # stopped in mid-sampling: the picture is labelled so (and not saved)
+                    p.incomplete[k] = "at step {} of {}".format(*cut["at"])
                 text = infotext_stage.create_infotext(p, k)
                 images.append(img)
                 infotexts.append(text)
-                if p.opt("samples_save") and not p.do_not_save_samples:
+                if p.opt("samples_log_stdout"):
+                    log.info("%s", text)
+                if p.opt("samples_save") and not p.do_not_save_samples and (
+                        k not in p.incomplete or p.opt("save_incomplete_images")):
                     paths.append(output_stage.save(p, img, text, p.all_seeds[k]))
             state.sampling_step = 0
     state.job_no = state.job_count
@@ -262,7 +272,7 @@ def _process_inner(p: Processing) -> Processed:
     grids: list[Image.Image] = []
     grid_texts: list[str] = []
     grid_path = None
-    if len(images) > 1:
+    if len(images) > 1 or (images and not p.opt("grid_only_if_multiple")):
         grid = output_stage.make_grid(p, images)
         text = infotext_stage.create_infotext(p, 0)
         grids, grid_texts = [grid], [text]

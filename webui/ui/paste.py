@@ -102,6 +102,17 @@ def paste_values(tab: "Txt2ImgTab", req: dict[str, Any]) -> dict[Any, Any]:
     return out
 
 
+def apply_send_options(req: dict[str, Any], opts: dict[str, Any]) -> dict[str, Any]:
+    """A1111's send_seed / send_size: "Send to" leaves the target's seed or size alone when off."""
+    if not opts.get("send_seed", True):
+        for k in ("seed", "subseed", "subseed_strength"):
+            req.pop(k, None)
+    if not opts.get("send_size", True):
+        req.pop("width", None)
+        req.pop("height", None)
+    return req
+
+
 def parse_for_paste(svc: Any, text: str) -> dict[str, Any]:
     """An infotext parsed for pasting; extensions' `on_infotext_pasted` callbacks may change the
     parameters first (A1111)."""

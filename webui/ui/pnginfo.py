@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 
 from webui.ui.common import upload_components
-from webui.ui.paste import parse_for_paste, paste_values, script_field_updates
+from webui.ui.paste import apply_send_options, parse_for_paste, paste_values, script_field_updates
 from webui.ui.txt2img import Txt2ImgTab
 
 if TYPE_CHECKING:
@@ -86,7 +86,8 @@ def create_pnginfo_tab(svc: "Services", txt2img: Txt2ImgTab, tabs: gr.Tabs, img2
             out: dict[Any, Any] = {c: gr.update() for c in fields + extra_out}
             if text:
                 params = parse_for_paste(svc, text)
-                req = infotext_to_request(params, svc.options())
+                opts = svc.options()
+                req = apply_send_options(infotext_to_request(params, opts), opts)
                 out.update(paste_values(target, req))
                 out.update(script_field_updates(target.script_infotext_fields, params))
             elif sub_mode is None:
