@@ -368,6 +368,11 @@ def test_api_minimal_requests_train_and_the_new_files_are_listed_at_once(server)
     assert info.startswith("Training finished at 3 steps") and "apiemb.pt" in info, info
     assert requests.get(server.api("embeddings"), timeout=10).json()["loaded"]["apiemb"]["step"] == 3
     assert (server.data_dir / "textual_inversion").is_dir()  # A1111's default log directory, under the data dir
+    r = post(server, "create/hypernetwork", {"name": "apihn", "enable_sizes": [32]}, timeout=60)  # tiny: width 32
+    assert r.status_code == 200, r.text
+    r = post(server, "train/hypernetwork", {"hypernetwork_name": "apihn", "data_root": data_root} | small)
+    assert r.status_code == 200, r.text
+    assert r.json()["info"].startswith("Training finished at 3 steps") and "apihn.pt" in r.json()["info"]
     r = post(server, "train/lora", {"name": "api/lora*", "data_root": data_root} | small)
     assert r.status_code == 200, r.text
     info = r.json()["info"]
@@ -444,7 +449,7 @@ def test_generation_during_training_is_served_between_steps_and_neither_leaks(se
     plain = post(server, "txt2img", gen | {"prompt": "a red square"}).json()
     baseline = post(server, "txt2img", gen).json()  # leaves the LoRA applied: training must take it off
     assert not np.array_equal(b64_pixels(baseline["images"][0]), b64_pixels(plain["images"][0]))  # it acts
-    lora = {"data_root": str(server.data_dir / "shapes"), "steps": 6, "seed": 5, "template_filename": "none.txt",
+    lora = {"data_root": str(server.data_dir / "shapes"), "steps": 10, "seed": 5, "template_filename": "none.txt",
             "network_dim": 2, "training_width": 64, "training_height": 64}
     ref = post(server, "train/lora", lora | {"name": "ref"})
     assert ref.status_code == 200, ref.text
