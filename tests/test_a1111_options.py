@@ -126,9 +126,7 @@ LACKING: dict[str, str] = {
     "sampler internals we do not implement (UniPC variants, DDIM discretize, SGM noise multiplier, noise "
     "schedule override, skip early CFG)": "ddim_discretize sgm_noise_multiplier uni_pc_variant uni_pc_skip_type "
         "uni_pc_order uni_pc_lower_order_final sd_noise_schedule skip_early_cond",
-    "DeepBooru / CLIP-interrogator tuning": "interrogate_keep_models_in_memory interrogate_return_ranks "
-        "interrogate_clip_num_beams interrogate_clip_min_length interrogate_clip_max_length "
-        "interrogate_clip_dict_limit interrogate_clip_skip_categories interrogate_deepbooru_score_threshold "
+    "DeepDanbooru (its network is not run here)": "interrogate_deepbooru_score_threshold "
         "deepbooru_sort_alpha deepbooru_use_spaces deepbooru_escape deepbooru_filter_tags",
     "A1111's HTML extra-network cards, lightbox and layout alternatives (Gradio 6 components here)":
         "extra_networks_show_hidden_directories extra_networks_dir_button_function extra_networks_hidden_models "
@@ -161,6 +159,9 @@ NOT_YET = set("""
     extra_networks_add_text_separator extra_networks_default_multiplier textual_inversion_add_hashes_to_infotext
     disable_token_counters include_styles_into_token_counters disable_weights_auto_swap infotext_skip_pasting
     infotext_styles hide_samplers sigma_min sigma_max rho beta_dist_alpha beta_dist_beta
+    interrogate_keep_models_in_memory interrogate_return_ranks interrogate_clip_num_beams
+    interrogate_clip_min_length interrogate_clip_max_length interrogate_clip_dict_limit
+    interrogate_clip_skip_categories
 """.split())
 
 # being built in this issue by the UI sessions (quicksettings, keyboard, Save button, notification):

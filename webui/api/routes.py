@@ -19,6 +19,7 @@ from webui import infotext
 from webui.api.extensions_routes import build_extensions_router
 from webui.api.extras_routes import build_extras_router, upscaler_listing
 from webui.api.train_routes import build_train_router
+from webui.api.interrogate_routes import build_interrogate_router
 from webui.api.system_routes import build_modules_router, build_server_router
 from webui.engine.samplers import SAMPLERS, SCHEDULE_TYPES
 from webui.services.container import GenerationError, ModelLoadError, Services
@@ -383,6 +384,7 @@ def install_api(app: FastAPI, svc: Services) -> None:
     app.include_router(build_extensions_router(svc))
     app.include_router(build_train_router(svc))
     app.include_router(build_modules_router(svc))
+    app.include_router(build_interrogate_router(svc))
     if getattr(svc.args, "api_server_stop", False):  # A1111: these routes exist only with the flag
         app.include_router(build_server_router(lambda: svc.stop_server() if svc.stop_server else None))
 
