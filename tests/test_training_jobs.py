@@ -549,3 +549,36 @@ def test_browser_create_train_and_see_progress_preview_and_loss_plot(tmp_path_fa
         assert not errors, errors
     finally:
         stop_server(srv)
+
+
+def test_extensions_add_train_sub_tabs_with_the_txt2img_preview_params(env) -> None:
+    import gradio as gr
+
+    from webui.extensions.compat import binding
+    from webui.ui.train_tab import create_train_tab
+
+    seen: list[Any] = []
+
+    def add_tab(params: Any) -> None:
+        seen.append(params.txt2img_preview_params)
+        with gr.Tab("My training", id="myext_training"):
+            gr.Textbox(label="My option", elem_id="myext_train_option")
+
+    binding.bind(SimpleNamespace(models=env.models, pipeline=env.pipeline, extensions=None))
+    try:
+        binding.add_callback("ui_train_tabs", add_tab)
+        t2i = SimpleNamespace(**{k: gr.Textbox(render=False) for k in
+                                 ("prompt", "neg_prompt", "steps", "sampler", "cfg_scale", "seed", "width", "height")})
+        svc = SimpleNamespace(training=env.training, paths=SimpleNamespace(data_dir=env.root), queue=env.queue)
+        with gr.Blocks() as demo:
+            tab = create_train_tab(svc, t2i)
+    finally:
+        binding.unbind()
+    assert len(seen) == 1 and seen[0] == [t2i.prompt, t2i.neg_prompt, t2i.steps, t2i.sampler, t2i.cfg_scale,
+                                          t2i.seed, t2i.width, t2i.height]
+    option = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "myext_train_option")
+    parents, block = [], option
+    while block is not None:
+        parents.append(block)
+        block = getattr(block, "parent", None)
+    assert tab.tabs in parents  # inside the Train tab's sub-tabs

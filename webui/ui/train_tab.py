@@ -339,12 +339,17 @@ def build_outputs() -> TrainOutputs:
 def _extension_train_tabs(preview: Sequence[Any]) -> None:
     """Extensions' on_ui_train_tabs callbacks add their sub-tabs here (A1111 passes the txt2img
     preview components as `txt2img_preview_params`)."""
+    import sys
+
     from webui.extensions.startup import fire
-    try:
-        from webui.extensions.compat.modules.script_callbacks import UiTrainTabParams
-    except ImportError:
-        return
-    fire("ui_train_tabs", UiTrainTabParams(list(preview)))
+    # the class extensions import (`modules.script_callbacks`) when they are loaded, else ours
+    mod = sys.modules.get("modules.script_callbacks")
+    if mod is None:
+        try:
+            from webui.extensions.compat.modules import script_callbacks as mod
+        except ImportError:
+            return
+    fire("ui_train_tabs", mod.UiTrainTabParams(list(preview)))
 
 
 def create_train_tab(svc: "Services", txt2img: Any = None) -> TrainTab:
