@@ -328,6 +328,17 @@ def test_train_tab_starts_a_run_polls_its_progress_and_loss_and_stops_polling(en
     assert len(plots[-1]) >= 2 and list(plots[-1].columns) == ["step", "loss"]
     # an unknown id (a finished run, another server) turns polling off
     assert poll("task(999)", "")[-1].active is False
+    # a run started elsewhere (the API, another page) is followed when the sub-tab is opened
+    follow = by_trigger[(tab.train["tab"]._id, "select")]
+    assert follow(wid) == (gr.update(), gr.update(), gr.update())  # nothing runs
+    job = env.training.submit_train_embedding(EmbeddingTrainParams(embedding_name="uiemb", data_root=str(env.data),
+                                                                   steps=20, create_image_every=0))
+    wid2, shown, timer = follow("")
+    assert wid2 == job.state.job_id and timer.active is True
+    while timer.active:
+        progress, info, gallery, plot, shown, timer = poll(wid2, shown)
+        time.sleep(0.1)
+    assert info.startswith("Training finished at 20 steps")
 
 
 # ------------------------------------------------------------------------------ the real server

@@ -36,6 +36,14 @@ class Created:
         return f"Created: {self.path}" + (f"\n{self.note}" if self.note else "")
 
 
+@dataclass
+class ActiveRun:
+    job: Any            # the queue Job
+    kind: str           # embedding | hypernetwork | lora
+    name: str           # as written (the LoRA name sanitised)
+    log_directory: str
+
+
 class TrainingService:
     def __init__(self, models: ModelService, queue: JobQueue, embeddings_dir: Path, hypernetwork_dir: Path, *,
                  lora_dir: Path | None = None, data_dir: Path | None = None, settings: Any = None,
@@ -120,7 +128,8 @@ class TrainingService:
         def train(run: Any, p: EmbeddingTrainParams) -> TrainOutcome:
             from webui.training.embedding_train import train_embedding
             return train_embedding(run, p)
-        return self._track(tj.submit_training(ctx, "train-embedding", params, train))
+        return self._track(tj.submit_training(ctx, "train-embedding", params, train), "embedding",
+                           params.embedding_name, params.log_directory)
 
     def submit_train_hypernetwork(self, params: HypernetworkTrainParams) -> Any:
         ctx = self.context()
@@ -129,7 +138,8 @@ class TrainingService:
         def train(run: Any, p: HypernetworkTrainParams) -> TrainOutcome:
             from webui.training.hypernetwork_train import train_hypernetwork
             return train_hypernetwork(run, p)
-        return self._track(tj.submit_training(ctx, "train-hypernetwork", params, train))
+        return self._track(tj.submit_training(ctx, "train-hypernetwork", params, train), "hypernetwork",
+                           params.hypernetwork_name, params.log_directory)
 
     def submit_train_lora(self, params: LoraTrainParams) -> Any:
         ctx = self.context()
@@ -138,11 +148,17 @@ class TrainingService:
         def train(run: Any, p: LoraTrainParams) -> TrainOutcome:
             from webui.training.lora_train import train_lora
             return train_lora(run, p)
-        return self._track(tj.submit_training(ctx, "train-lora", params, train, bool(params.gradient_checkpointing)))
+        return self._track(tj.submit_training(ctx, "train-lora", params, train, bool(params.gradient_checkpointing)),
+                           "lora", params.name, params.log_directory)
 
-    def _track(self, job: Any) -> Any:
+    def _track(self, job: Any, kind: str, name: str, log_directory: str) -> Any:
+        job.train_run = ActiveRun(job, kind, name, log_directory)  # what a page needs to follow it
         self._runs = [j for j in self._runs if not j.future.done()] + [job]
         return job
+
+    def active_runs(self) -> list["ActiveRun"]:
+        """Queued and running train jobs, oldest first (a page opened later follows them)."""
+        return [j.train_run for j in self._runs if not j.future.done()]
 
     def interrupt_training(self) -> bool:
         """Stop the running training (even while a generation is served between its steps) and drop
@@ -190,4 +206,4 @@ class _NoSettings:
         return {}
 
 
-__all__ = ["Created", "TrainingService"]
+__all__ = ["ActiveRun", "Created", "TrainingService"]

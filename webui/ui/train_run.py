@@ -46,6 +46,7 @@ class Watch:
     log_root: Path
     losses: dict[int, float] = field(default_factory=dict)  # from the progress text, between CSV writes
     first: tuple[float, int] | None = None                   # (time, step) of the first poll with a step
+    done_at: float | None = None                             # when a poll first saw the run ended
 
     @property
     def logdir(self) -> TrainingLogDir:
@@ -284,14 +285,35 @@ def poll(watch_id: str, shown: str) -> tuple[Any, ...]:
     plot = plot_value(points) if changed else gr.update()
     if not w.job.future.done():
         return progress_html(w), gr.update(), gallery, plot, key, gr.Timer(active=True)
-    with _lock:
-        _watches.pop(watch_id, None)
+    if w.done_at is None:
+        w.done_at = time.time()
+    _prune()
     try:
         info = w.job.result().info
     except Exception as e:  # noqa: BLE001 - the trainer's error is the run's result
         info = f"Training failed: {e or type(e).__name__}"
     points = loss_points(w)
     return progress_html(w), info, gallery, plot_value(points), "", gr.Timer(active=False)
+
+
+def _prune(keep_s: float = 600.0) -> None:
+    """Forget runs that ended a while ago (every page following one has had time to show its end)."""
+    now = time.time()
+    with _lock:
+        for wid in [k for k, w in _watches.items() if w.done_at is not None and now - w.done_at > keep_s]:
+            del _watches[wid]
+
+
+def follow_active(svc: "Services", watch_id: str) -> tuple[Any, Any, Any]:
+    """(watch id, shown key, timer) when a train job runs that this page does not follow yet."""
+    w = _watches.get(watch_id or "")
+    if w is not None and not w.job.future.done():
+        return gr.update(), gr.update(), gr.update()
+    runs = svc.training.active_runs() if getattr(svc, "training", None) is not None else []
+    if not runs:
+        return gr.update(), gr.update(), gr.update()
+    run = runs[0]
+    return watch(run.job, run.kind, run.name, run.log_directory, data_dir(svc)), "", gr.Timer(active=True)
 
 
 def watch(job: "Job", kind: str, name: str, log_directory: str, base: Path | None) -> str:
@@ -303,4 +325,4 @@ def watch(job: "Job", kind: str, name: str, log_directory: str, base: Path | Non
 
 
 __all__ = ["TrainRunTab", "Watch", "build_train", "build_train_lora", "loss_points", "poll", "progress_html",
-           "watch", "plot_value", "PREVIEW_KEYS", "data_dir", "template_names"]
+           "watch", "follow_active", "plot_value", "PREVIEW_KEYS", "data_dir", "template_names"]

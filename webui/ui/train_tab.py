@@ -365,9 +365,9 @@ def create_train_tab(svc: "Services", txt2img: Any = None) -> TrainTab:
                     emb = build_create_embedding()
                 with gr.Tab("Create hypernetwork", id="create_hypernetwork") as hn_tab:
                     hn = build_create_hypernetwork(svc, hn_tab)
-                with gr.Tab("Train", id="train"):
+                with gr.Tab("Train", id="train") as train_tab:
                     train = tr.build_train(svc)
-                with gr.Tab("Train LoRA", id="train_lora"):
+                with gr.Tab("Train LoRA", id="train_lora") as lora_tab:
                     lora = tr.build_train_lora(svc)
                 _extension_train_tabs(preview)
         with gr.Column(scale=2, elem_id="ti_gallery_container"):
@@ -380,6 +380,10 @@ def create_train_tab(svc: "Services", txt2img: Any = None) -> TrainTab:
     wire_create_hypernetwork(svc, hn, out)
     wire_train(svc, train, out, watch_id, shown, timer, preview)
     wire_train_lora(svc, lora, out, watch_id, shown, timer)
+    train["tab"], lora["tab"] = train_tab, lora_tab
+    for sub in (train_tab, lora_tab):  # a run started elsewhere (another page, the API) is followed too
+        sub.select(lambda wid: tr.follow_active(svc, wid), [watch_id], [watch_id, shown, timer],
+                   show_progress="hidden", api_visibility="private")
     timer.tick(tr.poll, [watch_id, shown], [out.progress, out.info, out.gallery, loss_plot, shown, timer],
                show_progress="hidden", api_visibility="private")
     # a new embedding / hypernetwork is offered for training at once
