@@ -280,6 +280,9 @@ def submit_training(ctx: TrainContext, label: str, params: CommonTrainParams,
         check_memory(ctx, cur, params, gradient_checkpointing)
 
     def job(state: JobState) -> TrainOutcome:
+        # Skip means "drop this image, go on with the next": a training run has none, and the trainers
+        # only expect Interrupted from check(), so Skip leaves it alone
+        state.skip = lambda: None  # type: ignore[method-assign]
         state.textinfo = f"Preparing to {label}"
         model = ctx.models.require()
         check_memory(ctx, model, params, gradient_checkpointing)
