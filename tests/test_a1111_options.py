@@ -155,7 +155,7 @@ NOT_YET = set("""
     font grid_text_active_color grid_text_inactive_color grid_background_color grid_prevent_empty_spots
     webp_lossless use_original_name_batch use_upscaler_name_as_suffix outdir_samples outdir_grids
     sdxl_clip_l_skip hires_fix_refiner_pass sdxl_crop_top sdxl_crop_left auto_vae_precision_bfloat16
-    auto_vae_precision img2img_color_correction img2img_inpaint_sketch_default_brush_color overlay_inpaint
+    auto_vae_precision img2img_inpaint_sketch_default_brush_color overlay_inpaint
     extra_networks_add_text_separator extra_networks_default_multiplier textual_inversion_add_hashes_to_infotext
     disable_token_counters include_styles_into_token_counters disable_weights_auto_swap infotext_skip_pasting
     infotext_styles hide_samplers sigma_min sigma_max rho beta_dist_alpha beta_dist_beta
@@ -184,7 +184,7 @@ A1111_DEFAULTS = {
     "add_model_name_to_info": True, "add_model_hash_to_info": True, "add_vae_name_to_info": True,
     "add_vae_hash_to_info": True, "add_version_to_infotext": True, "tiling": False, "samples_save": True,
     "sd_checkpoints_limit": 1, "emphasis": "Original", "comma_padding_backtrack": 20, "eta_ancestral": 1.0,
-    "eta_ddim": 0.0, "face_restoration": False, "face_restoration_model": "CodeFormer", "code_former_weight": 0.5,
+    "eta_ddim": 0.0, "img2img_color_correction": False, "face_restoration": False, "face_restoration_model": "CodeFormer", "code_former_weight": 0.5,
 }
 
 
@@ -298,3 +298,33 @@ def test_send_seed_and_size_options_filter_what_is_sent() -> None:
     req = {"prompt": "x", "seed": 3, "subseed": 4, "subseed_strength": 0.5, "width": 64, "height": 96}
     assert apply_send_options(dict(req), {"send_seed": True, "send_size": True}) == req
     assert apply_send_options(dict(req), {"send_seed": False, "send_size": False}) == {"prompt": "x"}
+
+
+def test_img2img_color_correction_matches_the_input_colours(server: Server) -> None:
+    import base64
+
+    import cv2
+    import numpy as np
+
+    init = Image.new("RGB", (64, 64))
+    init.paste((20, 60, 220), (0, 0, 64, 40))
+    init.paste((240, 200, 40), (0, 40, 64, 64))
+    buf = io.BytesIO()
+    init.save(buf, "PNG")
+    body = {"init_images": [base64.b64encode(buf.getvalue()).decode()], "prompt": "x", "seed": 3, "steps": 4,
+            "width": 64, "height": 64, "denoising_strength": 0.9, "sampler_name": "Euler"}
+
+    def run(correct: bool) -> np.ndarray:
+        r = requests.post(server.api("img2img"), timeout=300, json={
+            **body, "override_settings": {"img2img_color_correction": correct}})
+        assert r.status_code == 200, r.text
+        img = Image.open(io.BytesIO(base64.b64decode(r.json()["images"][0]))).convert("RGB")
+        return cv2.cvtColor(np.asarray(img), cv2.COLOR_RGB2LAB).astype(float)
+
+    target = cv2.cvtColor(np.asarray(init), cv2.COLOR_RGB2LAB).astype(float)
+    plain, corrected = run(False), run(True)
+    assert not np.array_equal(plain, corrected)
+
+    def colour_distance(lab: np.ndarray) -> float:  # a/b channel means against the input's
+        return float(np.abs(lab[..., 1:].mean(axis=(0, 1)) - target[..., 1:].mean(axis=(0, 1))).sum())
+    assert colour_distance(corrected) < colour_distance(plain)

@@ -36,6 +36,8 @@ OUTPUT_OPTIONS: dict[str, OptionInfo] = {
     # no infotext key: a pasted "Tiling: True" sets the request's own `tiling` field
     "tiling": OptionInfo(False, "Tiling (produce a tileable picture; a request's own `tiling` wins)",
                          "Stable Diffusion", "checkbox"),
+    "img2img_color_correction": OptionInfo(False, "Apply color correction to img2img results to match original "
+                                                  "colors", "img2img", "checkbox"),
     "send_seed": OptionInfo(True, "Send seed when sending prompt or image to other interface", _UI, "checkbox"),
     "send_size": OptionInfo(True, "Send size when sending prompt or image to another interface", _UI, "checkbox"),
 }

@@ -43,6 +43,7 @@ class Img2ImgPrep:
     params: dict[str, Any] = field(default_factory=dict)
     fill_noise: bool = False                   # masked content "latent noise"
     noise_multiplier: float = 1.0
+    color_targets: list | None = None          # img2img_color_correction: each input in LAB, per batch row
 
 
 def check(p: "ProcessingImg2Img") -> None:
@@ -142,6 +143,12 @@ def prepare(p: "ProcessingImg2Img") -> Img2ImgPrep:
         pixels.append(im)
     if image_mask is not None and p.inpainting_fill != 1:
         params["Masked content"] = INPAINTING_FILL[p.inpainting_fill]
+    color_targets = None
+    if p.opt("img2img_color_correction"):  # A1111: towards each (resized) input picture
+        from webui.imaging.color_correction import correction_target
+        color_targets = [correction_target(im) for im in pixels]
+        if len(color_targets) == 1:
+            color_targets = color_targets * batch
 
     source = vae_ops.from_pil(pixels)  # [n, 3, H, W] in [0, 1]
     if len(pixels) == 1:
@@ -186,7 +193,8 @@ def prepare(p: "ProcessingImg2Img") -> Img2ImgPrep:
     if image_cond is not None and float(p.opt("inpainting_mask_weight")) != 1.0:
         params["Conditional mask weight"] = float(p.opt("inpainting_mask_weight"))
     return Img2ImgPrep(init_latent, strength, mask_t, nmask_t, image_cond, overlays, paste_box, passthrough, params,
-                       fill_noise=p.inpainting_fill == 2 and image_mask is not None, noise_multiplier=float(mult))
+                       fill_noise=p.inpainting_fill == 2 and image_mask is not None, noise_multiplier=float(mult),
+                       color_targets=color_targets)
 
 
 def masked_image_conditioning(p: "ProcessingImg2Img", source: torch.Tensor,
@@ -254,6 +262,9 @@ def finish_image(p: "ProcessingImg2Img", img: Image.Image, k: int) -> Image.Imag
     row = k % prep.init_latent.shape[0]
     if prep.passthrough is not None:
         return prep.passthrough[row].copy()
+    if prep.color_targets is not None:  # before the overlay, as A1111
+        from webui.imaging.color_correction import apply_color_correction
+        img = apply_color_correction(prep.color_targets[row], img)
     if prep.overlays is not None:
         return masks.apply_overlay(img, prep.overlays[row], prep.paste_box)
     return img
