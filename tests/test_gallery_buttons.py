@@ -105,3 +105,25 @@ def test_send_takes_the_first_image_when_a_grid_is_selected(tmp_path: Path) -> N
     meta.add_text("parameters", "x")
     Image.new("RGB", (8, 8)).save(tmp_path / "m.png", pnginfo=meta)
     assert gb.gallery_image({"image": {"path": str(tmp_path / "m.png")}}).size == (8, 8)
+
+
+def test_save_options_dated_folder_no_log_all_images(tmp_path: Path) -> None:
+    import datetime as dt
+    svc = fake_svc(tmp_path, use_save_to_dirs_for_ui=True, save_write_log_csv=False, save_selected_only=False)
+    files = gb.save_images(svc, gallery_files(tmp_path, 3), INFO, 2, make_zip=False)
+    day = tmp_path / "log" / "images" / dt.date.today().strftime("%Y-%m-%d")
+    assert len(files) == 3 and {p.parent for p in files} == {day}  # every picture, in the dated folder
+    assert not (tmp_path / "log" / "images" / "log.csv").exists()
+
+
+def test_open_dir_choice_output_root(tmp_path: Path) -> None:
+    saved = tmp_path / "outputs" / "txt2img-images" / "2024-01-02" / "00001-5.png"
+    svc = fake_svc(tmp_path, open_dir_button_choice="Output Root")
+    assert gb.output_folder(svc, "txt2img", {"saved_files": [str(saved)]}) == tmp_path / "outputs" / "txt2img-images"
+
+
+def test_save_options_are_served_with_a1111_defaults() -> None:
+    from webui.settings import OPTIONS
+    assert OPTIONS["outdir_save"].default == "log/images" and OPTIONS["save_selected_only"].default is True
+    assert OPTIONS["save_write_log_csv"].default is True and OPTIONS["use_save_to_dirs_for_ui"].default is False
+    assert OPTIONS["open_dir_button_choice"].default == "Subdirectory"

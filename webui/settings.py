@@ -72,6 +72,13 @@ OPTIONS: dict[str, OptionInfo] = {
                               "checkbox"),
     "enable_pnginfo": OptionInfo(True, "Save text information about generation parameters as chunks to png files",
                                  "Saving images", "checkbox"),
+    # the 💾 / 🗜️ buttons under the gallery (webui.ui.gallery_buttons)
+    "save_selected_only": OptionInfo(True, "💾 under the gallery saves only the selected picture (every picture "
+                                           "while the grid is selected)", "Saving images", "checkbox"),
+    "save_write_log_csv": OptionInfo(True, "💾 also adds a row to log.csv in its folder", "Saving images",
+                                     "checkbox"),
+    "use_save_to_dirs_for_ui": OptionInfo(False, "💾 saves into a dated subfolder (YYYY-MM-DD)", "Saving images",
+                                          "checkbox"),
     "outdir_txt2img_samples": OptionInfo("", "Output directory for txt2img images (empty = outputs/txt2img-images)",
                                          "Paths for saving"),
     "outdir_txt2img_grids": OptionInfo("", "Output directory for txt2img grids (empty = outputs/txt2img-grids)",
@@ -82,6 +89,8 @@ OPTIONS: dict[str, OptionInfo] = {
                                        "Paths for saving"),
     "outdir_extras_samples": OptionInfo("", "Output directory for images from extras (empty = outputs/extras-images)",
                                         "Paths for saving"),
+    "outdir_save": OptionInfo("log/images", "Folder the 💾 button saves to (a relative path is inside the data "
+                                            "folder)", "Paths for saving"),
     "ESRGAN_tile": OptionInfo(192, "Tile size for model upscalers (ESRGAN, Real-ESRGAN, SwinIR, DAT, HAT); 0 = no tiling",
                               "Upscaling", "slider", minimum=0, maximum=512, step=16),
     "ESRGAN_tile_overlap": OptionInfo(8, "Tile overlap for model upscalers, in pixels (low values = visible seams)",
@@ -106,6 +115,9 @@ OPTIONS: dict[str, OptionInfo] = {
     "interrupt_after_current": OptionInfo(True, "Don't interrupt in the middle of an image when generating several",
                                           "User interface", "checkbox"),
     "samplers_in_dropdown": OptionInfo(True, "Use dropdown for sampler selection", "User interface", "checkbox"),
+    "open_dir_button_choice": OptionInfo("Subdirectory", "📂 under the gallery opens the output folder's root, or "
+                                                         "the subfolder the shown pictures were saved in",
+                                         "User interface", "radio", choices=("Output Root", "Subdirectory")),
     # choices: the localization files found (webui/ui/localization.py registers them at startup)
     "localization": OptionInfo("None", "Localization (a file of localizations/ in the data dir or an extension; "
                                        "reload the page to apply)", "User interface", "dropdown"),

@@ -124,12 +124,14 @@ def is_local_client(host: str | None) -> bool:
 
 
 def output_folder(svc: "Services", mode: str, info: dict | None) -> Path:
-    """Where this tab's images go: the last result's folder once it saved something, else the
-    configured or default output folder (A1111 opens the folder of the images shown)."""
+    """Where this tab's images go: the folder the last result was saved in (option
+    `open_dir_button_choice` "Subdirectory", A1111's default), else the configured or default
+    output folder."""
+    opts = svc.options()
     saved = (info or {}).get("saved_files") or []
-    if saved:
+    if saved and opts.get("open_dir_button_choice", "Subdirectory") != "Output Root":
         return Path(saved[0]).parent
-    custom = str(svc.options().get(f"outdir_{mode}_samples") or "").strip()
+    custom = str(opts.get(f"outdir_{mode}_samples") or "").strip()
     if custom:
         return Path(custom)
     return svc.paths.outputs_dir / f"{mode}-images"
@@ -199,9 +201,12 @@ def save_images(svc: "Services", value: Any, info: dict | None, index: int | Non
     select_one = bool(svc.options().get("save_selected_only", True))
     if not make_zip and select_one and index is not None and first_image <= index < len(items):
         indices = [index]
+    opts = svc.options()
     folder = save_dir(svc)
+    if opts.get("use_save_to_dirs_for_ui", False):  # A1111's [date] subfolder
+        folder = folder / _dt.date.today().strftime("%Y-%m-%d")
     folder.mkdir(parents=True, exist_ok=True)
-    fmt = str(svc.options().get("samples_format") or "png")
+    fmt = str(opts.get("samples_format") or "png")
     written: list[Path] = []
     texts: list[str] = []
     for i in indices:
@@ -217,13 +222,15 @@ def save_images(svc: "Services", value: Any, info: dict | None, index: int | Non
         texts.append(text)
     if not written:
         raise ValueError("The images could not be read back from the gallery.")
-    log_path = folder / "log.csv"
-    new = not log_path.exists() or log_path.stat().st_size == 0
-    with open(log_path, "a", encoding="utf-8", newline="") as f:
-        w = csv.writer(f)
-        if new:
-            w.writerow(LOG_FIELDS)
-        w.writerow(_log_row(info, texts[0], os.path.relpath(written[0], folder)))
+    if opts.get("save_write_log_csv", True):
+        base = save_dir(svc)  # one log.csv for the save folder, dated subfolders included
+        log_path = base / "log.csv"
+        new = not log_path.exists() or log_path.stat().st_size == 0
+        with open(log_path, "a", encoding="utf-8", newline="") as f:
+            w = csv.writer(f)
+            if new:
+                w.writerow(LOG_FIELDS)
+            w.writerow(_log_row(info, texts[0], os.path.relpath(written[0], base)))
     if make_zip:
         seeds = [s for s in info.get("all_seeds") or [] if s is not None]
         stamp = _dt.datetime.now().strftime("%Y%m%d%H%M%S")
@@ -275,7 +282,7 @@ def connect_file_buttons(svc: "Services", mode: str, buttons: GalleryButtons, ga
                 gr.Warning(str(e), title="Not saved")
                 return gr.update(), f"<p class='gallery-note'>{html.escape(str(e))}</p>"
             folder = save_dir(svc)
-            names = ", ".join(os.path.relpath(p, folder) for p in paths)
+            names = ", ".join(os.path.relpath(p, folder) if p.is_relative_to(folder) else p.name for p in paths)
             where = "" if hide_dirs else f" in {folder}"
             return (gr.update(value=download_copies(paths), visible=True),
                     f"<p class='gallery-note'>Saved{html.escape(where)}: {html.escape(names)}</p>")
