@@ -88,8 +88,10 @@ class PromptEncoder:
             self._cache.clear()
 
     # ---- tokens ----
-    def tokenize(self, text: str, opts: EncodeOptions = EncodeOptions()) -> list[TokenizedPrompt]:
-        return [tokenize_line(tok, text, emphasis=opts.emphasis, embeddings=self.embeddings, tokenizer_index=i,
+    def tokenize(self, text: str, opts: EncodeOptions = EncodeOptions(),
+                 embeddings: EmbeddingLookup | None = None) -> list[TokenizedPrompt]:
+        lookup = self.embeddings if embeddings is None else embeddings
+        return [tokenize_line(tok, text, emphasis=opts.emphasis, embeddings=lookup, tokenizer_index=i,
                               comma_backtrack=opts.comma_backtrack)
                 for i, tok in enumerate(self.tokenizers)]
 
@@ -144,7 +146,17 @@ class PromptEncoder:
 
     @torch.no_grad()
     def _encode_uncached(self, text: str, opts: EncodeOptions) -> EncodedText:
-        per_tok = self.tokenize(text, opts)
+        return self._encode_tokens(text, opts, None)
+
+    def encode_for_training(self, prompts: list[str], embeddings: EmbeddingLookup,
+                            opts: EncodeOptions = EncodeOptions()) -> Conditioning:
+        """Textual-inversion training: like `encode`, but with gradients and no cache, looking names
+        up in ``embeddings`` (which may hold the vectors being trained: their gradients flow back
+        through the text encoders).  The caller makes the text encoders resident."""
+        return stack_encoded([self._encode_tokens(t, opts, embeddings) for t in prompts])
+
+    def _encode_tokens(self, text: str, opts: EncodeOptions, embeddings: EmbeddingLookup | None) -> EncodedText:
+        per_tok = self.tokenize(text, opts, embeddings)
         n_chunks = max(len(tp.chunks) for tp in per_tok)
         parts: list[torch.Tensor] = []
         pooled = None
