@@ -48,9 +48,11 @@ class Watch:
     first: tuple[float, int] | None = None                   # (time, step) of the first poll with a step
     done_at: float | None = None                             # when a poll first saw the run ended
 
-    @property
-    def logdir(self) -> TrainingLogDir:
-        return TrainingLogDir.for_run(self.log_root, self.name, self.kind)
+    logdir: TrainingLogDir | None = None                     # fixed at the start: a run may cross midnight
+
+    def __post_init__(self) -> None:
+        if self.logdir is None:
+            self.logdir = TrainingLogDir.for_run(self.log_root, self.name, self.kind)
 
 
 _watches: dict[str, Watch] = {}
