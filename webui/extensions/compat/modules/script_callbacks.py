@@ -13,8 +13,9 @@ The parameter objects are A1111's: `ImageSaveParams`, `CFGDenoiserParams`, `CFGD
 `AfterCFGCallbackParams`, `ImageGridLoopParams` (those the pipeline builds), and
 `ExtraNoiseParams`, `BeforeTokenCounterParams`, `UiTrainTabParams`.
 
-Not fired by this app: `ui_train_tabs` (there is no Train tab); `on_list_optimizers` / `on_list_unets` (LDM attention optimizers and UNet
-replacements) raise NotImplementedError.
+`ui_train_tabs` is fired inside the Train tab with `UiTrainTabParams`. Not supported:
+`on_list_optimizers` / `on_list_unets` (LDM attention optimizers and UNet replacements) raise
+NotImplementedError.
 """
 from __future__ import annotations
 
