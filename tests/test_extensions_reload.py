@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from conftest import Server, start_server, stop_server, wait_for_model
-from test_extensions_browser import browser, open_tab  # noqa: F401  (the module's chromium fixture)
+from test_extensions_browser import open_tab
 
 pytestmark = pytest.mark.browser
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,15 +14,11 @@ from typing import Any, Iterator
 import pytest
 import requests
 
-from conftest import Server, start_server, stop_server
+from conftest import BROWSER_TIMEOUT_MS, Server, start_server, stop_server
 from webui.settings import Settings
 from webui.ui import localization as l10n
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1"]
-TIMEOUT_MS = 60_000
+TIMEOUT_MS = BROWSER_TIMEOUT_MS
 EVIL = "</script><img src=x onerror=window.__pwned=1>Weiter"  # a translation that tries to break out
 
 
@@ -126,18 +121,6 @@ def german(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     yield server
     stop_server(server)
 
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} not installed")
-        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield b
-        b.close()
 
 
 def open_page(browser: Any, server: Server, scheme: str) -> tuple[Any, Any, list[str]]:

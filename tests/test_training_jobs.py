@@ -498,17 +498,8 @@ def test_generation_during_training_is_served_between_steps_and_neither_leaks(se
 
 # ------------------------------------------------------------------------------ the tab in a browser
 
-CHROMIUM = "/usr/bin/chromium"
-
-
 @pytest.mark.browser
-def test_browser_create_train_and_see_progress_preview_and_loss_plot(tmp_path_factory) -> None:
-    import os
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} not installed")
-        pytest.skip(f"{CHROMIUM} not installed")
-    sync_api = pytest.importorskip("playwright.sync_api")
+def test_browser_create_train_and_see_progress_preview_and_loss_plot(browser: Any, tmp_path_factory) -> None:
     data = tmp_path_factory.mktemp("train-ui")
     ckpt = data / "models" / "Stable-diffusion"
     ckpt.mkdir(parents=True)
@@ -519,47 +510,44 @@ def test_browser_create_train_and_see_progress_preview_and_loss_plot(tmp_path_fa
         wait_for_model(srv)
         # every step in the loss CSV (A1111 writes every 500), so the plot has a line after 4 steps
         assert requests.post(srv.api("options"), json={"training_write_csv_every": 1}, timeout=10).status_code == 200
-        with sync_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-                "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1"])
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(90_000)
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(srv.url + "/")
-            # previews read the txt2img tab's parameters: a short prompt run (also keeps the test quick)
-            page.locator("#txt2img_prompt textarea").fill("a red square")
-            for elem, value in (("txt2img_steps", 2), ("txt2img_width", 64), ("txt2img_height", 64)):
-                box = page.locator(f"#{elem} input[type=number]")
-                box.fill(str(value))
-                box.press("Enter")
-            page.get_by_role("tab", name="Train", exact=True).first.click()
-            page.locator("#train_new_embedding_name textarea, #train_new_embedding_name input").first.fill("uitrain")
-            page.click("#train_create_embedding")
-            page.wait_for_function("() => document.querySelector('#ti_output textarea').value.includes('Created')")
-            page.locator("#train_tabs").get_by_role("tab", name="Train", exact=True).click()
-            page.locator("#train_embedding input").click()
-            page.get_by_role("option", name="uitrain", exact=True).click()
-            page.locator("#train_dataset_directory textarea, #train_dataset_directory input").first.fill(str(dataset))
-            for elem, value in (("train_training_width", 64), ("train_training_height", 64), ("train_steps", 4),
-                                ("train_create_image_every", 2), ("train_save_embedding_every", 0)):
-                box = page.locator(f"#{elem} input[type=number]")
-                box.fill(str(value))
-                box.press("Enter")
-            page.locator("#train_preview_from_txt2img input").check()
-            page.click("#train_train_embedding")
-            page.wait_for_function("() => document.querySelector('#ti_output textarea').value"
-                                   ".includes('Training finished at 4 steps')", timeout=150_000)
-            progress = page.inner_text("#ti_progress")
-            assert "step 4/4" in progress and "loss" in progress, progress
-            page.wait_for_function("() => { const i = document.querySelector('#ti_gallery img');"
-                                   " return i && i.complete && i.naturalWidth > 0; }")
-            page.locator("#ti_loss_plot canvas, #ti_loss_plot svg").first.wait_for()
-            page.screenshot(path="/tmp/ui_train.png")
-            assert (data / "textual_inversion").is_dir()
-            page.wait_for_load_state("networkidle")  # the poller stopped with the run
-            browser.close()
+        ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+        page = ctx.new_page()
+        page.set_default_timeout(90_000)
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(srv.url + "/")
+        # previews read the txt2img tab's parameters: a short prompt run (also keeps the test quick)
+        page.locator("#txt2img_prompt textarea").fill("a red square")
+        for elem, value in (("txt2img_steps", 2), ("txt2img_width", 64), ("txt2img_height", 64)):
+            box = page.locator(f"#{elem} input[type=number]")
+            box.fill(str(value))
+            box.press("Enter")
+        page.get_by_role("tab", name="Train", exact=True).first.click()
+        page.locator("#train_new_embedding_name textarea, #train_new_embedding_name input").first.fill("uitrain")
+        page.click("#train_create_embedding")
+        page.wait_for_function("() => document.querySelector('#ti_output textarea').value.includes('Created')")
+        page.locator("#train_tabs").get_by_role("tab", name="Train", exact=True).click()
+        page.locator("#train_embedding input").click()
+        page.get_by_role("option", name="uitrain", exact=True).click()
+        page.locator("#train_dataset_directory textarea, #train_dataset_directory input").first.fill(str(dataset))
+        for elem, value in (("train_training_width", 64), ("train_training_height", 64), ("train_steps", 4),
+                            ("train_create_image_every", 2), ("train_save_embedding_every", 0)):
+            box = page.locator(f"#{elem} input[type=number]")
+            box.fill(str(value))
+            box.press("Enter")
+        page.locator("#train_preview_from_txt2img input").check()
+        page.click("#train_train_embedding")
+        page.wait_for_function("() => document.querySelector('#ti_output textarea').value"
+                               ".includes('Training finished at 4 steps')", timeout=150_000)
+        progress = page.inner_text("#ti_progress")
+        assert "step 4/4" in progress and "loss" in progress, progress
+        page.wait_for_function("() => { const i = document.querySelector('#ti_gallery img');"
+                               " return i && i.complete && i.naturalWidth > 0; }")
+        page.locator("#ti_loss_plot canvas, #ti_loss_plot svg").first.wait_for()
+        page.screenshot(path="/tmp/ui_train.png")
+        assert (data / "textual_inversion").is_dir()
+        page.wait_for_load_state("networkidle")  # the poller stopped with the run
+        ctx.close()
         assert not errors, errors
     finally:
         stop_server(srv)

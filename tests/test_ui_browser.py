@@ -13,23 +13,18 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-import os
 
 import numpy as np
 import pytest
 import requests
 from PIL import Image
 
-from conftest import Server, start_server, stop_server
+from conftest import BROWSER_TIMEOUT_MS, Server, start_server, stop_server
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1"]
 SCREENSHOT = Path("/tmp/ui_txt2img.png")
-TIMEOUT_MS = 60_000
+TIMEOUT_MS = BROWSER_TIMEOUT_MS
 
 # Records, from before a click until the end, whether the progress bar or the "Sampling" status ever
 # showed and whether a (preview) image was in the gallery before the final infotext arrived.
@@ -78,18 +73,6 @@ def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     yield server
     stop_server(server)
 
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI"):  # run_tests.sh installs chromium, so in CI a missing browser is a failure
-            pytest.fail(f"{CHROMIUM} not installed")
-        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield b
-        b.close()
 
 
 @pytest.fixture

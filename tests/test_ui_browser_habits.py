@@ -14,9 +14,9 @@ import pytest
 from PIL import Image
 
 from conftest import Server
-from test_ui_browser import browser, page, set_number, ui_server
+from test_ui_browser import page, set_number, ui_server
 
-__all__ = ["browser", "page", "ui_server"]  # fixtures used by name
+__all__ = ["page", "ui_server"]  # fixtures used by name (browser comes from conftest)
 
 pytestmark = pytest.mark.browser
 
