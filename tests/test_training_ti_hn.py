@@ -85,6 +85,9 @@ def _generate(env: SimpleNamespace, prompt: str, seed: int, steps: int = 10, wid
     req = Txt2ImgRequest(prompt=prompt, steps=steps, seed=seed, width=width, height=height, sampler_name=kw.pop(
         "sampler_name", "DPM++ 2M"), save_images=False, do_not_save_grid=True, do_not_save_samples=True, **kw)
     res = env.txt2img.run(req, JobState("gen", "gen"), save=False)
+    # the networks a prompt named stay hooked in until the next job: the training service clears
+    # them before training steps, so must a test that trains after generating with <hypernet:...>
+    env.models.activate_networks(env.model, {})
     return res.images[0], res.infotexts[0]
 
 
@@ -168,28 +171,32 @@ def test_embedding_learns_a_subject_its_name_alone_draws(env: SimpleNamespace, t
 @pytest.mark.slow
 def test_hypernetwork_learns_a_background_the_captions_do_not_name(env: SimpleNamespace, tmp_path: Path) -> None:
     """Every training image sits on purple; no caption says so.  With the hypernetwork at strength 1
-    the same prompts and seeds draw purple backgrounds, and the shapes the prompts ask for."""
+    the same prompts and seeds draw purple backgrounds, still with the shape colours the prompts ask for."""
     rng = random.Random(3)
     scenes = [Scene(c, s, "purple", p) for c, s, p in
               [(rng.choice(["red", "yellow", "white", "green"]), rng.choice(["circle", "square", "star"]),
                 rng.choice(["left", "right", "center"])) for _ in range(12)]]
     data = _draw(tmp_path / "style", scenes, [caption(s, with_background=False) for s in scenes])
+    torch.manual_seed(0)  # creation draws the MLPs' start weights from the global generator
     hf.create_hypernetwork(env.root / "hypernetworks", "purpleish", [64], layer_structure="1, 2, 1")
-    prompts = [caption(Scene(c, s, "purple", p), with_background=False)
-               for c, s, p in (("red", "circle", "left"), ("white", "square", "right"))]
-    before = [judge(_generate(env, pr, s)[0]).background for pr in prompts for s in SEEDS[:3]]
+    asked = [Scene(c, s, "purple", p) for c, s, p in
+             (("red", "circle", "left"), ("yellow", "star", "center"), ("green", "square", "right"))]
+    cases = [(caption(sc, with_background=False), sc.color, seed) for sc in asked for seed in SEEDS[:2]]
+    before = [judge(_generate(env, prompt, seed)[0]).background for prompt, _, seed in cases]
     t0 = time.perf_counter()
     out = train_hypernetwork(_run(env), HypernetworkTrainParams(
-        hypernetwork_name="purpleish", learn_rate="0.001", batch_size=4, data_root=str(data),
-        log_directory=str(tmp_path / "log"), training_width=64, training_height=64, steps=80,
+        hypernetwork_name="purpleish", learn_rate="0.003", batch_size=4, data_root=str(data),
+        log_directory=str(tmp_path / "log"), training_width=64, training_height=64, steps=100,
         template_filename=_template(tmp_path, "[filewords]"), create_image_every=0, save_hypernetwork_every=0))
     took = time.perf_counter() - t0
     env.models.hypernetworks.refresh()
-    after_imgs = [_generate(env, f"{pr} <hypernet:purpleish:1>", s)[0] for pr in prompts for s in SEEDS[:3]]
-    after = [judge(im).background for im in after_imgs]
-    print(f"hypernetwork: backgrounds before {before}, after {after}, {took:.1f}s")
-    assert out.step == 80 and before.count("purple") == 0
-    assert after.count("purple") >= 5, after
+    after = [judge(_generate(env, f"{prompt} <hypernet:purpleish:1>", seed)[0]) for prompt, _, seed in cases]
+    rows = read_loss_csv(out.loss_csv)
+    print(f"hypernetwork: backgrounds before {before}, after {[v.background for v in after]}, {took:.1f}s, "
+          f"loss {np.mean([r.loss for r in rows[:10]]):.3f} -> {np.mean([r.loss for r in rows[-10:]]):.3f}")
+    assert out.step == 100 and before.count("purple") == 0
+    assert [v.background for v in after].count("purple") >= 4, after  # measured 5 of 6
+    assert sum(v.color == color for v, (_, color, _) in zip(after, cases)) >= 5, after
 
 
 # ------------------------------------------------------------------------------------------ resume, interrupt
@@ -338,8 +345,9 @@ def test_hypernetwork_hooks_leave_for_generation_between_steps(env: SimpleNamesp
         template_filename="hypernetwork.txt", create_image_every=1, save_hypernetwork_every=1, clip_grad_mode="value",
         clip_grad_value="0.05"))
     assert len(during) == 2 and all(np.array_equal(np.asarray(im), np.asarray(plain)) for im in during)
-    hooks = [m.to_k._forward_pre_hooks for m in env.model.sd.unet.modules() if getattr(m, "is_cross_attention", False)]
-    assert hooks and not any(hooks)  # all removed after the run
+    hooks = [h.__qualname__ for m in env.model.sd.unet.modules() if getattr(m, "is_cross_attention", False)
+             for h in (*m.to_k._forward_pre_hooks.values(), *m.to_v._forward_pre_hooks.values())]
+    assert not [h for h in hooks if "HypernetworkTrainee" in h]  # the trainer's hooks are gone (the loader's stay)
     assert _weights_digest(env.model) == digest
     snaps = sorted(p.name for p in (out.log_dir / "hypernetworks").iterdir())
     assert snaps == ["pausing-1.pt", "pausing-2.pt"] and (out.log_dir / "hypernetwork_loss.csv").is_file()
