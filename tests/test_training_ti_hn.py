@@ -342,7 +342,8 @@ def test_hypernetwork_hooks_leave_for_generation_between_steps(env: SimpleNamesp
                              HypernetworkTrainParams(
         hypernetwork_name="pausing", learn_rate="0.01", batch_size=2, data_root=str(data),
         log_directory=str(tmp_path / "log"), training_width=64, training_height=64, steps=2,
-        template_filename="hypernetwork.txt", create_image_every=1, save_hypernetwork_every=1, clip_grad_mode="value",
+        template_filename=_template(tmp_path, "[filewords]"), create_image_every=1, save_hypernetwork_every=1,
+        clip_grad_mode="value",
         clip_grad_value="0.05"))
     assert len(during) == 2 and all(np.array_equal(np.asarray(im), np.asarray(plain)) for im in during)
     hooks = [h.__qualname__ for m in env.model.sd.unet.modules() if getattr(m, "is_cross_attention", False)

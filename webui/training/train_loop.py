@@ -257,7 +257,7 @@ def run_training(run: TrainRun, params: CommonTrainParams, trainee: Trainee, *, 
                 steps_done = state.step - start
                 rate = steps_done / max(1e-9, time.perf_counter() - t0)
                 progress.sampling_step = state.step
-                progress.textinfo = (f"[{trainee.name}] step {state.step}/{params.steps}, loss {state.loss:.7f}, "
+                progress.textinfo = (f"[{trainee.name}] step {state.step}, loss {state.loss:.7f}, "
                                      f"lr {state.lr:g}, {rate:.2f} it/s")
                 csv.write(state.step, it.steps_per_epoch, state.loss, state.lr)
                 if save_every and state.step % save_every == 0:
