@@ -250,10 +250,13 @@ def run_training(run: TrainRun, params: CommonTrainParams, trainee: Trainee, *, 
     with frozen_model(model):
         trainee.train_mode(True)
         optimizer = trainee.make_optimizer()
+        # half-precision UNets on CUDA: scale the loss so small gradients survive fp16 (A1111 does too)
+        half = next(sd.unet.parameters()).dtype == torch.float16
+        scaler = torch.amp.GradScaler("cuda", enabled=half and torch.device(model.policy.device).type == "cuda")
         try:
             while state.step < schedule.end_step:
                 progress.check()
-                _one_step(run, trainee, it, optimizer, schedule, clip, state, seed, params)
+                _one_step(run, trainee, it, optimizer, scaler, schedule, clip, state, seed)
                 steps_done = state.step - start
                 rate = steps_done / max(1e-9, time.perf_counter() - t0)
                 progress.sampling_step = state.step
@@ -280,8 +283,8 @@ def run_training(run: TrainRun, params: CommonTrainParams, trainee: Trainee, *, 
 
 
 def _one_step(run: TrainRun, trainee: Trainee, it: BatchIterator, optimizer: torch.optim.Optimizer,
-              schedule: LearnRateSchedule, clip: _Clip | None, state: _State, seed: int,
-              params: CommonTrainParams) -> None:
+              scaler: torch.amp.GradScaler, schedule: LearnRateSchedule, clip: _Clip | None, state: _State,
+              seed: int) -> None:
     model = run.model
     memory = model.memory
     device = torch.device(model.policy.device)
@@ -309,13 +312,15 @@ def _one_step(run: TrainRun, trainee: Trainee, it: BatchIterator, optimizer: tor
                     lambda noisy, t: unet_prediction(model, noisy, t, cross, pooled, w * scale, h * scale),
                     latents, model.sd.alphas_cumprod.to(device, torch.float32), gen,
                     prediction=model.sd.prediction_type, weight=weights) / it.gradient_step
-                loss.backward()
+                scaler.scale(loss).backward()
         total += float(loss.detach())
     if not torch.isfinite(torch.tensor(total)):
         raise FloatingPointError(f"the loss became {total} at step {step + 1}: lower the learning rate")
+    scaler.unscale_(optimizer)  # clipping sees the true gradients
     if clip is not None:
         clip.fn(trainee.parameters(), clip.schedule.rate_at(step))
-    optimizer.step()
+    scaler.step(optimizer)
+    scaler.update()
     optimizer.zero_grad(set_to_none=True)
     state.step = step + 1
     trainee.step = state.step
