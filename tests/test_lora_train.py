@@ -284,6 +284,8 @@ def test_resume_continues_the_same_run_and_interrupt_saves(env) -> None:
     tb, mb = read_file(second.path)
     assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
     assert mb["ss_seed"] == "11" and mb["ss_steps"] == "6"
+    with pytest.raises(ValueError, match="already been trained beyond specified max steps"):
+        train_lora(env.make_run(with_preview=False), p)  # resumed at its max: nothing to train (A1111)
 
 
 def test_refusals(env) -> None:

@@ -38,7 +38,7 @@ from webui.training.lora_adapters import LoraNetwork, LoraSpec, build_lora
 from webui.training.lora_files import (TrainingRecord, capture_rng_state, kohya_metadata, load_training_state,
                                        save_lora_file, save_training_state)
 from webui.training.lora_train_parts import (NOISE_STREAM, STATE_SUFFIX,
-                                             check_params, encode_captions, find_resume_state,
+                                             check_params, encode_captions, find_resume_state, read_state_step,
                                              lora_activation_bytes, make_optimizer, option, read_state_seed,
                                              sched_value, sdxl_added_cond)
 from webui.training.params import LoraTrainParams
@@ -72,6 +72,10 @@ class _Trainer:
             self.resume_from = find_resume_state(log_root, self.name)
             if self.resume_from is None:
                 raise ValueError(f"resume: no saved training state of '{self.name}' in {log_root}")
+            reached = read_state_step(self.resume_from)
+            if reached >= params.steps:  # A1111's refusal: nothing would be trained
+                raise ValueError(f"Model has already been trained beyond specified max steps: {self.name} is at "
+                                 f"step {reached}, max steps is {params.steps}")
         self.seed = params.seed if params.seed >= 0 else random.randint(0, 2 ** 31 - 1)
         self.previews: list[Path] = []
         self.loss = float("nan")

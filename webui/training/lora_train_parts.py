@@ -112,8 +112,17 @@ def make_optimizer(kind: str, groups: list[dict[str, Any]]) -> torch.optim.Optim
     return torch.optim.AdamW(groups)
 
 
-def read_state_seed(path: Path, default: int) -> int:
-    """The seed a saved run used (read from its header, nothing else loaded)."""
+def _state_header(path: Path) -> dict[str, Any]:
     with safe_open(str(path), framework="pt") as f:
         body = json.loads((f.metadata() or {}).get("state", "{}"))
-    return int((body.get("settings") or {}).get("seed", default))
+    return body if isinstance(body, dict) else {}
+
+
+def read_state_seed(path: Path, default: int) -> int:
+    """The seed a saved run used (read from its header, nothing else loaded)."""
+    return int((_state_header(path).get("settings") or {}).get("seed", default))
+
+
+def read_state_step(path: Path) -> int:
+    """The step a saved run reached (from its header)."""
+    return int(_state_header(path).get("step", 0) or 0)
