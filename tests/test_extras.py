@@ -423,36 +423,31 @@ SCREENSHOT = Path("/tmp/ui_extras.png")
 
 
 @pytest.mark.browser
-def test_extras_tab_upscales_lanczos_x2(server: Server, tmp_path: Path) -> None:
-    from test_ui_browser import ARGS, CHROMIUM
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api")
+def test_extras_tab_upscales_lanczos_x2(browser: Any, server: Server, tmp_path: Path) -> None:
     src = tmp_path / "source.png"
     photo(48, 36, seed=10).save(src, pnginfo=_png_text("parameters", "a test picture\nSteps: 5, Seed: 1"))
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(60_000)
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(server.url + "/")
-        page.get_by_role("tab", name="Extras").click()
-        page.locator("#extras_image input[type=file]").set_input_files(str(src))
-        page.locator("#extras_image img").first.wait_for()
-        page.locator("#extras_upscaler_1 input").click()
-        page.locator("#extras_upscaler_1").get_by_role("option", name="Lanczos", exact=True).click()
-        box = page.locator("#extras_upscaling_resize input[type=number]")
-        box.fill("2")
-        box.press("Enter")
-        page.click("#extras_generate")
-        page.wait_for_function("() => document.querySelector('#extras_html_info').innerText.includes('Postprocess')")
-        page.wait_for_function("() => { const i = document.querySelector('#extras_gallery img'); "
-                               "return i && i.complete && i.naturalWidth > 0; }")
-        size = page.locator("#extras_gallery img").first.evaluate("i => [i.naturalWidth, i.naturalHeight]")
-        info = page.inner_text("#extras_html_info")
-        page.screenshot(path=str(SCREENSHOT), full_page=True)
-        browser.close()
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = ctx.new_page()
+    page.set_default_timeout(60_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(server.url + "/")
+    page.get_by_role("tab", name="Extras").click()
+    page.locator("#extras_image input[type=file]").set_input_files(str(src))
+    page.locator("#extras_image img").first.wait_for()
+    page.locator("#extras_upscaler_1 input").click()
+    page.locator("#extras_upscaler_1").get_by_role("option", name="Lanczos", exact=True).click()
+    box = page.locator("#extras_upscaling_resize input[type=number]")
+    box.fill("2")
+    box.press("Enter")
+    page.click("#extras_generate")
+    page.wait_for_function("() => document.querySelector('#extras_html_info').innerText.includes('Postprocess')")
+    page.wait_for_function("() => { const i = document.querySelector('#extras_gallery img'); "
+                           "return i && i.complete && i.naturalWidth > 0; }")
+    size = page.locator("#extras_gallery img").first.evaluate("i => [i.naturalWidth, i.naturalHeight]")
+    info = page.inner_text("#extras_html_info")
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    ctx.close()
     assert size == [96, 72]
     assert "Postprocess upscale by: 2, Postprocess upscaler: Lanczos" in info
     assert "Saved 1 image" in info

@@ -329,13 +329,15 @@ def test_sdxl_with_text_encoders_writes_te1_te2_keys(tmp_path: Path) -> None:
 @pytest.mark.timeout(900)
 def test_lora_learns_a_shape_the_model_cannot_draw(env) -> None:
     """Before: "a red cross" draws the model's nearest shape (a five-point star), judged on pixels.
-    After 200 steps on 16 drawn red crosses (LoCon: the shape lives in the ResNet convs too), the
+    After 300 steps on 16 drawn red crosses (LoCon: the shape lives in the ResNet convs too), the
     same prompts and seeds with `<lora:crosses:1>` draw a four-armed shape that scores as a cross;
     without the tag the images are exactly the untrained ones (the base is untouched)."""
     seeds, prompt = (1, 2, 3), "a red cross, on a white background"
     data = make_dataset(env.root / "red-crosses", pairs=[("red", "white")])
     before = [env.generate(prompt, s) for s in seeds]
-    out = train_lora(env.make_run(with_preview=False), params(data, name="crosses", steps=200, learn_rate="2e-3",
+    # 300 steps at 3e-3 leave a margin: a 200-step run moved by float rounding alone (BLAS results
+    # depend on memory alignment, so a long test process differs from a fresh one) once ended at 0.55
+    out = train_lora(env.make_run(with_preview=False), params(data, name="crosses", steps=300, learn_rate="3e-3",
                                                                 network_target="locon", seed=3))
     assert out.path == env.root / "Lora" / "crosses.safetensors"
     after = [env.generate(prompt + " <lora:crosses:1>", s) for s in seeds]
@@ -344,7 +346,8 @@ def test_lora_learns_a_shape_the_model_cannot_draw(env) -> None:
     print(f"cross score before {sb}, after {sa}")
     assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(again, before))
     assert max(sb) < 0.62  # the model cannot draw it (measured 0.49, 0.59, 0.52)
-    assert min(sa) > 0.68 and sum(sa) / 3 > sum(sb) / 3 + 0.15, (sb, sa)  # measured 0.73, 0.79, 0.74
+    # measured 0.79, 0.78, 0.80 (training seeds 4 and 5: 0.80, 0.71, 0.79 and above)
+    assert min(sa) > 0.65 and sum(sa) / 3 > sum(sb) / 3 + 0.15, (sb, sa)
     from bench.shape_judge import judge
     verdicts = [judge(i) for i in after]
     assert all(v.background == "white" and v.color == "red" for v in verdicts), verdicts
