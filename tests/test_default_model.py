@@ -57,6 +57,7 @@ def test_world_has_the_required_variety_and_a_fixed_held_out_split() -> None:
 
 # ------------------------------------------------------------------------------ the script
 
+@pytest.mark.slow
 def test_training_script_quick_mode(tmp_path: Path) -> None:
     out, cn_out = tmp_path / "m.safetensors", tmp_path / "cn.safetensors"
     proc = subprocess.run([sys.executable, str(ROOT / "tools" / "train_default_model.py"), "--quick",
@@ -83,6 +84,7 @@ def test_training_script_quick_mode(tmp_path: Path) -> None:
     assert (model.family, model.default_size, model.vae_scale_factor) == ("sd1", 64, 8)
 
 
+@pytest.mark.slow
 def test_training_script_v_prediction_zero_snr_checkpoint_loads_and_samples(tmp_path: Path) -> None:
     """The position recipe's flags: the file says v-prediction and carries the zero-terminal-SNR
     schedule (float32, A1111's finite last value), and our loader and loop use both."""
