@@ -232,6 +232,31 @@ def test_checks_before_queueing(env, tmp_path: Path) -> None:
         tj.check_lora(ctx, LoraTrainParams(name="x", data_root=str(env.data), network_target="everything"))
 
 
+def test_network_exposed_server_confines_dataset_and_log_folders_to_the_data_dir(env, tmp_path: Path) -> None:
+    """With --listen (or --server-name / --share) a request may not read a dataset or write logs
+    outside the data dir; on localhost any folder of the machine is fine, as in A1111."""
+    import dataclasses
+
+    from webui.cli import network_exposure, parse_args
+
+    (env.root / "embeddings" / "known.pt").write_bytes(b"x")
+    outside = tmp_path / "outside-data"
+    outside.mkdir()
+    Image.new("RGB", (64, 64), "red").save(outside / "a.png")
+    assert network_exposure(parse_args(["--listen"])) == ["--listen"] and network_exposure(parse_args([])) == []
+    local, exposed = env.training.context(), dataclasses.replace(env.training.context(), exposed=("--listen",))
+    tj.check_embedding(local, EmbeddingTrainParams(embedding_name="known", data_root=str(outside)))
+    tj.check_embedding(exposed, EmbeddingTrainParams(embedding_name="known", data_root=str(env.data)))  # inside
+    with pytest.raises(ValueError, match="dataset directory .* outside the data dir.*--listen"):
+        tj.check_embedding(exposed, EmbeddingTrainParams(embedding_name="known", data_root=str(outside)))
+    for log_dir in (str(outside), "../escape", str(env.root / ".." / "x")):
+        with pytest.raises(ValueError, match="log directory .* outside the data dir"):
+            tj.check_embedding(exposed, EmbeddingTrainParams(embedding_name="known", data_root=str(env.data),
+                                                             log_directory=log_dir))
+    with pytest.raises(ValueError, match="outside the data dir"):
+        tj.check_lora(exposed, LoraTrainParams(name="x", data_root=str(outside)))
+
+
 def test_memory_check_refuses_what_cannot_fit_and_streams_under_lowvram(env) -> None:
     model = env.models.current
     p = EmbeddingTrainParams(batch_size=4, training_width=512, training_height=512)

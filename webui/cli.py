@@ -197,6 +197,26 @@ def _preload_extensions(parser: argparse.ArgumentParser, argv: list[str], ran: l
     return run_preloads(parser, data_dir / "extensions", disabled, disable_all, ran)
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def network_exposure(args: argparse.Namespace | None) -> list[str]:
+    """The flags that make the server reachable beyond this machine (empty: localhost only). What
+    runs code or touches server paths is refused or confined when this is not empty."""
+    if args is None:
+        return []
+    reasons = []
+    if getattr(args, "listen", False):
+        reasons.append("--listen")
+    name = getattr(args, "server_name", None)
+    if name and str(name).strip().lower() not in LOOPBACK:
+        reasons.append(f"--server-name {name}")
+    for flag in ("share", "ngrok"):
+        if getattr(args, flag, None):
+            reasons.append(f"--{flag}")
+    return reasons
+
+
 def resolve_paths(args: argparse.Namespace) -> Paths:
     data_dir = (args.data_dir or PROJECT_ROOT).resolve()
     models_dir = (args.models_dir or data_dir / "models").resolve()

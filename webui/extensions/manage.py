@@ -16,11 +16,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from webui.cli import network_exposure
 from webui.extensions import git
 from webui.extensions.discovery import Extension
 from webui.extensions.manager import ExtensionManager
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 RESTART_NOTE = ('Press "Apply and restart UI" on the Installed tab to load or unload extensions\' scripts '
                 '(the UI is rebuilt in the running process; flags an extension adds in preload.py need a '
                 'server restart).')
@@ -40,15 +40,7 @@ def is_guarded(args: argparse.Namespace | None) -> str | None:
     """The refusal text when extension actions are not allowed with these flags, else None."""
     if args is None or getattr(args, "enable_insecure_extension_access", False):
         return None
-    reasons = []
-    if getattr(args, "listen", False):
-        reasons.append("--listen")
-    name = getattr(args, "server_name", None)
-    if name and str(name).strip().lower() not in LOOPBACK:
-        reasons.append(f"--server-name {name}")
-    for flag in ("share", "ngrok"):
-        if getattr(args, flag, None):
-            reasons.append(f"--{flag}")
+    reasons = network_exposure(args)
     if not reasons:
         return None
     return ("Extension access is disabled: the server is reachable from the network (" + ", ".join(reasons) +

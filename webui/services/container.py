@@ -5,7 +5,7 @@ import argparse
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from webui.cli import Paths, attention_backend, cmd_flags, memory_mode
+from webui.cli import Paths, attention_backend, cmd_flags, memory_mode, network_exposure
 from webui.extensions.manager import ExtensionManager
 from webui.memory.devices import DevicePolicy
 from webui.memory.manager import MemoryManager
@@ -175,7 +175,8 @@ def build_services(args: argparse.Namespace, paths: Paths) -> Services:
                     extensions=ExtensionManager(paths.data_dir / "extensions", settings, args),
                     training=TrainingService(models, queue, paths.embeddings_dir, paths.hypernetwork_dir,
                                              lora_dir=paths.lora_dir, data_dir=paths.data_dir, settings=settings,
-                                             memory=memory, pipeline=pipeline))
+                                             memory=memory, pipeline=pipeline,
+                                             exposed=tuple(network_exposure(args))))
 
 
 __all__ = ["Services", "build_services", "GenerationError", "GenerationResult", "ModelLoadError"]
