@@ -203,7 +203,8 @@ def test_interrupt_saves_and_preview_runs_the_real_pipeline_without_saving(env) 
     assert outcome.interrupted and 4 <= outcome.step < 10_000 and outcome.path.is_file()
     assert outcome.info.startswith(f"Training interrupted at {outcome.step} steps")
     assert trainer.previews and trainer.previews[0].size == (64, 64)
-    assert job.state.current_image is not None
+    shown = np.asarray(job.state.current_image.convert("RGB"), dtype=np.float32)  # the tab's latest picture
+    assert shown.shape == (64, 64, 3) and shown.std() > 1.0  # a drawn 64×64 preview, not a blank
     assert not (env.root / "outputs").exists() or not any((env.root / "outputs").rglob("*.png"))
 
 
