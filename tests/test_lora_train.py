@@ -148,13 +148,8 @@ def params(data: Path, **kw) -> LoraTrainParams:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a shared 2-core box, two OpenMP threads per process spin against the
-    other processes' and a step gets many times slower (measured: 0.15 s vs 8 s per step)."""
-    was = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(was)
+def one_thread(one_torch_thread: None) -> None:
+    """Every test here trains the tiny model: one torch thread (see conftest)."""
 
 
 @pytest.fixture(scope="module")

@@ -66,13 +66,8 @@ def _stack(root: Path, ckpt: Path, memory: MemoryManager | None = None) -> Simpl
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The model is tiny: one intra-op thread is as fast, and two threads spin-wait badly when the
-    CPU is shared with other test processes (measured 10x slower per UNet pass)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def one_thread(one_torch_thread: None) -> None:
+    """Every test here trains the tiny model: one torch thread (see conftest)."""
 
 
 @pytest.fixture(scope="module")
