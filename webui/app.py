@@ -138,6 +138,8 @@ def build_app(svc: Any, args: argparse.Namespace) -> Any:
                          static_url="/docs-static")
     if api_enabled(args):
         install_api(app, svc)
+        from webui.api.outputs_routes import build_outputs_router
+        app.include_router(build_outputs_router(svc))  # the Image Browser: /webui/v1/outputs
 
     @app.get("/internal/ping")
     def ping() -> dict:

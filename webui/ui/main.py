@@ -244,11 +244,14 @@ def _build_ui(svc: "Services") -> gr.Blocks:
             with gr.Tab("Extras", id="extras", elem_id="tab_extras"):
                 extras = create_extras_tab(svc)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
-                create_pnginfo_tab(svc, t2i, tabs, i2i, extras.image)
+                pnginfo_image = create_pnginfo_tab(svc, t2i, tabs, i2i, extras.image)
             with gr.Tab("Checkpoint Merger", id="modelmerger", elem_id="tab_modelmerger"):
                 merger = create_merger_tab(svc)
             with gr.Tab("Train", id="train", elem_id="tab_train"):
                 create_train_tab(svc, t2i)
+            with gr.Tab("Image Browser", id="image_browser", elem_id="tab_image_browser") as browser_tab:
+                from webui.ui.output_browser import create_output_browser_tab  # the outputs/ folders
+                create_output_browser_tab(svc, browser_tab, tabs, t2i, i2i, extras.image, pnginfo_image)
             for blocks, title, elem_id in ext_tabs:
                 with gr.Tab(title, id=elem_id, elem_id=f"tab_{elem_id}"):
                     blocks.render()

@@ -72,61 +72,64 @@ def create_pnginfo_tab(svc: "Services", txt2img: Txt2ImgTab, tabs: gr.Tabs, img2
     image.change(read, image, [info_html, geninfo], show_progress="hidden", api_name="pnginfo",
                  api_visibility="undocumented")
 
-    def sender(target: Txt2ImgTab, tab_id: str, sub_mode: str | None) -> None:
-        """Send to txt2img / img2img / inpaint: every field the infotext names, and (img2img) the image."""
-        fields = list(dict.fromkeys([*target.paste_fields().values(), target.extra, target.enable_hr,
-                                     target.override, *[c for c, _ in target.script_infotext_fields]]))
-        extra_out: list[Any] = []
-        i2i = target.img2img
-        if i2i is not None and sub_mode is not None:
-            extra_out = [i2i.tabs, i2i.mode, i2i.mask_group]
-
-        def send(text: str, img: Any) -> dict:
-            from webui.infotext import infotext_to_request
-            out: dict[Any, Any] = {c: gr.update() for c in fields + extra_out}
-            if text:
-                params = parse_for_paste(svc, text)
-                opts = svc.options()
-                req = apply_send_options(infotext_to_request(params, opts), opts)
-                out.update(paste_values(target, req))
-                out.update(script_field_updates(target.script_infotext_fields, params))
-            elif sub_mode is None:
-                gr.Warning("This image has no generation parameters.")
-                return out | {tabs: gr.update()}
-            if i2i is not None and sub_mode is not None:
-                from webui.ui.img2img import MODES, SUB_TAB_IDS
-                if img is None:
-                    gr.Warning("Drop an image first.")
-                    return out | {tabs: gr.update()}
-                out[i2i.tabs] = gr.Tabs(selected=SUB_TAB_IDS[sub_mode])
-                out[i2i.mode] = MODES.index(sub_mode)
-                out[i2i.mask_group] = gr.update(visible=sub_mode != "img2img")
-            out[tabs] = gr.Tabs(selected=tab_id)
-            return out
-
-        def set_image(path: Any) -> Any:
-            from webui.imaging.decode import ImageInputError, open_image_file
-            try:
-                img = open_image_file(Path(path)) if path else None
-            except ImageInputError:
-                img = None
-            if img is None:
-                return gr.update()
-            rgb = img.convert("RGB")
-            return rgb if sub_mode == "img2img" else {"background": rgb, "layers": [], "composite": rgb}
-
-        button = {"txt2img": send_txt2img, "img2img": send_img2img, "Inpaint": send_inpaint}[sub_mode or "txt2img"]
-        event = button.click(send, [geninfo, image], fields + extra_out + [tabs], show_progress="hidden",
-                             api_visibility="private")
-        if i2i is not None and sub_mode is not None:
-            # the editor draws a value only once its tab is on screen: set the image after the switch
-            event.then(set_image, image, i2i.editor_for(sub_mode), show_progress="hidden", api_visibility="private")
-
-    sender(txt2img, "txt2img", None)
+    connect_infotext_send(svc, send_txt2img, geninfo, image, txt2img, tabs, "txt2img", None)
     if img2img is not None:
-        sender(img2img, "img2img", "img2img")
-        sender(img2img, "img2img", "Inpaint")
+        connect_infotext_send(svc, send_img2img, geninfo, image, img2img, tabs, "img2img", "img2img")
+        connect_infotext_send(svc, send_inpaint, geninfo, image, img2img, tabs, "img2img", "Inpaint")
     if extras_image is not None:
         send_extras.click(lambda img: (img, gr.Tabs(selected="extras")), image, [extras_image, tabs],
                           show_progress="hidden", api_visibility="private")
     return image
+
+
+def connect_infotext_send(svc: "Services", button: Any, geninfo: Any, image: Any, target: Txt2ImgTab, tabs: gr.Tabs,
+                          tab_id: str, sub_mode: str | None) -> None:
+    """PNG Info's Send to txt2img / img2img / inpaint, for any button: every field the infotext in
+    `geninfo` names, and (img2img, inpaint) the picture whose file path `image` holds. The Image
+    Browser tab sends its selected file through this too."""
+    fields = list(dict.fromkeys([*target.paste_fields().values(), target.extra, target.enable_hr,
+                                 target.override, *[c for c, _ in target.script_infotext_fields]]))
+    extra_out: list[Any] = []
+    i2i = target.img2img
+    if i2i is not None and sub_mode is not None:
+        extra_out = [i2i.tabs, i2i.mode, i2i.mask_group]
+
+    def send(text: str, img: Any) -> dict:
+        from webui.infotext import infotext_to_request
+        out: dict[Any, Any] = {c: gr.update() for c in fields + extra_out}
+        if text:
+            params = parse_for_paste(svc, text)
+            opts = svc.options()
+            req = apply_send_options(infotext_to_request(params, opts), opts)
+            out.update(paste_values(target, req))
+            out.update(script_field_updates(target.script_infotext_fields, params))
+        elif sub_mode is None:
+            gr.Warning("This image has no generation parameters.")
+            return out | {tabs: gr.update()}
+        if i2i is not None and sub_mode is not None:
+            from webui.ui.img2img import MODES, SUB_TAB_IDS
+            if img is None:
+                gr.Warning("Drop an image first.")
+                return out | {tabs: gr.update()}
+            out[i2i.tabs] = gr.Tabs(selected=SUB_TAB_IDS[sub_mode])
+            out[i2i.mode] = MODES.index(sub_mode)
+            out[i2i.mask_group] = gr.update(visible=sub_mode != "img2img")
+        out[tabs] = gr.Tabs(selected=tab_id)
+        return out
+
+    def set_image(path: Any) -> Any:
+        from webui.imaging.decode import ImageInputError, open_image_file
+        try:
+            img = open_image_file(Path(path)) if path else None
+        except ImageInputError:
+            img = None
+        if img is None:
+            return gr.update()
+        rgb = img.convert("RGB")
+        return rgb if sub_mode == "img2img" else {"background": rgb, "layers": [], "composite": rgb}
+
+    event = button.click(send, [geninfo, image], fields + extra_out + [tabs], show_progress="hidden",
+                         api_visibility="private")
+    if i2i is not None and sub_mode is not None:
+        # the editor draws a value only once its tab is on screen: set the image after the switch
+        event.then(set_image, image, i2i.editor_for(sub_mode), show_progress="hidden", api_visibility="private")
