@@ -314,9 +314,8 @@ def test_image_browser_tab_shows_sends_and_deletes(server: Server, browser: Any)
     assert blue[2] > 180 and blue[0] < 80, blue  # the teapot picture's blue
 
     tab.click()
-    page.click("#image_browser_delete")  # not confirmed: nothing happens to the file
-    page.wait_for_selector("text=Confirm delete")
-    time.sleep(0.5)
+    page.click("#image_browser_delete")  # not confirmed: a warning, and the file stays
+    page.wait_for_selector("text=Tick “Confirm delete” first")
     assert src.exists()
     page.locator("#image_browser_confirm_delete input").check()
     page.click("#image_browser_delete")
