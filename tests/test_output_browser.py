@@ -192,6 +192,24 @@ def test_symlinks_out_of_an_output_folder_are_refused(data: Path) -> None:
     assert outside.exists()
 
 
+def test_odd_names_on_disk_and_in_requests_are_handled(data: Path) -> None:
+    day = data / "outputs" / "txt2img-images" / "2024-07-27"
+    good = (day / "00079-179.png").read_bytes()
+    with open(os.fsencode(day) + b"/bad\xff.png", "wb") as f:  # not UTF-8: it could not be named back
+        f.write(good)
+    os.makedirs(os.fsencode(data / "outputs" / "txt2img-images") + b"/dir\xfe")
+    png(data / "outputs" / "txt2img-images" / "\u00e9t\u00e9" / "00000-1.png", infotext("\u00e9t\u00e9", 1), mtime=T0)
+    b = browser_for(data)
+    assert b.folders("txt2img") == ["2024-07-27", "2024-07-26", "\u00e9t\u00e9"]  # dated first, others after
+    assert b.page("txt2img").total == 81
+    assert b.details("txt2img/\u00e9t\u00e9/00000-1.png")["infotext"].startswith("\u00e9t\u00e9")
+    for bad in ("txt2img/" + "a" * 5000 + ".png", "txt2img/" + "ab/" * 1500 + "x.png"):
+        with pytest.raises(OutputNotFound):
+            b.resolve(bad)
+    with pytest.raises(OutputNotFound):
+        b.page("txt2img", "a" * 5000)
+
+
 # ---------------------------------------------------------------- the real server
 
 @pytest.fixture(scope="module")
@@ -255,7 +273,9 @@ def test_api_listing_refuses_bad_input(server: Server, params: dict, status: int
 
 @pytest.mark.parametrize("path,status", [
     ("txt2img/../../config.json", 400), ("txt2img/%2e%2e/x.png", 404), ("/etc/passwd", 400), ("txt2img", 400),
-    ("txt2img/2024-07-27/missing.png", 404), ("txt2img/2024-07-27/00000-4242.txt", 400), ("saved/x.png", 404)])
+    ("txt2img/2024-07-27/missing.png", 404), ("txt2img/2024-07-27/00000-4242.txt", 400), ("saved/x.png", 404),
+    ("txt2img/" + "a" * 3000 + ".png", 404), ("txt2img/" + "ab/" * 1300 + "x.png", 404), ("x" * 5000, 422),
+    ("txt2img/\u00fc\u20ac.png", 404)])
 def test_api_file_routes_refuse_bad_paths(server: Server, path: str, status: int) -> None:
     for method in ("GET", "DELETE"):
         r = requests.request(method, f"{server.url}/webui/v1/outputs/file", params={"path": path}, timeout=30)

@@ -124,7 +124,8 @@ class OutputBrowser:
             return []
         try:
             with os.scandir(self.root(kind)) as it:
-                names = [e.name for e in it if e.is_dir() and not e.name.startswith(".")
+                names = [e.name for e in it if e.is_dir() and not e.name.startswith(".") and e.name.isprintable()
+                         and e.name.encode("utf-8", "replace").decode("utf-8") == e.name
                          and os.path.realpath(e.path) not in self._skip]
         except (FileNotFoundError, NotADirectoryError):
             return []
@@ -145,9 +146,10 @@ class OutputBrowser:
                         if recursive and os.path.realpath(e.path) not in self._skip:
                             self._scan(kind, Path(e.path), f"{prefix}{e.name}/", True, out)
                     elif e.name.lower().endswith(IMAGE_EXTENSIONS):
+                        (prefix + e.name).encode("utf-8")  # a name not in UTF-8 could not be named back to us
                         st = e.stat()
                         out.append(OutputFile(kind, prefix + e.name, FileStat(e.path, st.st_mtime_ns, st.st_size)))
-                except OSError:  # vanished while listing
+                except (OSError, UnicodeEncodeError):  # vanished while listing, or not nameable
                     continue
 
     def scan(self, kind: str, folder: str = "") -> list[OutputFile]:
@@ -211,11 +213,16 @@ class OutputBrowser:
             real_root = root.resolve(strict=True)
         except (FileNotFoundError, OSError):
             raise OutputNotFound(f"no such {'folder' if want_dir else 'file'}: {rel}") from None
-        target = (root / "/".join(parts)).resolve()
-        if not target.is_relative_to(real_root):
-            raise OutputBrowserError(f"refused: {rel!r} leads outside the output folder")
-        if not (target.is_dir() if want_dir else target.is_file()):
-            raise OutputNotFound(f"no such {'folder' if want_dir else 'file'}: {rel}")
+        what = "folder" if want_dir else "file"
+        try:
+            target = (root / "/".join(parts)).resolve()
+            if not target.is_relative_to(real_root):
+                raise OutputBrowserError(f"refused: {rel!r} leads outside the output folder")
+            found = target.is_dir() if want_dir else target.is_file()
+        except OSError as e:  # a name too long for the file system, a loop of links
+            raise OutputNotFound(f"no such {what}: {rel[:200]} ({e.strerror or e})") from None
+        if not found:
+            raise OutputNotFound(f"no such {what}: {rel[:200]}")
         return target
 
     def resolve(self, file_id: str) -> OutputFile:
