@@ -90,9 +90,6 @@ A1111_110_KEYS = """
 
 # A1111 keys we do not serve, with the reason: the feature does not exist here, so no key is faked
 LACKING: dict[str, str] = {
-    "file name / folder patterns (names are A1111's defaults, fixed)":
-        "samples_filename_pattern save_images_add_number save_images_replace_action grid_extended_filename "
-        "grid_zip_filename_pattern directories_filename_pattern directories_max_prompt_words",
     "extra copies (before face restoration / hires fix / colour correction, masks, init images)":
         "save_images_before_face_restoration save_images_before_highres_fix save_images_before_color_correction "
         "save_mask save_mask_composite save_init_img outdir_init_images return_mask return_mask_composite",
@@ -153,7 +150,6 @@ LACKING: dict[str, str] = {
 # the feature exists but its A1111 option is not wired yet: behaviour fixed at A1111's default (left to do)
 NOT_YET = set("""
     font grid_text_active_color grid_text_inactive_color grid_background_color grid_prevent_empty_spots
-    webp_lossless use_original_name_batch use_upscaler_name_as_suffix outdir_samples outdir_grids
     sdxl_clip_l_skip hires_fix_refiner_pass sdxl_crop_top sdxl_crop_left auto_vae_precision_bfloat16
     auto_vae_precision img2img_inpaint_sketch_default_brush_color overlay_inpaint
     extra_networks_add_text_separator extra_networks_default_multiplier textual_inversion_add_hashes_to_infotext
@@ -169,8 +165,7 @@ NOT_YET = set("""
 UI_IN_PROGRESS = set("""
     quicksettings_list ui_tab_order hidden_tabs keyedit_precision_attention keyedit_precision_extra
     keyedit_delimiters keyedit_delimiters_whitespace keyedit_move notification_audio notification_volume
-    show_progress_in_title save_selected_only save_write_log_csv outdir_save use_save_to_dirs_for_ui
-    open_dir_button_choice
+    show_progress_in_title
 """.split())
 
 # A1111's defaults for the keys this project serves and the issue names (randn_source differs on
@@ -238,7 +233,8 @@ def test_saving_and_infotext_options_act(server: Server) -> None:
          add_model_hash_to_info=False, add_version_to_infotext=False, samples_log_stdout=True)
     try:
         res = _txt2img(server, seed=11, save_images=True)
-        files = sorted((out / "txt2img-images").glob("*-11.jpg"))  # no dated subfolder
+        # no dated subfolder, so A1111 names it [seed]-[prompt_spaces]
+        files = sorted((out / "txt2img-images").glob("*-11-a red circle.jpg"))
         assert len(files) == 1, sorted(p.name for p in (out / "txt2img-images").rglob("*"))
         text = files[0].with_suffix(".txt").read_text(encoding="utf-8")
         assert "Seed: 11" in text and "Model hash" not in text and "Version" not in text

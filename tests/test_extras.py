@@ -296,9 +296,19 @@ def test_directory_batch_skips_broken_files(service: Any, tmp_path: Path) -> Non
     assert Image.open(out / "a.png").info["parameters"] == "kept text"
     assert [e.split(":")[0] for e in res.errors] == ["broken.png", "notes.txt"], res.errors
     assert "could not be decoded" in res.errors[0] and "not an image PIL can read" in res.errors[1]
-    # again into the same folder: nothing is overwritten
+    # again into the same folder: A1111's save_images_replace_action decides (default "Replace")
     service.submit_directory(str(src), str(out), params(upscaler_1="Lanczos")).result()
-    assert sorted(p.name for p in out.iterdir()) == ["a-1.png", "a.png", "b-1.png", "b.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png"]
+    assert "Postprocess upscaler: Lanczos" in Image.open(out / "a.png").info["postprocessing"]
+    service.settings.update({"save_images_replace_action": "Add number suffix", "use_upscaler_name_as_suffix": True})
+    service.submit_directory(str(src), str(out), params(upscaler_1="Lanczos")).result()
+    service.submit_directory(str(src), str(out), params(upscaler_1="Lanczos")).result()
+    assert sorted(p.name for p in out.iterdir()) == ["a-Lanczos-1.png", "a-Lanczos.png", "a.png",
+                                                     "b-Lanczos-1.png", "b-Lanczos.png", "b.png"]
+    service.settings.update({"use_original_name_batch": False, "use_upscaler_name_as_suffix": False,
+                             "outdir_samples": str(tmp_path / "everything")})
+    service.submit_directory(str(src), "", params(upscaler_1="Lanczos")).result()
+    assert sorted(p.name for p in (tmp_path / "everything").iterdir()) == ["00000.png", "00001.png"]
     with pytest.raises(ExtrasError, match="does not exist"):
         service.submit_directory(str(tmp_path / "missing"), "", params(upscaler_1="Lanczos"))
     (tmp_path / "empty").mkdir()

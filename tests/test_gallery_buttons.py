@@ -29,7 +29,7 @@ def gallery_files(tmp_path: Path, n: int) -> list[tuple[str, None]]:
     return out
 
 
-INFO = {"index_of_first_image": 1, "all_seeds": [11, 12], "seed": 11, "width": 32, "height": 32,
+INFO = {"index_of_first_image": 1, "all_seeds": [11, 12], "seed": 11, "batch_size": 2, "width": 32, "height": 32,
         "sampler_name": "Euler", "cfg_scale": 7.0, "steps": 4, "sd_model_name": "tiny", "sd_model_hash": "abc",
         "prompt": "a cat", "negative_prompt": "dog",
         "shown_infotexts": ["grid text", "a cat\nNegative prompt: dog\nSteps: 4, Sampler: Euler, Seed: 11, Size: 32x32",

@@ -20,6 +20,7 @@ from typing import Callable, Iterator
 
 from PIL import Image, PngImagePlugin
 
+from webui.filename_patterns import file_stem
 from webui.infotext import make_exif
 from webui.fsutil import normal_mode
 
@@ -101,7 +102,7 @@ def _publish(tmp: Path, final: Path) -> bool:
 
 
 def _encode(image: Image.Image, path: Path, pil_format: str, infotext: str | None,
-            extra_pnginfo: dict[str, str] | None, quality: int = JPEG_QUALITY) -> None:
+            extra_pnginfo: dict[str, str] | None, quality: int = JPEG_QUALITY, lossless: bool = False) -> None:
     if pil_format == "PNG":
         info = PngImagePlugin.PngInfo()
         for k, v in (extra_pnginfo or {}).items():
@@ -115,6 +116,8 @@ def _encode(image: Image.Image, path: Path, pil_format: str, infotext: str | Non
         kwargs["exif"] = make_exif(infotext)
     if pil_format in ("WEBP", "AVIF"):
         kwargs["quality"] = quality  # A1111's jpeg_quality also sets these (lossy) encoders
+    if pil_format == "WEBP" and lossless:
+        kwargs["lossless"] = True  # A1111's webp_lossless
     if pil_format == "JPEG":
         kwargs["quality"] = quality
         if image.mode not in ("RGB", "L"):
@@ -126,10 +129,16 @@ def _encode(image: Image.Image, path: Path, pil_format: str, infotext: str | Non
 
 def save_image(image: Image.Image, directory: Path, *, seed: int | None, infotext: str | None,
                basename: str = "", grid: bool = False, fmt: str = "png",
-               extra_pnginfo: dict[str, str] | None = None, suffix: str = "", quality: int = JPEG_QUALITY) -> Path:
+               extra_pnginfo: dict[str, str] | None = None, suffix: str = "", quality: int = JPEG_QUALITY,
+               decoration: str | None = None, add_number: bool = True, replace: bool = False,
+               lossless: bool = False) -> Path:
     """Save like A1111: `00012-<seed>.png`, `grid-0003.png`, `<basename>-0004-<seed>.png`.
 
-    `suffix` is appended to the name (e.g. "-before-highres-fix").
+    `decoration` is the filled file-name pattern (webui.filename_patterns; None: the seed, or nothing
+    for grids); `suffix` is appended to it (e.g. "-before-highres-fix"). Without `add_number`
+    (A1111's `save_images_add_number` off) the name is the decoration alone, and an existing file
+    of that name is replaced when `replace` is set (A1111's "Replace"), else `-1`, `-2`, ... are
+    added. `lossless` saves WEBP losslessly (`webp_lossless`).
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -139,31 +148,63 @@ def save_image(image: Image.Image, directory: Path, *, seed: int | None, infotex
         raise ValueError(f"unsupported image format: {fmt!r}")
     if grid and not basename:
         basename = "grid"
-    decoration = "" if grid or seed is None else f"-{seed}"
+    if decoration is None:
+        decoration = "" if grid or seed is None else str(seed)
+    room = _max_stem_bytes(directory, ext) - 12 - len(suffix.encode("utf-8"))  # 12: number and "-N"
+    decoration = file_stem(decoration, room)
+    suffix = file_stem(suffix, 64)
+    if not decoration and not suffix:
+        add_number = True  # A1111: a name needs at least its number
+    if not add_number:
+        return _write_new(image, directory, ext, pil_format, infotext, extra_pnginfo,
+                          _suffixed_names(directory, decoration + suffix, ext), quality, replace=replace,
+                          lossless=lossless)
+    tail = (f"-{decoration}" if decoration else "") + suffix
 
     def names() -> Iterator[Path]:
         n = next_sequence_number(directory, basename)
         for _ in range(10000):
             stem = f"{n:05}" if not basename else f"{basename}-{n:04}"
-            yield directory / f"{stem}{decoration}{suffix}.{ext}"
+            yield directory / f"{stem}{tail}.{ext}"
             n += 1
 
-    return _write_new(image, directory, ext, pil_format, infotext, extra_pnginfo, names, quality)
+    return _write_new(image, directory, ext, pil_format, infotext, extra_pnginfo, names, quality, lossless=lossless)
+
+
+def _max_stem_bytes(directory: Path, ext: str) -> int:
+    """The longest file name the folder's file system takes, less the extension."""
+    try:
+        limit = os.statvfs(directory).f_namemax
+    except (AttributeError, OSError):  # Windows has no statvfs; NTFS takes 255 characters
+        limit = 255
+    return max(16, min(limit, 255) - len(ext) - 1)
+
+
+def _suffixed_names(directory: Path, stem: str, ext: str) -> Callable[[], Iterator[Path]]:
+    """`<stem>.<ext>`, then A1111's "Add number suffix" names `<stem>-1.<ext>`, `<stem>-2.<ext>`, ..."""
+    def names() -> Iterator[Path]:
+        for i in range(10000):
+            yield directory / (f"{stem}.{ext}" if i == 0 else f"{stem}-{i}.{ext}")
+    return names
 
 
 def _write_new(image: Image.Image, directory: Path, ext: str, pil_format: str, infotext: str | None,
                extra_pnginfo: dict[str, str] | None, names: Callable[[], Iterator[Path]],
-               quality: int = JPEG_QUALITY) -> Path:
+               quality: int = JPEG_QUALITY, *, replace: bool = False, lossless: bool = False) -> Path:
     """Encode to a temporary file (the slow part, outside the lock), then publish it under the first
-    free name ``names()`` offers while holding the folder lock; an existing file is never replaced."""
+    free name ``names()`` offers while holding the folder lock; an existing file is never replaced,
+    except the first name when `replace` is set (A1111's "Replace" for names without a number)."""
     fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=f".{ext}")
     os.close(fd)
     tmp = Path(tmp_name)
     normal_mode(tmp)  # mkstemp's 0600 would hide images from other users
     try:
-        _encode(image, tmp, pil_format, infotext, extra_pnginfo, quality)
+        _encode(image, tmp, pil_format, infotext, extra_pnginfo, quality, lossless)
         with _folder_lock(directory):
             for final in names():
+                if replace and not final.is_dir():
+                    os.replace(tmp, final)  # atomic: readers see the old picture or the new one
+                    return final
                 if _publish(tmp, final):
                     return final
         raise FileExistsError(f"no free file name in {directory}")
@@ -172,22 +213,20 @@ def _write_new(image: Image.Image, directory: Path, ext: str, pil_format: str, i
 
 
 def save_image_named(image: Image.Image, directory: Path, stem: str, *, infotext: str | None, fmt: str = "png",
-                     extra_pnginfo: dict[str, str] | None = None, quality: int = JPEG_QUALITY) -> Path:
-    """Save as `<stem>.<ext>` (A1111's original-name saving in Extras batches); a name already taken
-    is never overwritten: `<stem>-1.<ext>`, `<stem>-2.<ext>`, ... are tried instead."""
+                     extra_pnginfo: dict[str, str] | None = None, quality: int = JPEG_QUALITY,
+                     replace: bool = False, lossless: bool = False) -> Path:
+    """Save as `<stem>.<ext>` (A1111's original-name saving in Extras batches). A name already taken
+    is replaced when `replace` is set (A1111's `save_images_replace_action` "Replace"), otherwise
+    `<stem>-1.<ext>`, `<stem>-2.<ext>`, ... are tried instead."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     ext = fmt.lower().lstrip(".")
     pil_format = FORMATS.get(ext)
     if pil_format is None:
         raise ValueError(f"unsupported image format: {fmt!r}")
-    stem = "".join("_" if c in '/\\\0' else c for c in stem).strip() or "image"
-
-    def names() -> Iterator[Path]:
-        for i in range(10000):
-            yield directory / (f"{stem}.{ext}" if i == 0 else f"{stem}-{i}.{ext}")
-
-    return _write_new(image, directory, ext, pil_format, infotext, extra_pnginfo, names, quality)
+    stem = file_stem(stem.strip(), _max_stem_bytes(directory, ext) - 6, strict=False) or "image"
+    return _write_new(image, directory, ext, pil_format, infotext, extra_pnginfo,
+                      _suffixed_names(directory, stem, ext), quality, replace=replace, lossless=lossless)
 
 
 def make_grid(images: list[Image.Image], rows: int | None = None, *, n_rows: int = -1,

@@ -117,7 +117,8 @@ OPTIONS: dict[str, OptionInfo] = {
     "samplers_in_dropdown": OptionInfo(True, "Use dropdown for sampler selection", "User interface", "checkbox"),
     "open_dir_button_choice": OptionInfo("Subdirectory", "📂 under the gallery opens the output folder's root, or "
                                                          "the subfolder the shown pictures were saved in",
-                                         "User interface", "radio", choices=("Output Root", "Subdirectory")),
+                                         "User interface", "radio",
+                                         choices=("Output Root", "Subdirectory", "Subdirectory (even temp dir)")),
     # choices: the localization files found (webui/ui/localization.py registers them at startup)
     "localization": OptionInfo("None", "Localization (a file of localizations/ in the data dir or an extension; "
                                        "reload the page to apply)", "User interface", "dropdown"),

@@ -38,6 +38,31 @@ OUTPUT_OPTIONS: dict[str, OptionInfo] = {
                          "Stable Diffusion", "checkbox"),
     "img2img_color_correction": OptionInfo(False, "Apply color correction to img2img results to match original "
                                                   "colors", "img2img", "checkbox"),
+    # ---- file names, folders and formats (webui.filename_patterns; A1111's keys, defaults and labels) ----
+    "samples_filename_pattern": OptionInfo("", "Images filename pattern ([seed], [prompt_words], [date], "
+                                               "[datetime<%Y%m%d_%H%M%S>], ...; empty: [seed], or "
+                                               "[seed]-[prompt_spaces] without subdirectories)", _SAVE),
+    "save_images_add_number": OptionInfo(True, "Add number to filename when saving", _SAVE, "checkbox"),
+    "save_images_replace_action": OptionInfo("Replace", "Saving the image to an existing file", _SAVE, "radio",
+                                             choices=("Replace", "Add number suffix")),
+    "grid_extended_filename": OptionInfo(False, "Add extended info (seed, prompt) to filename when saving grid",
+                                         _SAVE, "checkbox"),
+    "grid_zip_filename_pattern": OptionInfo("", "Archive filename pattern (🗜️; empty: "
+                                                "[datetime]_[[model_name]]_[seed]-[seed_last])", _SAVE),
+    "webp_lossless": OptionInfo(False, "Use lossless compression for webp images", _SAVE, "checkbox"),
+    "use_original_name_batch": OptionInfo(True, "Use original name for output filename during batch process in "
+                                                "extras tab (and img2img batch with an output directory)", _SAVE,
+                                          "checkbox"),
+    "use_upscaler_name_as_suffix": OptionInfo(False, "Use upscaler name as filename suffix in the extras tab",
+                                              _SAVE, "checkbox"),
+    "directories_filename_pattern": OptionInfo("[date]", "Directory name pattern (a / makes nested folders; "
+                                                         "empty: [prompt_words])", _DIRS),
+    "directories_max_prompt_words": OptionInfo(8, "Max prompt words for [prompt_words] pattern", _DIRS, "slider",
+                                               minimum=1, maximum=20, step=1),
+    "outdir_samples": OptionInfo("", "Output directory for images; if empty, defaults to three directories below",
+                                 "Paths for saving"),
+    "outdir_grids": OptionInfo("", "Output directory for grids; if empty, defaults to two directories below",
+                               "Paths for saving"),
     "send_seed": OptionInfo(True, "Send seed when sending prompt or image to other interface", _UI, "checkbox"),
     "send_size": OptionInfo(True, "Send size when sending prompt or image to another interface", _UI, "checkbox"),
 }

@@ -190,7 +190,8 @@ class Processing:
         explicit = self.outpath_samples if kind == "samples" else self.outpath_grids
         if explicit:
             return Path(explicit)
-        return Path(self.opt(f"outdir_{self.mode}_{kind}") or
+        # A1111: outdir_samples / outdir_grids, when set, win over the per-mode folders
+        return Path(self.opt(f"outdir_{kind}") or self.opt(f"outdir_{self.mode}_{kind}") or
                     self.pipeline.outputs_dir / f"{self.mode}-{'images' if kind == 'samples' else 'grids'}")
 
 

@@ -5,16 +5,17 @@ change the image, the file name or the text chunks; `on_image_saved` learns the 
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
 
+from webui import filename_patterns as patterns
 from webui import outputs
 from webui.engine import memory_stages as stages
 from webui.engine import vae as vae_ops
+from webui.filename_patterns import NameContext
 from webui.processing.callbacks import ImageSaveParams
 from webui.processing.scripts import PostprocessBatchListArgs, PostprocessImageArgs
 
@@ -64,15 +65,49 @@ def postprocess_image(p: "Processing", img: Image.Image) -> Image.Image:
     return img
 
 
+def name_context(p: "Processing", img: Image.Image, seed: int | None, index: int | None = None) -> NameContext:
+    """What the file-name patterns may tell of picture `index` of the job (default: the one being saved)."""
+    if index is None:
+        index = p.iteration * p.batch_size + p.batch_index
+
+    def pick(values: list[str], fallback: Any) -> Any:
+        return values[min(max(index, 0), len(values) - 1)] if values else fallback
+    styles = list(p.styles or [])
+    db = p.pipeline.styles if p.pipeline is not None else None
+    model = p.sd_model
+    vae = getattr(model, "vae_file", None) if model is not None else None
+    return NameContext(
+        seed=seed, prompt=pick(p.all_prompts, p.prompt if isinstance(p.prompt, str) else ""),
+        negative_prompt=pick(p.all_negative_prompts, p.negative_prompt if isinstance(p.negative_prompt, str) else ""),
+        job_prompt=str(p.prompt), job_negative_prompt=str(p.negative_prompt), styles=styles,
+        style_prompts=db.get_style_prompts(styles) if db is not None else [],
+        steps=p.steps, cfg=p.cfg_scale, sampler=p.sampler.name if p.sampler is not None else p.sampler_name,
+        scheduler=p.scheduler, model_hash=model.info.shorthash if model is not None else None,
+        model_name=model.info.name_for_extra if model is not None else None,
+        vae_filename=vae.name if vae is not None else None,
+        job_timestamp=p.state.job_timestamp if p.state is not None else None,
+        batch_index=p.batch_index, batch_size=p.batch_size, n_iter=p.n_iter, iteration=p.iteration,
+        all_seeds=list(p.all_seeds), clip_skip=p.opt("CLIP_stop_at_last_layers"), denoising=p.denoising_strength,
+        image=img, max_prompt_words=int(p.opt("directories_max_prompt_words") or 8))
+
+
 def save(p: "Processing", img: Image.Image, text: str, seed: int | None, *, grid: bool = False) -> Path | None:
-    """Save one image (or the grid) where the job's options say, through the image-saved callbacks."""
+    """Save one image (or the grid) where the job's options say, named by its file-name and folder
+    patterns, through the image-saved callbacks."""
     callbacks = p.pipeline.callbacks if p.pipeline is not None else None
     with_info = bool(p.opt("enable_pnginfo"))
     fmt = str(p.opt("grid_format" if grid else "samples_format"))
     quality = int(p.opt("jpeg_quality"))
+    ctx = name_context(p, img, seed, 0 if grid else None)
     directory = p.outdir("grids" if grid else "samples")
     if p.opt("grid_save_to_dirs" if grid else "save_to_dirs"):
-        directory = directory / time.strftime("%Y-%m-%d")  # A1111's default directory pattern, [date]
+        folders = patterns.directory_name(str(p.opt("directories_filename_pattern") or ""), ctx)
+        directory = directory.joinpath(*folders)
+    short = seed is None or (grid and not p.opt("grid_extended_filename"))  # A1111: grids are grid-0003
+    decoration = "" if short else patterns.file_decoration(str(p.opt("samples_filename_pattern") or ""),
+                                                           bool(p.opt("save_to_dirs")), ctx)
+    lossless = bool(p.opt("webp_lossless"))
+    replace = p.opt("save_images_replace_action") != "Add number suffix"
     params = ImageSaveParams(img, p, "", {"parameters": text} if with_info else {})
     if callbacks is not None:
         callbacks.run("before_image_saved", params, p)
@@ -81,10 +116,13 @@ def save(p: "Processing", img: Image.Image, text: str, seed: int | None, *, grid
     if params.filename:  # a callback chose the name
         target = Path(params.filename)
         path = outputs.save_image_named(params.image, target.parent if target.parent != Path("") else directory,
-                                        target.stem, infotext=info, fmt=fmt, extra_pnginfo=extra, quality=quality)
+                                        target.stem, infotext=info, fmt=fmt, extra_pnginfo=extra, quality=quality,
+                                        replace=replace, lossless=lossless)
     else:
         path = outputs.save_image(params.image, directory, seed=seed, infotext=info, grid=grid, fmt=fmt,
-                                  extra_pnginfo=extra, quality=quality)
+                                  extra_pnginfo=extra, quality=quality, decoration=decoration,
+                                  add_number=bool(p.opt("save_images_add_number")), replace=replace,
+                                  lossless=lossless)
     if p.opt("save_txt") and text:
         path.with_suffix(".txt").write_text(text, encoding="utf-8")  # A1111: infotext beside the image
     if callbacks is not None:

@@ -55,6 +55,12 @@ class ExtrasParams:
     codeformer_weight: float = 0.0        # CodeFormer fidelity: 0 = maximum effect, 1 = minimum effect
 
 
+def upscaler_suffix(info: dict[str, Any]) -> str:
+    """`-<upscaler>` (and `-<second upscaler>` when it was blended in) for `use_upscaler_name_as_suffix`."""
+    names = [str(info[k]) for k in ("Postprocess upscaler", "Postprocess upscaler 2") if info.get(k)]
+    return "".join(f"-{n}" for n in names)
+
+
 @dataclass
 class ExtrasResult:
     images: list[Image.Image] = field(default_factory=list)
@@ -224,8 +230,16 @@ class ExtrasService:
         return out, info, []
 
     # ------------------------------------------------------------ batches
+    def _naming(self) -> dict[str, Any]:
+        """The saving options Extras follows (read once per run)."""
+        get = self.settings.get
+        return {"original": bool(get("use_original_name_batch")), "suffix": bool(get("use_upscaler_name_as_suffix")),
+                "replace": get("save_images_replace_action") != "Add number suffix",
+                "lossless": bool(get("webp_lossless")), "quality": int(get("jpeg_quality") or 80)}
+
     def output_dir(self) -> Path:
-        custom = str(self.settings.get("outdir_extras_samples") or "").strip()
+        # A1111: outdir_samples, when set, wins over the Extras folder
+        custom = str(self.settings.get("outdir_samples") or self.settings.get("outdir_extras_samples") or "").strip()
         return Path(custom) if custom else self.outputs_dir / "extras-images"
 
     def run(self, images: Iterable[tuple[Image.Image | Path, str | None]], p: ExtrasParams,
@@ -234,13 +248,15 @@ class ExtrasService:
         """Upscale each (image or file, name); a file that cannot be read is reported and skipped.
 
         `name` (the source file name) makes the saved file `<name stem>.<format>` as A1111's
-        "use original name" does; without one the file is numbered (`00012.png`)."""
+        `use_original_name_batch` does; without one, or with that option off, the file is numbered
+        (`00012.png`). `use_upscaler_name_as_suffix` adds `-<upscaler>` to either."""
         items = list(images)
         res = ExtrasResult()
         if state is not None:
             state.job_count = len(items)
         out_dir = Path(output_dir) if output_dir else self.output_dir()
         fmt = str(self.settings.get("samples_format") or "png")
+        naming = self._naming()
         for i, (src, name) in enumerate(items):
             if state is not None:
                 state.job_no, state.textinfo = i, name or ""
@@ -274,12 +290,16 @@ class ExtrasService:
             if save:
                 extra = {k: v for k, v in chunks.items() if k != "parameters"}
                 geninfo = text if (text or fmt.lower() == "png") else (post or None)
+                suffix = upscaler_suffix(info) if naming["suffix"] else ""
                 try:
-                    if name:
-                        path = save_image_named(out, out_dir, os.path.splitext(os.path.basename(name))[0],
-                                                infotext=geninfo, fmt=fmt, extra_pnginfo=extra)
+                    if name and naming["original"]:
+                        path = save_image_named(out, out_dir, os.path.splitext(os.path.basename(name))[0] + suffix,
+                                                infotext=geninfo, fmt=fmt, extra_pnginfo=extra,
+                                                quality=naming["quality"], replace=naming["replace"],
+                                                lossless=naming["lossless"])
                     else:
-                        path = save_image(out, out_dir, seed=None, infotext=geninfo, fmt=fmt, extra_pnginfo=extra)
+                        path = save_image(out, out_dir, seed=None, infotext=geninfo, fmt=fmt, extra_pnginfo=extra,
+                                          suffix=suffix, quality=naming["quality"], lossless=naming["lossless"])
                 except OSError as e:
                     raise ExtrasError(f"cannot save into {out_dir}: {e.strerror or e}") from None
                 res.saved.append(path)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
+from webui import filename_patterns as patterns
 from webui import outputs
 from webui.imaging.decode import ImageInputError, open_image_file
 from webui.services.img2img_scripts import Img2ImgScripts
@@ -87,9 +89,32 @@ def run_batch(scripts: Img2ImgScripts, req: Img2ImgRequest, input_dir: str, outp
         if out is None:
             result.paths.extend(res.paths)
             continue
-        # an output folder gets numbered files, no date subfolders (A1111's batch with an output dir)
-        for img, text, seed in zip(res.images, res.infotexts, res.info.get("all_seeds") or [None] * len(res.images)):
-            result.paths.append(outputs.save_image(img, out, seed=seed,
-                                                   infotext=text if settings.get("enable_pnginfo") else None,
-                                                   fmt=str(settings.get("samples_format"))))
+        # an output folder gets no date subfolders (A1111's batch with an output dir)
+        for i, (img, text) in enumerate(zip(res.images, res.infotexts)):
+            result.paths.append(save_to_output_dir(settings, out, path, img, text, res.info, i, req))
     return result
+
+
+def save_to_output_dir(settings: Any, out: Path, source: Path, img: Image.Image, text: str, info: dict,
+                       index: int, req: Img2ImgRequest) -> Path:
+    """One result saved into the batch's output folder. With `use_original_name_batch` (A1111's
+    batch naming) it is named for its input file, `<number>-<input name>` (plus `-<generation
+    number>` when the job makes several), never replacing a file; otherwise by the file-name
+    pattern, as a folder without subdirectories names files (`[seed]-[prompt_spaces]` by default)."""
+    from webui.infotext import parse_generation_parameters
+    params = parse_generation_parameters(text) if text else {}
+    ctx = patterns.context_from_info({**info, "index_of_first_image": 0}, params, img, index,
+                                     int(settings.get("directories_max_prompt_words") or 8))
+    replace = settings.get("save_images_replace_action") != "Add number suffix"
+    if settings.get("use_original_name_batch"):
+        # the input's name is taken as it is, not as a pattern: a "[" in a file name stays text
+        several = max(1, int(req.n_iter or 1)) > 1 or max(1, int(req.batch_size or 1)) > 1
+        decoration = source.stem + (patterns.apply_pattern("-[generation_number]", ctx) if several else "")
+        replace = False  # A1111: "Add number suffix" for batch outputs
+    else:
+        decoration = patterns.file_decoration(str(settings.get("samples_filename_pattern") or ""), False, ctx)
+    return outputs.save_image(img, out, seed=ctx.seed, infotext=text if settings.get("enable_pnginfo") else None,
+                              fmt=str(settings.get("samples_format")), decoration=decoration,
+                              quality=int(settings.get("jpeg_quality") or 80),
+                              add_number=bool(settings.get("save_images_add_number")), replace=replace,
+                              lossless=bool(settings.get("webp_lossless")))

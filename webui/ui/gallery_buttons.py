@@ -9,7 +9,6 @@ the browser runs on the server's machine; a remote browser is shown the folder's
 from __future__ import annotations
 
 import csv
-import datetime as _dt
 import html
 import ipaddress
 import logging
@@ -123,15 +122,35 @@ def is_local_client(host: str | None) -> bool:
         return False
 
 
-def output_folder(svc: "Services", mode: str, info: dict | None) -> Path:
-    """Where this tab's images go: the folder the last result was saved in (option
-    `open_dir_button_choice` "Subdirectory", A1111's default), else the configured or default
-    output folder."""
+def _item_path(item: Any) -> Path | None:
+    """The file behind a gallery value item, when it has one."""
+    if isinstance(item, (tuple, list)) and item:
+        item = item[0]
+    if isinstance(item, dict):
+        item = item.get("image") or item.get("path") or item.get("name")
+        if isinstance(item, dict):
+            item = item.get("path")
+    path = getattr(item, "path", item)
+    return Path(str(path)) if isinstance(path, (str, os.PathLike)) and str(path) else None
+
+
+def output_folder(svc: "Services", mode: str, info: dict | None, value: Any = None,
+                  index: int | None = None) -> Path:
+    """What 📂 opens (A1111's `open_dir_button_choice`): "Output Root" the tab's output folder
+    (`outdir_samples`, else the tab's own); "Subdirectory" the folder the shown pictures were saved
+    in; "Subdirectory (even temp dir)" also, for pictures that were not saved, the temporary folder
+    the page's copy lies in."""
     opts = svc.options()
+    choice = str(opts.get("open_dir_button_choice") or "Subdirectory")
     saved = (info or {}).get("saved_files") or []
-    if saved and opts.get("open_dir_button_choice", "Subdirectory") != "Output Root":
+    if "Sub" in choice and saved:
         return Path(saved[0]).parent
-    custom = str(opts.get(f"outdir_{mode}_samples") or "").strip()
+    if "temp" in choice and value:
+        items = list(value)
+        shown = _item_path(items[min(max(int(index or 0), 0), len(items) - 1)])
+        if shown is not None:
+            return shown.parent
+    custom = str(opts.get("outdir_samples") or opts.get(f"outdir_{mode}_samples") or "").strip()
     if custom:
         return Path(custom)
     return svc.paths.outputs_dir / f"{mode}-images"
@@ -187,44 +206,58 @@ def _log_row(info: dict, text: str, filename: str) -> list[Any]:
             info.get("sd_model_name", ""), info.get("sd_model_hash", "")]
 
 
-def save_images(svc: "Services", value: Any, info: dict | None, index: int | None, make_zip: bool) -> list[Path]:
-    """Save the selected image (or all when a grid or nothing is selected; every image for a zip)
-    into the save folder with their infotexts, add a log.csv row, and return the files written
-    (the zip first)."""
+def _saved_name(opts: dict, folder: Path, img: Image.Image, ctx: Any, text: str, grid: bool, fmt: str) -> Path:
+    """One picture saved by 💾 / 🗜️, named by the file-name pattern (a grid keeps `grid-NNNN`) and,
+    with `use_save_to_dirs_for_ui`, put in the folder the directory pattern names."""
+    from webui import filename_patterns as patterns
     from webui.outputs import save_image
+    if opts.get("use_save_to_dirs_for_ui", False):
+        folder = folder.joinpath(*patterns.directory_name(str(opts.get("directories_filename_pattern", "[date]")), ctx))
+    decoration = None if grid else patterns.file_decoration(
+        str(opts.get("samples_filename_pattern") or ""), bool(opts.get("save_to_dirs", True)), ctx)
+    return save_image(img, folder, seed=None if grid else ctx.seed, infotext=text or None, grid=grid, fmt=fmt,
+                      decoration=decoration, quality=int(opts.get("jpeg_quality", 80)),
+                      add_number=bool(opts.get("save_images_add_number", True)),
+                      replace=opts.get("save_images_replace_action", "Replace") != "Add number suffix",
+                      lossless=bool(opts.get("webp_lossless", False)))
+
+
+def save_images(svc: "Services", value: Any, info: dict | None, index: int | None, make_zip: bool) -> list[Path]:
+    """Save the selected image (or all when a grid or nothing is selected, or `save_selected_only` is
+    off; every image for a zip) into the save folder with their infotexts, add a log.csv row, and
+    return the files written (the zip first)."""
+    from webui import filename_patterns as patterns
+    from webui.infotext import parse_generation_parameters
     info = info or {}
     items = list(value or [])
     if not items:
         raise ValueError("Nothing to save: generate an image first.")
+    opts = svc.options()
     first_image = int(info.get("index_of_first_image", 0))
     indices = list(range(len(items)))
-    select_one = bool(svc.options().get("save_selected_only", True))
+    select_one = bool(opts.get("save_selected_only", True))
     if not make_zip and select_one and index is not None and first_image <= index < len(items):
         indices = [index]
-    opts = svc.options()
-    folder = save_dir(svc)
-    if opts.get("use_save_to_dirs_for_ui", False):  # A1111's [date] subfolder
-        folder = folder / _dt.date.today().strftime("%Y-%m-%d")
-    folder.mkdir(parents=True, exist_ok=True)
+    base = save_dir(svc)
+    base.mkdir(parents=True, exist_ok=True)
     fmt = str(opts.get("samples_format") or "png")
+    words = int(opts.get("directories_max_prompt_words", 8) or 8)
     written: list[Path] = []
+    contexts: list[Any] = []
     texts: list[str] = []
     for i in indices:
         img = gallery_image(items[i])
         if img is None:
             continue
         text = infotext_for_index(info, i)
-        seeds = info.get("all_seeds") or [info.get("seed")]
-        seed = seeds[min(max(i - first_image, 0), len(seeds) - 1)] if seeds else None
-        path = save_image(img, folder, seed=None if i < first_image else seed, infotext=text or None,
-                          grid=i < first_image, fmt=fmt)
-        written.append(path)
+        ctx = patterns.context_from_info(info, parse_generation_parameters(text) if text else {}, img, i, words)
+        written.append(_saved_name(opts, base, img, ctx, text, i < first_image, fmt))
+        contexts.append(ctx)
         texts.append(text)
     if not written:
         raise ValueError("The images could not be read back from the gallery.")
     if opts.get("save_write_log_csv", True):
-        base = save_dir(svc)  # one log.csv for the save folder, dated subfolders included
-        log_path = base / "log.csv"
+        log_path = base / "log.csv"  # one log.csv for the save folder, subfolders included
         new = not log_path.exists() or log_path.stat().st_size == 0
         with open(log_path, "a", encoding="utf-8", newline="") as f:
             w = csv.writer(f)
@@ -232,14 +265,12 @@ def save_images(svc: "Services", value: Any, info: dict | None, index: int | Non
                 w.writerow(LOG_FIELDS)
             w.writerow(_log_row(info, texts[0], os.path.relpath(written[0], base)))
     if make_zip:
-        seeds = [s for s in info.get("all_seeds") or [] if s is not None]
-        stamp = _dt.datetime.now().strftime("%Y%m%d%H%M%S")
-        model = str(info.get("sd_model_name") or "model")
-        name = f"{stamp}_[{model}]_{seeds[0]}-{seeds[-1]}" if seeds else f"{stamp}_[{model}]"
-        zip_path = folder / (name.replace("/", "_") + ".zip")
+        ctx = contexts[0]
+        ctx.all_seeds = [c.seed for c in contexts if c.seed is not None]  # A1111: the saved pictures' seeds
+        zip_path = base / (patterns.zip_name(str(opts.get("grid_zip_filename_pattern") or ""), ctx) + ".zip")
         with zipfile.ZipFile(zip_path, "w") as z:
             for p in written:
-                z.write(p, p.name)
+                z.write(p, os.path.relpath(p, base))
         written.insert(0, zip_path)
     return written
 
@@ -263,16 +294,17 @@ def connect_file_buttons(svc: "Services", mode: str, buttons: GalleryButtons, ga
     """📂, 💾 and 🗜️ need only the tab's own gallery and state."""
     hide_dirs = bool(getattr(svc.args, "hide_ui_dir_config", False))
 
-    def open_folder(info: dict | None, request: gr.Request) -> str:
+    def open_folder(info: dict | None, value: Any, index: int | None, request: gr.Request) -> str:
         client = getattr(getattr(request, "client", None), "host", None)
-        kind, msg = open_folder_action(output_folder(svc, mode, info), client, hide_dirs)
+        kind, msg = open_folder_action(output_folder(svc, mode, info, value, index), client, hide_dirs)
         if kind == "opened":
             gr.Info(msg)
         elif kind in ("missing", "refused"):
             gr.Warning(msg)
         return f"<p class='gallery-note'>{html.escape(msg)}</p>" if kind in ("shown", "missing") else ""
 
-    buttons.open_folder.click(open_folder, gen_info, buttons.note, show_progress="hidden", api_visibility="private")
+    buttons.open_folder.click(open_folder, [gen_info, gallery, selected], buttons.note, show_progress="hidden",
+                              api_visibility="private")
 
     def saver(make_zip: bool) -> Any:
         def save(value: Any, info: dict | None, index: int | None) -> tuple[Any, str]:
