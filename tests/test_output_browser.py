@@ -342,5 +342,11 @@ def test_image_browser_tab_shows_sends_and_deletes(server: Server, browser: Any)
     page.wait_for_function("() => document.querySelector('#image_browser_status').innerText.includes('40 images')")
     trash = server.data_dir / "trash/txt2img/2024-07-27"
     assert not src.exists() and (trash / "00000-4242.png").is_file() and (trash / "00000-4242.txt").is_file()
+
+    box = page.locator("#image_browser_search textarea, #image_browser_search input").first
+    box.fill("LIGHTHOUSE 3")
+    box.press("Enter")
+    page.wait_for_function("() => document.querySelectorAll('#image_browser_gallery .thumbnail-item img').length === 11")
+    assert "11 images matching" in page.locator("#image_browser_status").inner_text()
     ctx.close()
     assert not errors, errors
