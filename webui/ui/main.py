@@ -51,6 +51,8 @@ CSS = """
 #pnginfo_html .pnginfo-item p { margin: 0.2em 0; word-break: break-word; }
 .gallery-buttons { gap: 4px; flex-wrap: wrap; }
 #settings_page_sysinfo, #settings_page_licenses { display: none; }
+#settings_page_defaults { display: none; }
+.ui-defaults td, .ui-defaults th { padding: 2px 8px; text-align: left; word-break: break-word; }
 #settings_sections .wrap { flex-direction: column; }
 #settings_sections label { width: 100%; }
 .licenses td, .licenses th { padding: 2px 8px; text-align: left; }
@@ -327,4 +329,8 @@ def _build_ui(svc: "Services") -> gr.Blocks:
                              show_progress="hidden", api_visibility="private")
         merger["merge_event"].then(lambda: _ckpt_dropdown(svc), None, [ckpt], show_progress="hidden",
                                    api_visibility="private")  # the new file is in the top list at once
+
+        # saved UI defaults (ui-config.json): the built page takes the file's values; Settings → Defaults
+        from webui.ui.defaults_page import setup_ui_defaults
+        setup_ui_defaults(svc, demo, tabs, settings.defaults)
     return demo

@@ -200,6 +200,9 @@ def create_script_controls(svc: "Services", mode: str) -> ScriptControls:
     names = list(groups)
     dropdown.change(lambda v: [gr.update(visible=v == n) for n in names], dropdown, [groups[n] for n in names],
                     show_progress="hidden", api_visibility="private", queue=False)
+    from webui.ui.ui_config import mark_script_controls
+    for script in runner.scripts:  # ui-config.json keys a script's controls by its file, as A1111 does
+        mark_script_controls(script, controls.get(script.title()) or alwayson.get(script.title()) or [])
     fields: list[tuple[Any, Any]] = []
     for script in runner.scripts:
         for item in getattr(script, "infotext_fields", None) or []:

@@ -27,6 +27,7 @@ class SettingsTab:
     apply: gr.Button
     result: gr.Markdown
     apply_event: Any = None
+    defaults: Any = None  # the Defaults page (webui.ui.defaults_page), connected once the page is built
 
     def values_for(self, svc: "Services") -> dict[Any, Any]:
         """Current option values for every component (used on page load and after Apply)."""
@@ -99,6 +100,7 @@ def create_settings_tab(svc: "Services") -> SettingsTab:
         sections.setdefault(info.section, []).append(key)
 
     from webui.ui import settings_pages as pages
+    from webui.ui.defaults_page import DEFAULTS, create_defaults_page, follow_section_list
 
     components: dict[str, Any] = {}
     with gr.Row(elem_id="settings_top"):
@@ -108,7 +110,7 @@ def create_settings_tab(svc: "Services") -> SettingsTab:
     search = gr.Textbox(placeholder="Search settings", show_label=False, max_lines=1, elem_id="settings_search")
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=180, elem_id="settings_sidebar"):
-            section_list = gr.Radio([pages.ALL_SECTIONS, *sections, pages.SYSINFO, pages.LICENSES],
+            section_list = gr.Radio([pages.ALL_SECTIONS, *sections, DEFAULTS, pages.SYSINFO, pages.LICENSES],
                                     value=pages.ALL_SECTIONS, show_label=False, elem_id="settings_sections")
         with gr.Column(scale=5, elem_id="settings_pages"):
             for section, keys in sections.items():
@@ -124,6 +126,7 @@ def create_settings_tab(svc: "Services") -> SettingsTab:
                                               show_progress="hidden", api_visibility="private")
                         else:
                             components[key] = _component(key, options[key], opts.get(key), svc)
+            defaults_page = create_defaults_page(svc)  # Defaults: saved values of the page's controls
             with gr.Column(elem_id="settings_page_sysinfo"):
                 gr.Markdown("System information for a bug report: platform, Python, torch and the GPU, "
                             "packages, extensions and settings (no environment variables; secrets hidden).")
@@ -133,12 +136,13 @@ def create_settings_tab(svc: "Services") -> SettingsTab:
             with gr.Column(elem_id="settings_page_licenses"):
                 gr.HTML(pages.licenses_html(), elem_id="settings_licenses")
 
-    tab = SettingsTab(components, apply, result)
+    tab = SettingsTab(components, apply, result, defaults=defaults_page)
     # search and section list only show and hide what is on the page: no request
     js = pages.filter_js(pages.search_entries(options, list(components)), sections)
     search.input(None, [search, section_list], None, js=js)
     search.change(None, [search, section_list], None, js=js)
     section_list.change(None, [search, section_list], None, js=js)
+    follow_section_list(search, section_list)  # the Defaults page shows when chosen
 
     def download_sysinfo() -> Any:
         try:
