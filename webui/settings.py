@@ -129,6 +129,16 @@ OPTIONS: dict[str, OptionInfo] = {
                                "User interface", "dropdown",
                                choices=("Default", "Base", "Soft", "Glass", "Monochrome", "Origin", "Citrus",
                                         "Ocean")),
+    # ---- the quicksettings row and the tabs, read when the page is built (webui/ui/quicksettings.py) ----
+    # choices are filled in at page build: every option key, and the tab names found
+    "quicksettings_list": OptionInfo(("sd_model_checkpoint",), "Quicksettings list (setting entries that appear at "
+                                                              "the top of page as well as in the Settings tab; "
+                                                              "requires Reload UI)", "User interface",
+                                     "multiselect"),
+    "ui_tab_order": OptionInfo((), "UI tab order (these tabs first, in this order; requires Reload UI)",
+                               "User interface", "multiselect"),
+    "hidden_tabs": OptionInfo((), "Hidden UI tabs (Settings always stays visible, so the tabs can be shown "
+                                  "again; requires Reload UI)", "User interface", "multiselect"),
     "disabled_extensions": OptionInfo((), "Disabled extensions (folder names)", "Extensions", "multiselect"),
     "disable_all_extensions": OptionInfo("none", "Disable all extensions (preserves the list of disabled "
                                                  "extensions)", "Extensions", "radio",
@@ -320,6 +330,10 @@ class Settings:
             raise SettingsError(f"option {key}: {value!r} is not a valid {type(d).__name__}") from None
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             if info.minimum is not None and v < info.minimum or info.maximum is not None and v > info.maximum:
+                if info.maximum is None or info.minimum is None:  # one bound: name it alone
+                    bound = f"below the minimum {info.minimum}" if info.maximum is None else \
+                        f"above the maximum {info.maximum}"
+                    raise SettingsError(f"option {key}: {v} is {bound}")
                 raise SettingsError(f"option {key}: {v} is outside {info.minimum}..{info.maximum}")
         if info.choices and v not in info.choices:
             raise SettingsError(f"option {key}: {v!r} is not one of {list(info.choices)}")

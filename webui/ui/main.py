@@ -19,6 +19,7 @@ from webui.ui.extras import create_extras_tab
 from webui.ui.gallery_buttons import connect_send_buttons
 from webui.ui.merger import create_merger_tab
 from webui.ui.pnginfo import create_pnginfo_tab
+from webui.ui.quicksettings import arrange_tabs, build_row, connect_row
 from webui.ui.settings_tab import create_settings_tab
 from webui.ui.train_tab import create_train_tab
 from webui.ui.txt2img import create_img2img_tab, create_txt2img_tab, initial_size
@@ -32,9 +33,9 @@ FALLBACK_SIZE = (512, 512)
 SYNC_TICKS_WITHOUT_LOAD = 5  # stop polling for the startup model after this many idle ticks
 
 CSS = """
-#quicksettings { align-items: flex-end; gap: 8px; }
+#quicksettings { align-items: flex-end; gap: 8px; flex-wrap: wrap; }
 #setting_sd_model_checkpoint { min-width: 360px; max-width: 480px; }
-#refresh_sd_model_checkpoint { max-width: 44px; min-width: 44px; height: 42px; margin-bottom: 4px; }
+#refresh_sd_model_checkpoint, #quicksettings #refresh_sd_vae { max-width: 44px; min-width: 44px; height: 42px; margin-bottom: 4px; }
 #sd_checkpoint_status { font-size: 0.85em; opacity: 0.85; align-self: center; min-width: 240px; }
 .prompt-box { position: relative; gap: 0 !important; }
 .prompt-box .token-counter { position: absolute !important; right: 12px; bottom: 10px; width: auto !important;
@@ -51,6 +52,8 @@ CSS = """
 #pnginfo_html .pnginfo-item p { margin: 0.2em 0; word-break: break-word; }
 .gallery-buttons { gap: 4px; flex-wrap: wrap; }
 #settings_page_sysinfo, #settings_page_licenses { display: none; }
+#settings_page_defaults { display: none; }
+.ui-defaults td, .ui-defaults th { padding: 2px 8px; text-align: left; word-break: break-word; }
 #settings_page_defaults { display: none; }
 .ui-defaults td, .ui-defaults th { padding: 2px 8px; text-align: left; word-break: break-word; }
 #settings_sections .wrap { flex-direction: column; }
@@ -228,14 +231,8 @@ def _build_ui(svc: "Services") -> gr.Blocks:
         threading.Thread(target=_warm_tokenizer, name="warm-tokenizer", daemon=True).start()
     ext_tabs = _extension_tabs()  # built outside the page's Blocks, rendered into a tab below
     with gr.Blocks(title="Stable Diffusion", analytics_enabled=False, delete_cache=(3600, 86400)) as demo:
-        with gr.Row(elem_id="quicksettings", equal_height=False):
-            titles = checkpoint_titles(svc)
-            cur = current_checkpoint_title(svc)
-            ckpt = gr.Dropdown(titles, value=cur if cur in titles else None, label="Stable Diffusion checkpoint",
-                               elem_id="setting_sd_model_checkpoint", scale=0, min_width=360)
-            refresh = gr.Button("🔄", elem_id="refresh_sd_model_checkpoint", size="sm", scale=0, min_width=44)
-            ckpt_status = gr.Markdown(checkpoint_status_md(svc), elem_id="sd_checkpoint_status", scale=1,
-                                      min_width=240)
+        quick = build_row(svc)  # the options of `quicksettings_list`, the checkpoint's trio among them
+        ckpt, refresh, ckpt_status = quick.checkpoint, quick.refresh, quick.status
 
         with gr.Tabs(elem_id="tabs", selected="txt2img") as tabs:
             start = initial_size(svc)  # the page's first Width/Height (the sync below moves them on from it)
@@ -258,10 +255,12 @@ def _build_ui(svc: "Services") -> gr.Blocks:
                 with gr.Tab(title, id=elem_id, elem_id=f"tab_{elem_id}"):
                     blocks.render()
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
-                settings = create_settings_tab(svc)
+                settings = create_settings_tab(svc, quick.keys)
             with gr.Tab("Extensions", id="extensions", elem_id="tab_extensions"):
                 create_extensions_tab(svc)
 
+        arrange_tabs(svc, tabs, settings)  # ui_tab_order, hidden_tabs
+        connect_row(svc, demo, quick, settings)
         for source in (t2i, i2i):  # 🖼️ 🎨️ 📐 under each gallery reach the other tabs
             connect_send_buttons(svc, source, i2i, extras.image, tabs)
 

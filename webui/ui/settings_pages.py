@@ -34,17 +34,28 @@ def section_slug(section: str) -> str:
 
 # ---------------------------------------------------------------- search and section list (browser only)
 
-def filter_js(entries: dict[str, str], sections: dict[str, list[str]]) -> str:
+def page_elem_id(key: str, in_row: Any = ()) -> str:
+    """The elem_id of an option's control in the Settings tab: A1111's `setting_<key>`, or
+    `settings_page_<key>` where the quicksettings row shows the option (the row's has that id)."""
+    return f"settings_page_{key}" if key == "sd_model_checkpoint" or key in in_row else f"setting_{key}"
+
+
+def refresh_elem_id(elem_id: str) -> str:
+    """The 🔄 beside a list in the Settings tab (the VAE's): `refresh_<key>` as in A1111."""
+    return elem_id.replace("setting_", "refresh_", 1) if elem_id.startswith("setting_") \
+        else elem_id.replace("settings_page_", "settings_page_refresh_", 1)
+
+
+def filter_js(entries: dict[str, str], sections: dict[str, list[str]], in_row: Any = ()) -> str:
     """A JS function (query, section) that shows the settings whose label or key contains the query
     (every section while searching, as A1111 does) or, without a query, the chosen section; the
     Sysinfo and Licenses pages show on their own."""
-    by_section = {section_slug(s): [f"setting_{k}" if k != "sd_model_checkpoint" else
-                                     "settings_page_sd_model_checkpoint" for k in keys]
-                  for s, keys in sections.items()}
+    by_section = {section_slug(s): [page_elem_id(k, in_row) for k in keys] for s, keys in sections.items()}
+    refresh = {page_elem_id("sd_vae", in_row): refresh_elem_id(page_elem_id("sd_vae", in_row))}
     names = {section_slug(s): s for s in sections}
     return """
 (query, section) => {
-  const entries = %s, bySection = %s, names = %s;
+  const entries = %s, bySection = %s, names = %s, refresh = %s;
   // the page's own values: the event's arguments can lag one keystroke behind
   const box = document.querySelector('#settings_search input, #settings_search textarea');
   const picked = document.querySelector('#settings_sections input:checked');
@@ -62,22 +73,22 @@ def filter_js(entries: dict[str, str], sections: dict[str, list[str]]) -> str:
     for (const id of ids) {
       const on = !special && (q ? (entries[id] || '').includes(q) : (section === '%s' || names[slug] === section));
       show(id, on);
-      if (id === 'setting_sd_vae') show('refresh_sd_vae', on);
+      if (refresh[id]) show(refresh[id], on);
       any = any || on;
     }
     show('settings_section_' + slug, any);
   }
   return [];
 }
-""" % (json.dumps(entries), json.dumps(by_section), json.dumps(names), SYSINFO, LICENSES, ALL_SECTIONS)
+""" % (json.dumps(entries), json.dumps(by_section), json.dumps(names), json.dumps(refresh), SYSINFO, LICENSES,
+       ALL_SECTIONS)
 
 
-def search_entries(options: dict[str, Any], keys: list[str]) -> dict[str, str]:
+def search_entries(options: dict[str, Any], keys: list[str], in_row: Any = ()) -> dict[str, str]:
     """elem_id → the lowercase text a search matches (label and key)."""
     out = {}
     for key in keys:
-        elem = "settings_page_sd_model_checkpoint" if key == "sd_model_checkpoint" else f"setting_{key}"
-        out[elem] = f"{options[key].label} {key}".lower()
+        out[page_elem_id(key, in_row)] = f"{options[key].label} {key}".lower()
     return out
 
 

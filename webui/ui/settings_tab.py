@@ -28,6 +28,7 @@ class SettingsTab:
     result: gr.Markdown
     apply_event: Any = None
     defaults: Any = None  # the Defaults page (webui.ui.defaults_page), connected once the page is built
+    defaults: Any = None  # the Defaults page (webui.ui.defaults_page), connected once the page is built
 
     def values_for(self, svc: "Services") -> dict[Any, Any]:
         """Current option values for every component (used on page load and after Apply)."""
@@ -61,8 +62,10 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
-def _component(key: str, info: Any, value: Any, svc: "Services") -> Any:
-    elem_id = f"setting_{key}"
+def option_component(key: str, info: Any, value: Any, svc: "Services", elem_id: str | None = None) -> Any:
+    """The control an option gets (the Settings tab and the quicksettings row); `elem_id` defaults
+    to A1111's `setting_<key>`."""
+    elem_id = elem_id or f"setting_{key}"
     kind = info.component
     if key == "sd_model_checkpoint":  # `setting_sd_model_checkpoint` is the quicksettings dropdown's id
         return gr.Dropdown(checkpoint_titles(svc), value=value, label=info.label,
@@ -90,7 +93,9 @@ def _component(key: str, info: Any, value: Any, svc: "Services") -> Any:
     return gr.Textbox(value=_to_component_value(value), label=info.label, elem_id=elem_id, lines=1)
 
 
-def create_settings_tab(svc: "Services") -> SettingsTab:
+def create_settings_tab(svc: "Services", in_row: Any = ()) -> SettingsTab:
+    """`in_row`: the keys the quicksettings row shows; their controls here get `settings_page_<key>`
+    ids, as the row's have A1111's `setting_<key>`."""
     options = svc.settings.options  # this app's table: extensions' options are in it
     opts = svc.options()
     sections: dict[str, list[str]] = {}
@@ -100,6 +105,7 @@ def create_settings_tab(svc: "Services") -> SettingsTab:
         sections.setdefault(info.section, []).append(key)
 
     from webui.ui import settings_pages as pages
+    from webui.ui.defaults_page import DEFAULTS, create_defaults_page, follow_section_list
     from webui.ui.defaults_page import DEFAULTS, create_defaults_page, follow_section_list
 
     components: dict[str, Any] = {}
@@ -117,15 +123,17 @@ def create_settings_tab(svc: "Services") -> SettingsTab:
                 with gr.Group(elem_id=f"settings_section_{pages.section_slug(section)}"):
                     gr.Markdown(f"### {section}", elem_classes="settings-section-title", padding=True)
                     for key in keys:
+                        elem = pages.page_elem_id(key, in_row)
                         if key == "sd_vae":  # A1111 has a refresh button beside the VAE list
                             with gr.Row(equal_height=False):
-                                components[key] = _component(key, options[key], opts.get(key), svc)
-                                refresh_vae = gr.Button("🔄", elem_id="refresh_sd_vae", size="sm", scale=0,
-                                                        min_width=44)
+                                components[key] = option_component(key, options[key], opts.get(key), svc, elem)
+                                refresh_vae = gr.Button("🔄", elem_id=pages.refresh_elem_id(elem), size="sm",
+                                                        scale=0, min_width=44)
                             refresh_vae.click(lambda: gr.update(choices=vae_choices(svc)), None, components[key],
                                               show_progress="hidden", api_visibility="private")
                         else:
-                            components[key] = _component(key, options[key], opts.get(key), svc)
+                            components[key] = option_component(key, options[key], opts.get(key), svc, elem)
+            defaults_page = create_defaults_page(svc)  # Defaults: saved values of the page's controls
             defaults_page = create_defaults_page(svc)  # Defaults: saved values of the page's controls
             with gr.Column(elem_id="settings_page_sysinfo"):
                 gr.Markdown("System information for a bug report: platform, Python, torch and the GPU, "
@@ -138,10 +146,11 @@ def create_settings_tab(svc: "Services") -> SettingsTab:
 
     tab = SettingsTab(components, apply, result, defaults=defaults_page)
     # search and section list only show and hide what is on the page: no request
-    js = pages.filter_js(pages.search_entries(options, list(components)), sections)
+    js = pages.filter_js(pages.search_entries(options, list(components), in_row), sections, in_row)
     search.input(None, [search, section_list], None, js=js)
     search.change(None, [search, section_list], None, js=js)
     section_list.change(None, [search, section_list], None, js=js)
+    follow_section_list(search, section_list)  # the Defaults page shows when chosen
     follow_section_list(search, section_list)  # the Defaults page shows when chosen
 
     def download_sysinfo() -> Any:
@@ -175,33 +184,52 @@ def create_settings_tab(svc: "Services") -> SettingsTab:
         from webui.services.container import ModelLoadError
         from webui.settings import SettingsError
 
-        current = svc.options()
-        changes: dict[str, Any] = {}
-        for key, v in zip(keys, values):
-            info = options[key]
-            if isinstance(v, str) and info.component == "textbox" and info.default is None and v == "":
-                v = None
-            if isinstance(v, float) and isinstance(info.default, int) and not isinstance(info.default, bool) \
-                    and v.is_integer():
-                v = int(v)
-            if not _same(v, current.get(key)) and not (v in ("", None) and current.get(key) in ("", None)):
-                changes[key] = v
+        changes = page_changes(svc, dict(zip(keys, values)))
         if not changes:
             return {result: "Nothing changed."} | tab.values_for(svc)
-        ckpt = changes.pop("sd_model_checkpoint", None)
         try:
-            for k, v in changes.items():
-                svc.settings.coerce(k, v)  # validate all first: a bad value changes nothing
-            if ckpt:
-                svc.select_checkpoint(str(ckpt))
-            svc.settings.update(changes)
+            names = apply_changes(svc, changes)
         except (SettingsError, ModelLoadError) as e:
             gr.Warning(str(e), title="Settings not applied")
             return {result: f"**Error:** {e}"} | tab.values_for(svc)
-        names = ([options["sd_model_checkpoint"].label] if ckpt else []) + [options[k].label for k in changes]
         msg = f"{len(names)} setting{'s' if len(names) != 1 else ''} changed: " + ", ".join(names) + "."
         return {result: msg} | tab.values_for(svc)
 
     comps = [components[k] for k in keys]
     tab.apply_event = apply.click(apply_settings, comps, [result] + comps, api_visibility="private")
     return tab
+
+
+# ---- applying values from the page (the Apply button and the quicksettings row share these)
+
+def page_changes(svc: "Services", values: dict[str, Any]) -> dict[str, Any]:
+    """The options whose value from the page differs from the current one, as the option stores it
+    (an empty text box un-sets an option without default; a whole float is an int option's int)."""
+    options = svc.settings.options
+    current = svc.options()
+    changes: dict[str, Any] = {}
+    for key, v in values.items():
+        info = options[key]
+        if isinstance(v, str) and info.component == "textbox" and info.default is None and v == "":
+            v = None
+        if isinstance(v, float) and isinstance(info.default, int) and not isinstance(info.default, bool) \
+                and v.is_integer():
+            v = int(v)
+        if not _same(v, current.get(key)) and not (v in ("", None) and current.get(key) in ("", None)):
+            changes[key] = v
+    return changes
+
+
+def apply_changes(svc: "Services", changes: dict[str, Any]) -> list[str]:
+    """Apply and save `changes`: every value is checked first (a bad one changes nothing), then a
+    new checkpoint is loaded, then the rest is stored. Returns the changed options' labels; raises
+    SettingsError or ModelLoadError."""
+    options = svc.settings.options
+    changes = dict(changes)
+    ckpt = changes.pop("sd_model_checkpoint", None)
+    for k, v in changes.items():
+        svc.settings.coerce(k, v)
+    if ckpt:
+        svc.select_checkpoint(str(ckpt))
+    svc.settings.update(changes)
+    return ([options["sd_model_checkpoint"].label] if ckpt else []) + [options[k].label for k in changes]

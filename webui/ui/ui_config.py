@@ -37,8 +37,14 @@ A1111_SCRIPT_FILES = {
     "img2img alternative test": "img2imgalt.py",
 }
 SCRIPT_SOURCE_ATTR = "custom_script_source"  # A1111's attribute naming the script file a control belongs to
-# built-in parts that are extensions' scripts in A1111: their container's elem_id suffix → that script's file
-BUILTIN_SCRIPT_BLOCKS = {"_controlnet": "controlnet.py"}
+# built-in parts that are scripts in A1111 (the ControlNet extension, the Extras tab's postprocessing
+# scripts): the elem_id of their container or control → that script's file
+BUILTIN_SCRIPT_BLOCKS = {
+    "txt2img_controlnet": "controlnet.py", "img2img_controlnet": "controlnet.py",
+    "extras_upscale": "postprocessing_upscale.py", "extras_gfpgan_visibility": "postprocessing_gfpgan.py",
+    "extras_codeformer_visibility": "postprocessing_codeformer.py",
+    "extras_codeformer_weight": "postprocessing_codeformer.py",
+}
 
 
 def config_path(svc: "Services") -> Path:
@@ -140,18 +146,17 @@ class UiDefaults:
 
     def add_block(self, block: Any, path: str, source: str | None = None) -> None:
         children = getattr(block, "children", None)
+        elem_id = str(getattr(block, "elem_id", None) or "")
+        source = source or BUILTIN_SCRIPT_BLOCKS.get(elem_id)
         if children is not None:
-            elem_id = str(getattr(block, "elem_id", None) or "")
-            source = source or next((f for suffix, f in BUILTIN_SCRIPT_BLOCKS.items()
-                                     if elem_id == f"{path}{suffix}"), None)
             if isinstance(block, gr.Tabs) and elem_id:
-                self.add_component(f"{path}/Tabs@{elem_id}", block, source)
+                self.add_component(f"{path}/Tabs@{elem_id}", block)
             for child in list(children):
                 self.add_block(child, path, source)
         elif getattr(block, "label", None):
             self.add_component(f"{path}/{block.label}", block, source)
         elif isinstance(block, gr.Button) and isinstance(block.value, str) and block.value:
-            self.add_component(f"{path}/{block.value}", block, source)
+            self.add_component(f"{path}/{block.value}", block)  # A1111 tags a script's returned controls only
 
     def add_component(self, path: str, comp: Any, source: str | None = None) -> None:
         if getattr(comp, "do_not_save_to_config", False):
