@@ -59,8 +59,6 @@ def build_parser() -> argparse.ArgumentParser:
     paths.add_argument("--styles-file", type=Path, default=None, help="prompt styles csv (default <data-dir>/styles.csv)")
     paths.add_argument("--ui-config-file", type=Path, default=None,
                        help="saved defaults of the page's controls (default <data-dir>/ui-config.json)")
-    paths.add_argument("--ui-config-file", type=Path, default=None,
-                       help="saved defaults of the page's controls (default <data-dir>/ui-config.json)")
     paths.add_argument("--embeddings-dir", type=Path, default=None, help="textual inversion folder (default <models-dir>/embeddings)")
     paths.add_argument("--esrgan-models-path", type=Path, default=None,
                        help="ESRGAN upscaler folder (default <models-dir>/ESRGAN)")

@@ -54,8 +54,6 @@ CSS = """
 #settings_page_sysinfo, #settings_page_licenses { display: none; }
 #settings_page_defaults { display: none; }
 .ui-defaults td, .ui-defaults th { padding: 2px 8px; text-align: left; word-break: break-word; }
-#settings_page_defaults { display: none; }
-.ui-defaults td, .ui-defaults th { padding: 2px 8px; text-align: left; word-break: break-word; }
 #settings_sections .wrap { flex-direction: column; }
 #settings_sections label { width: 100%; }
 .licenses td, .licenses th { padding: 2px 8px; text-align: left; }

@@ -203,9 +203,6 @@ def create_script_controls(svc: "Services", mode: str) -> ScriptControls:
     from webui.ui.ui_config import mark_script_controls
     for script in runner.scripts:  # ui-config.json keys a script's controls by its file, as A1111 does
         mark_script_controls(script, controls.get(script.title()) or alwayson.get(script.title()) or [])
-    from webui.ui.ui_config import mark_script_controls
-    for script in runner.scripts:  # ui-config.json keys a script's controls by its file, as A1111 does
-        mark_script_controls(script, controls.get(script.title()) or alwayson.get(script.title()) or [])
     fields: list[tuple[Any, Any]] = []
     for script in runner.scripts:
         for item in getattr(script, "infotext_fields", None) or []:

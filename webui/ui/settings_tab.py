@@ -28,7 +28,6 @@ class SettingsTab:
     result: gr.Markdown
     apply_event: Any = None
     defaults: Any = None  # the Defaults page (webui.ui.defaults_page), connected once the page is built
-    defaults: Any = None  # the Defaults page (webui.ui.defaults_page), connected once the page is built
 
     def values_for(self, svc: "Services") -> dict[Any, Any]:
         """Current option values for every component (used on page load and after Apply)."""
@@ -106,7 +105,6 @@ def create_settings_tab(svc: "Services", in_row: Any = ()) -> SettingsTab:
 
     from webui.ui import settings_pages as pages
     from webui.ui.defaults_page import DEFAULTS, create_defaults_page, follow_section_list
-    from webui.ui.defaults_page import DEFAULTS, create_defaults_page, follow_section_list
 
     components: dict[str, Any] = {}
     with gr.Row(elem_id="settings_top"):
@@ -134,7 +132,6 @@ def create_settings_tab(svc: "Services", in_row: Any = ()) -> SettingsTab:
                         else:
                             components[key] = option_component(key, options[key], opts.get(key), svc, elem)
             defaults_page = create_defaults_page(svc)  # Defaults: saved values of the page's controls
-            defaults_page = create_defaults_page(svc)  # Defaults: saved values of the page's controls
             with gr.Column(elem_id="settings_page_sysinfo"):
                 gr.Markdown("System information for a bug report: platform, Python, torch and the GPU, "
                             "packages, extensions and settings (no environment variables; secrets hidden).")
@@ -150,7 +147,6 @@ def create_settings_tab(svc: "Services", in_row: Any = ()) -> SettingsTab:
     search.input(None, [search, section_list], None, js=js)
     search.change(None, [search, section_list], None, js=js)
     section_list.change(None, [search, section_list], None, js=js)
-    follow_section_list(search, section_list)  # the Defaults page shows when chosen
     follow_section_list(search, section_list)  # the Defaults page shows when chosen
 
     def download_sysinfo() -> Any:
