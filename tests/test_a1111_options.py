@@ -149,15 +149,6 @@ LACKING: dict[str, str] = {
 
 # the feature exists but its A1111 option is not wired yet: behaviour fixed at A1111's default (left to do)
 NOT_YET = set("""
-    font grid_text_active_color grid_text_inactive_color grid_background_color grid_prevent_empty_spots
-    sdxl_clip_l_skip hires_fix_refiner_pass sdxl_crop_top sdxl_crop_left auto_vae_precision_bfloat16
-    auto_vae_precision img2img_inpaint_sketch_default_brush_color overlay_inpaint
-    extra_networks_add_text_separator extra_networks_default_multiplier textual_inversion_add_hashes_to_infotext
-    disable_token_counters include_styles_into_token_counters disable_weights_auto_swap infotext_skip_pasting
-    infotext_styles hide_samplers sigma_min sigma_max rho beta_dist_alpha beta_dist_beta
-    interrogate_keep_models_in_memory interrogate_return_ranks interrogate_clip_num_beams
-    interrogate_clip_min_length interrogate_clip_max_length interrogate_clip_dict_limit
-    interrogate_clip_skip_categories
 """.split())
 
 # being built in this issue by the UI sessions (quicksettings, keyboard, Save button, notification):

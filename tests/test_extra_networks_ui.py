@@ -13,7 +13,8 @@ from webui.ui.extra_networks import (Card, filter_sort, preview_for, read_user_m
 
 def test_toggle_adds_then_removes_tags_and_activation_text() -> None:
     p = toggle_in_prompt("a cat", "<lora:ink:0.7>", "inkstyle")
-    assert p == "a cat, <lora:ink:0.7>, inkstyle"
+    assert p == "a cat <lora:ink:0.7> inkstyle"  # A1111's extra_networks_add_text_separator " "
+    assert toggle_in_prompt("a cat", "<lora:ink:0.7>", "", ", ") == "a cat, <lora:ink:0.7>"
     assert toggle_in_prompt(p, "<lora:ink:0.7>", "inkstyle") == "a cat"
     assert toggle_in_prompt("a cat <lora:ink:1.3>", "<lora:ink:0.7>") == "a cat"  # any weight counts as present
     assert toggle_in_prompt("", "myemb") == "myemb"

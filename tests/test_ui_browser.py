@@ -639,7 +639,7 @@ def test_extra_network_cards_insert_tags_and_save_metadata(page: Any, ui_server:
     assert card is not None and card["width"] <= 160, card  # a lone card keeps a card's size
     page.locator("#txt2img_lora_cards img").first.click()
     page.wait_for_function("() => document.querySelector('#txt2img_prompt textarea').value"
-                           " === 'a cat, <lora:inkwash:0.7>, ink wash'")
+                           " === 'a cat <lora:inkwash:0.7> ink wash'")
     page.locator("#txt2img_lora_meta").get_by_text("Edit metadata", exact=False).first.click()
     # the card's metadata must have arrived in the (lazily mounted) fields before typing over them
     page.wait_for_function("() => document.querySelector('#txt2img_lora_meta_activation input, "

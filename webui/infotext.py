@@ -287,6 +287,17 @@ def _loaded_checkpoint_has_hash(model_hash: str, current: Mapping[str, object]) 
     return bool(h) and (sha.startswith(h) or title.endswith(f"[{h}]"))
 
 
+def _parse_default_equals_option_default(label: str, raw: object, value: object, default: object) -> bool:
+    """A value the parser puts in for a missing key (PARSE_DEFAULTS) that is also the option's default."""
+    for table in (PARSE_DEFAULTS, PARSE_DEFAULTS_LATE):
+        if label in table and table[label] == raw:
+            try:
+                return value == cast_option_value(default, default)
+            except (TypeError, ValueError):
+                return False
+    return False
+
+
 def _split_old_sampler(sampler: str) -> tuple[str, str | None]:
     """Pre-1.9 infotexts glued the schedule to the sampler ("DPM++ 2M Karras")."""
     for label in ("Karras", "Exponential"):
@@ -331,6 +342,8 @@ def infotext_to_request(params: Mapping[str, object],
                 req[field] = _conv(kind, p[key])
             except (TypeError, ValueError):
                 continue  # a value that is no number is left out, not a failed paste
+    if isinstance(p.get("Styles array"), list):  # styles found in the prompt on paste (infotext_styles)
+        req["styles"] = list(p["Styles array"])
     if "Face restoration" in p:
         req["restore_faces"] = True
     if "Tiling" in p:
@@ -382,6 +395,8 @@ def infotext_to_request(params: Mapping[str, object],
         if not label or label not in p or p[label] is None:
             continue
         if key == "sd_model_checkpoint":
+            if current_options is not None and current_options.get("disable_weights_auto_swap"):
+                continue  # A1111's option (on by default): a pasted infotext does not switch the model
             model_hash = str(p[label]).strip()
             if model_hash and not (current_options is not None
                                    and _loaded_checkpoint_has_hash(model_hash, current_options)):
@@ -391,6 +406,8 @@ def infotext_to_request(params: Mapping[str, object],
             value = cast_option_value(info.default, p[label])
         except (TypeError, ValueError):
             continue
+        if current_options is None and _parse_default_equals_option_default(label, p[label], value, info.default):
+            continue  # filled in by the parser, not written by the generation: nothing to override
         if current_options is None or value != current_options.get(key, info.default):
             overrides[key] = value
     if overrides:

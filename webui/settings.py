@@ -191,6 +191,101 @@ OPTIONS: dict[str, OptionInfo] = {
                                                           "(width × height × batch size × batch count; larger "
                                                           "requests are refused)", "Stable Diffusion", "number",
                                         minimum=64 * 64, step=1),
+    # ---- options wired to features that exist here (helper E2: A1111 1.10's keys, defaults and labels) ----
+    "grid_prevent_empty_spots": OptionInfo(False, "Prevent empty spots in grid (when set to autodetect)",
+                                           "Saving images", "checkbox"),
+    "font": OptionInfo("", "Font for image grids that have text (a .ttf/.otf file; empty = DejaVu Sans)",
+                       "Saving images"),
+    "grid_text_active_color": OptionInfo("#000000", "Text color for image grids", "Saving images"),
+    "grid_text_inactive_color": OptionInfo("#999999", "Inactive text color for image grids", "Saving images"),
+    "grid_background_color": OptionInfo("#ffffff", "Background color for image grids", "Saving images"),
+    "sdxl_clip_l_skip": OptionInfo(False, "Clip skip SDXL (enable Clip skip for the secondary clip model in sdxl; "
+                                          "has no effect on SD 1.5 or SD 2.0/2.1)", "Stable Diffusion", "checkbox"),
+    "hires_fix_refiner_pass": OptionInfo("second pass", "Hires fix: which pass to enable refiner for",
+                                         "Stable Diffusion", "radio",
+                                         choices=("first pass", "second pass", "both passes"),
+                                         infotext="Hires refiner"),
+    "sdxl_crop_top": OptionInfo(0, "crop top coordinate", "Stable Diffusion XL", "number", minimum=0, step=1),
+    "sdxl_crop_left": OptionInfo(0, "crop left coordinate", "Stable Diffusion XL", "number", minimum=0, step=1),
+    "auto_vae_precision_bfloat16": OptionInfo(False, "Automatically convert VAE to bfloat16 (when the VAE gives NaNs; "
+                                                     "if enabled, overrides the option below)", "VAE", "checkbox"),
+    "auto_vae_precision": OptionInfo(True, "Automatically revert VAE to 32-bit floats (when the VAE gives NaNs; "
+                                           "off: the generation fails with an error)", "VAE", "checkbox"),
+    "img2img_inpaint_sketch_default_brush_color": OptionInfo("#ffffff", "Inpaint sketch initial brush color "
+                                                                        "(requires Reload UI)", "img2img"),
+    "overlay_inpaint": OptionInfo(True, "Overlay original for inpaint (when inpainting, overlay the original image "
+                                        "over the areas that weren't inpainted)", "img2img", "checkbox"),
+    "extra_networks_default_multiplier": OptionInfo(1.0, "Default multiplier for extra networks", "Extra Networks",
+                                                    "slider", minimum=0.0, maximum=2.0, step=0.01),
+    "extra_networks_add_text_separator": OptionInfo(" ", "Extra networks separator (extra text to add before <...> "
+                                                         "when adding extra network to prompt)", "Extra Networks"),
+    "textual_inversion_add_hashes_to_infotext": OptionInfo(True, "Add Textual Inversion hashes to infotext",
+                                                           "Extra Networks", "checkbox"),
+    "disable_token_counters": OptionInfo(False, "Disable prompt token counters (requires Reload UI)",
+                                         "Prompt editing", "checkbox"),
+    "include_styles_into_token_counters": OptionInfo(True, "Count tokens of enabled styles (when calculating how "
+                                                           "many tokens the prompt has, also consider tokens added "
+                                                           "by enabled styles)", "Prompt editing", "checkbox"),
+    "disable_weights_auto_swap": OptionInfo(True, "Disregard checkpoint information from pasted infotext (when "
+                                                  "reading generation parameters from text into UI)", "Infotext",
+                                            "checkbox"),
+    "infotext_skip_pasting": OptionInfo((), "Disregard fields from pasted infotext", "Infotext", "multiselect",
+                                        choices=("Prompt", "Negative prompt", "Steps", "Sampler", "Schedule type",
+                                                 "CFG scale", "Image CFG scale", "Seed", "Variation seed",
+                                                 "Variation seed strength", "Seed resize from-1",
+                                                 "Seed resize from-2", "Size-1", "Size-2", "Denoising strength",
+                                                 "Styles array", "Model hash", "VAE", "Clip skip", "Emphasis", "RNG",
+                                                 "ENSD", "Eta", "Eta DDIM", "NGMS", "Sigma churn", "Sigma tmin",
+                                                 "Sigma tmax", "Sigma noise", "Schedule min sigma",
+                                                 "Schedule max sigma", "Schedule rho", "Beta schedule alpha",
+                                                 "Beta schedule beta", "Face restoration", "Tiling", "Hires upscale",
+                                                 "Hires upscaler", "Hires steps", "Hires resize-1", "Hires resize-2",
+                                                 "Hires sampler", "Hires schedule type", "Hires checkpoint",
+                                                 "Hires prompt", "Hires negative prompt", "Hires refiner", "Refiner",
+                                                 "Refiner switch at", "Mask blur", "Noise multiplier", "Extra noise",
+                                                 "Conditional mask weight")),
+    "infotext_styles": OptionInfo("Apply if any", "Infer styles from prompts of pasted infotext (Ignore: keep prompt "
+                                                  "and styles as they are; Apply: take style text out of the prompt "
+                                                  "and set the styles found, even none; Discard: take it out, keep "
+                                                  "the styles; Apply if any: take it out, set styles if any found)",
+                                  "Infotext", "radio", choices=("Ignore", "Apply", "Discard", "Apply if any")),
+    "hide_samplers": OptionInfo((), "Hide samplers in user interface (requires Reload UI)",
+                                "Sampler parameters", "multiselect",
+                                choices=("DPM++ 2M", "DPM++ SDE", "DPM++ 2M SDE", "DPM++ 2M SDE Heun", "DPM++ 2S a",
+                                         "DPM++ 3M SDE", "Euler a", "Euler", "LMS", "Heun", "DPM2", "DPM2 a",
+                                         "DPM fast", "DPM adaptive", "Restart", "DDIM", "PLMS", "UniPC", "LCM")),
+    "sigma_min": OptionInfo(0.0, "sigma min (0 = default (~0.03); minimum noise strength for k-diffusion noise "
+                                 "scheduler)", "Sampler parameters", "number", minimum=0.0,
+                            infotext="Schedule min sigma"),
+    "sigma_max": OptionInfo(0.0, "sigma max (0 = default (~14.6); maximum noise strength for k-diffusion noise "
+                                 "scheduler)", "Sampler parameters", "number", minimum=0.0,
+                            infotext="Schedule max sigma"),
+    "rho": OptionInfo(0.0, "rho (0 = default (7 for karras, 1 for polyexponential); higher values result in a "
+                           "steeper noise schedule (decreases faster))", "Sampler parameters", "number", minimum=0.0,
+                      infotext="Schedule rho"),
+    # A1111 writes "Beta schedule alpha/beta" into the infotext (its options name "Beta scheduler ..."); the
+    # written names are used here so that a pasted infotext brings the values back
+    "beta_dist_alpha": OptionInfo(0.6, "Beta scheduler - alpha (the alpha parameter of the beta distribution used "
+                                       "in Beta sampling)", "Sampler parameters", "slider", minimum=0.01,
+                                  maximum=1.0, step=0.01, infotext="Beta schedule alpha"),
+    "beta_dist_beta": OptionInfo(0.6, "Beta scheduler - beta (the beta parameter of the beta distribution used in "
+                                      "Beta sampling)", "Sampler parameters", "slider", minimum=0.01, maximum=1.0,
+                                 step=0.01, infotext="Beta schedule beta"),
+    "interrogate_keep_models_in_memory": OptionInfo(False, "Keep models in VRAM", "Interrogate", "checkbox"),
+    "interrogate_return_ranks": OptionInfo(False, "Include ranks of model tags matches in results.", "Interrogate",
+                                           "checkbox"),
+    "interrogate_clip_num_beams": OptionInfo(1, "BLIP: num_beams", "Interrogate", "slider", minimum=1, maximum=16,
+                                             step=1),
+    "interrogate_clip_min_length": OptionInfo(24, "BLIP: minimum description length", "Interrogate", "slider",
+                                              minimum=1, maximum=128, step=1),
+    "interrogate_clip_max_length": OptionInfo(48, "BLIP: maximum description length", "Interrogate", "slider",
+                                              minimum=1, maximum=256, step=1),
+    "interrogate_clip_dict_limit": OptionInfo(1500, "CLIP: maximum number of lines in text file (0 = No limit)",
+                                              "Interrogate", "number", minimum=0, step=1),
+    "interrogate_clip_skip_categories": OptionInfo((), "CLIP: skip inquire categories (file names in "
+                                                       "models/interrogate, without .txt)", "Interrogate",
+                                                   "multiselect"),
+    # ---- end of helper E2's block ----
     # ---- Training (A1111's keys and defaults; only those the trainers act on) ----
     "save_optimizer_state": OptionInfo(False, "Save the optimizer state as a separate *.optim file beside an "
                                               "embedding or hypernetwork, so training resumes where it stopped",

@@ -18,7 +18,7 @@ class InterrogateRequest(BaseModel):
 def build_interrogate_router(svc: Any) -> APIRouter:
     r = APIRouter(prefix="/sdapi/v1", tags=["sdapi"])
     device = str(getattr(getattr(svc, "memory", None), "device", "cpu"))
-    interrogator = Interrogator(svc.paths.models_dir, device=device)
+    interrogator = Interrogator(svc.paths.models_dir, device=device, option=svc.settings.get)
 
     @r.post("/interrogate")
     def interrogate(req: InterrogateRequest) -> dict[str, str]:

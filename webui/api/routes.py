@@ -292,7 +292,7 @@ def build_router(svc: Services) -> APIRouter:
     def txt2img(req: Txt2ImgRequest) -> dict[str, Any]:
         check_scripts(req)
         if req.infotext:
-            _fill_from_infotext(req)
+            _fill_from_infotext(req, svc)
         try:
             result = svc.submit_txt2img(req, save=req.save_images, label="txt2img (api)").result()
         except GenerationError as e:
@@ -303,7 +303,7 @@ def build_router(svc: Services) -> APIRouter:
     def img2img(req: Img2ImgRequest) -> dict[str, Any]:
         check_scripts(req)
         if req.infotext:
-            _fill_from_infotext(req)
+            _fill_from_infotext(req, svc)
         if not req.init_images:
             raise HTTPException(422, "init_images is empty: img2img needs at least one base64 image")
         params = req.model_dump(exclude={"infotext"})
@@ -364,9 +364,14 @@ def build_router(svc: Services) -> APIRouter:
     return r
 
 
-def _fill_from_infotext(req: Txt2ImgRequest) -> None:
-    """A1111's `infotext` request field: values parsed from it fill fields the request left at defaults."""
-    parsed = infotext.infotext_to_request(infotext.parse_generation_parameters(req.infotext or ""))
+def _fill_from_infotext(req: Txt2ImgRequest, svc: Services) -> None:
+    """A1111's `infotext` request field: values parsed from it fill fields the request left at defaults;
+    settings it names override those that differ from the current ones (A1111's get_override_settings:
+    infotext_skip_pasting fields left out, the checkpoint only with disable_weights_auto_swap off)."""
+    current = svc.options()
+    skip = list(current.get("infotext_skip_pasting") or [])
+    parsed = infotext.infotext_to_request(infotext.parse_generation_parameters(req.infotext or "", skip_fields=skip),
+                                          current)
     defaults = Txt2ImgRequest()
     for k, v in parsed.items():
         if k == "override_settings":

@@ -55,10 +55,14 @@ class CFGDenoiser:
     # when a list: every call appends (step, the conditioning it used) — for tests and debugging
     record: list[tuple[int, StepConds]] | None = None
     controls: Any = None  # webui.engine.controlnet.ControlStack: ControlNet residuals per UNet call
+    # SDXL's crop coordinates (A1111's sdxl_crop_top / sdxl_crop_left options)
+    crop_top: int = 0
+    crop_left: int = 0
 
     def _sdxl_added(self, pooled: torch.Tensor, batch: int, device: torch.device, dtype: torch.dtype) -> dict:
-        # original size, crop top-left, target size: A1111 passes the requested size and crop 0,0.
-        ids = torch.tensor([self.height, self.width, 0, 0, self.height, self.width], device=device, dtype=dtype)
+        # original size, crop top-left, target size: A1111 passes the requested size and its crop options
+        ids = torch.tensor([self.height, self.width, self.crop_top, self.crop_left, self.height, self.width],
+                           device=device, dtype=dtype)
         return {"text_embeds": pooled, "time_ids": ids.repeat(batch, 1)}
 
     def _model(self, x: torch.Tensor, sigma: torch.Tensor, cross: torch.Tensor, pooled: torch.Tensor | None,

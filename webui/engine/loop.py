@@ -35,6 +35,13 @@ class PassConfig:
     s_tmax: float = float("inf")
     s_noise: float = 1.0
     discard_next_to_last_sigma: bool | None = None
+    # A1111's sigma_min / sigma_max / rho options (0 = the model's or the schedule's own) and the Beta
+    # schedule's beta_dist_alpha / beta_dist_beta
+    sigma_min: float = 0.0
+    sigma_max: float = 0.0
+    rho: float = 0.0
+    beta_alpha: float = 0.6
+    beta_beta: float = 0.6
     # img2img / hires: the latent to start from and how much of the schedule to run.
     init_latent: torch.Tensor | None = None
     denoising_strength: float = 1.0
@@ -85,7 +92,9 @@ def run_pass(unet: Any, family: str, prediction_type: str, schedule: ModelSchedu
     """One pass; ``before_sampling(x, noise)`` sees the starting latent and the noise it holds
     (A1111's process_before_every_sampling) and may return a replacement for x."""
     def full(n: int) -> torch.Tensor:
-        return get_sigmas(cfg.sampler, cfg.schedule, n, schedule, discard_next_to_last=cfg.discard_next_to_last_sigma)
+        return get_sigmas(cfg.sampler, cfg.schedule, n, schedule, discard_next_to_last=cfg.discard_next_to_last_sigma,
+                          sigma_min=cfg.sigma_min, sigma_max=cfg.sigma_max, rho=cfg.rho,
+                          beta_alpha=cfg.beta_alpha, beta_beta=cfg.beta_beta)
 
     noise_sampler = None
     if cfg.init_latent is None:

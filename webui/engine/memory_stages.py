@@ -29,6 +29,10 @@ class OutOfDeviceMemory(RuntimeError):
     """A stage still ran out of memory after the recovery; the message says what would help."""
 
 
+class VaeNaNError(RuntimeError):
+    """The VAE gave NaNs and A1111's auto_vae_precision options are both off."""
+
+
 def _dtype_size(module: torch.nn.Module) -> int:
     p = next(module.parameters(), None)
     return p.element_size() if p is not None else 4
@@ -108,8 +112,10 @@ def _vae_run(model: Any, stage: str, whole: Callable[[], torch.Tensor], tiled: C
     return out
 
 
-def decode(model: Any, latents: torch.Tensor) -> torch.Tensor:
-    """Latents → images in [0, 1] on the CPU."""
+def decode(model: Any, latents: torch.Tensor, nan_precision: str = "float32") -> torch.Tensor:
+    """Latents → images in [0, 1] on the CPU. A decode with NaNs is done again with the VAE in
+    ``nan_precision`` ("float32": A1111's auto_vae_precision; "bfloat16": auto_vae_precision_bfloat16);
+    "" fails with VaeNaNError instead, as A1111 does with both options off."""
     vae, sf = model.sd.vae, model.sd.scaling_factor
     b, _, h, w = latents.shape
     scale = getattr(model.sd, "vae_scale_factor", 8)
@@ -117,28 +123,33 @@ def decode(model: Any, latents: torch.Tensor) -> torch.Tensor:
                       lambda: vae_ops.decode_tiled(vae, latents, sf),
                       vae_decode_activation_bytes(b, w * scale, h * scale, _dtype_size(vae)))
     if model.policy.nan_check and torch.isnan(images).any():
-        images = _decode_in_fp32(model, latents)
+        if not nan_precision:
+            raise VaeNaNError("A tensor with NaNs was produced in the VAE. This could be because there's not "
+                              "enough precision to represent the picture: start with --no-half-vae, or turn on "
+                              "\"Automatically revert VAE to 32-bit floats\" in Settings > VAE")
+        images = _decode_again(model, latents, getattr(torch, nan_precision))
     return images.clamp(0, 1)
 
 
-def _decode_in_fp32(model: Any, latents: torch.Tensor) -> torch.Tensor:
+def _decode_again(model: Any, latents: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     memory: MemoryManager = model.memory
     vae = model.sd.vae
     was = next(vae.parameters()).dtype
     part = memory.part_of(vae)
     if part is not None:
-        memory.retype(part, torch.float32)
+        memory.retype(part, dtype)
     else:
-        vae.to(torch.float32)
+        vae.to(dtype)
+    name = "32-bit floats" if dtype == torch.float32 else str(dtype).replace("torch.", "")
     with memory.use(part):
-        images = vae_ops.decode(vae, latents, model.sd.scaling_factor)
+        images = vae_ops.decode(vae, latents, model.sd.scaling_factor).float()
     if torch.isnan(images).any():
-        memory.note("The VAE produced NaNs even in 32-bit floats: the latents themselves are broken "
+        memory.note(f"The VAE produced NaNs even in {name}: the latents themselves are broken "
                     "(try another sampler, fewer steps or --no-half)")
         return torch.nan_to_num(images, nan=0.0)
     memory.note(f"A tensor with NaNs was produced by the VAE in {str(was).replace('torch.', '')}; it was "
-                "decoded again in 32-bit floats, and the VAE stays in 32-bit from now on "
-                "(start with --no-half-vae to begin that way)")
+                f"decoded again in {name}, and the VAE stays in {name} from now on "
+                "(start with --no-half-vae to begin in 32-bit)")
     return images
 
 

@@ -21,7 +21,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Any, Callable, Sequence, Union
 
 from PIL import Image, ImageColor, ImageDraw, ImageFont
 
@@ -46,6 +46,23 @@ FONT_CANDIDATES = (
 FONT_NAMES = ("DejaVuSans.ttf",)
 # a font shipped next to this module, if one is ever added, wins over the system one
 _PACKAGED_FONT_DIR = Path(__file__).with_name("fonts")
+
+
+def style_from_options(opt: Callable[[str], Any]) -> dict[str, Any]:
+    """``draw_grid_annotations`` keywords from A1111's font / grid_text_active_color /
+    grid_text_inactive_color / grid_background_color options (``opt(key)`` reads one); a colour
+    Pillow cannot read falls back to A1111's default, with a message in the log."""
+    def colour(key: str, default: tuple[int, int, int]) -> Color:
+        value = str(opt(key) or "").strip()
+        try:
+            return ImageColor.getrgb(value)[:3] if value else default
+        except ValueError:
+            log.warning("option %s: %r is no colour; using the default", key, value)
+            return default
+    return {"font_path": str(opt("font") or "").strip() or None,
+            "color_active": colour("grid_text_active_color", COLOR_ACTIVE),
+            "color_inactive": colour("grid_text_inactive_color", COLOR_INACTIVE),
+            "background": colour("grid_background_color", COLOR_BACKGROUND)}
 
 
 def _rgb(color: Color) -> tuple[int, int, int]:

@@ -14,7 +14,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from PIL import Image
 
@@ -45,10 +45,18 @@ def _model_dir(folder: Path) -> Path | None:
     return None
 
 
+# A1111's interrogate_* option defaults, for an Interrogator made without the app's settings
+DEFAULTS: dict[str, Any] = {"interrogate_keep_models_in_memory": False, "interrogate_return_ranks": False,
+                            "interrogate_clip_num_beams": 1, "interrogate_clip_min_length": 24,
+                            "interrogate_clip_max_length": 48, "interrogate_clip_dict_limit": 1500,
+                            "interrogate_clip_skip_categories": []}
+
+
 class Interrogator:
-    def __init__(self, models_dir: Path, device: str = "cpu") -> None:
+    def __init__(self, models_dir: Path, device: str = "cpu", option: Callable[[str], Any] | None = None) -> None:
         self.models_dir = Path(models_dir)
         self.device = device
+        self._option = option or DEFAULTS.get
         self._lock = threading.Lock()
         self._blip: _Loaded | None = None
         self._clip: _Loaded | None = None
@@ -75,9 +83,28 @@ class Interrogator:
         if model == "deepdanbooru":
             return self._deepbooru()
         with self._lock:
-            caption = self._caption(image.convert("RGB"))
-            tags = self._rank(image.convert("RGB"))
+            try:
+                caption = self._caption(image.convert("RGB"))
+                tags = self._rank(image.convert("RGB"))
+            finally:
+                self._unload()
         return ", ".join([caption, *tags]) if tags else caption
+
+    def opt(self, key: str) -> Any:
+        value = self._option(key)
+        return DEFAULTS[key] if value is None else value
+
+    def _unload(self) -> None:
+        """A1111's interrogate_keep_models_in_memory off: the models go back to RAM after each use."""
+        if self.opt("interrogate_keep_models_in_memory") or self.device == "cpu":
+            return
+        for loaded in (self._blip, self._clip):
+            if loaded is not None:
+                loaded.model.to("cpu")
+
+    def _on_device(self, loaded: _Loaded) -> _Loaded:
+        loaded.model.to(self.device)
+        return loaded
 
     # ------------------------------------------------------------ BLIP caption
     def _load_blip(self) -> _Loaded:
@@ -93,8 +120,8 @@ class Interrogator:
                 model = BlipForConditionalGeneration.from_pretrained(where, local_files_only=True)
             except Exception as e:  # a half-copied folder: say which one
                 raise InterrogateError(f"{where} is not a loadable BLIP model: {e}") from None
-            self._blip = _Loaded(where, model.to(self.device).eval(), processor)
-        return self._blip
+            self._blip = _Loaded(where, model.eval(), processor)
+        return self._on_device(self._blip)
 
     def _caption(self, image: Image.Image) -> str:
         import torch
@@ -102,16 +129,28 @@ class Interrogator:
         blip = self._load_blip()
         inputs = blip.processor(images=image, return_tensors="pt").to(self.device)
         with torch.inference_mode():
-            # A1111's interrogate_clip_num_beams / _min_length / _max_length defaults
-            out = blip.model.generate(**inputs, num_beams=1, min_length=24, max_length=48)
+            # A1111's interrogate_clip_num_beams / _min_length / _max_length options
+            out = blip.model.generate(**inputs, num_beams=int(self.opt("interrogate_clip_num_beams")),
+                                      min_length=int(self.opt("interrogate_clip_min_length")),
+                                      max_length=int(self.opt("interrogate_clip_max_length")))
         return blip.processor.decode(out[0], skip_special_tokens=True).strip()
 
     # ------------------------------------------------------------ CLIP ranking
+    def category_names(self) -> list[str]:
+        """The category files' names (the choices of interrogate_clip_skip_categories)."""
+        return sorted(f.stem for f in self.categories_dir.glob("*.txt")) if self.categories_dir.is_dir() else []
+
     def _categories(self) -> list[tuple[str, list[str], int]]:
         out = []
+        skip = set(self.opt("interrogate_clip_skip_categories") or ())
+        limit = int(self.opt("interrogate_clip_dict_limit") or 0)  # 0 = every line (A1111)
         if self.categories_dir.is_dir():
             for f in sorted(self.categories_dir.glob("*.txt")):
+                if f.stem in skip:
+                    continue
                 lines = [s.strip() for s in f.read_text(encoding="utf-8", errors="replace").splitlines() if s.strip()]
+                if limit > 0:
+                    lines = lines[:limit]
                 top_file = f.with_suffix(".top")
                 try:
                     top = int(top_file.read_text().strip()) if top_file.is_file() else 1
@@ -132,12 +171,12 @@ class Interrogator:
             from transformers import CLIPModel, CLIPProcessor
 
             try:
-                self._clip = _Loaded(where, CLIPModel.from_pretrained(where, local_files_only=True)
-                                     .to(self.device).eval(),
+                self._clip = _Loaded(where, CLIPModel.from_pretrained(where, local_files_only=True).eval(),
                                      CLIPProcessor.from_pretrained(where, local_files_only=True))
             except Exception as e:
                 raise InterrogateError(f"{where} is not a loadable CLIP model: {e}") from None
-        clip = self._clip
+        clip = self._on_device(self._clip)
+        ranks = bool(self.opt("interrogate_return_ranks"))
         with torch.inference_mode():
             pixels = clip.processor(images=image, return_tensors="pt")["pixel_values"].to(self.device)
             img = clip.model.get_image_features(pixel_values=pixels)
@@ -149,9 +188,12 @@ class Interrogator:
                 txt = clip.model.get_text_features(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"])
                 txt = getattr(txt, "pooler_output", txt)
                 txt = txt / txt.norm(dim=-1, keepdim=True)
-                scores = (img @ txt.T)[0]
-                best = torch.topk(scores, min(top, len(lines))).indices.tolist()
-                tags += [lines[i] for i in best]
+                # A1111's score: the softmax over the category of 100 x cosine similarity
+                probs = (100.0 * img @ txt.T).softmax(dim=-1)[0]
+                best = torch.topk(probs, min(top, len(lines)))
+                for i, prob in zip(best.indices.tolist(), best.values.tolist()):
+                    # interrogate_return_ranks: "(phrase:probability)", an attention weight in the prompt
+                    tags.append(f"({lines[i]}:{prob:.3f})" if ranks else lines[i])
         return tags
 
     # ------------------------------------------------------------ DeepDanbooru

@@ -265,6 +265,7 @@ def finish_image(p: "ProcessingImg2Img", img: Image.Image, k: int) -> Image.Imag
     if prep.color_targets is not None:  # before the overlay, as A1111
         from webui.imaging.color_correction import apply_color_correction
         img = apply_color_correction(prep.color_targets[row], img)
-    if prep.overlays is not None:
+    # A1111's overlay_inpaint off: the model's picture as it is ("only masked": the crop, not pasted back)
+    if prep.overlays is not None and p.opt("overlay_inpaint", True):
         return masks.apply_overlay(img, prep.overlays[row], prep.paste_box)
     return img

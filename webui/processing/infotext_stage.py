@@ -39,7 +39,8 @@ def params(p: "Processing", k: int) -> dict[str, Any]:
         "Clip skip": p.clip_skip if p.clip_skip > 1 else None,
         "Emphasis": opts.get("emphasis") if opts.get("emphasis") != "Original" else None,
         "Old prompt editing timelines": True if opts.get("use_old_scheduling") else None,
-        "TI hashes": ", ".join(f"{e.name}: {e.shorthash}" for e in p.embeddings_used.values()) or None,
+        "TI hashes": (", ".join(f"{e.name}: {e.shorthash}" for e in p.embeddings_used.values()) or None
+                      if opts.get("textual_inversion_add_hashes_to_infotext", True) else None),
         **p.network_infotext,
         **{f"ControlNet {i}": v for i, v in enumerate(p.controlnet_infotext)},
         "VAE hash": model.vae_hash if model.vae_file and opts.get("add_vae_hash_to_info", True) else None,

@@ -16,6 +16,7 @@ from webui import outputs
 from webui.engine import memory_stages as stages
 from webui.engine import vae as vae_ops
 from webui.filename_patterns import NameContext
+from webui.processing.errors import GenerationError
 from webui.processing.callbacks import ImageSaveParams
 from webui.processing.scripts import PostprocessBatchListArgs, PostprocessImageArgs
 
@@ -27,7 +28,23 @@ def decode(p: "Processing", latents: torch.Tensor) -> torch.Tensor:
     """Latents → images in [0, 1], [B, 3, H, W] on the CPU, by the model sampling ended on (a refiner's
     or hires checkpoint's VAE, as A1111)."""
     current = p.pipeline.models.current if p.pipeline is not None else None
-    return stages.decode(current or p.sd_model, latents)
+    return decode_with(p, current or p.sd_model, latents)
+
+
+def decode_with(p: "Processing", model: Any, latents: torch.Tensor) -> torch.Tensor:
+    """``model``'s VAE decode under the job's auto_vae_precision options."""
+    try:
+        return stages.decode(model, latents, nan_precision=vae_nan_precision(p))
+    except stages.VaeNaNError as e:
+        raise GenerationError(str(e)) from None
+
+
+def vae_nan_precision(p: "Processing") -> str:
+    """What a decode that gives NaNs does again in (A1111's auto_vae_precision_bfloat16, which wins,
+    and auto_vae_precision); "" = fail."""
+    if p.opt("auto_vae_precision_bfloat16"):
+        return "bfloat16"
+    return "float32" if p.opt("auto_vae_precision", True) else ""
 
 
 def batch_images(p: "Processing", decoded: torch.Tensor, n: int) -> list[Any]:
@@ -131,4 +148,5 @@ def save(p: "Processing", img: Image.Image, text: str, seed: int | None, *, grid
 
 
 def make_grid(p: "Processing", images: list[Image.Image]) -> Image.Image:
-    return outputs.make_grid(images, batch_size=p.batch_size, n_rows=int(p.opt("n_rows")))
+    return outputs.make_grid(images, batch_size=p.batch_size, n_rows=int(p.opt("n_rows")),
+                             prevent_empty_spots=bool(p.opt("grid_prevent_empty_spots")))

@@ -33,7 +33,8 @@ OnStep = Callable[[StepReport], None]
 
 
 def encode_options(p: "Processing") -> EncodeOptions:
-    return EncodeOptions(p.clip_skip, str(p.opt("emphasis")), int(p.opt("comma_padding_backtrack")))
+    return EncodeOptions(p.clip_skip, str(p.opt("emphasis")), int(p.opt("comma_padding_backtrack")),
+                         bool(p.opt("sdxl_clip_l_skip")))
 
 
 def first_pass_total(p: "Processing") -> int:
@@ -80,10 +81,38 @@ def sigma_params(p: "Processing") -> dict[str, float]:
 
 def first_pass_config(p: "Processing") -> PassConfig:
     sp = sigma_params(p)
-    return PassConfig(p.sampler, p.schedule, p.steps, p.cfg_scale, p.width, p.height,
-                      eta=eta(p), s_churn=sp["s_churn"], s_tmin=sp["s_tmin"],
-                      s_tmax=sp["s_tmax"] if sp["s_tmax"] else float("inf"), s_noise=sp["s_noise"],
-                      discard_next_to_last_sigma=True if p.opt("always_discard_next_to_last_sigma") else None)
+    return with_schedule_options(p, PassConfig(
+        p.sampler, p.schedule, p.steps, p.cfg_scale, p.width, p.height,
+        eta=eta(p), s_churn=sp["s_churn"], s_tmin=sp["s_tmin"],
+        s_tmax=sp["s_tmax"] if sp["s_tmax"] else float("inf"), s_noise=sp["s_noise"],
+        discard_next_to_last_sigma=True if p.opt("always_discard_next_to_last_sigma") else None))
+
+
+def with_schedule_options(p: "Processing", cfg: PassConfig) -> PassConfig:
+    """A1111's sigma_min / sigma_max / rho / beta_dist_* options for a pass whose schedule type has a
+    function (not Automatic, not the DDIM/PLMS/UniPC samplers): like A1111, each is used and written into
+    the infotext only when it is set and differs from the model's (or the schedule's) own value."""
+    from webui.engine.samplers import effective_schedule
+    st = effective_schedule(cfg.sampler, cfg.schedule)
+    if st.name == "automatic" or is_timesteps_sampler(cfg.sampler):
+        return cfg
+    sigmas = p.sd_model.schedule.sigmas
+    m_min, m_max = float(sigmas[0]), float(sigmas[-1])
+    smin, smax, rho = (float(p.opt(k) or 0.0) for k in ("sigma_min", "sigma_max", "rho"))
+    if smin and smin != m_min:
+        cfg.sigma_min = smin
+        p.extra_generation_params["Schedule min sigma"] = smin
+    if smax and smax != m_max:
+        cfg.sigma_max = smax
+        p.extra_generation_params["Schedule max sigma"] = smax
+    if st.default_rho != -1 and rho and rho != st.default_rho:
+        cfg.rho = rho
+        p.extra_generation_params["Schedule rho"] = rho
+    if st.name == "beta":
+        cfg.beta_alpha, cfg.beta_beta = float(p.opt("beta_dist_alpha")), float(p.opt("beta_dist_beta"))
+        p.extra_generation_params["Beta schedule alpha"] = cfg.beta_alpha
+        p.extra_generation_params["Beta schedule beta"] = cfg.beta_beta
+    return cfg
 
 
 def with_extra_noise(p: "Processing", cfg: PassConfig) -> PassConfig:
@@ -117,6 +146,7 @@ def denoiser_setup(p: "Processing", controls: Any,
         if controls:
             d.controls = controls
         d.s_min_uncond = float(p.s_min_uncond or 0.0)
+        d.crop_top, d.crop_left = int(p.opt("sdxl_crop_top") or 0), int(p.opt("sdxl_crop_left") or 0)
         if extra is not None:
             extra(d)
         if before or (callbacks and callbacks.has("cfg_denoiser")):
@@ -179,9 +209,18 @@ def inpaint_conditioning(p: "Processing", batch: int, width: int, height: int) -
 
 
 def refiner(p: "Processing", hires: bool) -> Callable[[CFGDenoiser], None] | None:
-    """The refiner's switch for the job's last pass (the hires pass when there is one)."""
-    if hires != (p.hr_size is not None):
-        return None
+    """The refiner's switch: without hires fix for the one pass; with it for the pass(es) that A1111's
+    hires_fix_refiner_pass option names (default: the second). The hires pass runs on the model the
+    first pass ended on, so after a switch in the first pass it continues on the refiner."""
+    if p.hr_size is None:
+        if hires:
+            return None
+    else:
+        which = str(p.opt("hires_fix_refiner_pass") or "second pass")
+        if (which == "first pass" and hires) or (which == "second pass" and not hires):
+            return None
+        if which != "second pass" and p.refiner_checkpoint not in checkpoints_stage.NONE_NAMES:
+            p.extra_generation_params["Hires refiner"] = which
     prompts = p.cond_hr_prompts if hires else p.cond_prompts
     negatives = p.hr_negative_prompts if hires else p.negative_prompts
 
@@ -226,7 +265,8 @@ def hires_upscale(p: "Processing", latents: torch.Tensor, model: Any) -> torch.T
         if cw or ch:
             init = init[:, :, ch // 2: ch // 2 + th // vsf, cw // 2: cw // 2 + tw // vsf]
         return init
-    imgs = vae_ops.to_pil(stages.decode(model, latents))
+    from webui.processing.output_stage import decode_with
+    imgs = vae_ops.to_pil(decode_with(p, model, latents))
     resample = Image.Resampling.NEAREST if up == "Nearest" else Image.Resampling.LANCZOS
     big = []
     upscale = p.pipeline.upscale if p.pipeline is not None else None
@@ -265,6 +305,7 @@ def sample_hires(p: "Processing", latents: torch.Tensor, hr_prompts: list[str], 
     noise = noise_source(p, tuple(init.shape[1:]), p.seeds, p.subseeds)
     cfg = with_extra_noise(p, PassConfig(p.hr_sampler, p.hr_schedule, hr_steps, p.cfg_scale, tw, th, eta=eta(p),
                                          init_latent=init, denoising_strength=strength, fixed_steps=True))
+    cfg = with_schedule_options(p, cfg)
     ic = inpaint_conditioning(p, len(p.seeds), tw, th)
     hr_controls = p.control_stack.for_hires() if p.control_stack is not None else None
     return stages.sample(

@@ -40,6 +40,7 @@ class EncodeOptions:
     clip_skip: int = 1
     emphasis: str = "Original"
     comma_backtrack: int = COMMA_BACKTRACK
+    sdxl_clip_l_skip: bool = False  # A1111's option: clip skip applies to SDXL's CLIP-L only when set
 
 
 @dataclass
@@ -97,7 +98,7 @@ class PromptEncoder:
 
     # ---- encoding ----
     def _run_encoder(self, idx: int, chunk_ids: torch.Tensor, fixes: list[list[tuple[int, torch.Tensor]]],
-                     clip_skip: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+                     clip_skip: int, sdxl_clip_l_skip: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """chunk_ids [k, 77]; fixes[c] = (token index, vectors) to write over placeholder embeddings."""
         te = self.text_encoders[idx]
         handle = None
@@ -117,9 +118,9 @@ class PromptEncoder:
                 handle.remove()
         hs = out.hidden_states
         if self.family == "sdxl":
-            # SDXL conditions on the penultimate layer without the final norm; clip skip (CLIP-L only)
-            # goes one layer further back per step, as A1111 does with sdxl_clip_l_skip.
-            layer = -2 - (max(clip_skip, 1) - 1 if idx == 0 else 0)
+            # SDXL conditions on the penultimate layer without the final norm. A1111 applies clip skip only
+            # with sdxl_clip_l_skip, to CLIP-L only, as hidden_states[-clip_skip] (1 = the last layer, unnormed)
+            layer = -max(clip_skip, 1) if (idx == 0 and sdxl_clip_l_skip) else -2
             return hs[layer], (out.text_embeds if idx == 1 else None)
         # SD2 (OpenCLIP) conditions on the penultimate layer by default; SD1 on the last.
         n = (2 if self.family == "sd2" else 1) + max(clip_skip, 1) - 1
@@ -167,7 +168,7 @@ class PromptEncoder:
             ids = torch.tensor([c.tokens for c in chunks], dtype=torch.long)
             mult = torch.tensor([c.multipliers for c in chunks], dtype=torch.float32)
             fixes = [[(f.offset + 1, f.embedding.vectors_for(idx)) for f in c.fixes] for c in chunks]
-            z, p = self._run_encoder(idx, ids, fixes, opts.clip_skip)
+            z, p = self._run_encoder(idx, ids, fixes, opts.clip_skip, opts.sdxl_clip_l_skip)
             # Emphasis per chunk, as A1111 applies it chunk by chunk
             z = torch.stack([apply_emphasis(z[c:c + 1].float(), mult[c:c + 1].to(z.device), opts.emphasis)[0]
                              for c in range(z.shape[0])])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from webui.imaging.grid_annotations import draw_prompt_matrix, image_grid
+from webui.imaging.grid_annotations import draw_prompt_matrix, image_grid, style_from_options
 from webui.processing import checks, output_stage
 from webui.processing.context import Processed
 from webui.processing.errors import GenerationError
@@ -60,7 +60,8 @@ class PromptMatrix(Script):
             return res
         w, h = res.images[0].size
         grid = image_grid(res.images, rows=1 << ((len(parts) - 1) // 2), batch_size=p.batch_size)
-        grid = draw_prompt_matrix(grid, w, h, parts, int(margin_size or 0), font_size=max(10, (w + h) // 25))
+        grid = draw_prompt_matrix(grid, w, h, parts, int(margin_size or 0), font_size=max(10, (w + h) // 25),
+                                  **style_from_options(p.opt))
         res.grids, res.grid_infotexts = [grid], [res.infotexts[0]]
         res.info["index_of_first_image"] = 1
         if keep_grid and p.opt("grid_save"):

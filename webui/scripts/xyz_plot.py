@@ -17,7 +17,7 @@ from typing import Any, Callable
 from PIL import Image
 
 from webui.engine.samplers import SAMPLERS, SCHEDULE_TYPES, UnknownSamplerError, resolve_sampler
-from webui.imaging.grid_annotations import draw_xyz_grid, format_remove_path
+from webui.imaging.grid_annotations import draw_xyz_grid, format_remove_path, style_from_options
 from webui.processing import checks, output_stage
 from webui.processing.context import Processed
 from webui.processing.errors import GenerationError
@@ -351,7 +351,8 @@ class XYZPlot(Script):
         first = next(c for c in cells if c is not None)
         font = max(10, (first.width + first.height) // 25)  # small models: A1111's size would be unreadable
         grids = draw_xyz_grid(cells, *labels, draw_legend=legend, include_sub_grids=sub_grids,
-                              margin_size=margin, include_lone_images=False, font_size=font)
+                              margin_size=margin, include_lone_images=False, font_size=font,
+                              **style_from_options(p.opt if p.opts is not None else (lambda _key: None)))
         n_sub = len(grids) - 1
         if len(vals[2]) == 1 and n_sub == 1:
             grids = grids[:1]  # one Z value: its sub-grid is the grid

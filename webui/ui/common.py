@@ -118,6 +118,11 @@ def token_counter_text(svc: "Services", text: str | None, steps: int = 20, is_po
     params = BeforeTokenCounterParams(text or "", steps, list(styles or []), is_positive)
     fire("before_token_counter", params)
     text, steps, is_positive = params.prompt, params.steps, params.is_positive
+    styles_db = getattr(svc, "styles", None)
+    if params.styles and styles_db is not None and svc.settings.get("include_styles_into_token_counters"):
+        # A1111's include_styles_into_token_counters: count the prompt as the enabled styles make it
+        apply = styles_db.apply_styles_to_prompt if is_positive else styles_db.apply_negative_styles_to_prompt
+        text = apply(text or "", params.styles)
     tokenizer = None
     cur = svc.models.current
     if cur is not None:

@@ -132,8 +132,9 @@ def filter_sort(cards: list[Card], search: str, order: str) -> list[Card]:
     return out
 
 
-def tag_for(card: Card, meta: dict[str, Any]) -> str:
-    weight = meta.get("preferred weight") or 1.0
+def tag_for(card: Card, meta: dict[str, Any], default_multiplier: float = 1.0) -> str:
+    """The text a card adds: its preferred weight, else A1111's extra_networks_default_multiplier."""
+    weight = meta.get("preferred weight") or default_multiplier
     if card.kind == "Lora":
         return f"<lora:{card.name}:{float(weight):g}>"
     if card.kind == "Hypernetworks":
@@ -141,16 +142,18 @@ def tag_for(card: Card, meta: dict[str, Any]) -> str:
     return card.name
 
 
-def toggle_in_prompt(prompt: str, tag: str, extra: str = "") -> str:
-    """Add ``tag`` (and activation text) to the prompt, or take it out if it is already there."""
+def toggle_in_prompt(prompt: str, tag: str, extra: str = "", separator: str = " ") -> str:
+    """Add ``tag`` (and activation text after a space) to the prompt, after A1111's
+    extra_networks_add_text_separator, or take them out if the tag is already there."""
     prompt = prompt or ""
     if card_pattern(tag).search(prompt):
         out = card_pattern(tag).sub("", prompt)
         if extra:
             out = out.replace(extra, "")
-        return re.sub(r"(,\s*){2,}", ", ", out).strip().strip(",").strip()
-    parts = [p for p in (prompt.strip(), tag, extra.strip()) if p]
-    return ", ".join(parts) if not prompt.strip().endswith(",") else " ".join(parts)
+        out = re.sub(r"(,\s*){2,}", ", ", out)
+        return re.sub(r"[ \t]{2,}", " ", out).strip().strip(",").strip()
+    text = " ".join(t for t in (tag, extra.strip()) if t)
+    return prompt + separator + text if prompt.strip() else text
 
 
 def card_pattern(tag: str) -> re.Pattern:
@@ -247,13 +250,14 @@ def create_extra_networks(svc: "Services", prefix: str, prompt: gr.Textbox, neg_
                             return (gr.update(), gr.update()) + fields
                         if c.note:
                             gr.Warning(f"{c.label} is not usable with the loaded model ({c.note})")
-                        tag = tag_for(c, meta)
+                        sep = str(svc.settings.get("extra_networks_add_text_separator") or "")
+                        tag = tag_for(c, meta, float(svc.settings.get("extra_networks_default_multiplier")))
                         added = not card_pattern(tag).search(p or "")
-                        new_p = toggle_in_prompt(p, tag, meta.get("activation text", ""))
+                        new_p = toggle_in_prompt(p, tag, meta.get("activation text", ""), sep)
                         neg_text = (meta.get("negative text") or "").strip()
                         new_n = n
                         if neg_text and added != (neg_text in (n or "")):  # keep the pair in step
-                            new_n = toggle_in_prompt(n, neg_text)
+                            new_n = toggle_in_prompt(n, neg_text, separator=sep)
                         return (new_p, new_n) + fields
 
                     gallery.select(on_card, [shown, prompt, neg_prompt],

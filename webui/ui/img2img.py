@@ -218,7 +218,10 @@ def create_img2img_inputs(svc: "Services") -> Img2ImgInputs:
                                                       color_mode="fixed"), "Image for inpainting with mask")
             copy_row("Inpaint")
         with gr.Tab("Inpaint sketch", id="img2img_tab_inpaint_sketch", elem_id="img2img_inpaint_sketch_tab") as t3:
-            inpaint_sketch = editor("inpaint_sketch", gr.Brush(colors=colors, default_color=colors[0],
+            # A1111's img2img_inpaint_sketch_default_brush_color: this editor's own first colour
+            isk = str(svc.settings.get("img2img_inpaint_sketch_default_brush_color") or "#ffffff")
+            isk_colors = [isk] + [c for c in SKETCH_COLORS if c.lower() != isk.lower()]
+            inpaint_sketch = editor("inpaint_sketch", gr.Brush(colors=isk_colors, default_color=isk,
                                                                default_size="auto", color_mode="defaults"),
                                     "Color sketch inpainting")
             copy_row("Inpaint sketch")

@@ -113,11 +113,30 @@ def apply_send_options(req: dict[str, Any], opts: dict[str, Any]) -> dict[str, A
     return req
 
 
+def infer_styles(svc: Any, params: dict[str, Any]) -> None:
+    """A1111's infotext_styles: styles found at the end (or around `{prompt}`) of the pasted prompts are
+    taken out of them ("Apply", "Discard", "Apply if any") and named in "Styles array" for the styles
+    dropdown ("Apply": always, even none; "Apply if any": when some were found)."""
+    mode = str(svc.settings.get("infotext_styles") or "Apply if any")
+    db = getattr(svc, "styles", None)
+    if mode == "Ignore" or db is None:
+        return
+    from webui.prompts.style_extraction import extract_styles
+    found, prompt, negative = extract_styles(db.styles.values(), str(params.get("Prompt") or ""),
+                                             str(params.get("Negative prompt") or ""))
+    params["Prompt"], params["Negative prompt"] = prompt, negative
+    if mode == "Apply" or (mode == "Apply if any" and found):
+        params["Styles array"] = found
+
+
 def parse_for_paste(svc: Any, text: str) -> dict[str, Any]:
     """An infotext parsed for pasting; extensions' `on_infotext_pasted` callbacks may change the
-    parameters first (A1111)."""
+    parameters first (A1111). A1111's infotext_styles and infotext_skip_pasting options apply."""
     from webui.infotext import parse_generation_parameters
-    params = parse_generation_parameters(text)
+    params = parse_generation_parameters(text, skip_fields=[])
+    infer_styles(svc, params)
+    for key in svc.settings.get("infotext_skip_pasting") or ():
+        params.pop(key, None)
     callbacks = getattr(getattr(svc, "pipeline", None), "callbacks", None)
     if callbacks is not None and callbacks.has("infotext_pasted"):
         from types import SimpleNamespace

@@ -92,6 +92,7 @@ class Txt2ImgTab:
             "enable_hr": self.enable_hr, "hr_upscaler": self.hr_upscaler, "hr_second_pass_steps": self.hr_steps,
             "denoising_strength": self.denoising, "hr_scale": self.hr_scale,
             "hr_resize_x": self.hr_resize_x, "hr_resize_y": self.hr_resize_y,
+            **({"styles": self.styles} if self.styles is not None else {}),  # infotext_styles on paste
         }
 
 
@@ -131,7 +132,8 @@ def create_generation_tab(svc: "Services", mode: str, size: int | None = None) -
     is_i2i = mode == "img2img"
     i2i = None
     start = size or initial_size(svc)  # Width/Height's first value
-    samplers = sampler_names()
+    hidden_samplers = set(svc.settings.get("hide_samplers") or ())  # A1111's hide_samplers (Reload UI)
+    samplers = [s for s in sampler_names() if s not in hidden_samplers] or sampler_names()
     schedules = schedule_labels()
     upscalers = upscaler_names(svc)
 
@@ -140,13 +142,14 @@ def create_generation_tab(svc: "Services", mode: str, size: int | None = None) -
             with gr.Column(elem_classes="prompt-box"):
                 prompt = gr.Textbox(label="Prompt", show_label=False, lines=3, max_lines=20,
                                     placeholder=PROMPT_PLACEHOLDER, elem_id=f"{mode}_prompt")
+                counters_on = not svc.settings.get("disable_token_counters")  # A1111's option (Reload UI)
                 token_counter = gr.HTML(token_counter_html("0/75"), elem_id=f"{mode}_token_counter",
-                                        elem_classes="token-counter", padding=False)
+                                        elem_classes="token-counter", padding=False, visible=counters_on)
             with gr.Column(elem_classes="prompt-box"):
                 neg_prompt = gr.Textbox(label="Negative prompt", show_label=False, lines=3, max_lines=20,
                                         placeholder=NEG_PLACEHOLDER, elem_id=f"{mode}_neg_prompt")
                 neg_token_counter = gr.HTML(token_counter_html("0/75"), elem_id=f"{mode}_negative_token_counter",
-                                            elem_classes="token-counter", padding=False)
+                                            elem_classes="token-counter", padding=False, visible=counters_on)
         with gr.Column(scale=1, min_width=240, elem_id=f"{mode}_actions_column"):
             generate = gr.Button("Generate", variant="primary", elem_id=f"{mode}_generate", size="lg")
             with gr.Row():
@@ -298,8 +301,11 @@ def create_generation_tab(svc: "Services", mode: str, size: int | None = None) -
         return count
 
     for box, counter, positive in ((prompt, token_counter, True), (neg_prompt, neg_token_counter, False)):
-        box.change(counter_for(positive), [box, steps, styles], counter, show_progress="hidden",
-                   trigger_mode="always_last", api_visibility="private")
+        if not counters_on:
+            break
+        # the enabled styles count too (include_styles_into_token_counters): choosing one recounts
+        gr.on([box.change, styles.change], counter_for(positive), [box, steps, styles], counter,
+              show_progress="hidden", trigger_mode="always_last", api_visibility="private")
 
     extra.change(lambda v: gr.update(visible=bool(v)), extra, extra_group, show_progress="hidden",
                  api_visibility="private", queue=False)
