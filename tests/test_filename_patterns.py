@@ -144,6 +144,49 @@ def test_webp_lossless_keeps_every_pixel(tmp_path: Path) -> None:
     assert not np.array_equal(np.asarray(Image.open(lossy).convert("RGB")), np.asarray(img))
 
 
+def test_img2img_batch_output_names_follow_the_input_or_the_pattern(tmp_path: Path) -> None:
+    from webui.services.img2img_batch import save_to_output_dir
+    from webui.services.requests import Img2ImgRequest
+    from webui.settings import Settings
+    settings = Settings.load(tmp_path / "config.json")
+    info = {"all_seeds": [40, 41], "batch_size": 2, "prompt": "a cat", "index_of_first_image": 1}
+    text = "a cat\nSteps: 3, Sampler: Euler, Seed: {}, Size: 8x8"
+    img = Image.new("RGB", (8, 8))
+    one, two = Img2ImgRequest(prompt="a cat"), Img2ImgRequest(prompt="a cat", batch_size=2)
+    out = tmp_path / "out"
+    # use_original_name_batch (default): named for the input, never replacing (A1111's batch)
+    assert save_to_output_dir(settings, out, Path("in/photo[1].png"), img, text.format(40), info, 0, one).name == \
+        "00000-photo[1].png"
+    assert save_to_output_dir(settings, out, Path("in/photo.png"), img, text.format(41), info, 1, two).name == \
+        "00001-photo-2.png"  # several pictures per input: -[generation_number]
+    settings.update({"save_images_add_number": False})
+    assert save_to_output_dir(settings, out, Path("in/x.png"), img, text.format(40), info, 0, one).name == "x.png"
+    assert save_to_output_dir(settings, out, Path("in/x.png"), img, text.format(40), info, 0, one).name == "x-1.png"
+    settings.update({"use_original_name_batch": False, "save_images_add_number": True})
+    assert save_to_output_dir(settings, out, Path("in/x.png"), img, text.format(41), info, 1, two).name == \
+        "00002-41-a cat.png"  # A1111's name in a folder without subfolders: [seed]-[prompt_spaces]
+
+
+def test_open_folder_choices(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from webui.ui import gallery_buttons as gb
+
+    def svc(**options: Any) -> Any:
+        paths = SimpleNamespace(data_dir=tmp_path, outputs_dir=tmp_path / "outputs")
+        return SimpleNamespace(paths=paths, args=SimpleNamespace(), options=lambda: dict(options))
+    saved = {"saved_files": [str(tmp_path / "outputs" / "txt2img-images" / "d" / "00001-5.png")]}
+    gallery = [(str(tmp_path / "gradio-tmp" / "abc" / "image.png"), None)]
+    root = tmp_path / "outputs" / "txt2img-images"
+    assert gb.output_folder(svc(open_dir_button_choice="Subdirectory"), "txt2img", saved, gallery, 0) == root / "d"
+    assert gb.output_folder(svc(open_dir_button_choice="Subdirectory"), "txt2img", {}, gallery, 0) == root
+    even_temp = svc(open_dir_button_choice="Subdirectory (even temp dir)")
+    assert gb.output_folder(even_temp, "txt2img", {}, gallery, 0) == tmp_path / "gradio-tmp" / "abc"
+    assert gb.output_folder(even_temp, "txt2img", saved, gallery, 0) == root / "d"
+    everything = svc(open_dir_button_choice="Output Root", outdir_samples=str(tmp_path / "all"))
+    assert gb.output_folder(everything, "img2img", saved, gallery, 0) == tmp_path / "all"
+
+
 # ---------------------------------------------------------------- the real server
 
 def _set(server: Server, **opts: Any) -> None:

@@ -59,10 +59,10 @@ OUTPUT_OPTIONS: dict[str, OptionInfo] = {
                                                          "empty: [prompt_words])", _DIRS),
     "directories_max_prompt_words": OptionInfo(8, "Max prompt words for [prompt_words] pattern", _DIRS, "slider",
                                                minimum=1, maximum=20, step=1),
-    "outdir_samples": OptionInfo("", "Output directory for images; if empty, defaults to three directories below",
-                                 "Paths for saving"),
-    "outdir_grids": OptionInfo("", "Output directory for grids; if empty, defaults to two directories below",
-                               "Paths for saving"),
+    "outdir_samples": OptionInfo("", "Output directory for images of every tab; if empty, each tab's own "
+                                     "directory (txt2img, img2img, extras) is used", "Paths for saving"),
+    "outdir_grids": OptionInfo("", "Output directory for grids of every tab; if empty, each tab's own grid "
+                                   "directory (txt2img, img2img) is used", "Paths for saving"),
     "send_seed": OptionInfo(True, "Send seed when sending prompt or image to other interface", _UI, "checkbox"),
     "send_size": OptionInfo(True, "Send size when sending prompt or image to another interface", _UI, "checkbox"),
 }
