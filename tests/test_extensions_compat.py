@@ -367,6 +367,15 @@ def test_save_image_with_infotext_and_saved_callbacks(svc: Services, tmp_path: P
     assert txt is None and Path(full).parent.parent == tmp_path and Path(full).name == "00000-1234.png"
     assert Image.open(full).info["parameters"] == "a prompt\nSteps: 2"
     assert seen == {"before": ((32, 16), "a prompt\nSteps: 2"), "after": full}
+    # A1111's file-name and folder patterns apply to extensions' saves too
+    svc.settings.update({"samples_filename_pattern": "[seed]-[prompt_words]", "directories_filename_pattern": "x"})
+    try:
+        full, _ = images.save_image(img, str(tmp_path), "", 1234, "a prompt, red", "png", info="i")
+    finally:
+        svc.settings.update({"samples_filename_pattern": None, "directories_filename_pattern": None})
+    assert Path(full) == tmp_path / "x" / "00000-1234-a prompt red.png"
+    assert images.FilenameGenerator(None, 7, "a cat", img).apply("[seed]_[width]_[nope]") == "7_32_[nope]"
+    assert images.sanitize_filename_part("a b:c") == "a_b_c"
     grid = images.image_grid([img] * 4, rows=2)
     assert grid.size == (64, 32)
     assert images.resize_image(1, img, 16, 16).size == (16, 16)

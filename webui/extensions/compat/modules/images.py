@@ -1,12 +1,13 @@
 """A1111's `modules.images` on our outputs, resize and grid code.
 
-`save_image(...)` writes through `webui.outputs` (A1111's numbering: `00012-<seed>.png`,
-`<basename>-0004-<seed>.png`; a name is never overwritten), with the text chunks, and fires the
-before/after image-saved callbacks as the pipeline does. `save_to_dirs=None` means what A1111's
-defaults mean: a date subfolder (`[date]`), except with `no_prompt`. No `.txt` is written
-(this app has no `save_txt` option): the second value returned is None. `forced_filename` saves
-under that name (a taken name gets `-1`, `-2`, ...). A `[prompt]`-style filename pattern does not
-exist here; `prompt` and `short_filename` only decide whether the seed is in the name.
+`save_image(...)` writes through `webui.outputs` and names the file as the app's own savers do, by
+A1111's options and patterns (`webui.filename_patterns`: `samples_filename_pattern`,
+`directories_filename_pattern`, `save_images_add_number`, `save_images_replace_action`), with the
+text chunks, and fires the before/after image-saved callbacks as the pipeline does. `save_to_dirs=None`
+means what it means in A1111 (`grid_save_to_dirs` for grids, else `save_to_dirs` unless `no_prompt`).
+No `.txt` is written: the second value returned is None. `forced_filename` saves under that name.
+`FilenameGenerator(p, seed, prompt, image).apply("[seed]-[prompt_words]")` and
+`sanitize_filename_part` are A1111's names for the same engine.
 
 `resize_image(resize_mode, im, width, height, upscaler_name=None)`, `image_grid(imgs,
 batch_size=1, rows=None)` (fires `image_grid` callbacks), `GridAnnotation`,
@@ -16,12 +17,12 @@ batch_size=1, rows=None)` (fires `image_grid` callbacks), `GridAnnotation`,
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
+from webui import filename_patterns as patterns
 from webui import outputs
 from webui.extensions.compat import binding
 from webui.imaging import resize as _resize
@@ -40,6 +41,49 @@ def _callbacks() -> Any:
     return binding.current().pipeline.callbacks if binding.is_bound() else None
 
 
+def _options() -> dict[str, Any]:
+    if binding.is_bound():
+        return binding.current().settings.all()
+    from webui.settings import OPTIONS
+    return {k: info.default for k, info in OPTIONS.items()}
+
+
+def _context(p: Any, seed: Any, prompt: str | None, image: Image.Image | None, basename: str = "",
+             zip: bool = False) -> patterns.NameContext:
+    """A1111's FilenameGenerator inputs: a job of ours tells everything, anything else what it has."""
+    if getattr(p, "opts", None) is not None and getattr(p, "pipeline", None) is not None and image is not None:
+        from webui.processing.output_stage import name_context
+        ctx = name_context(p, image, seed)
+    else:
+        neg = getattr(p, "negative_prompt", None)
+        ctx = patterns.NameContext(
+            seed=seed, steps=getattr(p, "steps", None), cfg=getattr(p, "cfg_scale", None),
+            sampler=getattr(p, "sampler_name", None), scheduler=getattr(p, "scheduler", None),
+            styles=list(getattr(p, "styles", None) or []), batch_size=int(getattr(p, "batch_size", 1) or 1),
+            n_iter=int(getattr(p, "n_iter", 1) or 1), all_seeds=list(getattr(p, "all_seeds", None) or []),
+            negative_prompt=neg if isinstance(neg, str) else None,
+            image=image, max_prompt_words=int(_options().get("directories_max_prompt_words") or 8))
+    if prompt is not None:
+        ctx.prompt = prompt
+    ctx.basename, ctx.zip = basename, zip
+    return ctx
+
+
+class FilenameGenerator:
+    """A1111's `FilenameGenerator(p, seed, prompt, image, zip=False, basename="").apply(pattern)`."""
+
+    def __init__(self, p: Any, seed: Any, prompt: str | None, image: Image.Image | None, zip: bool = False,
+                 basename: str = "") -> None:
+        self.ctx = _context(p, seed, prompt, image, basename, zip)
+
+    def apply(self, x: str) -> str:
+        return patterns.apply_pattern(x, self.ctx)
+
+
+def sanitize_filename_part(text: str | None, replace_spaces: bool = True) -> str | None:
+    return None if text is None else patterns.sanitize_part(text, replace_spaces)
+
+
 def save_image(image: Image.Image, path: str, basename: str, seed: int | None = None, prompt: str | None = None,
                extension: str = "png", info: str | None = None, short_filename: bool = False,
                no_prompt: bool = False, grid: bool = False, pnginfo_section_name: str = "parameters",
@@ -47,10 +91,14 @@ def save_image(image: Image.Image, path: str, basename: str, seed: int | None = 
                suffix: str = "", save_to_dirs: bool | None = None) -> tuple[str, str | None]:
     """Save an image as A1111 does; returns (full file name, txt file name or None)."""
     directory = Path(path)
+    opts = _options()
+    ctx = _context(p, seed, prompt, image, basename or "")
     if save_to_dirs is None:
-        save_to_dirs = grid or not no_prompt
+        save_to_dirs = bool(opts.get("grid_save_to_dirs")) if grid else bool(opts.get("save_to_dirs")) and not no_prompt
     if save_to_dirs:
-        directory = directory / time.strftime("%Y-%m-%d")
+        directory = directory.joinpath(*patterns.directory_name(str(opts.get("directories_filename_pattern") or ""),
+                                                                ctx))
+    replace = opts.get("save_images_replace_action") != "Add number suffix"
     pnginfo: dict[str, Any] = dict(existing_info or {})
     if info is not None:
         pnginfo[pnginfo_section_name] = info
@@ -65,11 +113,17 @@ def save_image(image: Image.Image, path: str, basename: str, seed: int | None = 
         target = Path(params.filename)
         folder = target.parent if target.is_absolute() else directory / target.parent
         stem = target.stem if target.suffix.lower().lstrip(".") in outputs.FORMATS else target.name
-        saved = outputs.save_image_named(params.image, folder, stem, infotext=text, fmt=fmt, extra_pnginfo=extra)
+        saved = outputs.save_image_named(params.image, folder, stem, infotext=text, fmt=fmt, extra_pnginfo=extra,
+                                         replace=replace, lossless=bool(opts.get("webp_lossless")))
     else:
-        use_seed = None if (short_filename or seed is None or seed == "") else seed
-        saved = outputs.save_image(params.image, directory, seed=use_seed, infotext=text, basename=basename or "",
-                                   grid=grid, fmt=fmt, extra_pnginfo=extra, suffix=suffix)
+        short = short_filename or seed is None or seed == ""
+        decoration = "" if short else patterns.file_decoration(str(opts.get("samples_filename_pattern") or ""),
+                                                               bool(opts.get("save_to_dirs")), ctx)
+        saved = outputs.save_image(params.image, directory, seed=None if short else seed, infotext=text,
+                                   basename=basename or "", grid=grid, fmt=fmt, extra_pnginfo=extra, suffix=suffix,
+                                   decoration=decoration, add_number=bool(opts.get("save_images_add_number", True)),
+                                   replace=replace, lossless=bool(opts.get("webp_lossless")),
+                                   quality=int(opts.get("jpeg_quality") or 80))
     if callbacks is not None:
         callbacks.run("image_saved", ImageSaveParams(params.image, p, str(saved), params.pnginfo), p)
     return str(saved), None
@@ -110,7 +164,7 @@ def flatten(img: Image.Image, bgcolor: str) -> Image.Image:
     return _resize.flatten(img, bgcolor)
 
 __all__ = [
-    "GridAnnotation", "ImageGridLoopParams", "ImageSaveParams", "LANCZOS", "NEAREST", "draw_grid_annotations",
-    "draw_prompt_matrix", "flatten", "get_font", "get_next_sequence_number", "image_grid", "read_info_from_image",
-    "resize_image", "save_image"
+    "FilenameGenerator", "GridAnnotation", "ImageGridLoopParams", "ImageSaveParams", "LANCZOS", "NEAREST",
+    "draw_grid_annotations", "draw_prompt_matrix", "flatten", "get_font", "get_next_sequence_number", "image_grid",
+    "read_info_from_image", "resize_image", "sanitize_filename_part", "save_image"
 ]
