@@ -99,6 +99,7 @@ def test_sanitising_length_and_word_limits() -> None:
     assert fp.apply_pattern("[prompt_words]", ctx(prompt="")) == "empty"
     assert fp.file_stem("CON") == "_CON" and fp.folder_parts("aux.txt/lpt1") == ["_aux.txt", "_lpt1"]
     assert len(fp.file_stem("é" * 300, 100).encode("utf-8")) <= 100
+    assert len(fp.folder_parts("日" * 300)[0].encode("utf-8")) <= 200
 
 
 def test_a_prompt_or_pattern_never_leaves_the_output_folder(tmp_path: Path) -> None:
@@ -251,6 +252,12 @@ def test_outdir_samples_and_grids_override_the_tab_folders(ui_server: Server, re
     grids = list((tmp_path / "all-grids" / day).iterdir())
     assert len(grids) == 1 and re.fullmatch(r"grid-\d{4}-90\.png", grids[0].name)  # extended: with the seed
     assert len(res["images"]) == 3
+    # a folder that cannot be made is the request's problem to hear of (400 with the folder), not a 500
+    (tmp_path / "a-file").write_text("x")
+    _set(ui_server, outdir_samples=str(tmp_path / "a-file"))
+    r = requests.post(ui_server.api("txt2img"), timeout=300, json={
+        "prompt": "x", "seed": 1, "steps": 2, "width": 64, "height": 64, "save_images": True})
+    assert r.status_code == 400 and "cannot save the image into" in r.json()["detail"] and "a-file" in r.text
 
 
 @pytest.mark.browser

@@ -254,6 +254,8 @@ def folder_parts(name: str) -> list[str]:
     parts = []
     for part in re.split(r"[\\/]+", name):
         part = sanitize_part(part, replace_spaces=False)
+        while len(part.encode("utf-8")) > 200:  # 128 characters can be 512 bytes; names stop at 255
+            part = part[:-1].rstrip(" .")
         if part and part.strip(".") and part not in (".", ".."):
             parts.append(_not_reserved(part))
     return parts

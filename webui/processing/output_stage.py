@@ -130,18 +130,23 @@ def save(p: "Processing", img: Image.Image, text: str, seed: int | None, *, grid
         callbacks.run("before_image_saved", params, p)
     info = params.pnginfo.get("parameters") if params.pnginfo else None
     extra = {k: str(v) for k, v in (params.pnginfo or {}).items() if k != "parameters"} or None
-    if params.filename:  # a callback chose the name
-        target = Path(params.filename)
-        path = outputs.save_image_named(params.image, target.parent if target.parent != Path("") else directory,
-                                        target.stem, infotext=info, fmt=fmt, extra_pnginfo=extra, quality=quality,
-                                        replace=replace, lossless=lossless)
-    else:
-        path = outputs.save_image(params.image, directory, seed=seed, infotext=info, grid=grid, fmt=fmt,
-                                  extra_pnginfo=extra, quality=quality, decoration=decoration,
-                                  add_number=bool(p.opt("save_images_add_number")), replace=replace,
-                                  lossless=lossless)
-    if p.opt("save_txt") and text:
-        path.with_suffix(".txt").write_text(text, encoding="utf-8")  # A1111: infotext beside the image
+    try:
+        if params.filename:  # a callback chose the name
+            target = Path(params.filename)
+            folder = target.parent if target.parent != Path("") else directory
+            path = outputs.save_image_named(params.image, folder, target.stem, infotext=info, fmt=fmt,
+                                            extra_pnginfo=extra, quality=quality, replace=replace, lossless=lossless)
+        else:
+            path = outputs.save_image(params.image, directory, seed=seed, infotext=info, grid=grid, fmt=fmt,
+                                      extra_pnginfo=extra, quality=quality, decoration=decoration,
+                                      add_number=bool(p.opt("save_images_add_number")), replace=replace,
+                                      lossless=lossless)
+        if p.opt("save_txt") and text:
+            path.with_suffix(".txt").write_text(text, encoding="utf-8")  # A1111: infotext beside the image
+    except OSError as e:  # an output folder option or a pattern naming something unwritable: say which
+        raise GenerationError(f"cannot save the {'grid' if grid else 'image'} into {directory}: "
+                              f"{e.strerror or e} (see the outdir_* options and the file and folder "
+                              "name patterns)") from None
     if callbacks is not None:
         callbacks.run("image_saved", ImageSaveParams(params.image, p, str(path), params.pnginfo), p)
     return path
