@@ -147,6 +147,31 @@ def test_a_new_file_gets_every_default(tmp_path: Path) -> None:
     assert again.from_file == written and not again.dump_defaults()
 
 
+def _sized_page(defaults: UiDefaults) -> Any:
+    with gr.Blocks():
+        with gr.Tabs(elem_id="tabs") as tabs:
+            with gr.Tab("txt2img", id="txt2img"):
+                width = gr.Slider(64, 2048, value=1024, step=8, label="Width")  # an SDXL model's native size
+        register_page(defaults, tabs)
+    return width
+
+
+def test_model_sized_controls_keep_following_the_model(tmp_path: Path) -> None:
+    path = tmp_path / "ui-config.json"
+    sized = {"txt2img/Width/value": 512}
+    defaults = UiDefaults(path, sized)
+    width = _sized_page(defaults)
+    defaults.dump_defaults()
+    assert json.loads(path.read_text(encoding="utf-8"))["txt2img/Width/value"] == 512 and width.value == 1024
+    again = UiDefaults(path, sized)
+    width = _sized_page(again)
+    assert width.value == 1024  # A1111's 512 in the file: the page keeps the model's size
+    assert list(again.changes(again.from_file, (1024,))) == []  # and that is no change to save
+    assert list(again.changes(again.from_file, (768,))) == [("txt2img/Width/value", 512, 768)]
+    path.write_text(json.dumps({"txt2img/Width/value": 320}), encoding="utf-8")
+    assert _sized_page(UiDefaults(path, sized)).value == 320  # a size of one's own wins
+
+
 # ---------------------------------------------------------------- the real server in a browser
 
 SAVED = {"txt2img/Sampling steps/value": 7, "txt2img/Sampling steps/maximum": 200, "txt2img/Width/value": 320,
@@ -214,6 +239,7 @@ def test_the_page_starts_from_the_file_and_generates_with_it(browser: Any, serve
     assert written["txt2img/CFG Scale/value"] == 7.0 and written["img2img/Denoising strength/value"] == 0.75
     assert written["customscript/xyz_grid.py/txt2img/X type/value"] == "Seed"
     assert "settings/Apply settings/visible" not in written
+    assert written["txt2img/Height/value"] == written["img2img/Width/value"] == 512  # A1111's, not the model's
 
 
 @pytest.mark.browser

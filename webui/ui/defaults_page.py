@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PAGE_ID = "settings_page_defaults"
+# Width/Height start at the model's native size (webui.ui.txt2img.initial_size); the file gets A1111's 512
+MODEL_SIZED = {f"{tab}/{dim}/value": 512 for tab in ("txt2img", "img2img") for dim in ("Width", "Height")}
 DEFAULTS = "Defaults"  # its entry in the Settings tab's section list
 # shown while "Defaults" is picked and the search box is empty (the other pages hide themselves then)
 SHOW_JS = """
@@ -85,7 +87,7 @@ def _unreadable(defaults: UiDefaults, e: Exception) -> str:
 def setup_ui_defaults(svc: "Services", demo: gr.Blocks, tabs: gr.Tabs, page: DefaultsPage | None) -> UiDefaults:
     """Load the file, register the built page (its controls take the saved values), add the new keys
     to the file and connect the Defaults page. Called inside the page's Blocks, before it closes."""
-    defaults = UiDefaults(config_path(svc))
+    defaults = UiDefaults(config_path(svc), MODEL_SIZED)
     register_page(defaults, tabs)
     if defaults.dump_defaults():
         log.info("UI defaults written to %s", defaults.path)

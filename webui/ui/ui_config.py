@@ -95,8 +95,12 @@ def _named(comp: Any, name: str) -> bool:
 class UiDefaults:
     """The file's values, the page's registered controls and the Defaults page's two actions."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, model_sized: dict[str, Any] | None = None) -> None:
         self.path = path
+        # controls whose built value is the model's native size: the file gets A1111's constant default
+        # for them, and that value leaves the page following the model (a size of one's own is kept)
+        self.model_sized = dict(model_sized or {})
+        self.built: dict[str, Any] = {}  # key → the built value of the first control registered for it
         self.from_file: dict[str, Any] = {}
         self.values: dict[str, Any] = {}  # the file's content plus the defaults of keys it lacked
         self.error_loading = False
@@ -231,11 +235,14 @@ class UiDefaults:
     def _field(self, key: str, obj: Any, attr: str, ok: Callable[[Any], bool],
                convert: Callable[[Any], Any] | None = None) -> None:
         saved = self.from_file.get(key)
+        self.built.setdefault(key, getattr(obj, attr, None))
         if saved is None:  # a new key: the built default goes into the file
-            default = getattr(obj, attr, None)
+            default = self.model_sized.get(key, getattr(obj, attr, None))
             if default is None and attr == "value" and _is(obj, gr.Textbox):
                 default = ""  # an empty box, as A1111 writes it
             self.values.setdefault(key, _plain(default))
+        elif key in self.model_sized and saved == self.model_sized[key]:
+            pass  # the constant default: the page keeps the model's size
         elif not ok(saved):
             # a second control of the same label (a hidden twin) may take another type; lists of files
             # (checkpoints, upscalers) change between starts, so a vanished choice is no alarm
@@ -265,6 +272,8 @@ class UiDefaults:
         """(key, saved value, value on the page) for each control whose value differs from the file."""
         for (key, comp), new in zip(self.mapping.items(), values):
             old = saved.get(key)
+            if key in self.model_sized and old in (None, self.model_sized[key]) and new == self.built.get(key):
+                continue  # the page shows the model's size, which the constant default stands for
             choices = _choices(comp)
             if isinstance(new, int) and not isinstance(new, bool) and choices and getattr(comp, "type", "") == "index":
                 if not 0 <= new < len(choices):
