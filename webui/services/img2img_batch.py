@@ -91,7 +91,10 @@ def run_batch(scripts: Img2ImgScripts, req: Img2ImgRequest, input_dir: str, outp
             continue
         # an output folder gets no date subfolders (A1111's batch with an output dir)
         for i, (img, text) in enumerate(zip(res.images, res.infotexts)):
-            result.paths.append(save_to_output_dir(settings, out, path, img, text, res.info, i, req))
+            try:
+                result.paths.append(save_to_output_dir(settings, out, path, img, text, res.info, i, req))
+            except OSError as e:
+                raise GenerationError(f"Batch: cannot save into {out}: {e.strerror or e}") from None
     return result
 
 
