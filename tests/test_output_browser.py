@@ -333,6 +333,15 @@ def test_image_browser_tab_shows_sends_and_deletes(server: Server, browser: Any)
         const x = c.getContext('2d'); x.drawImage(i, 0, 0); return Array.from(x.getImageData(8, 8, 1, 1).data); }""")
     assert blue[2] > 180 and blue[0] < 80, blue  # the teapot picture's blue
 
+    tab.click()  # the selection stays: the same file goes to PNG Info (its own metadata) and to Extras
+    page.click("#image_browser_send_to_pnginfo")
+    page.wait_for_function("() => { const h = document.querySelector('#pnginfo_html');"
+                           " return h && h.innerText.includes('Seed: 4242'); }")
+    tab.click()
+    page.click("#image_browser_send_to_extras")
+    page.wait_for_function("() => { const i = document.querySelector('#extras_image img');"
+                           " return i && i.complete && i.naturalWidth === 64; }")
+
     tab.click()
     page.click("#image_browser_delete")  # not confirmed: a warning, and the file stays
     page.wait_for_selector("text=Tick “Confirm delete” first")

@@ -62,6 +62,8 @@ CSS = """
 /* Input pictures fill their box (Gradio's scale-down left a small picture at native size). */
 #img2img_image img, #img_inpaint_base img, #img_inpaint_mask img, #extras_image img, #pnginfo_image img {
   object-fit: contain !important; width: 100%; height: 100%; }
+/* Image Browser: the selected picture fills its box too */
+#image_browser_image img { object-fit: contain !important; width: 100%; height: 100%; }
 /* Extra-network cards keep a card's size however few files there are (Gradio's gallery shrinks its
    column count to the item count, so a lone card would span the whole row). */
 .extra-network-cards .grid-container { grid-template-columns: repeat(auto-fill, minmax(110px, 150px)) !important; }
