@@ -152,6 +152,8 @@ def build_app(svc: Any, args: argparse.Namespace) -> Any:
         import gradio as gr
 
         from webui.ui.main import build_ui, launch_kwargs
+        from webui.api.page_routes import build_page_router
+        app.include_router(build_page_router(svc))  # notification.mp3 and the title's progress, for the page
         demo = build_ui(svc)
         fire("app_started", demo, app)  # before the UI is mounted at "/": routes extensions add are reachable
         app = gr.mount_gradio_app(app, demo, path="/", **launch_kwargs(svc))

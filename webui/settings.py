@@ -143,6 +143,26 @@ OPTIONS: dict[str, OptionInfo] = {
     "disable_all_extensions": OptionInfo("none", "Disable all extensions (preserves the list of disabled "
                                                  "extensions)", "Extensions", "radio",
                                          choices=("none", "extra", "all")),
+    # ---- the page's keyboard and button habits (webui/ui/page_habits.py; A1111's keys, labels, defaults) ----
+    "keyedit_precision_attention": OptionInfo(0.1, "Precision for (attention:1.1) when editing the prompt with "
+                                                   "Ctrl+up/down", "Prompt editing", "slider",
+                                              minimum=0.01, maximum=0.2, step=0.001),
+    "keyedit_precision_extra": OptionInfo(0.05, "Precision for <extra networks:0.9> when editing the prompt with "
+                                                "Ctrl+up/down", "Prompt editing", "slider",
+                                          minimum=0.01, maximum=0.2, step=0.001),
+    "keyedit_delimiters": OptionInfo(r".,\/!?%^*;:{}=`~() ", "Word delimiters when editing the prompt with "
+                                                             "Ctrl+up/down", "Prompt editing"),
+    "keyedit_delimiters_whitespace": OptionInfo(("Tab", "Carriage Return", "Line Feed"),
+                                                "Ctrl+up/down whitespace delimiters", "Prompt editing", "multiselect",
+                                                choices=("Tab", "Carriage Return", "Line Feed")),
+    "keyedit_move": OptionInfo(True, "Alt+left/right moves prompt elements", "Prompt editing", "checkbox"),
+    "notification_audio": OptionInfo(True, "Play notification sound after image generation (notification.mp3 "
+                                           "in the data dir; reload the page to apply)", "Saving images",
+                                     "checkbox"),
+    "notification_volume": OptionInfo(100, "Notification sound volume (in %)", "Saving images", "slider",
+                                      minimum=0, maximum=100, step=1),
+    "show_progress_in_title": OptionInfo(True, "Show generation progress in window title.", "User interface",
+                                         "checkbox"),
     # ---- options the generation pipeline reads (A1111's keys, defaults and infotext names) ----
     # randn_source: A1111's default is "GPU"; ours stays "CPU". Decided so because
     # * here "GPU" on a machine without CUDA draws the NV source (CUDA's Philox numbers, so that "GPU" images

@@ -105,13 +105,20 @@ def launch_kwargs(svc: "Services | None" = None) -> dict[str, Any]:
     }
 
 
-def page_head(svc: "Services | None", **overrides: str) -> str:
+def page_head(svc: "Services | None", **overrides: Any) -> str:
     """The page's head: the localization and light/dark mode first (A1111 defines
-    `window.localization` before any other script), then extensions' scripts."""
+    `window.localization` before any other script), the page's keyboard and button habits with the
+    option values they read, then extensions' scripts."""
     from webui.ui.extension_assets import head_html
     from webui.ui.localization import head_html as localization_head
+    from webui.ui.page_habits import PAGE_OPTIONS
+    from webui.ui.page_habits import head_html as habits_head
     manager = getattr(svc, "extensions", None) if svc is not None else None
-    return (localization_head(svc, **overrides) + "\n" if svc is not None else "") + head_html(manager)
+    if svc is None:
+        return head_html(manager)
+    ours = {k: v for k, v in overrides.items() if k in PAGE_OPTIONS}
+    rest = {k: str(v) for k, v in overrides.items() if k not in PAGE_OPTIONS}
+    return localization_head(svc, **rest) + "\n" + habits_head(svc, ours) + "\n" + head_html(manager)
 
 
 def gradio_theme(svc: "Services | None") -> Any:
@@ -134,13 +141,16 @@ def _follow_head_options(svc: "Services", demo: gr.Blocks) -> None:
             if blocks is None or not isinstance(getattr(blocks, "config", None), dict):
                 return
             try:
-                blocks.head = blocks.config["head"] = page_head(svc, **{key: str(value)})
+                blocks.head = blocks.config["head"] = page_head(svc, **{key: value})
             except Exception:  # never let a page detail stop the option from being saved
                 log.exception("page head not rebuilt after %s changed", key)
         return changed
 
     svc.settings.on_change("localization", listener("localization"))
     svc.settings.on_change("theme_mode", listener("theme"))
+    from webui.ui.page_habits import PAGE_OPTIONS
+    for key in PAGE_OPTIONS:  # the habits' scripts read these from the head
+        svc.settings.on_change(key, listener(key))
 
 
 def _default_size(svc: "Services") -> tuple[int, int] | None:
@@ -261,6 +271,8 @@ def _build_ui(svc: "Services") -> gr.Blocks:
 
         arrange_tabs(svc, tabs, settings)  # ui_tab_order, hidden_tabs
         connect_row(svc, demo, quick, settings)
+        from webui.ui.page_habits import connect_generation_hooks
+        connect_generation_hooks({"txt2img": t2i, "img2img": i2i})  # title progress, sound, generate forever
         for source in (t2i, i2i):  # 🖼️ 🎨️ 📐 under each gallery reach the other tabs
             connect_send_buttons(svc, source, i2i, extras.image, tabs)
 

@@ -19,6 +19,7 @@ from webui.ui.extra_networks import create_extra_networks
 from webui.ui.gallery_buttons import connect_file_buttons, create_gallery_buttons
 from webui.ui.gallery_values import (as_float, as_int, infotext_for_index, infotext_html, scaled_size,
                                      seed_for_index)
+from webui.ui.page_habits import interrupt_clicked
 from webui.ui.paste import parse_for_paste, parse_override_entries, paste_values, script_field_updates
 
 if TYPE_CHECKING:
@@ -328,7 +329,7 @@ def create_generation_tab(svc: "Services", mode: str, size: int | None = None) -
 
     gallery.select(on_select, gen_info, [selected, info], show_progress="hidden", api_visibility="private")
 
-    interrupt.click(lambda: svc.queue.interrupt(), None, None, show_progress="hidden", queue=False,
+    interrupt.click(lambda: interrupt_clicked(svc), None, None, show_progress="hidden", queue=False,
                     api_visibility="private")
     skip.click(lambda: svc.queue.skip(), None, None, show_progress="hidden", queue=False,
                api_visibility="private")
