@@ -123,11 +123,14 @@ def test_search_is_case_insensitive_and_the_index_is_reused(data: Path) -> None:
     assert b.page("txt2img", search="from the index").total == 0
     assert [f.name for f in b.page("txt2img", search="zebra").files] == ["00002-102.png"]
 
-    # a file gone: a search over every kind drops its row
+    # a file gone: a search over every kind drops its row and its thumbnail
+    thumb = b.thumbnails(b.page("txt2img", search="zebra").files)[0]
+    kept = b.thumbnails(b.page("txt2img").files[:1])[0]
     target.unlink()
     b.page("all", search="zebra")
     with sqlite3.connect(db) as c:
         assert c.execute("SELECT count(*) FROM files WHERE path = ?", (str(target),)).fetchone()[0] == 0
+    assert not thumb.exists() and kept.exists()
 
 
 def test_thumbnails_are_made_once_per_file_version(data: Path) -> None:

@@ -180,9 +180,10 @@ class OutputBrowser:
         files = self.scan(kind, folder)
         search = (search or "").strip()
         if search:
-            if kind == ALL and not folder:  # every folder was scanned: drop rows of files now gone
+            if kind == ALL and not folder:  # every folder was scanned: forget files now gone
                 roots = [str(self.root(k)).rstrip(os.sep) + os.sep for k in KINDS]
                 self.index.prune(roots, {f.stat.path for f in files})
+                self.thumbs.prune(f.stat for f in files)
             files = self.search_in(files, search)
         pages = max(1, math.ceil(len(files) / self.per_page))
         start = (page - 1) * self.per_page

@@ -176,3 +176,14 @@ class ThumbnailCache:
 
     def drop(self, f: FileStat) -> None:
         self.path_for(f).unlink(missing_ok=True)
+
+    def prune(self, keep: Iterable[FileStat]) -> int:
+        """Remove thumbnails of file versions not in `keep` (files changed or deleted outside the
+        browser); returns how many."""
+        wanted = {self.path_for(f).name for f in keep}
+        gone = 0
+        for thumb in self.folder.glob("*/*.jpg"):
+            if thumb.name not in wanted:
+                thumb.unlink(missing_ok=True)
+                gone += 1
+        return gone
