@@ -13,8 +13,10 @@ import pytest
 import requests
 
 from conftest import BROWSER_TIMEOUT_MS, Server, start_server, stop_server, wait_for_model
-from webui.settings import Settings
+from webui.settings import OPTIONS, Settings
+from webui.ui import settings_pages
 from webui.ui.quicksettings import arrange_tabs, row_keys, row_label
+from webui.ui.settings_tab import SettingsTab
 
 ROW = ["sd_model_checkpoint", "CLIP_stop_at_last_layers", "sd_vae"]
 CONFIG = {"quicksettings_list": ROW, "hidden_tabs": ["Train", "Settings"], "ui_tab_order": ["Extras", "img2img"]}
@@ -48,7 +50,9 @@ def test_tab_order_and_hidden_tabs_at_page_build(tmp_path: Path) -> None:
             for name in ("Alpha", "Beta", "Gamma", "Settings"):
                 with gr.Tab(name, id=name.lower()):
                     gr.Markdown(name)
-        shown = arrange_tabs(app, tabs)  # type: ignore[arg-type]
+        lists = {key: gr.Dropdown([], value=[], multiselect=True, allow_custom_value=True)
+                 for key in ("ui_tab_order", "hidden_tabs")}  # the Settings tab's, built before the tabs
+        shown = arrange_tabs(app, tabs, SettingsTab(lists, None, None))  # type: ignore[arg-type]
     assert [t.label for t in tabs.children] == ["Settings", "Beta", "Alpha", "Gamma"]
     assert shown == ["Settings", "Beta", "Gamma"]  # Alpha hidden; Settings cannot be
     assert [t.visible for t in tabs.children] == [True, True, False, True]
@@ -56,6 +60,18 @@ def test_tab_order_and_hidden_tabs_at_page_build(tmp_path: Path) -> None:
     # the Settings lists offer the tabs found (and keep a chosen one that is gone)
     assert app.settings.options["hidden_tabs"].choices == ("Alpha", "Beta", "Gamma", "Settings")
     assert "Gone" in app.settings.options["ui_tab_order"].choices
+    assert [c[1] for c in lists["hidden_tabs"].choices] == ["Alpha", "Beta", "Gamma", "Settings"]
+
+
+def test_settings_tab_copies_of_row_options_get_their_own_ids() -> None:
+    """The row has A1111's `setting_<key>`; the Settings tab's copy is `settings_page_<key>`, and its
+    search and section list show and hide that one (with the VAE's 🔄)."""
+    keys = ["sd_vae", "CLIP_stop_at_last_layers", "grid_save"]
+    entries = settings_pages.search_entries(OPTIONS, keys, ["sd_vae", "CLIP_stop_at_last_layers"])
+    assert set(entries) == {"settings_page_sd_vae", "settings_page_CLIP_stop_at_last_layers", "setting_grid_save"}
+    js = settings_pages.filter_js(entries, {"Stable Diffusion": keys}, ["sd_vae"])
+    assert '"settings_page_sd_vae": "settings_page_refresh_sd_vae"' in js
+    assert '"setting_sd_vae": "refresh_sd_vae"' in settings_pages.filter_js(entries, {"Stable Diffusion": keys})
 
 
 # ---------------------------------------------------------------- in the browser
@@ -108,6 +124,7 @@ def tab_names(page: Any) -> list[str]:
                          ".filter(b => b.offsetParent !== null).map(b => b.innerText.trim())")
 
 
+@pytest.mark.browser
 def test_row_shows_the_listed_options_and_tabs_follow_the_options(page: Any) -> None:
     selected = page.locator("#tabs button[role=tab][id^=tab_][aria-selected=true]").inner_text().strip()
     assert selected == "Extras"  # the page opens on the first tab of ui_tab_order
@@ -138,6 +155,7 @@ def test_row_shows_the_listed_options_and_tabs_follow_the_options(page: Any) -> 
     assert "Settings" in names  # cannot be hidden
 
 
+@pytest.mark.browser
 def test_clip_skip_from_the_row_applies_saves_and_reaches_the_infotext(page: Any, qs_server: Server) -> None:
     config = qs_server.data_dir / "config.json"
     try:
@@ -166,10 +184,20 @@ def test_clip_skip_from_the_row_applies_saves_and_reaches_the_infotext(page: Any
                                ".includes('Steps: 2')", timeout=120_000)
         info = page.inner_text("#txt2img_info")
         assert "Clip skip: 2" in info, info
+
+        # the other way: the Settings tab's Apply shows its value in the row
+        page.get_by_role("tab", name="Settings").click()
+        copy.fill("3")
+        copy.press("Enter")
+        page.click("#settings_submit")
+        page.wait_for_function("() => document.querySelector("
+                               "'#setting_CLIP_stop_at_last_layers input[type=number]').value === '3'")
+        assert options(qs_server)["CLIP_stop_at_last_layers"] == 3
     finally:
         requests.post(qs_server.api("options"), json={"CLIP_stop_at_last_layers": 1}, timeout=10)
 
 
+@pytest.mark.browser
 def test_list_change_shows_after_reload_ui_and_a_bad_number_is_refused(page: Any, qs_server: Server) -> None:
     config = qs_server.data_dir / "config.json"
     r = requests.post(qs_server.api("options"),
