@@ -314,3 +314,101 @@ def test_infotext_field_skips_fields_and_keeps_the_model(server: Server) -> None
     finally:
         set_opts(server, disable_weights_auto_swap=True, infotext_skip_pasting=[])
     assert "Model: tiny-sd1-b" in swapped and "CFG scale: 7" in swapped  # the skipped field is not read
+
+
+# ---------------------------------------------------------------- the page
+
+def component_props(page: Any, elem_id: str) -> dict:
+    """A component's props as Gradio sent them to the page."""
+    return page.evaluate("""(id) => {
+      const c = window.gradio_config.components.find(c => c.props && c.props.elem_id === id);
+      return c ? c.props : null; }""", elem_id)
+
+
+def wait_counter(page: Any, elem_id: str, want: str, timeout: float = 60) -> None:
+    """Wait until a token counter reads `want` (the count runs on the server after each change)."""
+    deadline = time.time() + timeout
+    got = None
+    while time.time() < deadline:
+        got = page.evaluate("(id) => [...document.querySelectorAll('#' + id)].map(e => e.innerText.trim())",
+                            elem_id)
+        if want in got:
+            return
+        page.wait_for_timeout(250)
+    raise AssertionError(f"{elem_id} shows {got}, not {want!r}")
+
+
+@pytest.mark.browser
+def test_page_options(browser: Any, server: Server) -> None:
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = ctx.new_page()
+    page.set_default_timeout(60_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        page.goto(server.url + "/")
+        page.wait_for_selector("#txt2img_prompt textarea")
+        # hide_samplers (config.json): not offered; the sketch brush of inpaint sketch has its own colour
+        choices = [c[0] if isinstance(c, list) else c for c in component_props(page, "txt2img_sampling")["choices"]]
+        assert "Euler a" in choices and "Euler" not in choices and "LMS" not in choices
+        assert component_props(page, "inpaint_sketch")["brush"]["default_color"] == "#00ff00"
+
+        # the token counter counts the enabled styles (include_styles_into_token_counters)
+        prompt = page.locator("#txt2img_prompt textarea")
+        prompt.fill("a cat")
+        wait_counter(page, "txt2img_token_counter", "2/75")
+        page.locator("#txt2img_styles input").click()
+        page.get_by_role("option", name="shiny").click()
+        page.keyboard.press("Escape")
+        # "a cat, golden light, bokeh" (bokeh is two tokens); the negative box counts the style's "lowres"
+        wait_counter(page, "txt2img_token_counter", "8/75")
+        wait_counter(page, "txt2img_negative_token_counter", "2/75")
+        set_opts(server, include_styles_into_token_counters=False)
+        prompt.fill("a dog")
+        wait_counter(page, "txt2img_token_counter", "2/75")
+        set_opts(server, include_styles_into_token_counters=True)
+
+        # an extra-network card: extra_networks_default_multiplier 0.5, after the " " separator
+        page.locator("#txt2img_extra_networks").get_by_text("Extra networks", exact=True).first.click()
+        page.get_by_role("tab", name="Lora").click()
+        page.locator("#txt2img_lora_cards").get_by_text("ink").first.wait_for()
+        page.locator("#txt2img_lora_cards img").first.click()
+        page.wait_for_function("() => document.querySelector('#txt2img_prompt textarea').value"
+                               " === 'a dog <lora:ink:0.5>'")
+
+        # ↙️ with infotext_styles "Apply if any", a skipped field, and another model's hash
+        page.locator("#txt2img_styles input").click()
+        page.get_by_role("option", name="shiny").click()  # deselect: the paste must select it again
+        page.keyboard.press("Escape")
+        set_opts(server, infotext_skip_pasting=["Seed"])
+        other_text = json.loads(txt2img(server, steps=1, override_settings={
+            "sd_model_checkpoint": titles(server)["tiny-sd1-b"]})["info"])["infotexts"][0]
+        other = other_text.split("Model hash: ", 1)[1].split(",", 1)[0]
+        prompt.fill("a red circle, golden light, bokeh\nNegative prompt: blurry, lowres\nSteps: 7, Sampler: Euler a, "
+                    f"CFG scale: 5, Seed: 4242, Size: 64x64, Model hash: {other}, Model: tiny-sd1-b, "
+                    "Clip skip: 2, Version: v1.10.1")
+        page.click("#txt2img_paste")
+        page.wait_for_function("() => document.querySelector('#txt2img_prompt textarea').value === 'a red circle'")
+        assert page.locator("#txt2img_neg_prompt textarea").input_value() == "blurry"
+        assert "shiny" in page.inner_text("#txt2img_styles")
+        assert page.locator("#txt2img_steps input[type=number]").input_value() == "7"
+        assert page.locator("#txt2img_seed input").input_value() != "4242"  # infotext_skip_pasting
+        chips = page.inner_text("#txt2img_override_settings")
+        assert "Clip skip: 2" in chips and "Model hash" not in chips  # disable_weights_auto_swap
+        set_opts(server, infotext_skip_pasting=[])
+
+        # disable_token_counters: after Reload UI the counters are gone
+        set_opts(server, disable_token_counters=True)
+        page.get_by_role("tab", name="Settings").click()
+        page.click("#settings_reload_ui")
+        page.wait_for_timeout(3000)
+        page.wait_for_selector("#txt2img_prompt textarea", timeout=120_000)
+        page.goto(server.url + "/")
+        page.wait_for_selector("#txt2img_prompt textarea")
+        assert not page.locator("#txt2img_token_counter").is_visible()
+        assert component_props(page, "txt2img_token_counter")["visible"] is False
+    finally:
+        page.screenshot(path="/tmp/helperE2-options.png", full_page=True)
+        ctx.close()
+        set_opts(server, disable_token_counters=False, infotext_skip_pasting=[])
+    assert not errors, errors

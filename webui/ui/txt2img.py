@@ -305,8 +305,9 @@ def create_generation_tab(svc: "Services", mode: str, size: int | None = None) -
         if not counters_on:
             break
         # the enabled styles count too (include_styles_into_token_counters): choosing one recounts
-        gr.on([box.change, styles.change], counter_for(positive), [box, steps, styles], counter,
-              show_progress="hidden", trigger_mode="always_last", api_visibility="private")
+        for trigger in (box.change, styles.change):
+            trigger(counter_for(positive), [box, steps, styles], counter, show_progress="hidden",
+                    trigger_mode="always_last", api_visibility="private")
 
     extra.change(lambda v: gr.update(visible=bool(v)), extra, extra_group, show_progress="hidden",
                  api_visibility="private", queue=False)
