@@ -13,9 +13,9 @@ import pytest
 import requests
 
 from conftest import BROWSER_TIMEOUT_MS, Server, start_server, stop_server, wait_for_model
-from webui.settings import OPTIONS, Settings
+from webui.settings import OPTIONS, OptionInfo, Settings
 from webui.ui import settings_pages
-from webui.ui.quicksettings import arrange_tabs, row_keys, row_label
+from webui.ui.quicksettings import arrange_tabs, register_options, row_keys, row_label
 from webui.ui.settings_tab import SettingsTab
 
 ROW = ["sd_model_checkpoint", "CLIP_stop_at_last_layers", "sd_vae"]
@@ -40,6 +40,18 @@ def test_row_keys_keep_the_list_order_once_and_skip_unknown_keys(tmp_path: Path)
     fresh = _App(tmp_path / "other.json", {})
     assert row_keys(fresh) == ["sd_model_checkpoint"]  # type: ignore[arg-type]  # A1111's default
     assert row_label("SD VAE (Automatic: <checkpoint>.vae.* if present)") == "SD VAE"
+
+
+def test_the_list_offers_every_option_extensions_included(tmp_path: Path) -> None:
+    app = _App(tmp_path / "config.json", {"quicksettings_list": ["sd_model_checkpoint", "myext_strength"]})
+    assert row_keys(app) == ["sd_model_checkpoint"]  # type: ignore[arg-type]  # not registered yet
+    app.settings.register_option("myext_strength", OptionInfo(0.5, "Strength", "My extension", "slider",
+                                                              minimum=0.0, maximum=1.0, step=0.05))
+    register_options(app)  # type: ignore[arg-type]  # at page build, after extensions' on_ui_settings
+    choices = app.settings.options["quicksettings_list"].choices
+    assert "myext_strength" in choices and "CLIP_stop_at_last_layers" in choices and "sd_vae" in choices
+    assert "disabled_extensions" not in choices  # the Extensions tab's, as in the Settings tab
+    assert row_keys(app) == ["sd_model_checkpoint", "myext_strength"]  # type: ignore[arg-type]
 
 
 def test_tab_order_and_hidden_tabs_at_page_build(tmp_path: Path) -> None:
@@ -125,7 +137,7 @@ def tab_names(page: Any) -> list[str]:
 
 
 @pytest.mark.browser
-def test_row_shows_the_listed_options_and_tabs_follow_the_options(page: Any) -> None:
+def test_row_shows_the_listed_options_and_tabs_follow_the_options(page: Any, qs_server: Server) -> None:
     selected = page.locator("#tabs button[role=tab][id^=tab_][aria-selected=true]").inner_text().strip()
     assert selected == "Extras"  # the page opens on the first tab of ui_tab_order
     ids = page.evaluate("() => [...document.querySelectorAll('#quicksettings [id]')]"
@@ -149,6 +161,9 @@ def test_row_shows_the_listed_options_and_tabs_follow_the_options(page: Any) -> 
                         " return ids.filter((x, i) => ids.indexOf(x) !== i); }")
     assert not dup, dup
 
+    served = options(qs_server)  # A1111's keys, as config.json holds them
+    assert served["quicksettings_list"] == ROW and served["hidden_tabs"] == ["Train", "Settings"]
+    assert served["ui_tab_order"] == ["Extras", "img2img"]
     names = tab_names(page)
     assert names[:3] == ["Extras", "img2img", "txt2img"], names  # ui_tab_order first, then the rest in order
     assert "Train" not in names and "PNG Info" in names  # hidden_tabs
