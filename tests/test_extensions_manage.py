@@ -391,6 +391,7 @@ def test_settings_tab_shows_registered_radio_and_multiselect_options(tmp_path: P
     settings.register_option("myext_parts", OptionInfo(("a",), "Parts", "My extension", "multiselect",
                                                        choices=("a", "b", "c")))
     svc = types.SimpleNamespace(settings=settings, options=settings.all,
+                                args=types.SimpleNamespace(ui_config_file=str(tmp_path / "ui-config.json")),
                                 registry=types.SimpleNamespace(list=lambda: []),
                                 models=types.SimpleNamespace(vae_listing=lambda: [], current=None))
     with gr.Blocks():
