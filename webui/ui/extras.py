@@ -1,6 +1,7 @@
 """The Extras tab (A1111's layout): Single Image | Batch Process | Batch from Directory, then the
 Upscale section: Scale by | Scale to, Upscaler 1, Upscaler 2 and its visibility, then face
-restoration: GFPGAN visibility, CodeFormer visibility and weight."""
+restoration: GFPGAN visibility, CodeFormer visibility and weight. Under the result, A1111's row:
+📂 and Send to img2img / inpaint / extras (no 💾 / 🗜️: the result is saved already)."""
 from __future__ import annotations
 
 import html
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 
 from webui.ui.common import md_escape
+from webui.ui.gallery_buttons import GalleryButtons, connect_file_buttons, create_gallery_buttons
 
 if TYPE_CHECKING:
     from webui.services.container import Services
@@ -28,6 +30,9 @@ class ExtrasTab:
     generate: gr.Button
     upscaler_1: gr.Dropdown
     upscaler_2: gr.Dropdown
+    buttons: GalleryButtons  # 📂 and Send to (main.py wires Send to once every tab exists)
+    gen_info: gr.State       # {"infotexts": each result's parameters text, "saved_files": [...]}
+    selected: gr.State       # the selected result's index
 
 
 def upscaler_status_md(ex: "ExtrasService", check: bool = False) -> str:
@@ -140,6 +145,9 @@ def create_extras_tab(svc: "Services") -> ExtrasTab:
             # preview mode fits the picture in the box; a lone grid cell grew past the box and was cut off
             gallery = gr.Gallery(label="Result", show_label=False, elem_id="extras_gallery", format="png",
                                  columns=4, height=480, object_fit="contain", preview=True, interactive=False)
+            buttons = create_gallery_buttons(svc, "extras", save_buttons=False)
+            gen_info = gr.State(None)
+            selected = gr.State(0)
             html_info = gr.HTML("", elem_id="extras_html_info")
 
     for i, tab in enumerate((tab_single, tab_batch, tab_dir)):
@@ -161,7 +169,7 @@ def create_extras_tab(svc: "Services") -> ExtrasTab:
     def run(mode: int, img: Any, batch: list[str] | None, in_dir: str, out_dir: str, show: bool, rmode: int,
             by: float, max_len: Any, w: Any, h: Any, crop_: bool, u1: str | None, u2: str | None, vis: float,
             gfp_vis: float, cf_vis: float, cf_weight: float,
-            progress: gr.Progress = gr.Progress()) -> tuple[Any, str]:
+            progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
         p = ExtrasParams(resize_mode=int(rmode or 0), upscaling_resize=float(by), max_side_length=int(max_len or 0),
                          upscaling_resize_w=int(w), upscaling_resize_h=int(h), upscaling_crop=bool(crop_),
                          upscaler_1=u1 or "None", upscaler_2=u2 or "None",
@@ -190,11 +198,11 @@ def create_extras_tab(svc: "Services") -> ExtrasTab:
             res = job.result()
         except (ExtrasError, UpscalerError, ImageInputError) as e:
             gr.Warning(str(e), title="Extras")
-            return gr.update(), f"<p class='extras-error'>❌ {html.escape(str(e))}</p>"
+            return gr.update(), f"<p class='extras-error'>❌ {html.escape(str(e))}</p>", gr.update(), gr.update()
         except Exception as e:  # noqa: BLE001 - a model that fails at run time (memory...) must not kill the page
             msg = f"{type(e).__name__}: {e}"
             gr.Warning(msg, title="Extras failed")
-            return gr.update(), f"<p class='extras-error'>❌ {html.escape(msg)}</p>"
+            return gr.update(), f"<p class='extras-error'>❌ {html.escape(msg)}</p>", gr.update(), gr.update()
         shown = []
         for im, chunks in zip(res.images, res.pnginfo):
             im.info.update(chunks)  # gradio copies text chunks into the gallery PNGs
@@ -212,12 +220,21 @@ def create_extras_tab(svc: "Services") -> ExtrasTab:
         for w in res.warnings:  # html_info already lists them
             gr.Warning(w, title="Face restoration")
         extra = "".join(f"<p class='extras-note'>{n}</p>" for n in notes)
-        return gr.Gallery(value=shown, selected_index=0 if shown else None), res.html_info + extra
+        # what 📂 and Send to read: each result's own parameters (an uploaded plain picture has none)
+        info = {"infotexts": [c.get("parameters", "") for c in res.pnginfo], "index_of_first_image": 0,
+                "saved_files": [str(f) for f in res.saved]}
+        return gr.Gallery(value=shown, selected_index=0 if shown else None), res.html_info + extra, info, 0
 
     generate.click(run, [extras_mode, image, files, input_dir, output_dir, show_results, resize_mode, resize,
                          max_side, width, height, crop, upscaler_1, upscaler_2, visibility, gfpgan_visibility,
                          codeformer_visibility, codeformer_weight],
-                   [gallery, html_info], show_progress_on=[gallery], api_visibility="private",
-                   concurrency_limit=None)  # the job queue serialises; the event only waits on it
+                   [gallery, html_info, gen_info, selected], show_progress_on=[gallery],
+                   api_visibility="private", concurrency_limit=None)  # the job queue serialises; the event only waits on it
+    def on_select(evt: gr.SelectData) -> int:
+        return int(evt.index) if isinstance(evt.index, int) else 0
+
+    gallery.select(on_select, None, selected, show_progress="hidden", api_visibility="private")
+    connect_file_buttons(svc, "extras", buttons, gallery, gen_info, selected)
     return ExtrasTab(image=image, gallery=gallery, html_info=html_info, generate=generate,
-                     upscaler_1=upscaler_1, upscaler_2=upscaler_2)
+                     upscaler_1=upscaler_1, upscaler_2=upscaler_2, buttons=buttons, gen_info=gen_info,
+                     selected=selected)

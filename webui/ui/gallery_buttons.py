@@ -1,5 +1,5 @@
-"""A1111's buttons under the txt2img/img2img gallery: 📂 open the output folder, 💾 save, 🗜️ zip,
-and Send to img2img / inpaint / Extras.
+"""A1111's buttons under the txt2img/img2img/Extras gallery: 📂 open the output folder, 💾 save,
+🗜️ zip (not under Extras, as in A1111), and Send to img2img / inpaint / Extras.
 
 💾 copies the shown images to `outdir_save` (`log/images` in the data dir) and appends a row to
 `log.csv` there, as A1111's save button does; 🗜️ saves the same way and packs the files in a zip.
@@ -20,7 +20,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import gradio as gr
 from PIL import Image
@@ -41,29 +41,41 @@ DEFAULT_SAVE_DIR = "log/images"
 @dataclass
 class GalleryButtons:
     open_folder: gr.Button
-    save: gr.Button
-    save_zip: gr.Button
+    save: gr.Button | None  # None under Extras (A1111 has no 💾 / 🗜️ there)
+    save_zip: gr.Button | None
     send_img2img: gr.Button
     send_inpaint: gr.Button
     send_extras: gr.Button
-    download: gr.File
+    download: gr.File | None
     note: gr.HTML
 
 
-def create_gallery_buttons(svc: "Services", mode: str) -> GalleryButtons:
-    """The button row, the download box and a note line (call under the gallery)."""
+class GallerySource(Protocol):
+    """A tab whose gallery the Send to buttons read: txt2img, img2img or Extras."""
+    buttons: GalleryButtons | None
+    gallery: Any
+    gen_info: Any  # gr.State: a dict with "infotexts" / "shown_infotexts", "saved_files"
+    selected: Any  # gr.State: the selected gallery index
+
+
+def create_gallery_buttons(svc: "Services", mode: str, save_buttons: bool = True) -> GalleryButtons:
+    """The button row, the download box and a note line (call under the gallery); `save_buttons`
+    False leaves out 💾 / 🗜️ and the download box."""
     hide_dirs = bool(getattr(svc.args, "hide_ui_dir_config", False))
+    save = save_zip = download = None
     with gr.Row(elem_id=f"{mode}_gallery_buttons", elem_classes="gallery-buttons"):
         # A1111 hides 📂 with --hide-ui-dir-config: the flag keeps server paths away from the page
         open_folder = gr.Button("📂", elem_id=f"{mode}_open_folder", size="sm", min_width=44, scale=0,
                                 visible=not hide_dirs)
-        save = gr.Button("💾", elem_id=f"save_{mode}", size="sm", min_width=44, scale=0)
-        save_zip = gr.Button("🗜️", elem_id=f"save_zip_{mode}", size="sm", min_width=44, scale=0)
+        if save_buttons:
+            save = gr.Button("💾", elem_id=f"save_{mode}", size="sm", min_width=44, scale=0)
+            save_zip = gr.Button("🗜️", elem_id=f"save_zip_{mode}", size="sm", min_width=44, scale=0)
         send_img2img = gr.Button("🖼️ Send to img2img", elem_id=f"{mode}_send_to_img2img", size="sm", min_width=60)
         send_inpaint = gr.Button("🎨️ Send to inpaint", elem_id=f"{mode}_send_to_inpaint", size="sm", min_width=60)
         send_extras = gr.Button("📐 Send to extras", elem_id=f"{mode}_send_to_extras", size="sm", min_width=60)
-    download = gr.File(None, file_count="multiple", interactive=False, show_label=False, visible=False,
-                       elem_id=f"download_files_{mode}")
+    if save_buttons:
+        download = gr.File(None, file_count="multiple", interactive=False, show_label=False, visible=False,
+                           elem_id=f"download_files_{mode}")
     note = gr.HTML("", elem_id=f"{mode}_gallery_note")
     return GalleryButtons(open_folder, save, save_zip, send_img2img, send_inpaint, send_extras, download, note)
 
@@ -321,11 +333,13 @@ def connect_file_buttons(svc: "Services", mode: str, buttons: GalleryButtons, ga
         return save
 
     for button, make_zip in ((buttons.save, False), (buttons.save_zip, True)):
+        if button is None:
+            continue
         button.click(saver(make_zip), [gallery, gen_info, selected], [buttons.download, buttons.note],
                      show_progress="hidden", api_visibility="private")
 
 
-def connect_send_buttons(svc: "Services", source: "Txt2ImgTab", img2img: "Txt2ImgTab | None", extras_image: Any,
+def connect_send_buttons(svc: "Services", source: GallerySource, img2img: "Txt2ImgTab | None", extras_image: Any,
                          tabs: Any) -> None:
     """Send to img2img / inpaint (the picture and its parameters, as A1111's paste) and to Extras
     (the picture); call once every tab exists."""
@@ -352,7 +366,7 @@ def connect_send_buttons(svc: "Services", source: "Txt2ImgTab", img2img: "Txt2Im
                               show_progress="hidden", api_visibility="private")
 
 
-def _connect_to_img2img(svc: "Services", source: "Txt2ImgTab", target: "Txt2ImgTab", tabs: Any, button: Any,
+def _connect_to_img2img(svc: "Services", source: GallerySource, target: "Txt2ImgTab", tabs: Any, button: Any,
                         sub_mode: str) -> None:
     from webui.ui.img2img import MODES, SUB_TAB_IDS
     from webui.ui.paste import parse_for_paste, paste_values, script_field_updates

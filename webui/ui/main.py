@@ -273,7 +273,7 @@ def _build_ui(svc: "Services") -> gr.Blocks:
         connect_row(svc, demo, quick, settings)
         from webui.ui.page_habits import connect_generation_hooks
         connect_generation_hooks({"txt2img": t2i, "img2img": i2i})  # title progress, sound, generate forever
-        for source in (t2i, i2i):  # 🖼️ 🎨️ 📐 under each gallery reach the other tabs
+        for source in (t2i, i2i, extras):  # 🖼️ 🎨️ 📐 under each gallery reach the other tabs
             connect_send_buttons(svc, source, i2i, extras.image, tabs)
 
         sync_timer = gr.Timer(1.0, active=True)
