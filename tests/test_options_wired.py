@@ -412,3 +412,16 @@ def test_page_options(browser: Any, server: Server) -> None:
         ctx.close()
         set_opts(server, disable_token_counters=False, infotext_skip_pasting=[])
     assert not errors, errors
+
+
+def test_xyz_sampler_axis_leaves_out_hidden_samplers(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from webui.scripts.xyz_plot import AXES
+    from webui.settings import Settings
+    settings = Settings.load(tmp_path / "config.json")
+    sampler_axis = next(a for a in AXES if a.label == "Sampler")
+    assert "Euler" in sampler_axis.choices(SimpleNamespace(settings=settings))
+    settings.set("hide_samplers", ["Euler", "DDIM"])
+    shown = sampler_axis.choices(SimpleNamespace(settings=settings))
+    assert "Euler" not in shown and "DDIM" not in shown and "Euler a" in shown

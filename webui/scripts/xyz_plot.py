@@ -182,6 +182,13 @@ def _format_plain(opt: AxisOption, v: Any) -> str:
     return str(v)
 
 
+def _visible_samplers(pl: Any) -> list[str]:
+    """The Sampler axes' choices: every sampler but those A1111's hide_samplers option hides."""
+    settings = getattr(pl, "settings", None)
+    hidden = set(settings.get("hide_samplers") or ()) if settings is not None else set()
+    return [s.name for s in SAMPLERS if s.name not in hidden]
+
+
 AXES: list[AxisOption] = [
     AxisOption("Nothing", "str", lambda p, v, vs: None, format=_format_nothing),
     AxisOption("Seed", "int", _field("seed")),
@@ -193,9 +200,9 @@ AXES: list[AxisOption] = [
     AxisOption("Prompt S/R", "str", _prompt_sr, format=_format_plain),
     AxisOption("Prompt order", "str", _prompt_order, format=_format_list),
     AxisOption("Sampler", "str", _field("sampler_name"), format=_format_plain, confirm=_confirm_samplers,
-               choices=lambda pl: [s.name for s in SAMPLERS]),
+               choices=_visible_samplers),
     AxisOption("Hires sampler", "str", _field("hr_sampler_name"), format=_format_plain, confirm=_confirm_samplers,
-               choices=lambda pl: [s.name for s in SAMPLERS], img2img=False),
+               choices=_visible_samplers, img2img=False),
     AxisOption("Schedule type", "str", _field("scheduler"), confirm=_confirm_schedules,
                choices=lambda pl: [s.label for s in SCHEDULE_TYPES]),
     AxisOption("Checkpoint name", "str", _checkpoint, format=_format_path, confirm=_confirm_checkpoints, cost=1.0,

@@ -38,7 +38,10 @@ schedulers_map = {**{s.name: s for s in SCHEDULE_TYPES}, **{s.label: s for s in 
 
 
 def visible_sampler_names() -> list[str]:
-    return [s.name for s in samplers]
+    """A1111's: the samplers the hide_samplers option leaves in the UI."""
+    from webui.extensions.compat import binding
+    hidden = set(binding.current().settings.get("hide_samplers") or ()) if binding.is_bound() else set()
+    return [s.name for s in samplers if s.name not in hidden]
 
 
 def find_sampler_config(name: str | None) -> SamplerData | None:
