@@ -22,6 +22,9 @@ import torch
 from PIL import Image
 
 from conftest import ROOT, Server, start_server, stop_server
+from test_extensions_compat import svc  # an app bound to the extensions' `modules` package
+
+__all__ = ["svc"]  # a fixture used by name
 
 STYLE = ("shiny", "golden light, bokeh", "lowres")
 
@@ -425,3 +428,18 @@ def test_xyz_sampler_axis_leaves_out_hidden_samplers(tmp_path: Path) -> None:
     settings.set("hide_samplers", ["Euler", "DDIM"])
     shown = sampler_axis.choices(SimpleNamespace(settings=settings))
     assert "Euler" not in shown and "DDIM" not in shown and "Euler a" in shown
+
+
+def test_extension_grids_follow_the_grid_options(svc: Any) -> None:
+    """An extension's `modules.images` grids and labels read the same options as the app's own."""
+    from modules import images
+
+    tiles = [Image.new("RGB", (8, 8), (9, 9, 9))] * 3
+    assert images.image_grid(tiles).size == (16, 16)  # round(sqrt(3)) = 2 rows, one spot empty
+    svc.settings.update({"grid_prevent_empty_spots": True, "grid_background_color": "#00ff00"}, save=False)
+    try:
+        assert images.image_grid(tiles).size == (24, 8)
+        labelled = images.draw_grid_annotations(Image.new("RGB", (16, 8)), 8, 8, ["a", "b"], ["c"])
+    finally:
+        svc.settings.update({"grid_prevent_empty_spots": False, "grid_background_color": "#ffffff"}, save=False)
+    assert labelled.convert("RGB").getpixel((0, 0)) == (0, 255, 0)

@@ -26,8 +26,8 @@ from webui import filename_patterns as patterns
 from webui import outputs
 from webui.extensions.compat import binding
 from webui.imaging import resize as _resize
-from webui.imaging.grid_annotations import (GridAnnotation, draw_grid_annotations, draw_prompt_matrix,  # noqa: F401
-                                            get_font)
+from webui.imaging import grid_annotations as _ga
+from webui.imaging.grid_annotations import GridAnnotation, get_font  # noqa: F401
 from webui.imaging.grid_annotations import image_grid as _image_grid
 from webui.infotext import read_info_from_image  # noqa: F401
 from webui.processing.callbacks import ImageGridLoopParams, ImageSaveParams
@@ -143,10 +143,26 @@ def resize_image(resize_mode: int, im: Image.Image, width: int, height: int,
     return _resize.resize_image(_resize.resize_mode_index(resize_mode), im, width, height, resizer)
 
 
+def draw_grid_annotations(im: Image.Image, width: int, height: int, hor_texts: Any, ver_texts: Any,
+                          margin: int = 0, **kwargs: Any) -> Image.Image:
+    """A1111's: labels in the font and colours of its font / grid_*_color options."""
+    return _ga.draw_grid_annotations(im, width, height, hor_texts, ver_texts, margin,
+                                     **{**_ga.style_from_options(_options().get), **kwargs})
+
+
+def draw_prompt_matrix(im: Image.Image, width: int, height: int, all_prompts: list[str], margin: int = 0,
+                       **kwargs: Any) -> Image.Image:
+    return _ga.draw_prompt_matrix(im, width, height, all_prompts, margin,
+                                  **{**_ga.style_from_options(_options().get), **kwargs})
+
+
 def image_grid(imgs: list[Image.Image], batch_size: int = 1, rows: int | None = None) -> Image.Image:
     """A grid of the images (A1111's row rule), after the `image_grid` callbacks had their say."""
-    if rows is None:
-        rows = max(1, min(round(math.sqrt(len(imgs))), len(imgs)))
+    if rows is None:  # A1111: the n_rows and grid_prevent_empty_spots options
+        opts = _options()
+        rows = _ga.grid_rows(len(imgs), batch_size, int(opts.get("n_rows", -1)),
+                             bool(opts.get("grid_prevent_empty_spots")))
+        rows = max(1, min(rows, len(imgs)))
     cols = math.ceil(len(imgs) / rows)
     params = ImageGridLoopParams(list(imgs), cols, rows)
     callbacks = _callbacks()
