@@ -115,3 +115,19 @@ def test_open_folder_shows_where_the_result_was_saved(page: Any, tmp_path: Path,
     page.click("#extras_open_folder")
     page.wait_for_function("(p) => document.querySelector('#extras_gallery_note').innerText"
                            ".includes('Images are saved in ' + p)", arg=str(folder))
+
+
+def test_hide_ui_dir_config_hides_the_folder_button(tmp_path: Path) -> None:
+    """--hide-ui-dir-config keeps server paths off the page: 📂 is left out under Extras as under
+    txt2img (the page's config says so; no browser needed)."""
+    import requests
+    ckpt_dir = tmp_path / "models" / "Stable-diffusion"
+    ckpt_dir.mkdir(parents=True)
+    server = start_server(tmp_path, ckpt_dir, "--hide-ui-dir-config", nowebui=False)
+    try:
+        config = requests.get(server.url + "/config", timeout=30).json()
+    finally:
+        stop_server(server)
+    shown = {c["props"].get("elem_id"): c["props"].get("visible") for c in config["components"]}
+    assert shown["extras_open_folder"] is False and shown["txt2img_open_folder"] is False
+    assert shown["extras_send_to_img2img"] is not False
