@@ -328,13 +328,14 @@ def component_props(page: Any, elem_id: str) -> dict:
       return c ? c.props : null; }""", elem_id)
 
 
-def wait_counter(page: Any, elem_id: str, want: str, timeout: float = 60) -> None:
-    """Wait until a token counter reads `want` (the count runs on the server after each change)."""
+def wait_counter(page: Any, elem_id: str, want: str, timeout: float = 90) -> None:
+    """Wait until a token counter reads `want` (the count runs on the server after each change; a busy
+    server may show Gradio's timer above the count for a moment)."""
     deadline = time.time() + timeout
     got = None
     while time.time() < deadline:
-        got = page.evaluate("(id) => [...document.querySelectorAll('#' + id)].map(e => e.innerText.trim())",
-                            elem_id)
+        got = page.evaluate("(id) => [...document.querySelectorAll('#' + id)]"
+                            ".map(e => e.innerText.trim().split('\\n').pop().trim())", elem_id)
         if want in got:
             return
         page.wait_for_timeout(250)
