@@ -330,7 +330,8 @@ def create_generation_tab(svc: "Services", mode: str, size: int | None = None) -
 
     gallery.select(on_select, gen_info, [selected, info], show_progress="hidden", api_visibility="private")
 
-    interrupt.click(lambda: interrupt_clicked(svc), None, None, show_progress="hidden", queue=False,
+    # queued, so its note can show (gr.Info needs the queue); every click counts (the second stops at once)
+    interrupt.click(lambda: interrupt_clicked(svc), None, None, show_progress="hidden", trigger_mode="multiple",
                     api_visibility="private")
     skip.click(lambda: svc.queue.skip(), None, None, show_progress="hidden", queue=False,
                api_visibility="private")
