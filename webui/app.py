@@ -145,8 +145,10 @@ def build_app(svc: Any, args: argparse.Namespace) -> Any:
     def ping() -> dict:
         return {}
 
+    from webui.api.progress_routes import build_progress_router
     from webui.api.system_routes import build_sysinfo_router
     app.include_router(build_sysinfo_router(svc))  # the Settings page's Sysinfo download needs it without --api
+    app.include_router(build_progress_router(svc))  # A1111's task progress, part of the page as in A1111
 
     if not args.nowebui:
         import gradio as gr

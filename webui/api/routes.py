@@ -24,7 +24,7 @@ from webui.api.system_routes import build_modules_router, build_server_router
 from webui.engine.samplers import SAMPLERS, SCHEDULE_TYPES
 from webui.services.container import GenerationError, ModelLoadError, Services
 from webui.services.embedding_listing import embeddings_listing
-from webui.services.jobs import JobState
+from webui.services.jobs import JobState, TaskIdError
 from webui.imaging.decode import MAX_INPUT_SIDE, ImageInputError, decode_base64_image
 from webui.processing.checks import RequestValueError, check_option_value
 from webui.services.requests import LATENT_UPSCALE_MODES, Img2ImgRequest, Txt2ImgRequest
@@ -295,6 +295,8 @@ def build_router(svc: Services) -> APIRouter:
             _fill_from_infotext(req, svc)
         try:
             result = svc.submit_txt2img(req, save=req.save_images, label="txt2img (api)").result()
+        except TaskIdError as e:  # a force_task_id naming a job that still runs
+            raise HTTPException(409, str(e)) from None
         except GenerationError as e:
             raise generation_error(e) from None
         return respond(req, result, req.model_dump(exclude={"infotext"}))
@@ -316,6 +318,8 @@ def build_router(svc: Services) -> APIRouter:
             "latent_mask": decode_image(req.latent_mask, "latent_mask") if req.latent_mask else None})
         try:
             result = svc.submit_img2img(run, save=req.save_images, label="img2img (api)").result()
+        except TaskIdError as e:  # a force_task_id naming a job that still runs
+            raise HTTPException(409, str(e)) from None
         except GenerationError as e:
             raise generation_error(e) from None
         return respond(req, result, params)

@@ -146,7 +146,8 @@ class Processing:
         self.warnings: list[str] = []
         self.embeddings_used: dict[str, Any] = {}
         self.network_infotext: dict[str, Any] = {}
-        self.incomplete: dict[int, str] = {}  # image index -> where its sampling was interrupted or skipped
+        # image index -> ("Interrupted" or "Skipped", where its sampling stopped)
+        self.incomplete: dict[int, tuple[str, str]] = {}
         self.controlnet_infotext: list[str] = []
         self.control_stack: Any = None   # ControlNet units of this job (set by the ControlNet script)
         self.prep: Any = None            # img2img: the prepared latents and masks

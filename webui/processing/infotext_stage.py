@@ -72,8 +72,9 @@ def params(p: "Processing", k: int) -> dict[str, Any]:
             out["Hires prompt"] = p.all_hr_prompts[k]
         if p.all_hr_negative_prompts and p.all_hr_negative_prompts[k] != p.all_negative_prompts[k]:
             out["Hires negative prompt"] = p.all_hr_negative_prompts[k]
-    if k in p.incomplete:  # an interrupted (or skipped) picture says so, e.g. "Interrupted: at step 3 of 20"
-        out["Interrupted"] = p.incomplete[k]
+    if k in p.incomplete:  # a stopped picture says so: "Interrupted: at step 3 of 20" or "Skipped: ..."
+        why, where = p.incomplete[k]
+        out[why] = where
     if opts.get("add_version_to_infotext", True):
         out["Version"] = VERSION
     return out

@@ -145,12 +145,14 @@ def _on_step(p: Processing, state: "JobState", cut: dict[str, Any]) -> Callable[
         if previews and (r.step + 1) % every == 0:
             state.current_image = vae_ops.cheap_preview(r.denoised, sd.family)
             state.current_image_step = r.step + 1
-        if state.interrupted and not interrupt_after_current:
+        if state.interrupted and (not interrupt_after_current or state.stop_now):
             cut["at"] = (r.step + 1, r.total)
+            cut["why"] = "Interrupted"
             raise StopSampling()
         if state.skipped:
             state.skipped = False
             cut["at"] = (r.step + 1, r.total)
+            cut["why"] = "Skipped"
             raise StopSampling()
     return on_step
 
@@ -223,6 +225,7 @@ def _process_inner(p: Processing) -> Processed:
 
             # stages 2-4: conditioning, sampling, hires
             cut.pop("at", None)
+            cut.pop("why", None)
             conds = sampling_stage.conditioning(p, prompts, p.negative_prompts)
             shape = (latent_ch, p.height // vsf, p.width // vsf)
             noise = sampling_stage.noise_source(p, shape, p.seeds, p.subseeds)
@@ -255,7 +258,7 @@ def _process_inner(p: Processing) -> Processed:
                 if p.is_img2img and j < p.batch_size:
                     img = img2img_stage.finish_image(p, img, k)  # type: ignore[arg-type]
                 if "at" in cut:  # stopped in mid-sampling: the picture is labelled so (and not saved)
-                    p.incomplete[k] = "at step {} of {}".format(*cut["at"])
+                    p.incomplete[k] = (cut.get("why", "Interrupted"), "at step {} of {}".format(*cut["at"]))
                 text = infotext_stage.create_infotext(p, k)
                 images.append(img)
                 infotexts.append(text)

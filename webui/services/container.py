@@ -49,12 +49,13 @@ class Services:
 
     def submit_txt2img(self, req: Txt2ImgRequest, *, save: bool, label: str = "txt2img") -> Job:
         self.txt2img.validate(req)  # fail before queueing
-        return self.queue.submit(self._watched(lambda state: self.txt2img.run(req, state, save=save)), label=label)
+        return self.queue.submit(self._watched(lambda state: self.txt2img.run(req, state, save=save)), label=label,
+                                 task_id=req.force_task_id or None)
 
     def submit_img2img(self, req: Img2ImgRequest, *, save: bool, label: str = "img2img") -> Job:
         self.img2img.validate(req)  # an unknown script fails here too, before queueing
         return self.queue.submit(self._watched(lambda state: self.img2img_scripts.run(req, state, save=save)),
-                                 label=label)
+                                 label=label, task_id=req.force_task_id or None)
 
     def _watched(self, run: Callable[[Any], GenerationResult]) -> Callable[[Any], GenerationResult]:
         """The job's peak memory goes with its result (shown under the gallery)."""

@@ -2,12 +2,19 @@
 
 The running job's `JobState` is what `/sdapi/v1/progress` and the UI's progress bar read;
 interrupt and skip are flags on it that the denoising loop checks every step.
+
+Every job has A1111's task id (`task(<kind>-<7 random A-Z0-9>)`, or the caller's own through
+`force_task_id`); queued, running and the last `KEEP_FINISHED` finished jobs can be looked up by it,
+so `/internal/progress` answers for them and a reloaded page reattaches to its job or shows its result.
 """
 from __future__ import annotations
 
-import itertools
+import random
+import re
+import string
 import threading
 import time
+from collections import OrderedDict
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -36,11 +43,23 @@ class JobState:
     current_image: Image.Image | None = None
     current_image_step: int = -1
     interrupted: bool = False
+    stop_now: bool = False  # a second Interrupt: stop at once even between images (A1111 #14659)
     skipped: bool = False
     started: float | None = None
+    ended: float | None = None
     finished: bool = False
+    preview_id: int = 0  # grows with each new live preview (A1111's id_live_preview)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "current_image" and value is not None:  # every new preview gets a new id
+            object.__setattr__(self, "preview_id", self.__dict__.get("preview_id", 0) + 1)
+        object.__setattr__(self, name, value)
 
     def interrupt(self) -> None:
+        """The first call asks to stop (after the current image when `interrupt_after_current`
+        applies); a second call on the same job stops it at once."""
+        if self.interrupted:
+            self.stop_now = True
         self.interrupted = True
 
     def skip(self) -> None:
@@ -76,9 +95,29 @@ class Job:
     state: JobState
     fn: Callable[[JobState], Any]
     future: Future = field(default_factory=Future)
+    watchers: int = 0  # pages following this job now (a queued job nobody follows any more is dropped)
 
     def result(self, timeout: float | None = None) -> Any:
         return self.future.result(timeout)
+
+    @property
+    def task_id(self) -> str:
+        return self.state.job_id
+
+
+KEEP_FINISHED = 16  # finished jobs kept for restore-after-reload and progress lookups (results hold images)
+TASK_ID_MAX = 200
+
+
+class TaskIdError(ValueError):
+    """A forced task id that is unusable (empty, too long, or naming a job that is still queued or running)."""
+
+
+def new_task_id(kind: str) -> str:
+    """A1111's form: `task(<kind>-<7 random A-Z0-9>)`."""
+    tail = "".join(random.choices(string.ascii_uppercase + string.digits, k=7))
+    kind = re.sub(r"[^A-Za-z0-9_]+", "_", kind.split("(")[0].strip()).strip("_")  # "txt2img (api)" -> txt2img
+    return f"task({kind or 'job'}-{tail})"
 
 
 class JobQueue:
@@ -86,19 +125,65 @@ class JobQueue:
         self._cv = threading.Condition()
         self._pending: list[Job] = []
         self._current: Job | None = None
-        self._ids = itertools.count(1)
+        self._known: OrderedDict[str, Job] = OrderedDict()  # task id -> job: queued, running, recent finished
         self._closed = False
         self._thread = threading.Thread(target=self._worker, name="job-worker", daemon=True)
         self._thread.start()
 
-    def submit(self, fn: Callable[[JobState], Any], label: str = "job") -> Job:
+    def submit(self, fn: Callable[[JobState], Any], label: str = "job", task_id: str | None = None) -> Job:
+        """Queue `fn`; `task_id` is the caller's id (A1111's `force_task_id`), else a new one."""
         with self._cv:
             if self._closed:
                 raise RuntimeError("server is shutting down")
-            job = Job(state=JobState(job_id=f"task({next(self._ids)})", label=label), fn=fn)
+            if task_id is not None:
+                task_id = str(task_id).strip()
+                if not task_id or len(task_id) > TASK_ID_MAX:
+                    raise TaskIdError(f"task id must be 1 to {TASK_ID_MAX} characters")
+                old = self._known.get(task_id)
+                if old is not None and not old.future.done():
+                    raise TaskIdError(f"task id {task_id} is already queued or running")
+            else:
+                task_id = new_task_id(label)
+                while task_id in self._known:
+                    task_id = new_task_id(label)
+            job = Job(state=JobState(job_id=task_id, label=label), fn=fn)
+            self._known.pop(task_id, None)
+            self._known[task_id] = job
             self._pending.append(job)
             self._cv.notify_all()
             return job
+
+    def get(self, task_id: str) -> Job | None:
+        """The queued, running or recently finished job with this task id."""
+        with self._cv:
+            return self._known.get(task_id)
+
+    def pending_ids(self) -> list[str]:
+        """Task ids of the queued jobs, the next one first."""
+        with self._cv:
+            return [j.task_id for j in self._pending]
+
+    def watch(self, job: Job) -> None:
+        with self._cv:
+            job.watchers += 1
+
+    def unwatch(self, job: Job, grace: float) -> None:
+        """A page stopped following `job` (reload, closed tab). A queued job nobody follows again
+        within `grace` seconds is dropped, so a reload can reattach while a closed tab frees the queue."""
+        with self._cv:
+            job.watchers = max(0, job.watchers - 1)
+            if job.watchers or job not in self._pending:
+                return
+
+        def drop_if_unwatched() -> None:
+            with self._cv:
+                if job.watchers:
+                    return
+            self.cancel(job)
+
+        timer = threading.Timer(grace, drop_if_unwatched)
+        timer.daemon = True
+        timer.start()
 
     def position(self, job: Job) -> int:
         """0 = running now, N = N jobs ahead of it (the running one included); -1 = done."""
@@ -182,7 +267,15 @@ class JobQueue:
             except BaseException as e:  # the worker must survive any job failure
                 job.future.set_exception(e)
             finally:
+                job.state.ended = time.time()
                 job.state.finished = True
+        self._forget_old()
+
+    def _forget_old(self) -> None:
+        with self._cv:
+            done = [k for k, j in self._known.items() if j.future.done()]
+            for k in done[:max(0, len(done) - KEEP_FINISHED)]:
+                del self._known[k]
 
     def _worker(self) -> None:
         while True:

@@ -1,0 +1,83 @@
+"""A1111's task-progress routes, served with the page (they exist without --api, as in A1111):
+`POST /internal/progress` follows one job by its task id and `GET /internal/pending-tasks` lists the
+queue. They only read job state, so they answer at once whatever the worker is doing."""
+from __future__ import annotations
+
+import base64
+import io
+import time
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from webui.services.jobs import Job, JobQueue
+
+
+class ProgressRequest(BaseModel):
+    id_task: str | None = Field(None, max_length=200, description="the task id given when the job was queued")
+    id_live_preview: int = Field(-1, description="the id of the preview the client already has")
+    live_preview: bool = Field(True, description="send a new live preview if there is one")
+
+
+class ProgressResponse(BaseModel):
+    active: bool = Field(description="the job is running now")
+    queued: bool = Field(description="the job waits in the queue")
+    completed: bool = Field(description="the job has finished")
+    progress: float | None = Field(None, description="0..1")
+    eta: float | None = Field(None, description="seconds left, estimated")
+    live_preview: str | None = Field(None, description="data URI of the newest preview, when it changed")
+    id_live_preview: int = Field(-1, description="the id of the preview sent, or the one the client had")
+    textinfo: str | None = Field(None, description='"Waiting...", "In queue: k/N", or what the job does')
+
+
+def _data_uri(image: Any) -> str:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def job_progress(queue: JobQueue, job: Job | None, id_live_preview: int = -1, live_preview: bool = True,
+                 previews_enabled: bool = True) -> ProgressResponse:
+    """A1111's answer for one job: queued jobs say their place, a running one its progress and
+    (only when it changed since `id_live_preview`) its newest preview."""
+    if job is None:
+        return ProgressResponse(active=False, queued=False, completed=False, textinfo="Waiting...")
+    state = job.state
+    done = job.future.done()
+    running = queue.current is state and not done
+    if not running:
+        pending = queue.pending_ids()
+        if job.task_id in pending:
+            return ProgressResponse(active=False, queued=True, completed=False,
+                                    textinfo=f"In queue: {pending.index(job.task_id) + 1}/{len(pending)}")
+        return ProgressResponse(active=False, queued=False, completed=done, progress=1.0 if done else None,
+                                textinfo="Done" if done else "Waiting...")
+    progress = state.progress
+    eta = None
+    if state.started and progress > 0:
+        elapsed = time.time() - state.started
+        eta = elapsed / progress - elapsed
+    preview, preview_id = None, id_live_preview
+    image = state.current_image
+    if live_preview and previews_enabled and image is not None and state.preview_id != id_live_preview:
+        preview, preview_id = _data_uri(image), state.preview_id
+    return ProgressResponse(active=True, queued=False, completed=False, progress=progress, eta=eta,
+                            live_preview=preview, id_live_preview=preview_id, textinfo=state.textinfo or None)
+
+
+def build_progress_router(svc: Any) -> APIRouter:
+    r = APIRouter(tags=["internal"])
+
+    @r.post("/internal/progress", response_model=ProgressResponse)
+    def internal_progress(req: ProgressRequest) -> ProgressResponse:
+        job = svc.queue.get(req.id_task) if req.id_task else None
+        enabled = bool(svc.settings.get("live_previews_enable"))
+        return job_progress(svc.queue, job, req.id_live_preview, req.live_preview, enabled)
+
+    @r.get("/internal/pending-tasks")
+    def pending_tasks() -> dict[str, Any]:
+        tasks = svc.queue.pending_ids()
+        return {"size": len(tasks), "tasks": tasks}
+
+    return r
