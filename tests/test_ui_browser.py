@@ -318,6 +318,10 @@ def test_pnginfo_and_send_to_txt2img(page: Any, ui_server: Server) -> None:
 
     page.reload()
     page.wait_for_selector("#txt2img_prompt textarea")
+    # the reloaded page keeps the last prompts (and result); clear them so the send below fills them
+    page.wait_for_function("() => document.querySelector('#txt2img_prompt textarea').value === 'an orange star'")
+    page.locator("#txt2img_prompt textarea").fill("")
+    page.locator("#txt2img_neg_prompt textarea").fill("")
     page.get_by_role("tab", name="PNG Info").click()
     page.locator("#pnginfo_image input[type=file]").set_input_files(str(path))
     page.wait_for_function("() => document.querySelector('#pnginfo_html').innerText.includes('Steps: 5')")

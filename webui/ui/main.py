@@ -17,6 +17,7 @@ from webui.ui.common import checkpoint_status_md, checkpoint_titles, current_che
 from webui.ui.extensions_tab import create_extensions_tab
 from webui.ui.extras import create_extras_tab
 from webui.ui.gallery_buttons import connect_send_buttons
+from webui.ui.job_follow import connect_restore
 from webui.ui.merger import create_merger_tab
 from webui.ui.pnginfo import create_pnginfo_tab
 from webui.ui.quicksettings import arrange_tabs, build_row, connect_row
@@ -275,6 +276,8 @@ def _build_ui(svc: "Services") -> gr.Blocks:
         connect_generation_hooks({"txt2img": t2i, "img2img": i2i})  # title progress, sound, generate forever
         for source in (t2i, i2i, extras):  # 🖼️ 🎨️ 📐 under each gallery reach the other tabs
             connect_send_buttons(svc, source, i2i, extras.image, tabs)
+        for tab in (t2i, i2i):  # a reloaded page reattaches to its running job or shows its last result
+            connect_restore(svc, demo, tab)
 
         sync_timer = gr.Timer(1.0, active=True)
         idle_ticks = gr.State(0)

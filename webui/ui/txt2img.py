@@ -6,7 +6,6 @@ submits the job and then polls its `JobState`, so the event itself is not serial
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -17,6 +16,7 @@ from webui.ui.common import (AUTOMATIC, DEFAULT_SAMPLER, sampler_names, schedule
 from webui.ui.controlnet import create_controlnet_accordion
 from webui.ui.extra_networks import create_extra_networks
 from webui.ui.gallery_buttons import connect_file_buttons, create_gallery_buttons
+from webui.ui.job_follow import create_task_state, fail as fail_message, follow, result_outputs
 from webui.ui.gallery_values import (as_float, as_int, infotext_for_index, infotext_html, scaled_size,
                                      seed_for_index)
 from webui.ui.page_habits import interrupt_clicked
@@ -25,7 +25,6 @@ from webui.ui.paste import parse_for_paste, parse_override_entries, paste_values
 if TYPE_CHECKING:
     from webui.services.container import Services
 
-POLL_SECONDS = 0.25
 PROMPT_PLACEHOLDER = "Prompt\n(Press Ctrl+Enter to generate, Alt+Enter to skip, Esc to interrupt)"
 NEG_PLACEHOLDER = "Negative prompt\n(Press Ctrl+Enter to generate, Alt+Enter to skip, Esc to interrupt)"
 
@@ -73,6 +72,7 @@ class Txt2ImgTab:
     override: Any = None  # "Override settings" multiselect (entries like "Clip skip: 2")
     script_infotext_fields: list = field(default_factory=list)  # scripts' (component, infotext key)
     buttons: Any = None  # webui.ui.gallery_buttons.GalleryButtons (📂 💾 🗜️ and Send to)
+    task_state: Any = None  # gr.BrowserState: the task id of the tab's newest job (restore after reload)
 
     # request field → component, for "Send to txt2img/img2img" from PNG Info
     def paste_fields(self) -> dict[str, Any]:
@@ -255,6 +255,7 @@ def create_generation_tab(svc: "Services", mode: str, size: int | None = None) -
             info = gr.HTML("", elem_id=f"{mode}_info", elem_classes="infotext-box")
             gen_info = gr.State(None)
             selected = gr.State(0)
+            task_state = create_task_state(mode)
 
     tab = Txt2ImgTab(prompt, neg_prompt, token_counter, neg_token_counter, generate, interrupt, skip, sampler,
                      scheduler, steps, width, height, batch_count, batch_size, cfg_scale, seed, random_seed,
@@ -262,6 +263,7 @@ def create_generation_tab(svc: "Services", mode: str, size: int | None = None) -
                      hr_upscaler, hr_steps, denoising, hr_scale, hr_resize_x, hr_resize_y, gallery, status, info,
                      gen_info, selected)
     tab.styles = styles
+    tab.task_state = task_state
     tab.script_infotext_fields = scripts_ui.infotext_fields
     tab.img2img = i2i
     tab.override = override
@@ -414,14 +416,13 @@ def create_generation_tab(svc: "Services", mode: str, size: int | None = None) -
         )
 
     def fail(message: str) -> dict:
-        gr.Warning(message, title="Generation failed")
-        return {status: f"Error: {message}"}
+        return fail_message(tab, message)
 
     def run_generate(d: dict, progress: gr.Progress = gr.Progress()) -> Iterator[dict]:
         from pydantic import ValidationError
 
         from webui.services.container import GenerationError
-        t0 = time.perf_counter()
+        from webui.services.jobs import TaskIdError
         try:
             req = build_request(d)
             if i2i is not None and _is_batch(d, i2i):
@@ -435,75 +436,19 @@ def create_generation_tab(svc: "Services", mode: str, size: int | None = None) -
             gr.Warning(str(e), title="Nothing to generate from")
             yield {status: f"Error: {e}"}
             return
-        except (GenerationError, ValidationError, ValueError) as e:
+        except (GenerationError, ValidationError, TaskIdError, ValueError) as e:
             yield fail(str(e))
             return
-        last_pos: int | None = None
-        last_preview = -1
-        try:
-            yield {status: "Starting…"}
-            while not job.future.done():
-                pos = svc.queue.position(job)
-                if pos > 0:
-                    if pos != last_pos:
-                        last_pos = pos
-                        yield {status: f"Waiting in queue: position {pos}"}
-                    progress(0.0, desc=f"Waiting in queue: position {pos}")
-                elif pos == 0:
-                    st = job.state
-                    # yield first, then report progress: a yield hides the bar until the next progress update
-                    if last_pos != 0:
-                        last_pos = 0
-                        yield {status: "Sampling…"}
-                    img = st.current_image
-                    if img is not None and st.current_image_step != last_preview:
-                        last_preview = st.current_image_step
-                        yield {gallery: [img]}
-                    if st.sampling_steps:
-                        what = "Hires fix" if st.textinfo == "Hires fix" else "Sampling"
-                        desc = f"{what}: {st.sampling_step}/{st.sampling_steps} steps"
-                        if st.job_count > 1:
-                            desc += f" (job {min(st.job_no + 1, st.job_count)}/{st.job_count})"
-                        eta = st.eta()
-                        if eta > 0.5:
-                            desc += f", ETA {eta:.0f}s"
-                        progress(st.progress, desc=desc)
-                    else:
-                        loading = getattr(svc.models, "loading", None)
-                        progress(0.0, desc=f"Loading {loading}…" if loading else "Preparing…")
-                time.sleep(POLL_SECONDS)
-            result = job.result()
-        except GenerationError as e:
-            yield fail(str(e))
-            return
-        except Exception as e:  # the page must keep working whatever the job raised
-            yield fail(f"{type(e).__name__}: {e}")
-            return
-        finally:
-            if not job.future.done():  # browser tab closed while queued: drop the job
-                svc.queue.cancel(job)
-        dt = time.perf_counter() - t0
-        if result.infotexts:  # A1111's params.txt: what ↙️ pastes when the prompt box is empty
+        yield {status: "Starting…", task_state: job.task_id}  # the page keeps the id: a reload reattaches
+        yield from follow(svc, job, tab, progress)
+        result = job.result() if job.future.done() and not job.future.cancelled() \
+            and job.future.exception() is None else None
+        if result is not None and result.infotexts:  # A1111's params.txt: what ↙️ pastes when the prompt box is empty
             try:
                 (svc.paths.data_dir / "params.txt").write_text(result.infotexts[0], encoding="utf-8")
             except OSError:
                 pass
-        shown, texts = result.shown()  # grids first (A1111's gallery)
-        for img, text in zip(shown, texts):
-            img.info["parameters"] = text  # gradio copies text chunks into the gallery PNGs
-        info_dict = result.info_for()
-        info_dict["shown_infotexts"] = texts
-        info_dict["saved_files"] = [str(p) for p in result.paths]  # 📂 opens their folder
-        first = infotext_for_index(info_dict, 0)
-        msg = f"Time taken: {dt:.1f} s" + (f" · {result.memory}" if result.memory else "")
-        if not shown:
-            msg = f"Interrupted: no image ({dt:.1f} s)"
-        elif result.paths:
-            msg += f" · saved {result.paths[0].name}" + (f" (+{len(result.paths) - 1})" if len(result.paths) > 1
-                                                          else "")
-        yield {gallery: gr.Gallery(value=shown, selected_index=0), info: infotext_html(first, info_dict.get("warnings")),
-               status: msg,
-               gen_info: info_dict, selected: 0}
+        yield result_outputs(svc, job, tab)
 
     paste_targets = list(dict.fromkeys([*tab.paste_fields().values(), extra, enable_hr, override,
                                         *[c for c, _ in scripts_ui.infotext_fields]]))
@@ -526,7 +471,7 @@ def create_generation_tab(svc: "Services", mode: str, size: int | None = None) -
 
     paste.click(paste_params, prompt, paste_targets, show_progress="hidden", api_visibility="private")
 
-    tab.generate_event = generate.click(run_generate, inputs, [gallery, info, status, gen_info, selected],
+    tab.generate_event = generate.click(run_generate, inputs, [gallery, info, status, gen_info, selected, task_state],
                    show_progress_on=[status], concurrency_limit=None, api_name=mode,
                    api_visibility="undocumented")
     return tab
