@@ -1,6 +1,7 @@
 """Shared fixtures: tiny real-layout checkpoints on disk and a real server on 127.0.0.1."""
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -41,6 +42,41 @@ def browser() -> Iterator[Any]:
         b = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS, headless=True)
         yield b
         b.close()
+
+
+@contextlib.contextmanager
+def open_page(browser: Any, url: str, ready: str = "#txt2img_prompt textarea",
+              timeout_ms: int = BROWSER_TIMEOUT_MS) -> Iterator[Any]:
+    """A fresh browser context on the page at `url`, once `ready` is shown; on exit the page must
+    not have raised a JavaScript error."""
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = ctx.new_page()
+    pg.set_default_timeout(timeout_ms)
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.goto(url.rstrip("/") + "/")
+    pg.wait_for_selector(ready)
+    try:
+        yield pg
+    finally:
+        ctx.close()
+    assert not errors, f"errors in the page: {errors}"
+
+
+def tiny_ui_server(data_dir: Path, *extra: str, config: dict | None = None) -> "Server":
+    """The real server with its page, on a tiny SD1 checkpoint in `data_dir`'s models folder (and
+    `config` as its config.json), once the model has loaded."""
+    import json
+
+    from tiny_models import make_tiny_checkpoint
+    ckpt_dir = data_dir / "models" / "Stable-diffusion"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    make_tiny_checkpoint(ckpt_dir / "tiny-sd1.safetensors", family="sd1")
+    if config is not None:
+        (data_dir / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    server = start_server(data_dir, ckpt_dir, *extra, nowebui=False)
+    wait_for_model(server)
+    return server
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from typing import Any, Iterator
 import pytest
 from PIL import Image, PngImagePlugin
 
-from conftest import BROWSER_TIMEOUT_MS, Server, start_server, stop_server
+from conftest import Server, open_page, start_server, stop_server
 
 pytestmark = pytest.mark.browser
 
@@ -34,16 +34,8 @@ def extras_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.fixture
 def page(browser: Any, extras_server: Server) -> Iterator[Any]:
-    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
-    pg = ctx.new_page()
-    pg.set_default_timeout(BROWSER_TIMEOUT_MS)
-    errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.goto(extras_server.url + "/")
-    pg.wait_for_selector("#txt2img_prompt textarea")
-    yield pg
-    ctx.close()
-    assert not errors, f"errors in the page: {errors}"
+    with open_page(browser, extras_server.url) as pg:
+        yield pg
 
 
 def _upscale_once(page: Any, tmp_path: Path, size: tuple[int, int] = (96, 64)) -> None:

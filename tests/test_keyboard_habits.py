@@ -12,7 +12,7 @@ from typing import Any, Iterator
 import pytest
 import requests
 
-from conftest import BROWSER_TIMEOUT_MS, Server, start_server, stop_server, wait_for_model
+from conftest import BROWSER_TIMEOUT_MS, Server, open_page, stop_server, tiny_ui_server
 
 pytestmark = pytest.mark.browser
 
@@ -28,30 +28,16 @@ def silent_mp3(frames: int = 20) -> bytes:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    from tiny_models import make_tiny_checkpoint
-
-    data_dir = tmp_path_factory.mktemp("habits")
-    ckpt_dir = data_dir / "models" / "Stable-diffusion"
-    ckpt_dir.mkdir(parents=True)
-    make_tiny_checkpoint(ckpt_dir / "tiny-sd1.safetensors", family="sd1")
-    srv = start_server(data_dir, ckpt_dir, nowebui=False)
-    wait_for_model(srv)
+    srv = tiny_ui_server(tmp_path_factory.mktemp("habits"))
     yield srv
     stop_server(srv)
 
 
 @pytest.fixture
 def page(browser: Any, server: Server) -> Iterator[Any]:
-    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
-    pg = ctx.new_page()
-    pg.set_default_timeout(BROWSER_TIMEOUT_MS * 3)  # 2 shared cores: a generating page draws slowly
-    errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.goto(server.url + "/")
-    pg.wait_for_selector("#txt2img_prompt textarea")
-    yield pg
-    ctx.close()
-    assert not errors, f"errors in the page: {errors}"
+    # 2 shared cores: a generating page draws slowly
+    with open_page(browser, server.url, timeout_ms=BROWSER_TIMEOUT_MS * 3) as pg:
+        yield pg
 
 
 def set_number(page: Any, elem_id: str, value: Any) -> None:

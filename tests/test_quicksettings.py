@@ -12,7 +12,7 @@ import gradio as gr
 import pytest
 import requests
 
-from conftest import BROWSER_TIMEOUT_MS, Server, start_server, stop_server, wait_for_model
+from conftest import Server, open_page, stop_server, tiny_ui_server
 from webui.settings import OPTIONS, OptionInfo, Settings
 from webui.ui import settings_pages
 from webui.ui.quicksettings import arrange_tabs, register_options, row_keys, row_label
@@ -90,32 +90,16 @@ def test_settings_tab_copies_of_row_options_get_their_own_ids() -> None:
 
 @pytest.fixture(scope="module")
 def qs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    from tiny_models import make_tiny_checkpoint
-
-    data_dir = tmp_path_factory.mktemp("qsdata")
-    ckpt_dir = data_dir / "models" / "Stable-diffusion"
-    ckpt_dir.mkdir(parents=True)
-    make_tiny_checkpoint(ckpt_dir / "tiny-sd1.safetensors", family="sd1")
-    (data_dir / "config.json").write_text(json.dumps(CONFIG), encoding="utf-8")
-    server = start_server(data_dir, ckpt_dir, nowebui=False)
-    wait_for_model(server)
+    server = tiny_ui_server(tmp_path_factory.mktemp("qsdata"), config=CONFIG)
     yield server
     stop_server(server)
 
 
 @pytest.fixture
 def page(browser: Any, qs_server: Server) -> Iterator[Any]:
-    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
-    pg = ctx.new_page()
-    pg.set_default_timeout(BROWSER_TIMEOUT_MS)
-    errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.goto(qs_server.url + "/")
-    pg.wait_for_selector("#quicksettings #setting_sd_model_checkpoint")
-    pg.wait_for_load_state("networkidle")  # the page-load event has filled the row in
-    yield pg
-    ctx.close()
-    assert not errors, f"errors in the page: {errors}"
+    with open_page(browser, qs_server.url, "#quicksettings #setting_sd_model_checkpoint") as pg:
+        pg.wait_for_load_state("networkidle")  # the page-load event has filled the row in
+        yield pg
 
 
 def options(server: Server) -> dict:

@@ -82,14 +82,20 @@ def create_gallery_buttons(svc: "Services", mode: str, save_buttons: bool = True
 
 # ---------------------------------------------------------------- gallery values
 
-def gallery_image(item: Any) -> Image.Image | None:
-    """One gallery value item (a (file, caption) pair, a dict, a path or an image) as a PIL image."""
+def _unwrap(item: Any) -> Any:
+    """A gallery value item's picture part: the file or image inside a (file, caption) pair or a dict."""
     if isinstance(item, (tuple, list)) and item:
         item = item[0]
     if isinstance(item, dict):
         item = item.get("image") or item.get("path") or item.get("name")
         if isinstance(item, dict):
             item = item.get("path")
+    return item
+
+
+def gallery_image(item: Any) -> Image.Image | None:
+    """One gallery value item (a (file, caption) pair, a dict, a path or an image) as a PIL image."""
+    item = _unwrap(item)
     if isinstance(item, Image.Image):
         return item
     path = getattr(item, "path", item)
@@ -136,12 +142,7 @@ def is_local_client(host: str | None) -> bool:
 
 def _item_path(item: Any) -> Path | None:
     """The file behind a gallery value item, when it has one."""
-    if isinstance(item, (tuple, list)) and item:
-        item = item[0]
-    if isinstance(item, dict):
-        item = item.get("image") or item.get("path") or item.get("name")
-        if isinstance(item, dict):
-            item = item.get("path")
+    item = _unwrap(item)
     path = getattr(item, "path", item)
     return Path(str(path)) if isinstance(path, (str, os.PathLike)) and str(path) else None
 
