@@ -65,6 +65,9 @@ CSS = """
   object-fit: contain !important; width: 100%; height: 100%; }
 /* Image Browser: the selected picture fills its box too */
 #image_browser_image img { object-fit: contain !important; width: 100%; height: 100%; }
+/* thumbnails keep a thumbnail's size on a page with few pictures (the gallery shrinks its columns to the count) */
+#image_browser_gallery .grid-container { grid-template-columns: repeat(auto-fill, minmax(96px, 1fr)) !important; }
+#image_browser_gallery .grid-container > * { max-width: 160px; }
 /* Extra-network cards keep a card's size however few files there are (Gradio's gallery shrinks its
    column count to the item count, so a lone card would span the whole row). */
 .extra-network-cards .grid-container { grid-template-columns: repeat(auto-fill, minmax(110px, 150px)) !important; }
