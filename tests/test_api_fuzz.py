@@ -348,7 +348,7 @@ def test_corpus_is_generated_from_the_models() -> None:
     assert len(corpus) > 3000
 
 
-@pytest.mark.slow  # ~2 min; in the default suite (nothing deselects "slow")
+@pytest.mark.slow  # ~2 min: run with `-m slow`
 def test_bad_input_never_answers_5xx(fuzz_server: Server) -> None:
     options = requests.get(fuzz_server.api("options"), timeout=30).json()
     scripts = requests.get(fuzz_server.api("script-info"), timeout=30).json()

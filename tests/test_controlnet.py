@@ -70,6 +70,7 @@ def test_edge_map_puts_the_shape_where_the_edges_are_whatever_the_prompt_says(sv
     assert plain != ["left", "left"]  # without the unit the map's position is not forced
 
 
+@pytest.mark.slow  # ~90 s on 2 cores: a hires pass with two units
 def test_units_also_guide_the_hires_pass(svc) -> None:
     # Hires fix at scale 1 with denoising 1.0: the second pass starts again from noise, so only a
     # unit active in that pass (with its map fitted to the hires size) can decide where the shape goes.

@@ -13,7 +13,8 @@ from PIL import Image, PngImagePlugin
 
 from conftest import Server, open_page, start_server, stop_server
 
-pytestmark = pytest.mark.browser
+# ~1.5 min with its own server: run with `-m slow`
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 PARAMS = "a blue square\nNegative prompt: murky\nSteps: 7, Sampler: Euler, CFG scale: 5.5, Seed: 4321, Size: 96x64"
 

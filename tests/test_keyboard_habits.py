@@ -14,7 +14,8 @@ import requests
 
 from conftest import BROWSER_TIMEOUT_MS, Server, open_page, stop_server, tiny_ui_server
 
-pytestmark = pytest.mark.browser
+# ~3 min of driving a generating page: run with `-m slow`
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 PLAIN_TITLE = "Stable Diffusion"
 PROGRESS_TITLE = re.compile(r"^\[\d+%( ETA: [\d:]+s?)?\] Stable Diffusion$")

@@ -343,6 +343,7 @@ def wait_counter(page: Any, elem_id: str, want: str, timeout: float = 90) -> Non
 
 
 @pytest.mark.browser
+@pytest.mark.slow  # ~40 s: two page builds with Reload UI between
 def test_page_options(browser: Any, server: Server) -> None:
     ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = ctx.new_page()

@@ -243,6 +243,7 @@ def test_the_page_starts_from_the_file_and_generates_with_it(browser: Any, serve
 
 
 @pytest.mark.browser
+@pytest.mark.slow  # restarts the server
 def test_defaults_page_lists_and_writes_changes_that_survive_a_restart(browser: Any, server: Server,
                                                                        data_dir: Path) -> None:
     page = _open(browser, server)
@@ -283,6 +284,7 @@ def test_defaults_page_lists_and_writes_changes_that_survive_a_restart(browser: 
 
 
 @pytest.mark.browser
+@pytest.mark.slow  # a server of its own
 def test_a_broken_file_leaves_the_built_defaults_and_stays_as_it_is(browser: Any, server: Server,
                                                                     data_dir: Path) -> None:
     path = data_dir / "ui-config.json"
