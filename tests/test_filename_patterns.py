@@ -304,6 +304,8 @@ def test_save_and_zip_buttons_follow_the_options(page: Any, ui_server: Server, r
     before = set(folder.glob("*.png"))
     note = page.inner_text("#txt2img_gallery_note")
     page.click("#save_txt2img")
-    page.wait_for_function("(n) => document.querySelector('#txt2img_gallery_note').innerText != n", arg=note)
+    # the note first shows Gradio's progress line, then what was saved
+    page.wait_for_function("(n) => { const t = document.querySelector('#txt2img_gallery_note').innerText;"
+                           " return t != n && t.includes('Saved in') && !t.includes('processing'); }", arg=note)
     new = [p.name for p in set(folder.glob("*.png")) - before]
     assert len(new) == 1 and new[0].endswith(f"-{seed + 1}-green square.png"), new
