@@ -116,6 +116,16 @@ def generate(page: Any, expect: str) -> str:
     return info_text(page)
 
 
+def choose_style(page: Any, name: str) -> None:
+    """Pick a style in the multiselect. Focusing it refreshes its choices from styles.csv: wait for
+    that answer first, or a late refresh can drop the choice just made."""
+    page.locator("#txt2img_styles input").click()
+    page.wait_for_load_state("networkidle")
+    page.get_by_role("option", name=name).click()
+    page.keyboard.press("Escape")
+    page.wait_for_function("(n) => document.querySelector('#txt2img_styles').innerText.includes(n)", arg=name)
+
+
 def gallery_image_width(page: Any) -> int:
     img = page.locator("#txt2img_gallery img").first
     img.wait_for()
@@ -582,9 +592,7 @@ def test_prompt_tools_styles_counter_and_network_warning(page: Any, ui_server: S
     set_number(page, "txt2img_height", 64)
     text = generate(page, "Steps: 3")
     assert "Networks not found: lora:not_there" in text
-    page.locator("#txt2img_styles input").click()
-    page.get_by_role("option", name="onblue").click()
-    page.keyboard.press("Escape")
+    choose_style(page, "onblue")
     text = generate(page, "on a blue background")
     assert text.startswith("Networks not found: lora:not_there\n")  # the warning sits above the infotext
     assert page.inner_text("#txt2img_info .infotext").startswith(
@@ -592,9 +600,7 @@ def test_prompt_tools_styles_counter_and_network_warning(page: Any, ui_server: S
 
     # 📋 writes the selected styles into the boxes and clears the selection
     prompt.fill("a cat")
-    page.locator("#txt2img_styles input").click()
-    page.get_by_role("option", name="onblue").click()
-    page.keyboard.press("Escape")
+    choose_style(page, "onblue")
     page.click("#txt2img_style_apply")
     page.wait_for_function("() => document.querySelector('#txt2img_prompt textarea').value"
                            " === 'a cat, on a blue background'")
