@@ -18,7 +18,8 @@ from conftest import BROWSER_TIMEOUT_MS, Server, start_server, stop_server
 from test_extensions_manage import INDEX, Remote, make_manager
 from webui.extensions import manage
 
-pytestmark = pytest.mark.browser
+# each test starts servers of its own (~1 min together): run with `-m slow`
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 TIMEOUT_MS = BROWSER_TIMEOUT_MS
 

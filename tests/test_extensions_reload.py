@@ -89,6 +89,7 @@ def row(table: Any, name: str) -> Any:
     return table.locator(".virtual-row[role=row]", has_text=name).locator("input[type=checkbox]")
 
 
+@pytest.mark.slow  # ~35 s, a server of its own
 def test_apply_and_restart_ui_reloads_extensions_in_process(browser: Any, tmp_path: Path,  # noqa: F811
                                                             model_dir: Path) -> None:
     data = tmp_path / "data"

@@ -148,6 +148,7 @@ def test_option_choices_and_served_mapping(german: Server) -> None:
 
 
 @pytest.mark.browser
+@pytest.mark.slow  # browser, ~16 s
 def test_page_translated_in_dark_mode_then_english(german: Server, browser: Any) -> None:
     ctx, pg, errors = open_page(browser, german, "light")  # the flag, not the browser, decides
     try:
@@ -191,6 +192,7 @@ def test_page_translated_in_dark_mode_then_english(german: Server, browser: Any)
 
 
 @pytest.mark.browser
+@pytest.mark.slow  # a server of its own
 def test_theme_light_flag_and_gradio_theme(browser: Any, tmp_path: Path) -> None:
     write(tmp_path / "config.json", {"theme_mode": "dark", "gradio_theme": "Soft"})
     (tmp_path / "ckpt").mkdir()

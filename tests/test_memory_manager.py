@@ -328,6 +328,7 @@ def test_nan_from_a_half_precision_vae_is_decoded_again_in_fp32(root: Path) -> N
     assert not any("NaNs" in w for w in res2.info["warnings"])
 
 
+@pytest.mark.slow  # ~20 s of model switches
 def test_twenty_switches_do_not_grow_memory_and_unload_frees_the_model(tmp_path: Path) -> None:
     (tmp_path / "models").mkdir()
     demo = ROOT / "webui" / "builtin_models"

@@ -525,6 +525,7 @@ def test_generation_during_training_is_served_between_steps_and_neither_leaks(se
 # ------------------------------------------------------------------------------ the tab in a browser
 
 @pytest.mark.browser
+@pytest.mark.slow  # browser, ~20 s
 def test_browser_create_train_and_see_progress_preview_and_loss_plot(browser: Any, tmp_path_factory) -> None:
     data = tmp_path_factory.mktemp("train-ui")
     ckpt = data / "models" / "Stable-diffusion"

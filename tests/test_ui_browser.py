@@ -418,6 +418,7 @@ def _draw_stroke(page: Any, editor_id: str, picture: Path) -> None:
     page.wait_for_timeout(300)
 
 
+@pytest.mark.slow  # browser, 15-25 s
 def test_img2img_sketch_then_copy_to_inpaint(page: Any, ui_server: Server, tmp_path: Path) -> None:
     """Sketch: the white brush stroke becomes part of the picture (denoising 0 returns it as drawn);
     Copy image to → inpaint carries the sketched picture over, with its own empty mask."""
@@ -469,6 +470,7 @@ def test_img2img_batch_folder_error_and_sd_upscale_script(page: Any, ui_server: 
     assert "SD upscale upscaler: Lanczos" in page.inner_text("#img2img_info")
 
 
+@pytest.mark.slow  # browser, 15-25 s
 def test_img2img_bad_uploads_are_named_and_the_page_keeps_working(page: Any, ui_server: Server,
                                                                   tmp_path: Path) -> None:
     good = _blocks(64, 4)
@@ -499,6 +501,7 @@ def test_img2img_bad_uploads_are_named_and_the_page_keeps_working(page: Any, ui_
     assert np.array_equal(np.asarray(out), np.asarray(good))
 
 
+@pytest.mark.slow  # browser, 15-25 s
 def test_pnginfo_send_to_inpaint_fills_image_and_fields(page: Any, ui_server: Server, tmp_path: Path) -> None:
     from PIL import PngImagePlugin
     img = _blocks(64, 2)
@@ -751,6 +754,7 @@ def fresh_install_page(browser: Any, tmp_path: Path, *flags: str, height: int = 
         stop_server(server)
 
 
+@pytest.mark.slow  # browser, 15-25 s
 def test_fresh_install_draws_with_the_builtin_model(browser: Any, tmp_path: Path) -> None:
     """Empty models folder: the page offers the shipped demo model at its native 64x64 and a
     newcomer's first prompt gives the picture it asks for."""
@@ -777,6 +781,7 @@ def test_fresh_install_draws_with_the_builtin_model(browser: Any, tmp_path: Path
         pg.screenshot(path="/tmp/ui_builtin_model.png", full_page=True)
 
 
+@pytest.mark.slow  # browser, 15-25 s
 def test_controlnet_accordion_places_the_shape_where_the_edges_are(browser: Any, tmp_path: Path) -> None:
     """The shipped demo model and its canny ControlNet, driven from the page: upload a picture of a
     star at the left, preview the canny map, and generate with a prompt that says "right"."""
