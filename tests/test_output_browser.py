@@ -13,7 +13,7 @@ import pytest
 import requests
 from PIL import Image, PngImagePlugin
 
-from conftest import Server, start_server, stop_server
+from conftest import Server, open_page, start_server, stop_server
 from webui.infotext import make_exif
 from webui.services.output_browser import OutputBrowser, OutputBrowserError, OutputNotFound
 
@@ -298,67 +298,59 @@ def test_api_delete_moves_to_trash(server: Server) -> None:
 @pytest.mark.browser
 def test_image_browser_tab_shows_sends_and_deletes(server: Server, browser: Any) -> None:
     src = server.data_dir / "outputs/txt2img-images/2024-07-27/00000-4242.png"
-    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = ctx.new_page()
-    page.set_default_timeout(60_000)
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(server.url + "/")
-    page.wait_for_selector("#txt2img_prompt textarea")
-    tab = page.locator("#tabs button[role=tab]", has_text="Image Browser")
-    assert tab.count() == 1
-    tab.click()
-    page.wait_for_function("() => document.querySelectorAll('#image_browser_gallery .thumbnail-item img').length === 36")
-    assert "Page 1 of 2: 41 images" in page.locator("#image_browser_status").inner_text()
-    page.click("#image_browser_next")
-    page.wait_for_function("() => document.querySelectorAll('#image_browser_gallery .thumbnail-item img').length === 5")
-    page.click("#image_browser_first")
-    page.wait_for_function("() => document.querySelectorAll('#image_browser_gallery .thumbnail-item img').length === 36")
-    first = page.locator("#image_browser_gallery .thumbnail-item img").first
-    page.wait_for_function("() => { const i = document.querySelector('#image_browser_gallery .thumbnail-item img');"
-                           " return i && i.complete && i.naturalWidth === 64; }")  # the thumbnail itself loads
-    first.click()
-    page.wait_for_function("() => document.querySelector('#image_browser_infotext').innerText"
-                           ".includes('a blue teapot on a table')")
-    assert "00000-4242.png" in page.locator("#image_browser_file_info").inner_text()
-    assert "Seed: 4242" in page.locator("#image_browser_infotext").inner_text()
-    page.wait_for_function("() => { const i = document.querySelector('#image_browser_image img');"
-                           " return i && i.complete && i.naturalWidth === 64; }")
+    with open_page(browser, server.url) as page:
+        tab = page.locator("#tabs button[role=tab]", has_text="Image Browser")
+        assert tab.count() == 1
+        tab.click()
+        page.wait_for_function("() => document.querySelectorAll('#image_browser_gallery .thumbnail-item img').length === 36")
+        assert "Page 1 of 2: 41 images" in page.locator("#image_browser_status").inner_text()
+        page.click("#image_browser_next")
+        page.wait_for_function("() => document.querySelectorAll('#image_browser_gallery .thumbnail-item img').length === 5")
+        page.click("#image_browser_first")
+        page.wait_for_function("() => document.querySelectorAll('#image_browser_gallery .thumbnail-item img').length === 36")
+        first = page.locator("#image_browser_gallery .thumbnail-item img").first
+        page.wait_for_function("() => { const i = document.querySelector('#image_browser_gallery .thumbnail-item img');"
+                               " return i && i.complete && i.naturalWidth === 64; }")  # the thumbnail itself loads
+        first.click()
+        page.wait_for_function("() => document.querySelector('#image_browser_infotext').innerText"
+                               ".includes('a blue teapot on a table')")
+        assert "00000-4242.png" in page.locator("#image_browser_file_info").inner_text()
+        assert "Seed: 4242" in page.locator("#image_browser_infotext").inner_text()
+        page.wait_for_function("() => { const i = document.querySelector('#image_browser_image img');"
+                               " return i && i.complete && i.naturalWidth === 64; }")
 
-    page.click("#image_browser_send_to_img2img")
-    page.wait_for_function("() => { const i = document.querySelector('#img2img_image img');"
-                           " return i && i.complete && i.naturalWidth === 64; }")
-    assert page.locator("#tab_img2img").is_visible()
-    assert page.locator("#img2img_prompt textarea").input_value() == "a blue teapot on a table"
-    assert page.locator("#img2img_seed input").input_value() == "4242"
-    blue = page.evaluate("""() => { const i = document.querySelector('#img2img_image img');
-        const c = document.createElement('canvas'); c.width = i.naturalWidth; c.height = i.naturalHeight;
-        const x = c.getContext('2d'); x.drawImage(i, 0, 0); return Array.from(x.getImageData(8, 8, 1, 1).data); }""")
-    assert blue[2] > 180 and blue[0] < 80, blue  # the teapot picture's blue
+        page.click("#image_browser_send_to_img2img")
+        page.wait_for_function("() => { const i = document.querySelector('#img2img_image img');"
+                               " return i && i.complete && i.naturalWidth === 64; }")
+        assert page.locator("#tab_img2img").is_visible()
+        assert page.locator("#img2img_prompt textarea").input_value() == "a blue teapot on a table"
+        assert page.locator("#img2img_seed input").input_value() == "4242"
+        blue = page.evaluate("""() => { const i = document.querySelector('#img2img_image img');
+            const c = document.createElement('canvas'); c.width = i.naturalWidth; c.height = i.naturalHeight;
+            const x = c.getContext('2d'); x.drawImage(i, 0, 0); return Array.from(x.getImageData(8, 8, 1, 1).data); }""")
+        assert blue[2] > 180 and blue[0] < 80, blue  # the teapot picture's blue
 
-    tab.click()  # the selection stays: the same file goes to PNG Info (its own metadata) and to Extras
-    page.click("#image_browser_send_to_pnginfo")
-    page.wait_for_function("() => { const h = document.querySelector('#pnginfo_html');"
-                           " return h && h.innerText.includes('Seed: 4242'); }")
-    tab.click()
-    page.click("#image_browser_send_to_extras")
-    page.wait_for_function("() => { const i = document.querySelector('#extras_image img');"
-                           " return i && i.complete && i.naturalWidth === 64; }")
+        tab.click()  # the selection stays: the same file goes to PNG Info (its own metadata) and to Extras
+        page.click("#image_browser_send_to_pnginfo")
+        page.wait_for_function("() => { const h = document.querySelector('#pnginfo_html');"
+                               " return h && h.innerText.includes('Seed: 4242'); }")
+        tab.click()
+        page.click("#image_browser_send_to_extras")
+        page.wait_for_function("() => { const i = document.querySelector('#extras_image img');"
+                               " return i && i.complete && i.naturalWidth === 64; }")
 
-    tab.click()
-    page.click("#image_browser_delete")  # not confirmed: a warning, and the file stays
-    page.wait_for_selector("text=Tick “Confirm delete” first")
-    assert src.exists()
-    page.locator("#image_browser_confirm_delete input").check()
-    page.click("#image_browser_delete")
-    page.wait_for_function("() => document.querySelector('#image_browser_status').innerText.includes('40 images')")
-    trash = server.data_dir / "trash/txt2img/2024-07-27"
-    assert not src.exists() and (trash / "00000-4242.png").is_file() and (trash / "00000-4242.txt").is_file()
+        tab.click()
+        page.click("#image_browser_delete")  # not confirmed: a warning, and the file stays
+        page.wait_for_selector("text=Tick “Confirm delete” first")
+        assert src.exists()
+        page.locator("#image_browser_confirm_delete input").check()
+        page.click("#image_browser_delete")
+        page.wait_for_function("() => document.querySelector('#image_browser_status').innerText.includes('40 images')")
+        trash = server.data_dir / "trash/txt2img/2024-07-27"
+        assert not src.exists() and (trash / "00000-4242.png").is_file() and (trash / "00000-4242.txt").is_file()
 
-    box = page.locator("#image_browser_search textarea, #image_browser_search input").first
-    box.fill("LIGHTHOUSE 3")
-    box.press("Enter")
-    page.wait_for_function("() => document.querySelectorAll('#image_browser_gallery .thumbnail-item img').length === 11")
-    assert "11 images matching" in page.locator("#image_browser_status").inner_text()
-    ctx.close()
-    assert not errors, errors
+        box = page.locator("#image_browser_search textarea, #image_browser_search input").first
+        box.fill("LIGHTHOUSE 3")
+        box.press("Enter")
+        page.wait_for_function("() => document.querySelectorAll('#image_browser_gallery .thumbnail-item img').length === 11")
+        assert "11 images matching" in page.locator("#image_browser_status").inner_text()
