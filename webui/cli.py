@@ -31,6 +31,19 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("--enable-insecure-extension-access", action="store_true",
                      help="allow installing/updating/enabling extensions when listening beyond localhost")
 
+    acc = p.add_argument_group("accounts (with any of these set, every route needs a log-in)")
+    acc.add_argument("--gradio-auth", type=str, default=None, metavar="USER:PASS[,USER2:PASS2]",
+                     help="accounts for the page (and the API unless --api-auth is given)")
+    acc.add_argument("--gradio-auth-path", type=Path, default=None, metavar="FILE",
+                     help="file of user:pass pairs, one or more per line (a password may contain ':')")
+    acc.add_argument("--api-auth", type=str, default=None, metavar="USER:PASS[,USER2:PASS2]",
+                     help="accounts for HTTP Basic on the API (default: the page's accounts)")
+    acc.add_argument("--api-auth-path", type=Path, default=None, metavar="FILE",
+                     help="file of user:pass pairs for the API")
+    acc.add_argument("--admin", type=str, default=None, metavar="USER[,USER2]",
+                     help="accounts that may change settings, manage extensions and stop others' jobs "
+                          "(default: the first account)")
+
     ui = p.add_argument_group("user interface")
     ui.add_argument("--hide-ui-dir-config", action="store_true",
                     help="keep server folders out of the page (no 📂 button, no folder paths shown)")

@@ -11,6 +11,7 @@ from webui.memory.devices import DevicePolicy
 from webui.memory.manager import MemoryManager
 from webui.memory.stats import MemoryWatch, memory_report
 from webui.models.registry import CheckpointRegistry
+from webui.serving.accounts import NO_ACCOUNTS, Accounts, load_accounts
 from webui.prompts.styles import PromptStyle, StyleDatabase
 from webui.services.jobs import Job, JobQueue
 from webui.services.model_service import ModelLoadError, ModelService
@@ -42,6 +43,7 @@ class Services:
     pipeline: Pipeline
     extensions: ExtensionManager | None = None  # <data-dir>/extensions (the Extensions tab, /sdapi/v1/extensions)
     training: TrainingService | None = None  # the Train tab and /sdapi/v1/create/*, /train/*
+    accounts: Accounts = NO_ACCOUNTS  # --gradio-auth / --api-auth / --admin (empty: no log-in)
     # set by the composition root once the server runs: reload extensions and swap in a new API + UI
     reload_ui: Callable[[], str] | None = None
     # set by the composition root: ask the server to shut down after the running requests (server-stop)
@@ -145,6 +147,7 @@ class Services:
 
 
 def build_services(args: argparse.Namespace, paths: Paths) -> Services:
+    accounts = load_accounts(args)  # a bad credentials flag stops the start before anything loads
     settings = Settings.load(paths.config_file)
     builtin = sorted(paths.builtin_models_dir.glob("*.safetensors")) if paths.builtin_models_dir.is_dir() else []
     extra = [args.ckpt.resolve()] if args.ckpt else []
@@ -177,7 +180,8 @@ def build_services(args: argparse.Namespace, paths: Paths) -> Services:
                     training=TrainingService(models, queue, paths.embeddings_dir, paths.hypernetwork_dir,
                                              lora_dir=paths.lora_dir, data_dir=paths.data_dir, settings=settings,
                                              memory=memory, pipeline=pipeline,
-                                             exposed=tuple(network_exposure(args))))
+                                             exposed=tuple(network_exposure(args))),
+                    accounts=accounts)
 
 
 __all__ = ["Services", "build_services", "GenerationError", "GenerationResult", "ModelLoadError"]

@@ -1,0 +1,1 @@
+"""Serving many users safely: accounts, callers (who asks), and the request guards."""
