@@ -162,6 +162,9 @@ def build_app(svc: Any, args: argparse.Namespace) -> Any:
     else:
         fire("app_started", None, app)
     app.state.services = svc
+    from webui.serving.auth_guard import AuthGuard
+    # every route, the mounted page's included, passes the log-in guard (a no-op without accounts)
+    app.add_middleware(AuthGuard, accounts=svc.accounts)  # type: ignore[arg-type]
     return app
 
 
