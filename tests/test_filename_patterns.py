@@ -301,6 +301,9 @@ def test_save_and_zip_buttons_follow_the_options(page: Any, ui_server: Server, r
 
     # one picture selected and save_selected_only on (A1111's default): that picture alone
     page.locator("#txt2img_gallery .thumbnail-item").nth(2).click()
+    # the selection has reached the server once the infotext shows that picture's seed
+    page.wait_for_function("(s) => document.querySelector('#txt2img_info').innerText.includes('Seed: ' + s + ',')",
+                           arg=str(seed + 1))
     before = set(folder.glob("*.png"))
     note = page.inner_text("#txt2img_gallery_note")
     page.click("#save_txt2img")

@@ -122,8 +122,9 @@ def test_second_interrupt_stops_at_once_and_skip_is_labelled(ui_server: Server) 
 
 @pytest.mark.browser
 def test_reload_reattaches_to_its_job_and_keeps_the_last_result(page: Any, ui_server: Server) -> None:
-    # an API job holds the worker, so the page's job is certainly still queued when the page reloads
-    blocker, blocker_out = _in_background(ui_server, steps=150, width=256, height=256,
+    # an API job holds the worker (long enough for a slow machine: it is interrupted below), so the
+    # page's job is certainly still queued when the page reloads
+    blocker, blocker_out = _in_background(ui_server, steps=500, width=256, height=256,
                                           force_task_id="task(txt2img-BLOCKER)")
     _wait_step(ui_server, "task(txt2img-BLOCKER)", step=1, timeout=120)
     page.fill("#txt2img_prompt textarea", "a blue square kept after reload")

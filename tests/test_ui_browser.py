@@ -116,14 +116,20 @@ def generate(page: Any, expect: str) -> str:
     return info_text(page)
 
 
+STYLE_TOKENS_JS = "() => [...document.querySelectorAll('#txt2img_styles .token')].map(t => t.innerText.trim())"
+
+
 def choose_style(page: Any, name: str) -> None:
-    """Pick a style in the multiselect. Focusing it refreshes its choices from styles.csv: wait for
-    that answer first, or a late refresh can drop the choice just made."""
+    """Pick a style in the multiselect (nothing to do when it is already picked: clicking a picked
+    option would drop it). Focusing it refreshes its choices from styles.csv: wait for that answer
+    first, or a late refresh can drop the choice just made."""
+    if name in page.evaluate(STYLE_TOKENS_JS):
+        return
     page.locator("#txt2img_styles input").click()
     page.wait_for_load_state("networkidle")
     page.get_by_role("option", name=name).click()
     page.keyboard.press("Escape")
-    page.wait_for_function("(n) => document.querySelector('#txt2img_styles').innerText.includes(n)", arg=name)
+    page.wait_for_function(f"(n) => ({STYLE_TOKENS_JS})().includes(n)", arg=name)
 
 
 def gallery_image_width(page: Any) -> int:
@@ -566,7 +572,6 @@ def test_paste_button_reads_infotext_from_the_prompt_box(page: Any, ui_server: S
     assert page.locator("#img2img_inpainting_fill input[value='fill']").is_checked()
 
 
-@pytest.mark.slow  # passes alone; times out on its styled generate when run after the module's other tests (issue 18 note)
 def test_prompt_tools_styles_counter_and_network_warning(page: Any, ui_server: Server) -> None:
     prompt = page.locator("#txt2img_prompt textarea")
     # the token counter follows typing, counting A1111's way (longest scheduled variant)
@@ -596,6 +601,7 @@ def test_prompt_tools_styles_counter_and_network_warning(page: Any, ui_server: S
     set_number(page, "txt2img_height", 64)
     text = generate(page, "Steps: 3")
     assert "Networks not found: lora:not_there" in text
+    assert "on a blue background" not in text  # saving a style does not select it (A1111)
     choose_style(page, "onblue")
     text = generate(page, "on a blue background")
     assert text.startswith("Networks not found: lora:not_there\n")  # the warning sits above the infotext
@@ -609,6 +615,7 @@ def test_prompt_tools_styles_counter_and_network_warning(page: Any, ui_server: S
     page.wait_for_function("() => document.querySelector('#txt2img_prompt textarea').value"
                            " === 'a cat, on a blue background'")
     assert page.locator("#txt2img_neg_prompt textarea").input_value() == "blurry"
+    page.wait_for_function(f"() => ({STYLE_TOKENS_JS})().length === 0")
 
 
 def test_checkpoint_merger_tab_writes_a_loadable_checkpoint(page: Any, ui_server: Server) -> None:

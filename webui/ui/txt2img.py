@@ -355,7 +355,8 @@ def create_generation_tab(svc: "Services", mode: str, size: int | None = None) -
         except (ValueError, OSError) as e:
             gr.Warning(str(e), title="Style not saved")
             return style_choices(chosen), f"Style not saved: {e}"
-        return style_choices((chosen or []) + [name.strip()]), f"Saved style {name.strip()!r} to {svc.styles.path.name}"
+        # as A1111: the new style joins the choices; the selection stays what the user picked
+        return style_choices(chosen), f"Saved style {name.strip()!r} to {svc.styles.path.name}"
 
     def delete_style(name: str, chosen: list[str] | None) -> tuple[Any, str]:
         try:
