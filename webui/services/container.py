@@ -44,6 +44,7 @@ class Services:
     extensions: ExtensionManager | None = None  # <data-dir>/extensions (the Extensions tab, /sdapi/v1/extensions)
     training: TrainingService | None = None  # the Train tab and /sdapi/v1/create/*, /train/*
     accounts: Accounts = NO_ACCOUNTS  # --gradio-auth / --api-auth / --admin (empty: no log-in)
+    page_login: Any = None  # the page's signed-in sessions (webui.serving.page_login), set by the app
     # set by the composition root once the server runs: reload extensions and swap in a new API + UI
     reload_ui: Callable[[], str] | None = None
     # set by the composition root: ask the server to shut down after the running requests (server-stop)

@@ -98,7 +98,12 @@ def launch_kwargs(svc: "Services | None" = None) -> dict[str, Any]:
     extensions' JavaScript and CSS go into the page's head and stylesheet."""
     from webui.ui.extension_assets import extension_css
     manager = getattr(svc, "extensions", None) if svc is not None else None
+    login: dict[str, Any] = {}
+    if svc is not None and svc.accounts.enabled:
+        # Gradio's log-in form, checking our accounts (constant time); see webui.serving.page_login
+        login = {"auth": svc.page_login.check, "auth_message": "Log in to Stable Diffusion web UI"}
     return {
+        **login,
         "theme": gradio_theme(svc),
         "css": CSS + "\n" + extension_css(manager),
         "js": JS,
