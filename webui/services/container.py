@@ -11,7 +11,7 @@ from webui.memory.devices import DevicePolicy
 from webui.memory.manager import MemoryManager
 from webui.memory.stats import MemoryWatch, memory_report
 from webui.models.registry import CheckpointRegistry
-from webui.serving.accounts import NO_ACCOUNTS, Accounts, load_accounts
+from webui.serving.accounts import NO_ACCOUNTS, Accounts, load_accounts, redact_flags
 from webui.prompts.styles import PromptStyle, StyleDatabase
 from webui.services.jobs import Job, JobQueue
 from webui.services.model_service import ModelLoadError, ModelService
@@ -144,7 +144,7 @@ class Services:
         return opts
 
     def cmd_flags(self) -> dict[str, Any]:
-        return cmd_flags(self.args)
+        return redact_flags(cmd_flags(self.args), self.accounts)  # never a credential (A1111 shows them)
 
 
 def build_services(args: argparse.Namespace, paths: Paths) -> Services:
