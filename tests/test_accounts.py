@@ -1,0 +1,86 @@
+"""Accounts from A1111's flags, the page's session lookup, cmd-flags redaction and the admin rule,
+in-process (the real server with accounts is tests/test_auth_routes.py)."""
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from webui.cli import parse_args
+from webui.serving.accounts import (NO_ACCOUNTS, REDACTED, AccountsError, load_accounts, parse_pairs,
+                                    redact_flags)
+from webui.serving.page_login import PageLogin, is_open_page_path
+from webui.ui.admin_gate import admin_refusal
+
+
+def test_a_password_may_hold_colons_and_a_line_several_pairs() -> None:
+    assert parse_pairs("alice:s3cr:et, bob:b0b\n# comment\n\ncarol::x", "t") == {
+        "alice": "s3cr:et", "bob": "b0b", "carol": ":x"}
+    for bad in ("alice", "alice:", ":pw"):
+        with pytest.raises(AccountsError, match="expected user:password"):
+            parse_pairs(bad, "--gradio-auth")
+
+
+def test_flags_files_defaults_and_admins(tmp_path: Path) -> None:
+    f = tmp_path / "accounts.txt"
+    f.write_text("bob:b0b,carol:c:a:rol\ndave:d4ve\n", encoding="utf-8")
+    acc = load_accounts(parse_args(["--gradio-auth", "alice:s3cr:et", "--gradio-auth-path", str(f)]))
+    assert acc.names() == ["alice", "bob", "carol", "dave"]
+    # only page accounts given: the API takes the same ones; the first account is the admin
+    assert acc.check_api("carol", "c:a:rol") and acc.check_ui("dave", "d4ve")
+    assert acc.admins == {"alice"} and acc.is_admin("alice") and not acc.is_admin("bob")
+    assert not acc.check_ui("carol", "c:a") and not acc.check_ui("nobody", "x") and not acc.check_ui("dave", "")
+
+    acc = load_accounts(parse_args(["--gradio-auth", "alice:pw", "--api-auth", "robot:r0:b0t",
+                                    "--admin", "robot"]))
+    assert acc.check_api("robot", "r0:b0t") and not acc.check_api("alice", "pw")
+    assert not acc.check_ui("robot", "r0:b0t") and acc.admins == {"robot"}
+    with pytest.raises(AccountsError, match="--admin names no account: eve"):
+        load_accounts(parse_args(["--gradio-auth", "alice:pw", "--admin", "eve"]))
+    with pytest.raises(AccountsError, match="No such file"):
+        load_accounts(parse_args(["--gradio-auth-path", str(tmp_path / "missing.txt")]))
+    assert not load_accounts(parse_args([])).enabled and NO_ACCOUNTS.is_admin(None)
+
+
+def test_cmd_flags_are_redacted() -> None:
+    args = parse_args(["--gradio-auth", "alice:s3cr:et", "--api-auth", "robot:r0:b0t"])
+    acc = load_accounts(args)
+    flags = {"gradio_auth": args.gradio_auth, "api_auth": args.api_auth, "gradio_auth_path": None,
+             "hypernetwork_dir": "r0:b0t", "listen": False, "extra": ["a", "s3cr:et"]}
+    out = redact_flags(flags, acc)
+    assert out == {"gradio_auth": REDACTED, "api_auth": REDACTED, "gradio_auth_path": None,
+                   "hypernetwork_dir": REDACTED, "listen": False, "extra": ["a", REDACTED]}
+    assert redact_flags({"gradio_auth": None}, NO_ACCOUNTS) == {"gradio_auth": None}
+
+
+def test_only_the_log_in_page_and_its_assets_are_open() -> None:
+    for path in ("/", "/login", "/assets/index-abc.js", "/static/fonts/x.woff2", "/theme.css", "/favicon.ico"):
+        assert is_open_page_path(path), path
+    for path in ("/config", "/gradio_api/queue/join", "/gradio_api/upload", "/gradio_api/file=/etc/passwd",
+                 "/sdapi/v1/options", "/internal/progress", "/docs", "/openapi.json", "/assets", "/loginx",
+                 "/webui/v1/outputs", "/route-ext/hello"):
+        assert not is_open_page_path(path), path
+
+
+def test_the_page_session_is_read_from_gradios_cookie() -> None:
+    login = PageLogin(load_accounts(parse_args(["--gradio-auth", "alice:pw"])))
+    assert login.check("alice", "pw") and not login.check("alice", "pw2")
+    login.cookie_id, login.tokens = "CID", {"tok1": "alice"}
+
+    def scope(cookie: str) -> dict:
+        return {"headers": [(b"cookie", cookie.encode())]}
+
+    assert login.user(scope("access-token-unsecure-CID=tok1")) == "alice"
+    assert login.user(scope("other=1; access-token-CID=tok1")) == "alice"
+    assert login.user(scope("access-token-CID=forged")) is None
+    assert login.user(scope("access-token-OTHERAPP=tok1")) is None  # another app's cookie name
+    assert login.user({"headers": []}) is None
+
+
+def test_the_page_refuses_admin_actions_to_others_only_with_accounts() -> None:
+    svc = SimpleNamespace(accounts=load_accounts(parse_args(["--gradio-auth", "alice:pw,bob:pw2"])))
+    assert admin_refusal(svc, SimpleNamespace(username="alice"), "change settings") is None  # type: ignore[arg-type]
+    msg = admin_refusal(svc, SimpleNamespace(username="bob"), "change settings")  # type: ignore[arg-type]
+    assert msg == "Only an admin may change settings; bob is not one."
+    assert admin_refusal(SimpleNamespace(accounts=NO_ACCOUNTS), None, "change settings") is None  # type: ignore[arg-type]
