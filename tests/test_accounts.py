@@ -84,3 +84,28 @@ def test_the_page_refuses_admin_actions_to_others_only_with_accounts() -> None:
     msg = admin_refusal(svc, SimpleNamespace(username="bob"), "change settings")  # type: ignore[arg-type]
     assert msg == "Only an admin may change settings; bob is not one."
     assert admin_refusal(SimpleNamespace(accounts=NO_ACCOUNTS), None, "change settings") is None  # type: ignore[arg-type]
+
+
+def test_training_names_belong_to_who_claimed_them(tmp_path: Path) -> None:
+    from webui.serving.caller import Caller
+    from webui.services.training_owners import NotOwnerError, TrainOwners
+
+    owners = TrainOwners(tmp_path / "training-owners.json")
+    bob, erin = Caller("bob", False, True), Caller("erin", False, True)
+    admin = Caller("alice", True, True)
+    owners.claim(bob, "embedding", "bobs", exists=False)
+    owners.claim(bob, "embedding", "bobs", exists=True)  # his own, again
+    with pytest.raises(NotOwnerError, match="the embedding 'bobs' belongs to bob"):
+        owners.claim(erin, "embedding", "bobs", exists=True)
+    with pytest.raises(NotOwnerError, match="belongs to the admins"):  # there before anyone claimed it
+        owners.claim(erin, "lora", "old", exists=True)
+    owners.claim(erin, "lora", "bobs", exists=False)  # another kind, another name
+    owners.claim(admin, "embedding", "bobs", exists=True)  # an admin may; bob still owns it
+    assert owners.owner("embedding", "bobs") == "bob" and owners.owner("lora", "bobs") == "erin"
+    # without accounts nothing is checked or written
+    TrainOwners(tmp_path / "none.json").claim(Caller("api", True, False), "embedding", "x", exists=True)
+    assert not (tmp_path / "none.json").exists()
+    (tmp_path / "training-owners.json").write_text("{broken", encoding="utf-8")
+    with pytest.raises(NotOwnerError, match="cannot be read"):
+        owners.claim(bob, "embedding", "new", exists=False)
+    owners.claim(admin, "embedding", "new", exists=False)  # admins keep working

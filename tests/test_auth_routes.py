@@ -29,7 +29,8 @@ BOB = ("bob", "b0b-pw")        # page (from the file) and API, not an admin
 CAROL = ("carol", "c:a:rol")   # page only, from the file, on the same line as bob
 DAVE = ("dave", "d4ve")        # page only, the file's second line
 ROBOT = ("robot", "r0:b0t")    # API only (--api-auth), an admin
-PASSWORDS = [p for _, p in (ALICE, BOB, CAROL, DAVE, ROBOT)]
+ERIN = ("erin", "e-pw")        # API only, not an admin
+PASSWORDS = [p for _, p in (ALICE, BOB, CAROL, DAVE, ROBOT, ERIN)]
 
 # What answers without an account: the page (it shows Gradio's log-in form), the log-in route and
 # Gradio's static assets. Everything else must be 401.
@@ -56,7 +57,7 @@ def _flags(data: Path) -> list[str]:
     # several pairs on one line, a comment, a pair on a line of its own
     pages.write_text(f"{':'.join(BOB)}, {':'.join(CAROL)}\n# the night shift\n{':'.join(DAVE)}\n", encoding="utf-8")
     return ["--api", "--gradio-auth", ":".join(ALICE), "--gradio-auth-path", str(pages),
-            "--api-auth", f"{':'.join(ROBOT)},{':'.join(BOB)}", "--admin", "alice,robot"]
+            "--api-auth", ",".join(":".join(a) for a in (ROBOT, BOB, ERIN)), "--admin", "alice,robot"]
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +130,28 @@ def test_only_admins_change_settings(server: Server) -> None:
     r = page_session(server, ALICE).post(server.api("options"), json={"samples_format": "png"}, timeout=10)
     assert r.status_code == 200
     assert requests.get(server.api("options"), auth=BOB, timeout=10).json()["samples_format"] == "png"
+
+
+def test_non_admins_train_only_under_their_own_names(server: Server) -> None:
+    create = server.api("create/embedding")
+    r = requests.post(create, json={"name": "bobs-emb"}, auth=BOB, timeout=60)
+    assert r.status_code == 200 and "bobs-emb" in r.json()["info"]
+    r = requests.post(create, json={"name": "bobs-emb", "overwrite_old": True}, auth=ERIN, timeout=60)
+    assert r.status_code == 403 and "the embedding 'bobs-emb' belongs to bob" in r.json()["detail"]
+    images = server.data_dir / "bob-dataset"
+    images.mkdir(exist_ok=True)
+    from PIL import Image
+    Image.new("RGB", (64, 64), "red").save(images / "red.png")
+    train = {"embedding_name": "bobs-emb", "data_root": str(images), "steps": 1, "training_width": 64,
+             "training_height": 64, "create_image_every": 0, "save_embedding_every": 0}
+    r = requests.post(server.api("train/embedding"), json=train, auth=ERIN, timeout=60)
+    assert r.status_code == 403 and "belongs to bob" in r.json()["detail"], r.text
+    # bob may overwrite his own, an admin anybody's; bob stays the owner
+    for account in (BOB, ROBOT):
+        r = requests.post(create, json={"name": "bobs-emb", "overwrite_old": True}, auth=account, timeout=60)
+        assert r.status_code == 200, r.text
+    ledger = json.loads((server.data_dir / "training-owners.json").read_text(encoding="utf-8"))
+    assert ledger == {"embedding": {"bobs-emb": "bob"}}
 
 
 def test_an_a1111_client_with_basic_auth(server: Server) -> None:
