@@ -109,3 +109,26 @@ def test_training_names_belong_to_who_claimed_them(tmp_path: Path) -> None:
     with pytest.raises(NotOwnerError, match="cannot be read"):
         owners.claim(bob, "embedding", "new", exists=False)
     owners.claim(admin, "embedding", "new", exists=False)  # admins keep working
+
+
+def test_only_admins_stop_the_server_over_the_api() -> None:
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from webui.api.admin import admin_only
+    from webui.api.system_routes import build_server_router
+    from webui.serving.auth_guard import AuthGuard
+
+    accounts = load_accounts(parse_args(["--api-auth", "robot:r0:b0t,bob:b0b", "--admin", "robot"]))
+    stopped: list[bool] = []
+    app = FastAPI()
+    app.include_router(build_server_router(lambda: stopped.append(True)),
+                       dependencies=[admin_only(accounts, "stop or restart the server")])
+    app.add_middleware(AuthGuard, accounts=accounts)  # type: ignore[arg-type]
+    client = TestClient(app)
+    assert client.post("/sdapi/v1/server-stop").status_code == 401
+    r = client.post("/sdapi/v1/server-stop", auth=("bob", "b0b"))
+    assert r.status_code == 403 and "only an admin may stop or restart the server" in r.json()["detail"]
+    assert not stopped
+    r = client.post("/sdapi/v1/server-stop", auth=("robot", "r0:b0t"))
+    assert r.status_code == 200 and r.text == "Stopping." and stopped == [True]

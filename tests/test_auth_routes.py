@@ -208,6 +208,24 @@ def test_a_non_admin_is_refused_on_the_page(server: Server, browser: Any) -> Non
         assert "bob is not one" in pg.inner_text("#settings_result")
 
 
+def test_page_sessions_outlive_a_reload_of_the_ui(tmp_path: Path) -> None:
+    """Reload UI builds a new app (a new Gradio app) from the same services: whoever was signed in
+    stays signed in."""
+    from webui.app import build_app
+    from webui.cli import parse_args, resolve_paths
+    from webui.services.container import build_services
+    from webui.serving.page_login import mounted_gradio_app
+
+    args = parse_args(["--data-dir", str(tmp_path), "--gradio-auth", ":".join(ALICE), "--skip-load-model-at-start"])
+    svc = build_services(args, resolve_paths(args))
+    before = mounted_gradio_app(build_app(svc, args))
+    before.tokens["tok"] = "alice"  # what Gradio's log-in route records
+    after = mounted_gradio_app(build_app(svc, args))
+    assert after is not before and after.cookie_id == before.cookie_id and after.tokens["tok"] == "alice"
+    cookie = f"access-token-unsecure-{after.cookie_id}=tok".encode()
+    assert svc.page_login.user({"headers": [(b"cookie", cookie)]}) == "alice"
+
+
 # ---------------------------------------------------------------- the route matrix (last: it presses
 # every route once, interrupt and log-out included)
 

@@ -52,7 +52,7 @@ class PageLogin:
     def attach(self, app: Any) -> None:
         """Find the Gradio app mounted in `app` and share its session store (first time), or hand
         it the one from before a reload."""
-        gradio_app = _mounted_gradio_app(app)
+        gradio_app = mounted_gradio_app(app)
         if gradio_app is None:
             raise RuntimeError("no Gradio app mounted: the page's log-in cannot be wired")
         if self.tokens is None:
@@ -76,7 +76,7 @@ class PageLogin:
         return None
 
 
-def _mounted_gradio_app(app: Any) -> Any:
+def mounted_gradio_app(app: Any) -> Any:
     from gradio.routes import App
     from starlette.routing import Mount
     for route in app.routes:
