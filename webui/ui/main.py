@@ -101,7 +101,8 @@ def launch_kwargs(svc: "Services | None" = None) -> dict[str, Any]:
     login: dict[str, Any] = {}
     if svc is not None and svc.accounts.enabled:
         # Gradio's log-in form, checking our accounts (constant time); see webui.serving.page_login
-        login = {"auth": svc.page_login.check, "auth_message": "Log in to Stable Diffusion web UI"}
+        check = svc.page_login.check if svc.page_login is not None else svc.accounts.check_ui
+        login = {"auth": check, "auth_message": "Log in to Stable Diffusion web UI"}
     return {
         **login,
         "theme": gradio_theme(svc),
