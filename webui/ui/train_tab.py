@@ -96,7 +96,8 @@ def build_create_embedding() -> CreateEmbeddingTab:
 
 
 def wire_create_embedding(svc: "Services", tab: CreateEmbeddingTab, out: TrainOutputs) -> None:
-    def create(name: str, init_text: str | None, nvpt: Any, overwrite: bool, request: gr.Request) -> tuple[str, str]:
+    def create(name: str, init_text: str | None, nvpt: Any, overwrite: bool,
+               request: gr.Request | None = None) -> tuple[str, str]:
         try:
             if svc.training is None:
                 raise RuntimeError("training is not available in this server")
@@ -160,7 +161,7 @@ def build_create_hypernetwork(svc: "Services", tab: Any) -> CreateHypernetworkTa
 def wire_create_hypernetwork(svc: "Services", tab: CreateHypernetworkTab, out: TrainOutputs) -> None:
     def create(name: str, sizes: list[str] | None, structure: str, activation: str | None, init: str | None,
                layer_norm: bool, use_dropout: bool, dropout: str, overwrite: bool,
-               request: gr.Request) -> tuple[str, str]:
+               request: gr.Request | None = None) -> tuple[str, str]:
         try:
             if svc.training is None:
                 raise RuntimeError("training is not available in this server")
@@ -194,8 +195,11 @@ def wire_create_hypernetwork(svc: "Services", tab: CreateHypernetworkTab, out: T
 
 # --------------------------------------------------------------------------------------- Train
 
-def _caller(svc: "Services", request: Any) -> Caller:
-    """Who presses the button: with accounts, a non-admin trains only under names of their own."""
+def _caller(svc: "Services", request: Any) -> Caller | None:
+    """Who presses the button: with accounts, a non-admin trains only under names of their own.
+    None outside a page event (a handler called in-process): nothing to check."""
+    if request is None:
+        return None
     return caller_for_user(getattr(request, "username", None), svc.accounts, getattr(request, "session_hash", None))
 
 
