@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from webui.serving.accounts import NO_ACCOUNTS
 from webui.serving.caller import caller_for_user
 
 if TYPE_CHECKING:
@@ -14,7 +15,8 @@ if TYPE_CHECKING:
 def admin_refusal(svc: "Services", request: Any, what: str) -> str | None:
     """None when the page's signed-in account may `what` (e.g. "change settings"), else the message
     to show. `request` is the handler's `gr.Request` (its `username` is the signed-in account)."""
-    caller = caller_for_user(getattr(request, "username", None), svc.accounts)
+    accounts = getattr(svc, "accounts", NO_ACCOUNTS)  # an app put together without accounts (tools, tests)
+    caller = caller_for_user(getattr(request, "username", None), accounts)
     if caller.admin:
         return None
     return f"Only an admin may {what}; {caller.owner or 'this account'} is not one."
