@@ -63,9 +63,11 @@ def open_page(browser: Any, url: str, ready: str = "#txt2img_prompt textarea",
     assert not errors, f"errors in the page: {errors}"
 
 
-def tiny_ui_server(data_dir: Path, *extra: str, config: dict | None = None) -> "Server":
+def tiny_ui_server(data_dir: Path, *extra: str, config: dict | None = None,
+                   auth: tuple[str, str] | None = None) -> "Server":
     """The real server with its page, on a tiny SD1 checkpoint in `data_dir`'s models folder (and
-    `config` as its config.json), once the model has loaded."""
+    `config` as its config.json), once the model has loaded. `auth`: an API account (HTTP Basic)
+    for a server started with accounts."""
     import json
 
     from tiny_models import make_tiny_checkpoint
@@ -74,7 +76,7 @@ def tiny_ui_server(data_dir: Path, *extra: str, config: dict | None = None) -> "
     make_tiny_checkpoint(ckpt_dir / "tiny-sd1.safetensors", family="sd1")
     if config is not None:
         (data_dir / "config.json").write_text(json.dumps(config), encoding="utf-8")
-    server = start_server(data_dir, ckpt_dir, *extra, nowebui=False)
+    server = start_server(data_dir, ckpt_dir, *extra, nowebui=False, auth=auth)
     wait_for_model(server)
     return server
 
@@ -113,14 +115,17 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 class Server:
-    def __init__(self, proc: subprocess.Popen, url: str, data_dir: Path, log: Path) -> None:
+    def __init__(self, proc: subprocess.Popen, url: str, data_dir: Path, log: Path,
+                 auth: tuple[str, str] | None = None) -> None:
         self.proc, self.url, self.data_dir, self.log = proc, url, data_dir, log
+        self.auth = auth  # HTTP Basic for a server with accounts
 
     def api(self, path: str) -> str:
         return f"{self.url}/sdapi/v1/{path.lstrip('/')}"
 
 
-def start_server(data_dir: Path, ckpt_dir: Path, *extra: str, nowebui: bool = True) -> Server:
+def start_server(data_dir: Path, ckpt_dir: Path, *extra: str, nowebui: bool = True,
+                 auth: tuple[str, str] | None = None) -> Server:
     port = free_port()
     log = data_dir / f"server-{port}.log"
     cmd = [sys.executable, str(ROOT / "launch.py"), "--port", str(port), "--data-dir", str(data_dir),
@@ -135,8 +140,8 @@ def start_server(data_dir: Path, ckpt_dir: Path, *extra: str, nowebui: bool = Tr
         if proc.poll() is not None:
             raise RuntimeError(f"server exited: {log.read_text()[-3000:]}")
         try:
-            if requests.get(f"{url}/sdapi/v1/sd-models", timeout=2).status_code == 200:
-                return Server(proc, url, data_dir, log)
+            if requests.get(f"{url}/sdapi/v1/sd-models", timeout=2, auth=auth).status_code == 200:
+                return Server(proc, url, data_dir, log, auth)
         except requests.RequestException:
             pass
         time.sleep(0.3)
@@ -156,7 +161,7 @@ def wait_for_model(server: Server, timeout: float = 120) -> dict:
     """The model loads in the background after start; wait for it. Returns the options."""
     deadline = time.time() + timeout
     while True:
-        opts = requests.get(server.api("options"), timeout=5).json()
+        opts = requests.get(server.api("options"), timeout=5, auth=server.auth).json()
         if opts.get("sd_checkpoint_hash") or time.time() > deadline:
             return opts
         time.sleep(0.3)

@@ -3,6 +3,7 @@ updates, backup/restore, the index of available extensions, the --listen refusal
 GET /sdapi/v1/extensions over a real server. No network: the "remote" is a local bare repository."""
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import types
@@ -403,7 +404,7 @@ def test_settings_tab_shows_registered_radio_and_multiselect_options(tmp_path: P
     assert comps["myext_parts"].value == ["a"]
     # Apply: the unchanged multiselect (list vs the default tuple) is no change; a new choice is saved
     keys = list(comps)
-    fn = tab.apply_event.fn  # the Apply button's handler
+    fn = functools.partial(tab.apply_event.fn, None)  # the Apply button's handler (no gr.Request here)
     values = {k: settings.all()[k] for k in keys}
     values = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
     out = fn(*[values[k] for k in keys])

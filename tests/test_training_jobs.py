@@ -9,6 +9,7 @@ the real trainers through a real server on the suite's tiny SD1 checkpoint.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import time
 from pathlib import Path
@@ -332,7 +333,7 @@ def test_train_tab_starts_a_run_polls_its_progress_and_loss_and_stops_polling(en
     assert A1111_TRAIN_IDS <= ids and {"train_train_lora", "train_lora_network_dim", "ti_loss_plot"} <= ids
     assert tab.timer.active is False  # nothing polls while nothing runs
     by_trigger = {(block, event): f.fn for f in demo.fns.values() for block, event in f.targets}
-    start = by_trigger[(tab.train["train_embedding"]._id, "click")]
+    start = functools.partial(by_trigger[(tab.train["train_embedding"]._id, "click")], None)  # no gr.Request here
     poll = by_trigger[(tab.timer._id, "tick")]
     common = ["disabled", "0.1", 1, 1, str(env.data), "ti_logs", "style_filewords.txt", 512, 512, False, 40, 0, 0,
               False, True, False, False, 0, "once"]

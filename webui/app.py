@@ -150,6 +150,9 @@ def build_app(svc: Any, args: argparse.Namespace) -> Any:
     app.include_router(build_sysinfo_router(svc))  # the Settings page's Sysinfo download needs it without --api
     app.include_router(build_progress_router(svc))  # A1111's task progress, part of the page as in A1111
 
+    from webui.serving.page_login import PageLogin, is_open_page_path
+    if svc.page_login is None:  # one per server: its sessions outlive "Reload UI"
+        svc.page_login = PageLogin(svc.accounts)
     if not args.nowebui:
         import gradio as gr
 
@@ -159,12 +162,18 @@ def build_app(svc: Any, args: argparse.Namespace) -> Any:
         demo = build_ui(svc)
         fire("app_started", demo, app)  # before the UI is mounted at "/": routes extensions add are reachable
         app = gr.mount_gradio_app(app, demo, path="/", **launch_kwargs(svc))
+        if svc.accounts.enabled:
+            svc.page_login.attach(app)  # the guard knows the page's signed-in sessions
     else:
         fire("app_started", None, app)
     app.state.services = svc
     from webui.serving.auth_guard import AuthGuard
-    # every route, the mounted page's included, passes the log-in guard (a no-op without accounts)
-    app.add_middleware(AuthGuard, accounts=svc.accounts)  # type: ignore[arg-type]
+    # every route, the mounted page's included, passes the log-in guard (a no-op without accounts):
+    # HTTP Basic, or the page's signed-in cookie; only the log-in page and its assets are open
+    page = not args.nowebui
+    app.add_middleware(AuthGuard, accounts=svc.accounts,  # type: ignore[arg-type]
+                       page_user=svc.page_login.user if page else None,
+                       page_route=is_open_page_path if page else None)
     return app
 
 

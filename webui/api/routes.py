@@ -16,6 +16,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from webui import infotext
+from webui.api.admin import admin_only
 from webui.api.extensions_routes import build_extensions_router
 from webui.api.extras_routes import build_extras_router, upscaler_listing
 from webui.api.train_routes import build_train_router
@@ -235,7 +236,7 @@ def build_router(svc: Services) -> APIRouter:
     def get_options() -> dict[str, Any]:
         return svc.options()
 
-    @r.post("/options")
+    @r.post("/options", dependencies=[admin_only(svc.accounts, "change settings")])
     def set_options(body: dict[str, Any]) -> None:
         """Set options. Unknown keys (a typo, or an option of an extension that is not loaded) are
         refused with 422 naming them, before anything changes. So that what GET /options returns can
@@ -352,7 +353,8 @@ def build_router(svc: Services) -> APIRouter:
         svc.registry.refresh()
         return None
 
-    @r.post("/reload-checkpoint")
+    # the loaded checkpoint is everybody's: only an admin loads or unloads it (refreshing the list is harmless)
+    @r.post("/reload-checkpoint", dependencies=[admin_only(svc.accounts, "reload the checkpoint")])
     def reload_checkpoint() -> None:
         try:
             svc.queue.submit(lambda s: svc.models.reload(), label="reload checkpoint").result()
@@ -360,7 +362,7 @@ def build_router(svc: Services) -> APIRouter:
             raise HTTPException(400, str(e)) from None
         return None
 
-    @r.post("/unload-checkpoint")
+    @r.post("/unload-checkpoint", dependencies=[admin_only(svc.accounts, "unload the checkpoint")])
     def unload_checkpoint() -> None:
         svc.queue.submit(lambda s: svc.models.unload(), label="unload checkpoint").result()
         return None
@@ -395,7 +397,8 @@ def install_api(app: FastAPI, svc: Services) -> None:
     app.include_router(build_modules_router(svc))
     app.include_router(build_interrogate_router(svc))
     if getattr(svc.args, "api_server_stop", False):  # A1111: these routes exist only with the flag
-        app.include_router(build_server_router(lambda: svc.stop_server() if svc.stop_server else None))
+        app.include_router(build_server_router(lambda: svc.stop_server() if svc.stop_server else None),
+                           dependencies=[admin_only(svc.accounts, "stop or restart the server")])
 
     @app.middleware("http")
     async def process_time(request: Request, call_next: Any) -> Any:

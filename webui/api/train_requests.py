@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from webui.services.model_service import ModelLoadError
 from webui.services.training_jobs import TrainDoesNotFit, TrainInputNotFound
+from webui.services.training_owners import NotOwnerError
 from webui.training.params import EmbeddingTrainParams, HypernetworkTrainParams, LoraTrainParams
 
 log = logging.getLogger(__name__)
@@ -143,6 +144,8 @@ def train_answer(run: Callable[[], Any], what: str) -> TrainResponse:
         outcome = run()
     except TrainInputNotFound as e:
         raise HTTPException(404, f"train {what} error: {e}") from None
+    except NotOwnerError as e:  # another account's name (the server has accounts)
+        raise HTTPException(403, f"train {what} error: {e}") from None
     except (TrainDoesNotFit, OutOfDeviceMemory) as e:
         raise HTTPException(413, f"train {what} error: {e}") from None
     except ModelLoadError as e:

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Callable
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from webui.api.train_requests import (TrainEmbeddingRequest, TrainHypernetworkRequest, TrainLoraRequest,
                                       TrainResponse, train_answer)
 from webui.services.model_service import ModelLoadError
+from webui.services.training_owners import NotOwnerError
+from webui.serving.caller import Caller, caller_from_scope
 from webui.training.embedding_files import MAX_VECTORS_PER_TOKEN, NameTakenError
 from webui.training.hypernetwork_files import DEFAULT_LAYER_STRUCTURE, DEFAULT_SIZES, WEIGHT_INITS
 
@@ -64,6 +66,8 @@ def _answer(run: Callable[[], Any], what: str) -> CreateResponse:
         created = run()
     except NameTakenError as e:
         raise HTTPException(409, f"create {what} error: {e}") from None
+    except NotOwnerError as e:  # another account's name (the server has accounts)
+        raise HTTPException(403, f"create {what} error: {e}") from None
     except ModelLoadError as e:
         raise HTTPException(400, f"create {what} error: no model to take the token vectors from: {e}") from None
     except ValueError as e:
@@ -80,44 +84,49 @@ def build_train_router(svc: Any) -> APIRouter:
             raise HTTPException(503, "training is not available in this server")
         return svc.training
 
+    def caller(request: Request) -> Caller:
+        """Who asks: with accounts, a non-admin creates and trains only under names of their own."""
+        return caller_from_scope(request.scope, svc.accounts)
+
     @r.post("/create/embedding", response_model=CreateResponse)
-    def create_embedding(req: CreateEmbeddingRequest) -> CreateResponse:
+    def create_embedding(req: CreateEmbeddingRequest, request: Request) -> CreateResponse:
         """Create an empty textual-inversion embedding (`<embeddings>/<name>.pt`, `.safetensors` with
         clip_l + clip_g for SDXL) from the loaded model's token vectors; usable in prompts at once."""
         t = training()
         return _answer(lambda: t.create_embedding(req.name, req.num_vectors_per_token, req.overwrite_old,
-                                                  req.init_text), "embedding")
+                                                  req.init_text, caller(request)), "embedding")
 
     @r.post("/create/hypernetwork", response_model=CreateResponse)
-    def create_hypernetwork(req: CreateHypernetworkRequest) -> CreateResponse:
+    def create_hypernetwork(req: CreateHypernetworkRequest, request: Request) -> CreateResponse:
         """Create a hypernetwork (`models/hypernetworks/<name>.pt`) in A1111's format, initialised as A1111
         does; `<hypernet:name:1>` in a prompt applies it."""
         t = training()
         return _answer(lambda: t.create_hypernetwork(req.name, req.enable_sizes, req.overwrite_old,
                                                      req.layer_structure, req.activation_func, req.weight_init,
-                                                     req.add_layer_norm, req.use_dropout, req.dropout_structure),
+                                                     req.add_layer_norm, req.use_dropout, req.dropout_structure,
+                                                     caller(request)),
                        "hypernetwork")
 
     @r.post("/train/embedding", response_model=TrainResponse)
-    def train_embedding(req: TrainEmbeddingRequest) -> TrainResponse:
+    def train_embedding(req: TrainEmbeddingRequest, request: Request) -> TrainResponse:
         """Train a textual-inversion embedding (A1111's Train Embedding) on the loaded model. Returns
         when the run ends: `info` says "Training finished at N steps" (or "interrupted") and the
         saved file. Snapshots, previews and the loss CSV go to `<log_directory>/<date>/<name>/`."""
         t = training()
-        return train_answer(lambda: t.train_embedding(req.to_params()), "embedding")
+        return train_answer(lambda: t.train_embedding(req.to_params(), caller(request)), "embedding")
 
     @r.post("/train/hypernetwork", response_model=TrainResponse)
-    def train_hypernetwork(req: TrainHypernetworkRequest) -> TrainResponse:
+    def train_hypernetwork(req: TrainHypernetworkRequest, request: Request) -> TrainResponse:
         """Train a hypernetwork (A1111's Train Hypernetwork); answers as /train/embedding."""
         t = training()
-        return train_answer(lambda: t.train_hypernetwork(req.to_params()), "hypernetwork")
+        return train_answer(lambda: t.train_hypernetwork(req.to_params(), caller(request)), "hypernetwork")
 
     @r.post("/train/lora", response_model=TrainResponse)
-    def train_lora(req: TrainLoraRequest) -> TrainResponse:
+    def train_lora(req: TrainLoraRequest, request: Request) -> TrainResponse:
         """Train a LoRA on the loaded checkpoint, saved as `models/Lora/<name>.safetensors` in kohya's
         format (loads here, in A1111 and in ComfyUI); listed by GET /sdapi/v1/loras at once."""
         t = training()
-        return train_answer(lambda: t.train_lora(req.to_params()), "lora")
+        return train_answer(lambda: t.train_lora(req.to_params(), caller(request)), "lora")
 
     return r
 

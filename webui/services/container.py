@@ -11,7 +11,7 @@ from webui.memory.devices import DevicePolicy
 from webui.memory.manager import MemoryManager
 from webui.memory.stats import MemoryWatch, memory_report
 from webui.models.registry import CheckpointRegistry
-from webui.serving.accounts import NO_ACCOUNTS, Accounts, load_accounts
+from webui.serving.accounts import NO_ACCOUNTS, Accounts, load_accounts, redact_flags
 from webui.prompts.styles import PromptStyle, StyleDatabase
 from webui.services.jobs import Job, JobQueue
 from webui.services.model_service import ModelLoadError, ModelService
@@ -44,6 +44,7 @@ class Services:
     extensions: ExtensionManager | None = None  # <data-dir>/extensions (the Extensions tab, /sdapi/v1/extensions)
     training: TrainingService | None = None  # the Train tab and /sdapi/v1/create/*, /train/*
     accounts: Accounts = NO_ACCOUNTS  # --gradio-auth / --api-auth / --admin (empty: no log-in)
+    page_login: Any = None  # the page's signed-in sessions (webui.serving.page_login), set by the app
     # set by the composition root once the server runs: reload extensions and swap in a new API + UI
     reload_ui: Callable[[], str] | None = None
     # set by the composition root: ask the server to shut down after the running requests (server-stop)
@@ -143,7 +144,7 @@ class Services:
         return opts
 
     def cmd_flags(self) -> dict[str, Any]:
-        return cmd_flags(self.args)
+        return redact_flags(cmd_flags(self.args), self.accounts)  # never a credential (A1111 shows them)
 
 
 def build_services(args: argparse.Namespace, paths: Paths) -> Services:

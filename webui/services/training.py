@@ -17,6 +17,8 @@ from webui.networks.hypernetworks import HYPERNET_SUFFIXES
 from webui.services import training_jobs as tj
 from webui.services.jobs import JobQueue, JobState
 from webui.services.model_service import ModelService
+from webui.services.training_owners import TrainOwners
+from webui.serving.caller import Caller
 from webui.training import embedding_files as ef
 from webui.training import hypernetwork_files as hf
 from webui.training.params import EmbeddingTrainParams, HypernetworkTrainParams, LoraTrainParams
@@ -55,6 +57,7 @@ class TrainingService:
         self.hypernetwork_dir = Path(hypernetwork_dir)
         self.lora_dir = Path(lora_dir) if lora_dir is not None else self.embeddings_dir.parent / "models" / "Lora"
         self.data_dir = Path(data_dir) if data_dir is not None else self.embeddings_dir.parent
+        self.owners = TrainOwners(self.data_dir / "training-owners.json")  # with accounts: whose names
         self.settings = settings
         self.memory = memory
         self.pipeline = pipeline
@@ -62,13 +65,15 @@ class TrainingService:
 
     # ------------------------------------------------------------------ create embedding
     def create_embedding(self, name: str, num_vectors_per_token: int = 1, overwrite_old: bool = False,
-                         init_text: str = "*") -> Created:
+                         init_text: str = "*", caller: Caller | None = None) -> Created:
         """Write `<embeddings>/<name>.pt` (SDXL: `.safetensors`) from the loaded model's token vectors
-        (the default checkpoint is loaded when none is)."""
+        (the default checkpoint is loaded when none is). `caller`: who asks (NotOwnerError for a
+        name another account owns)."""
         ef.check_vectors_per_token(num_vectors_per_token)
         clean = ef.sanitize_name(name)
         if not overwrite_old:  # any file of that name refuses it: fail before queueing
             ef.check_free(self.embeddings_dir, clean, self.embeddings_dir / f"{clean}.pt", False, EMBEDDING_SUFFIXES)
+        self.owners.claim(caller, "embedding", clean, _exists(self.embeddings_dir, clean, EMBEDDING_SUFFIXES))
 
         def job(state: JobState) -> Created:
             state.textinfo = f"Creating embedding {clean}"
@@ -90,13 +95,14 @@ class TrainingService:
                             overwrite_old: bool = False, layer_structure: Any = None,
                             activation_func: str | None = "linear", weight_init: str | None = "Normal",
                             add_layer_norm: bool = False, use_dropout: bool = False,
-                            dropout_structure: Any = None) -> Created:
+                            dropout_structure: Any = None, caller: Caller | None = None) -> Created:
         """Write `models/hypernetworks/<name>.pt` with A1111's structure and initialisation."""
         clean = ef.sanitize_name(name)
         sizes = hf.parse_sizes(enable_sizes)
         hf.make_spec(layer_structure, activation_func, weight_init, add_layer_norm, use_dropout, dropout_structure)
         if not overwrite_old:
             ef.check_free(self.hypernetwork_dir, clean, self.hypernetwork_dir / f"{clean}.pt", False, HYPERNET_SUFFIXES)
+        self.owners.claim(caller, "hypernetwork", clean, _exists(self.hypernetwork_dir, clean, HYPERNET_SUFFIXES))
 
         def job(state: JobState) -> Created:
             state.textinfo = f"Creating hypernetwork {clean}"
@@ -121,10 +127,12 @@ class TrainingService:
         return tj.TrainContext(self.models, self.queue, self.settings if self.settings is not None else _NoSettings(),
                                self.memory, self.pipeline, paths, self.exposed)
 
-    def submit_train_embedding(self, params: EmbeddingTrainParams) -> Any:
-        """Check (ValueError; TrainInputNotFound for a missing name or folder) and queue the run."""
+    def submit_train_embedding(self, params: EmbeddingTrainParams, caller: Caller | None = None) -> Any:
+        """Check (ValueError; TrainInputNotFound for a missing name or folder; NotOwnerError for a
+        name `caller` does not own) and queue the run."""
         ctx = self.context()
         tj.check_embedding(ctx, params)
+        self.owners.claim(caller, "embedding", params.embedding_name, True)
 
         def train(run: Any, p: EmbeddingTrainParams) -> TrainOutcome:
             from webui.training.embedding_train import train_embedding
@@ -132,9 +140,10 @@ class TrainingService:
         return self._track(tj.submit_training(ctx, "train-embedding", params, train), "embedding",
                            params.embedding_name, params.log_directory)
 
-    def submit_train_hypernetwork(self, params: HypernetworkTrainParams) -> Any:
+    def submit_train_hypernetwork(self, params: HypernetworkTrainParams, caller: Caller | None = None) -> Any:
         ctx = self.context()
         tj.check_hypernetwork(ctx, params)
+        self.owners.claim(caller, "hypernetwork", params.hypernetwork_name, True)
 
         def train(run: Any, p: HypernetworkTrainParams) -> TrainOutcome:
             from webui.training.hypernetwork_train import train_hypernetwork
@@ -142,9 +151,10 @@ class TrainingService:
         return self._track(tj.submit_training(ctx, "train-hypernetwork", params, train), "hypernetwork",
                            params.hypernetwork_name, params.log_directory)
 
-    def submit_train_lora(self, params: LoraTrainParams) -> Any:
+    def submit_train_lora(self, params: LoraTrainParams, caller: Caller | None = None) -> Any:
         ctx = self.context()
         params = tj.check_lora(ctx, params)
+        self.owners.claim(caller, "lora", params.name, (self.lora_dir / f"{params.name}.safetensors").exists())
 
         def train(run: Any, p: LoraTrainParams) -> TrainOutcome:
             from webui.training.lora_train import train_lora
@@ -170,15 +180,15 @@ class TrainingService:
                 job.state.interrupt()
         return bool(runs)
 
-    def train_embedding(self, params: EmbeddingTrainParams) -> TrainOutcome:
+    def train_embedding(self, params: EmbeddingTrainParams, caller: Caller | None = None) -> TrainOutcome:
         """A1111's Train Embedding: returns when the run ends (finished or interrupted)."""
-        return self.submit_train_embedding(params).result()
+        return self.submit_train_embedding(params, caller).result()
 
-    def train_hypernetwork(self, params: HypernetworkTrainParams) -> TrainOutcome:
-        return self.submit_train_hypernetwork(params).result()
+    def train_hypernetwork(self, params: HypernetworkTrainParams, caller: Caller | None = None) -> TrainOutcome:
+        return self.submit_train_hypernetwork(params, caller).result()
 
-    def train_lora(self, params: LoraTrainParams) -> TrainOutcome:
-        return self.submit_train_lora(params).result()
+    def train_lora(self, params: LoraTrainParams, caller: Caller | None = None) -> TrainOutcome:
+        return self.submit_train_lora(params, caller).result()
 
     # ------------------------------------------------------------------ lists for the tab
     def context_width(self) -> int | None:
@@ -198,6 +208,10 @@ class TrainingService:
     def hypernetwork_names(self) -> list[str]:
         self.models.hypernetworks.refresh()
         return sorted(self.models.hypernetworks.files, key=str.lower)
+
+
+def _exists(folder: Path, name: str, suffixes: Sequence[str]) -> bool:
+    return any((folder / f"{name}{s}").exists() for s in suffixes)
 
 
 class _NoSettings:

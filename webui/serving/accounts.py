@@ -107,3 +107,24 @@ def load_accounts(args: argparse.Namespace | None) -> Accounts:
         raise AccountsError(f"--admin names no account: {', '.join(unknown)}")
     admins = frozenset(wanted or names[:1])
     return Accounts(ui=ui, api=api, admins=admins)
+
+
+# The flags whose values are credentials; GET /sdapi/v1/cmd-flags shows them as REDACTED (A1111
+# returns them as given). The *_path flags name a file, not its content, and stay visible.
+CREDENTIAL_FLAGS = ("gradio_auth", "api_auth")
+REDACTED = "<redacted>"
+
+
+def redact_flags(flags: dict[str, object], accounts: Accounts) -> dict[str, object]:
+    """`flags` without a credential: the credential flags hidden, and any other value that is a
+    password (a stray copy in some other flag) hidden too."""
+    secrets = set(accounts.secrets())
+
+    def clean(value: object) -> object:
+        if isinstance(value, str) and value in secrets:
+            return REDACTED
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        return value
+
+    return {k: (REDACTED if k in CREDENTIAL_FLAGS and v else clean(v)) for k, v in flags.items()}

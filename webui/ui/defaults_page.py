@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
+from webui.ui.admin_gate import admin_refusal
 from webui.ui.ui_config import UiDefaults, config_path, register_page
 
 if TYPE_CHECKING:
@@ -103,7 +104,11 @@ def setup_ui_defaults(svc: "Services", demo: gr.Blocks, tabs: gr.Tabs, page: Def
             return _unreadable(defaults, e)
         return changes_table(list(defaults.changes(saved, values)))
 
-    def apply(*values: Any) -> str:
+    def apply(request: gr.Request, *values: Any) -> str:
+        refused = admin_refusal(svc, request, "change the UI defaults")
+        if refused:
+            gr.Warning(refused, title="Defaults not saved")
+            return f"<p><b>Error:</b> {html.escape(refused)}</p>"
         if defaults.path.exists():
             try:
                 defaults.read()

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import gradio as gr
 
 from webui.extensions import git, manage
+from webui.ui.admin_gate import admin_refusal
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +172,11 @@ def create_extensions_tab(svc: "Services") -> ExtensionsTab:
             raise manage.ExtensionActionError("extensions are not available in this app")
         return manager
 
+    def need_admin(request: Any) -> None:
+        refused = admin_refusal(svc, request, "install, update, enable or disable extensions")
+        if refused:
+            raise manage.ExtensionAccessError(refused)
+
     if guarded:
         gr.Markdown(f"⚠️ {guarded}", elem_id="extensions_guard")
     with gr.Tabs(elem_id="extensions_tabs"):
@@ -254,8 +260,9 @@ def create_extensions_tab(svc: "Services") -> ExtensionsTab:
             manage.refresh(manager)
         return installed_rows(manager), errors_html(manager)
 
-    def do_apply(rows: Any, mode: str) -> tuple[Any, str, str]:
+    def do_apply(rows: Any, mode: str, request: gr.Request) -> tuple[Any, str, str]:
         def act() -> str:
+            need_admin(request)
             m = need_manager()
             names = [str(r[1]) for r in (rows or []) if len(r) > 1 and _truthy(r[0])]
             saved = manage.set_enabled(m, names, mode)
@@ -272,8 +279,9 @@ def create_extensions_tab(svc: "Services") -> ExtensionsTab:
         msg = _run(act)
         return (*refreshed(), msg)
 
-    def do_check() -> tuple[Any, str, str]:
+    def do_check(request: gr.Request) -> tuple[Any, str, str]:
         def act() -> str:
+            need_admin(request)  # fetches from the extensions' remotes
             found = manage.check_updates(need_manager())
             if not found:
                 return "No extensions installed."
@@ -281,8 +289,9 @@ def create_extensions_tab(svc: "Services") -> ExtensionsTab:
         msg = _run(act)
         return installed_rows(manager), errors_html(manager), msg
 
-    def do_update() -> tuple[Any, str, str]:
+    def do_update(request: gr.Request) -> tuple[Any, str, str]:
         def act() -> str:
+            need_admin(request)
             done = manage.update(need_manager())
             if not done:
                 return "Nothing to update (press 'Check for updates' first)."
@@ -326,18 +335,22 @@ def create_extensions_tab(svc: "Services") -> ExtensionsTab:
         return (f"Installed {ext.name} into {ext.path}{extra}. {manage.describe_install(m, ext)} "
                 f"{manage.RESTART_NOTE}")
 
-    def do_install_url(url: str, branch: str, dirname: str) -> tuple[str, Any, str]:
-        msg = _run(lambda: installed_text(manage.install(need_manager(), url, branch, dirname)))
+    def do_install_url(url: str, branch: str, dirname: str, request: gr.Request) -> tuple[str, Any, str]:
+        def act() -> str:
+            need_admin(request)
+            return installed_text(manage.install(need_manager(), url, branch, dirname))
+        msg = _run(act)
         return msg, *refreshed()
 
     install_button.click(do_install_url, [install_url, install_branch, install_dirname],
                          [install_result, table, errors], api_visibility="private")
 
-    def do_install_index(url: str | None, index: dict | None, text: str, hide: list[str]) -> tuple[Any, ...]:
-        if not url:
-            msg = "Choose an extension from the list first."
-        else:
-            msg = _run(lambda: installed_text(manage.install(need_manager(), url)))
+    def do_install_index(url: str | None, index: dict | None, text: str, hide: list[str],
+                         request: gr.Request) -> tuple[Any, ...]:
+        def act() -> str:
+            need_admin(request)
+            return installed_text(manage.install(need_manager(), str(url)))
+        msg = _run(act) if url else "Choose an extension from the list first."
         rows, err = refreshed()
         shown, choices = show_available(index, text, hide)
         return msg, rows, err, shown, choices
@@ -359,8 +372,9 @@ def create_extensions_tab(svc: "Services") -> ExtensionsTab:
 
     backup_button.click(do_backup, None, backup_file, api_visibility="private")
 
-    def do_restore(file: str | None) -> tuple[str, Any, str]:
+    def do_restore(file: str | None, request: gr.Request) -> tuple[str, Any, str]:
         def act() -> str:
+            need_admin(request)
             m = need_manager()
             if manage.is_guarded(m.args):  # refuse before reading anything the client sent
                 raise manage.ExtensionAccessError(manage.is_guarded(m.args) or "")

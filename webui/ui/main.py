@@ -98,7 +98,13 @@ def launch_kwargs(svc: "Services | None" = None) -> dict[str, Any]:
     extensions' JavaScript and CSS go into the page's head and stylesheet."""
     from webui.ui.extension_assets import extension_css
     manager = getattr(svc, "extensions", None) if svc is not None else None
+    login: dict[str, Any] = {}
+    if svc is not None and svc.accounts.enabled:
+        # Gradio's log-in form, checking our accounts (constant time); see webui.serving.page_login
+        check = svc.page_login.check if svc.page_login is not None else svc.accounts.check_ui
+        login = {"auth": check, "auth_message": "Log in to Stable Diffusion web UI"}
     return {
+        **login,
         "theme": gradio_theme(svc),
         "css": CSS + "\n" + extension_css(manager),
         "js": JS,

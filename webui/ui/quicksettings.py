@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import gradio as gr
 
 from webui.settings import OPTIONS, OptionInfo
+from webui.ui.admin_gate import admin_refusal
 from webui.ui.common import checkpoint_status_md, checkpoint_titles, current_checkpoint_title, vae_choices
 from webui.ui.settings_tab import HIDDEN_OPTIONS, SettingsTab, apply_changes, option_component, page_changes
 
@@ -171,8 +172,13 @@ def connect_row(svc: "Services", demo: gr.Blocks, row: QuickSettingsRow, setting
         copy = settings.components.get(key)
         outputs = [comp] + ([copy] if copy is not None else [])
 
-        def changed(value: Any, key: str = key, both: bool = copy is not None) -> Any:
-            now = _shown_value(svc, key, apply_from_row(svc, key, value))
+        def changed(value: Any, request: gr.Request, key: str = key, both: bool = copy is not None) -> Any:
+            refused = admin_refusal(svc, request, "change settings")
+            if refused:  # the control shows the value that stays
+                gr.Warning(refused, title="Setting not applied")
+                now = _shown_value(svc, key, svc.options().get(key))
+            else:
+                now = _shown_value(svc, key, apply_from_row(svc, key, value))
             return (now, now) if both else now
 
         for trigger in _triggers(comp):

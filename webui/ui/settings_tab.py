@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
+from webui.ui.admin_gate import admin_refusal
 from webui.ui.common import checkpoint_titles, vae_choices
 from webui.ui.extensions_tab import RELOADED
 
@@ -159,8 +160,12 @@ def create_settings_tab(svc: "Services", in_row: Any = ()) -> SettingsTab:
 
     sysinfo_button.click(download_sysinfo, None, sysinfo_out, show_progress="hidden", api_visibility="private")
 
-    def do_reload() -> str:
+    def do_reload(request: gr.Request) -> str:
         """A1111's Reload UI: the page is rebuilt in-process (extensions' scripts included)."""
+        refused = admin_refusal(svc, request, "reload the UI")
+        if refused:
+            gr.Warning(refused, title="Not allowed")
+            return f"**Error:** {refused}"
         reload = getattr(svc, "reload_ui", None)
         if reload is None:  # an app not run by the composition root (tests, tools)
             return "Reloading the UI needs the full server: restart it instead."
@@ -176,10 +181,14 @@ def create_settings_tab(svc: "Services", in_row: Any = ()) -> SettingsTab:
         js=f"(t) => {{ if (t && t.includes({json.dumps(RELOADED)})) setTimeout(() => window.location.reload(), 800); }}")
     keys = list(components)
 
-    def apply_settings(*values: Any) -> dict:
+    def apply_settings(request: gr.Request, *values: Any) -> dict:
         from webui.services.container import ModelLoadError
         from webui.settings import SettingsError
 
+        refused = admin_refusal(svc, request, "change settings")
+        if refused:  # the page shows the values that stay
+            gr.Warning(refused, title="Settings not applied")
+            return {result: f"**Error:** {refused}"} | tab.values_for(svc)
         changes = page_changes(svc, dict(zip(keys, values)))
         if not changes:
             return {result: "Nothing changed."} | tab.values_for(svc)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import gradio as gr
 
+from webui.serving.caller import Caller, caller_for_user
 from webui.training.params import EmbeddingTrainParams, HypernetworkTrainParams, LoraTrainParams
 from webui.ui import train_run as tr
 from webui.training.embedding_files import MAX_VECTORS_PER_TOKEN
@@ -95,12 +96,13 @@ def build_create_embedding() -> CreateEmbeddingTab:
 
 
 def wire_create_embedding(svc: "Services", tab: CreateEmbeddingTab, out: TrainOutputs) -> None:
-    def create(name: str, init_text: str | None, nvpt: Any, overwrite: bool) -> tuple[str, str]:
+    def create(name: str, init_text: str | None, nvpt: Any, overwrite: bool,
+               request: gr.Request | None = None) -> tuple[str, str]:
         try:
             if svc.training is None:
                 raise RuntimeError("training is not available in this server")
             created = svc.training.create_embedding(name or "", int(round(float(nvpt))), bool(overwrite),
-                                                    init_text or "")
+                                                    init_text or "", _caller(svc, request))
         except Exception as e:  # ValueError, ModelLoadError, OSError: all shown, none fatal
             return _failure("Embedding not created", e)
         return created.info, ""
@@ -158,13 +160,14 @@ def build_create_hypernetwork(svc: "Services", tab: Any) -> CreateHypernetworkTa
 
 def wire_create_hypernetwork(svc: "Services", tab: CreateHypernetworkTab, out: TrainOutputs) -> None:
     def create(name: str, sizes: list[str] | None, structure: str, activation: str | None, init: str | None,
-               layer_norm: bool, use_dropout: bool, dropout: str, overwrite: bool) -> tuple[str, str]:
+               layer_norm: bool, use_dropout: bool, dropout: str, overwrite: bool,
+               request: gr.Request | None = None) -> tuple[str, str]:
         try:
             if svc.training is None:
                 raise RuntimeError("training is not available in this server")
             created = svc.training.create_hypernetwork(name or "", list(sizes or []), bool(overwrite), structure,
                                                        activation, init, bool(layer_norm), bool(use_dropout),
-                                                       dropout)
+                                                       dropout, _caller(svc, request))
         except Exception as e:  # ValueError, OSError: all shown, none fatal
             return _failure("Hypernetwork not created", e)
         return created.info, ""
@@ -191,6 +194,14 @@ def wire_create_hypernetwork(svc: "Services", tab: CreateHypernetworkTab, out: T
 
 
 # --------------------------------------------------------------------------------------- Train
+
+def _caller(svc: "Services", request: Any) -> Caller | None:
+    """Who presses the button: with accounts, a non-admin trains only under names of their own.
+    None outside a page event (a handler called in-process): nothing to check."""
+    if request is None:
+        return None
+    return caller_for_user(getattr(request, "username", None), svc.accounts, getattr(request, "session_hash", None))
+
 
 def _int(value: Any, what: str) -> int:
     if value is None or value == "":
@@ -236,7 +247,7 @@ def wire_train(svc: "Services", f: dict[str, Any], out: TrainOutputs, watch_id: 
                     latent_sampling_method=d["latent_sampling_method"] or "once",
                     **_preview_fields(bool(d["preview_from_txt2img"]), extra))
 
-    def start(kind: str, *values: Any) -> tuple[Any, ...]:
+    def start(kind: str, request: Any, *values: Any) -> tuple[Any, ...]:
         d = dict(zip(["name", "lr"] + common, values[:len(common) + 2]))
         extra = values[len(common) + 2:]
         try:
@@ -251,11 +262,11 @@ def wire_train(svc: "Services", f: dict[str, Any], out: TrainOutputs, watch_id: 
                                                    save_embedding_every=save_every,
                                                    save_image_with_stored_embedding=bool(
                                                        d["save_image_with_stored_embedding"]), **base)
-                job = svc.training.submit_train_embedding(params)
+                job = svc.training.submit_train_embedding(params, _caller(svc, request))
             else:
                 params = HypernetworkTrainParams(hypernetwork_name=d["name"], learn_rate=str(d["lr"] or ""),
                                                  save_hypernetwork_every=save_every, **base)
-                job = svc.training.submit_train_hypernetwork(params)
+                job = svc.training.submit_train_hypernetwork(params, _caller(svc, request))
         except Exception as e:  # ValueError, TrainInputNotFound, TrainDoesNotFit: shown, none fatal
             info, err = _failure(f"{kind.capitalize()} not trained", e)
             return "", info, err, "", gr.Timer(active=False)
@@ -264,9 +275,15 @@ def wire_train(svc: "Services", f: dict[str, Any], out: TrainOutputs, watch_id: 
 
     ins = [f[k] for k in common] + list(preview)
     outs = [watch_id, out.info, out.error, shown, timer]
-    f["train_embedding"].click(lambda *v: start("embedding", *v), [f["embedding"], f["embedding_lr"]] + ins, outs,
+    def start_embedding(request: gr.Request, *v: Any) -> tuple[Any, ...]:
+        return start("embedding", request, *v)
+
+    def start_hypernetwork(request: gr.Request, *v: Any) -> tuple[Any, ...]:
+        return start("hypernetwork", request, *v)
+
+    f["train_embedding"].click(start_embedding, [f["embedding"], f["embedding_lr"]] + ins, outs,
                                api_visibility="private")
-    f["train_hypernetwork"].click(lambda *v: start("hypernetwork", *v), [f["hypernetwork"], f["hypernetwork_lr"]] + ins,
+    f["train_hypernetwork"].click(start_hypernetwork, [f["hypernetwork"], f["hypernetwork_lr"]] + ins,
                                   outs, api_visibility="private")
 
     def interrupt() -> None:
@@ -289,7 +306,7 @@ def wire_train_lora(svc: "Services", f: dict[str, Any], out: TrainOutputs, watch
             "lora_steps", "lora_width", "lora_height", "lora_save_every", "lora_preview_every", "lora_preview_prompt",
             "lora_precision", "lora_checkpointing", "lora_noise_offset", "lora_min_snr", "lora_seed", "lora_resume"]
 
-    def start(*values: Any) -> tuple[Any, ...]:
+    def start(request: gr.Request, *values: Any) -> tuple[Any, ...]:
         d = dict(zip(keys, values))
         try:
             if svc.training is None:
@@ -309,7 +326,7 @@ def wire_train_lora(svc: "Services", f: dict[str, Any], out: TrainOutputs, watch
                 gradient_checkpointing=bool(d["lora_checkpointing"]), noise_offset=float(d["lora_noise_offset"] or 0),
                 min_snr_gamma=float(d["lora_min_snr"] or 0), seed=_int(d["lora_seed"], "seed"),
                 resume=bool(d["lora_resume"]))
-            job = svc.training.submit_train_lora(params)
+            job = svc.training.submit_train_lora(params, _caller(svc, request))
         except Exception as e:  # shown, never fatal
             info, err = _failure("LoRA not trained", e)
             return "", info, err, "", gr.Timer(active=False)
