@@ -1,0 +1,300 @@
+"""`--listen` hardening on a real server: folders named by requests confined to the data dir,
+extension enabling refused, request bodies limited, Gradio serving the outputs folder only,
+foreign-origin and unknown-Host requests refused (always, also on localhost), and HTTPS with a
+self-signed pair made here.
+
+The exposed server binds 127.0.0.2 with `--server-name` (reachable only from this machine on Linux,
+but any name other than localhost counts as exposed), never 0.0.0.0.
+"""
+from __future__ import annotations
+
+import base64
+import http.server
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import requests
+from PIL import Image
+
+from conftest import ROOT, Server, free_port, open_page, stop_server, tiny_ui_server, wait_for_model
+from webui.cli import parse_args
+from webui.serving.network import allowed_hosts, exposure_warning
+from webui.serving.origin_guard import OriginPolicy
+from webui.serving.path_guard import PathRefused, check_server_path
+
+EXPOSED_HOST = "127.0.0.2"
+
+
+def make_cert(folder: Path, ip: str) -> tuple[Path, Path]:
+    """A self-signed key and certificate for `ip` (openssl's command line)."""
+    key, cert = folder / "key.pem", folder / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", f"/CN={ip}", "-addext", f"subjectAltName=IP:{ip}"],
+                   check=True, capture_output=True)
+    return key, cert
+
+
+def png_bytes(size: int = 16) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), "red").save(buf, "PNG")
+    return buf.getvalue()
+
+
+# ------------------------------------------------------------------ the rules, in-process
+
+def test_path_rule_confines_only_an_exposed_server(tmp_path: Path) -> None:
+    data, other = tmp_path / "data", tmp_path / "other"
+    (data / "outputs").mkdir(parents=True)
+    other.mkdir()
+    (data / "link").symlink_to(other)  # a link inside the data dir that leads out of it
+    exposed = ("--listen",)
+    assert check_server_path(other, data_dir=data) == other.resolve()  # localhost: any folder
+    assert check_server_path(data / "outputs" / "x", data_dir=data, exposed=exposed) == data / "outputs" / "x"
+    assert check_server_path("outputs", data_dir=data, exposed=exposed, base=data) == data / "outputs"
+    for bad in (other, data / ".." / "other", data / "link" / "x", "~"):
+        with pytest.raises(PathRefused, match=r"outside the data dir .*--listen.*--allowed-path"):
+            check_server_path(bad, data_dir=data, exposed=exposed)
+    assert check_server_path(other / "sub", data_dir=data, allowed=[other], exposed=exposed) == other / "sub"
+
+
+def test_origin_and_host_rules() -> None:
+    policy = OriginPolicy(frozenset({"localhost", "127.0.0.1", "sd.example"}))
+    own = {"host": "127.0.0.1:7860"}
+    assert policy.refusal("POST", own) is None  # no Origin: not a browser's cross-site request
+    assert policy.refusal("POST", {**own, "origin": "http://127.0.0.1:7860"}) is None
+    for origin in ("http://127.0.0.1:8000", "http://localhost:7860", "null", "https://evil.example"):
+        status, text = policy.refusal("POST", {**own, "origin": origin}) or (0, "")
+        assert status == 403 and "another site" in text, origin
+    assert policy.refusal("GET", {**own, "origin": "http://127.0.0.1:8000"}) is None  # reading is fine
+    assert policy.refusal("DELETE", {**own, "sec-fetch-site": "cross-site"})[0] == 403
+    assert policy.refusal("POST", {**own, "origin": "http://127.0.0.1:8000"}, websocket=False)[0] == 403
+    # Host: IP addresses and known names only (a DNS-rebinding page sends its own name)
+    assert policy.refusal("GET", {"host": "evil.example:7860"})[0] == 421
+    for host in ("192.168.1.5:7860", "[::1]:7860", "SD.example", "localhost"):
+        assert policy.refusal("GET", {"host": host}) is None, host
+    # behind a TLS proxy: the default ports are the same origin whatever the scheme seen here
+    assert policy.refusal("POST", {"host": "sd.example", "origin": "https://sd.example"}) is None
+    cors = OriginPolicy(None, ("http://app.example:3000",), r"https://.*\.trusted\.example")
+    assert cors.refusal("POST", {**own, "origin": "http://app.example:3000"}) is None
+    assert cors.refusal("POST", {**own, "origin": "https://a.trusted.example"}) is None
+    assert cors.refusal("POST", {**own, "origin": "https://trusted.example.evil"})[0] == 403
+    assert cors.refusal("GET", {"host": "anything.example"}) is None  # --allowed-host '*'
+
+
+def test_flags_warning_and_hosts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    listen = parse_args(["--listen", "--allowed-host", "sd.example"])
+    text = exposure_warning(listen, accounts_enabled=False) or ""
+    assert "--listen" in text and "NO accounts" in text and "--gradio-auth" in text
+    assert exposure_warning(listen, accounts_enabled=True) is None and exposure_warning(parse_args([]), False) is None
+    assert {"sd.example", "localhost"} <= set(allowed_hosts(listen) or ())
+    assert allowed_hosts(parse_args(["--allowed-host", "*"])) is None
+    assert parse_args([]).max_upload_mb == 50
+    key, cert = make_cert(tmp_path, "127.0.0.1")
+    for argv, message in ((["--tls-keyfile", str(key)], "go together"),
+                          (["--tls-keyfile", str(cert), "--tls-certfile", str(cert)], "cannot use this pair"),
+                          (["--max-upload-mb", "0"], "at least 1"),
+                          (["--cors-allow-origins-regex", "("], "--cors-allow-origins-regex")):
+        with pytest.raises(SystemExit):
+            parse_args(argv)
+        assert message in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ an exposed server (HTTPS)
+
+class Exposed:
+    def __init__(self, server: Server, http: requests.Session, cert: Path, allowed: Path, outside: Path) -> None:
+        self.server, self.http, self.cert, self.allowed, self.outside = server, http, cert, allowed, outside
+
+    def post(self, path: str, body: Any = None, **kw: Any) -> requests.Response:
+        return self.http.post(self.server.url + path, json=body, timeout=30, **kw)
+
+
+@pytest.fixture(scope="module")
+def exposed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exposed]:
+    """The page and the API on 127.0.0.2 over HTTPS, no accounts, a 1 MB body limit, one allowed folder."""
+    root = tmp_path_factory.mktemp("listen")
+    data, allowed, outside = root / "data", root / "allowed", root / "outside"
+    for d in (data / "models" / "Stable-diffusion", data / "outputs" / "txt2img-images", allowed, outside):
+        d.mkdir(parents=True)
+    (data / "models" / "Stable-diffusion" / "secret.safetensors").write_bytes(b"not served")
+    (data / "outputs" / "txt2img-images" / "00001-1.png").write_bytes(png_bytes())
+    key, cert = make_cert(root, EXPOSED_HOST)
+    port = free_port()
+    log = root / "server.log"
+    cmd = [sys.executable, str(ROOT / "launch.py"), "--port", str(port), "--data-dir", str(data),
+           "--server-name", EXPOSED_HOST, "--api", "--skip-load-model-at-start", "--max-upload-mb", "1",
+           "--allowed-path", str(allowed), "--tls-keyfile", str(key), "--tls-certfile", str(cert)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    http = requests.Session()
+    http.trust_env = False  # no proxy for 127.0.0.2
+    http.verify = str(cert)
+    url = f"https://{EXPOSED_HOST}:{port}"
+    server = Server(proc, url, data, log)
+    try:
+        deadline = time.time() + 120
+        while True:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            try:
+                if http.get(url + "/config", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.time() < deadline, log.read_text()[-3000:]
+            time.sleep(0.3)
+        yield Exposed(server, http, cert, allowed, outside)
+    finally:
+        stop_server(server)
+
+
+def test_exposed_server_warns_at_start_and_on_the_page(exposed: Exposed) -> None:
+    log = exposed.server.log.read_text()
+    assert f"Running on local URL:  https://{EXPOSED_HOST}:" in log  # TLS: the printed URL says https
+    assert "WARNING: the server is reachable from the network (--server-name 127.0.0.2) and has NO accounts" in log
+    config = exposed.http.get(exposed.server.url + "/config", timeout=10).text
+    assert '"elem_id":"exposure_warning"' in config.replace(" ", "") and "--gradio-auth user:password" in config
+
+
+def test_exposed_server_confines_output_folders_and_refuses_extensions(exposed: Exposed) -> None:
+    data = exposed.server.data_dir
+    r = exposed.post("/sdapi/v1/options", {"outdir_txt2img_samples": str(exposed.outside)})
+    assert r.status_code == 400 and "is outside the data dir" in r.json()["detail"], r.text
+    r = exposed.post("/sdapi/v1/options", {"outdir_save": "../escape"})  # relative to the data dir
+    assert r.status_code == 400 and "outdir_save" in r.json()["detail"], r.text
+    for ok in (str(data / "outputs" / "mine"), str(exposed.allowed / "grids")):
+        assert exposed.post("/sdapi/v1/options", {"outdir_grids": ok}).status_code == 200
+        assert exposed.http.get(exposed.server.url + "/sdapi/v1/options", timeout=10).json()["outdir_grids"] == ok
+    # a generation's override_settings follow the same rule, refused before anything is queued
+    r = exposed.post("/sdapi/v1/txt2img", {"prompt": "x", "steps": 1, "width": 64, "height": 64,
+                                           "override_settings": {"outdir_samples": str(exposed.outside)}})
+    assert r.status_code in (400, 422) and "outside the data dir" in r.text, r.text
+    assert not any(exposed.outside.iterdir())
+    r = exposed.post("/sdapi/v1/options", {"disabled_extensions": []})  # enabling extensions runs their code
+    assert r.status_code == 403 and "--enable-insecure-extension-access" in r.json()["detail"], r.text
+
+
+def test_bodies_over_the_upload_limit_get_413(exposed: Exposed) -> None:
+    small = base64.b64encode(png_bytes()).decode()  # a legitimate image under the limit still works
+    r = exposed.post("/sdapi/v1/png-info", {"image": "data:image/png;base64," + small})
+    assert r.status_code == 200, r.text
+    big = {"image": "data:image/png;base64," + "A" * (1024 * 1024 + 100)}
+    r = exposed.post("/sdapi/v1/png-info", big)
+    assert r.status_code == 413 and "larger than 1 MB" in r.json()["detail"] and "--max-upload-mb" in r.text
+    # a chunked body (no Content-Length) is counted as it streams
+    r = exposed.http.post(exposed.server.url + "/sdapi/v1/png-info", data=(b"x" * 65536 for _ in range(20)),
+                          headers={"Content-Type": "application/json"}, timeout=30)
+    assert r.status_code == 413 and "larger than 1 MB" in r.text
+    r = exposed.http.post(exposed.server.url + "/gradio_api/upload", timeout=30,
+                          files={"files": ("big.png", b"\0" * (1024 * 1024 + 10), "image/png")})
+    assert r.status_code == 413
+
+
+def test_gradio_serves_outputs_but_not_config_or_models(exposed: Exposed) -> None:
+    data = exposed.server.data_dir
+    assert (data / "config.json").is_file()  # written by the options test or at start
+    get = lambda p: exposed.http.get(f"{exposed.server.url}/gradio_api/file={p}", timeout=10)  # noqa: E731
+    r = get(data / "outputs" / "txt2img-images" / "00001-1.png")
+    assert r.status_code == 200 and r.content == (data / "outputs" / "txt2img-images" / "00001-1.png").read_bytes()
+    for secret in (data / "config.json", data / "models" / "Stable-diffusion" / "secret.safetensors",
+                   data / "outputs" / ".." / "config.json"):
+        r = get(secret)
+        assert r.status_code == 403 and b"not served" not in r.content, secret
+
+
+def test_foreign_origins_and_unknown_hosts_are_refused(exposed: Exposed) -> None:
+    url = exposed.server.url
+    own = url  # https://127.0.0.2:<port>
+    r = exposed.post("/sdapi/v1/options", {}, headers={"Origin": "http://127.0.0.2:8000"})
+    assert r.status_code == 403 and "another site" in r.json()["detail"]
+    r = exposed.post("/sdapi/v1/options", {}, headers={"Sec-Fetch-Site": "cross-site"})
+    assert r.status_code == 403
+    assert exposed.post("/sdapi/v1/options", {}, headers={"Origin": own, "Sec-Fetch-Site": "same-origin"}).ok
+    r = exposed.http.get(url + "/sdapi/v1/options", headers={"Host": "rebind.example"}, timeout=10)
+    assert r.status_code == 421 and "--allowed-host" in r.json()["detail"]
+    # no CORS headers for another site's page (Gradio would echo the origin); the own page keeps them
+    for path in ("/config", "/sdapi/v1/options"):
+        r = exposed.http.get(url + path, headers={"Origin": "http://evil.example"}, timeout=10)
+        assert r.status_code == 200 and "access-control-allow-origin" not in {k.lower() for k in r.headers}
+    r = exposed.http.options(url + "/gradio_api/queue/join", timeout=10, headers={
+        "Origin": "http://127.0.0.2:8000", "Access-Control-Request-Method": "POST"})
+    assert "access-control-allow-origin" not in {k.lower() for k in r.headers}
+
+
+# ------------------------------------------------------------------ a page of another site, in chromium
+
+ATTACK_PAGE = """<!doctype html><html><body><script>
+window.attack = async (app) => {
+  const body = JSON.stringify({prompt: "stolen", steps: 1, width: 64, height: 64});
+  const out = {};
+  try {
+    const r = await fetch(app + "/sdapi/v1/txt2img", {method: "POST", body, headers: {"Content-Type": "application/json"}});
+    out.cors = r.status;
+  } catch (e) { out.cors = "blocked"; }
+  try {
+    const r = await fetch(app + "/sdapi/v1/txt2img", {method: "POST", body, mode: "no-cors",
+                                                      headers: {"Content-Type": "text/plain"}});
+    out.simple = r.type;
+  } catch (e) { out.simple = "error"; }
+  return out;
+};
+</script></body></html>"""
+
+
+@pytest.mark.slow  # a page server with a model and a browser generation: ~40 s on 2 cores
+def test_page_of_another_site_cannot_generate_but_the_own_page_can(browser: Any, tmp_path: Path) -> None:
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            body = ATTACK_PAGE.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    site = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=site.serve_forever, daemon=True).start()
+    server = tiny_ui_server(tmp_path / "data")
+    outputs = tmp_path / "data" / "outputs"
+    try:
+        wait_for_model(server)
+        ctx = browser.new_context()
+        try:
+            pg = ctx.new_page()
+            seen: list[tuple[str, int]] = []
+            pg.on("response", lambda r: seen.append((r.request.method, r.status)) if "/sdapi/" in r.url else None)
+            pg.goto(f"http://127.0.0.1:{site.server_address[1]}/")
+            result = pg.evaluate("(app) => window.attack(app)", server.url)
+            assert result["cors"] == "blocked", result  # its preflight got no CORS headers
+            assert ("POST", 403) in seen, seen  # the simple POST reached the server and was refused
+        finally:
+            ctx.close()
+        time.sleep(1)
+        made = [p for p in outputs.rglob("*.png")] if outputs.exists() else []
+        assert made == [], made  # nothing ran
+        assert requests.get(server.url + "/internal/pending-tasks", timeout=10).json()["size"] == 0
+
+        with open_page(browser, server.url) as page:  # the app's own page still generates
+            page.locator("#txt2img_prompt textarea").fill("a red circle")
+            for elem, value in (("txt2img_steps", 2), ("txt2img_width", 64), ("txt2img_height", 64)):
+                box = page.locator(f"#{elem} input[type=number]")
+                box.fill(str(value))
+                box.press("Enter")
+            assert page.locator("#exposure_warning").count() == 0  # localhost: no banner
+            page.click("#txt2img_generate")
+            page.wait_for_function("() => (document.querySelector('#txt2img_info') || {}).innerText"
+                                   " && document.querySelector('#txt2img_info').innerText.includes('Steps: 2')")
+        assert list(outputs.rglob("*.png")), "the own page's generation saved nothing"
+    finally:
+        stop_server(server)
+        site.shutdown()
