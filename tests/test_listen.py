@@ -65,6 +65,35 @@ def test_path_rule_confines_only_an_exposed_server(tmp_path: Path) -> None:
     assert check_server_path(other / "sub", data_dir=data, allowed=[other], exposed=exposed) == other / "sub"
 
 
+def test_batch_folders_follow_the_rule(tmp_path: Path) -> None:
+    """img2img batch (input, output, mask) and Extras batch-from-directory folders, as the page and
+    the services check them before queueing."""
+    from webui.services.extras import ExtrasError, ExtrasService
+    from webui.services.img2img_batch import check_dirs
+    from webui.services.jobs import JobQueue
+    from webui.services.txt2img import GenerationError
+    from webui.serving.path_guard import PathGuard
+    from webui.settings import Settings
+
+    data, other = tmp_path / "data", tmp_path / "other"
+    for d in (data / "in", other):
+        d.mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(d / "a.png")
+    guard = PathGuard(data, exposed=("--listen",))
+    assert check_dirs(str(data / "in"), str(data / "out"), "", guard)[0] == data / "in"
+    assert check_dirs(str(other), str(other), str(other), PathGuard(data))[0] == other  # localhost
+    for args, what in (((str(other), "", ""), "input directory"), ((str(data / "in"), str(other), ""), "output"),
+                       ((str(data / "in"), "", str(other)), "inpaint mask directory")):
+        with pytest.raises(GenerationError, match=f"Batch: {what}.*outside the data dir"):
+            check_dirs(*args, guard)
+    extras = ExtrasService(None, Settings(tmp_path / "config.json"), data / "outputs", JobQueue())  # type: ignore[arg-type]
+    extras.path_guard = guard
+    assert extras.directory_files(str(data / "in"), str(data / "out")) == [data / "in" / "a.png"]
+    for args in ((str(other), ""), (str(data / "in"), str(other))):
+        with pytest.raises(ExtrasError, match="outside the data dir"):
+            extras.directory_files(*args)
+
+
 def test_origin_and_host_rules() -> None:
     policy = OriginPolicy(frozenset({"localhost", "127.0.0.1", "sd.example"}))
     own = {"host": "127.0.0.1:7860"}
