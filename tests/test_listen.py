@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import http.server
 import io
-import json
 import os
 import subprocess
 import sys
@@ -24,7 +23,7 @@ import pytest
 import requests
 from PIL import Image
 
-from conftest import ROOT, Server, free_port, open_page, stop_server, tiny_ui_server, wait_for_model
+from conftest import BROWSER_ARGS, CHROMIUM, ROOT, Server, free_port, open_page, stop_server, wait_for_model
 from webui.cli import parse_args
 from webui.serving.network import allowed_hosts, exposure_warning
 from webui.serving.origin_guard import OriginPolicy
@@ -136,11 +135,38 @@ def test_flags_warning_and_hosts(tmp_path: Path, capsys: pytest.CaptureFixture[s
         assert message in capsys.readouterr().err
 
 
-# ------------------------------------------------------------------ an exposed server (HTTPS)
+# ------------------------------------------------------------------ an exposed API server (HTTPS)
+
+def launch(data: Path, *extra: str, host: str = EXPOSED_HOST, cert: Path | None = None,
+           nowebui: bool = True, ready: str = "/sdapi/v1/sd-models") -> tuple[Server, requests.Session]:
+    """The real server bound to `host` (conftest's start_server knows 127.0.0.1 only), once `ready` answers."""
+    port = free_port()
+    log = data / f"server-{port}.log"
+    cmd = [sys.executable, str(ROOT / "launch.py"), "--port", str(port), "--data-dir", str(data),
+           "--server-name", host, *extra, *(["--nowebui"] if nowebui else [])]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    http = requests.Session()
+    http.trust_env = False  # never through a proxy
+    if cert is not None:
+        http.verify = str(cert)
+    server = Server(proc, f"{'https' if cert else 'http'}://{host}:{port}", data, log)
+    deadline = time.time() + 120
+    while True:
+        if proc.poll() is not None or time.time() > deadline:
+            stop_server(server)
+            raise RuntimeError(f"server did not start: {log.read_text()[-3000:]}")
+        try:
+            if http.get(server.url + ready, timeout=2).status_code == 200:
+                return server, http
+        except requests.RequestException:
+            pass
+        time.sleep(0.3)
+
 
 class Exposed:
-    def __init__(self, server: Server, http: requests.Session, cert: Path, allowed: Path, outside: Path) -> None:
-        self.server, self.http, self.cert, self.allowed, self.outside = server, http, cert, allowed, outside
+    def __init__(self, server: Server, http: requests.Session, allowed: Path, outside: Path) -> None:
+        self.server, self.http, self.allowed, self.outside = server, http, allowed, outside
 
     def post(self, path: str, body: Any = None, **kw: Any) -> requests.Response:
         return self.http.post(self.server.url + path, json=body, timeout=30, **kw)
@@ -148,48 +174,29 @@ class Exposed:
 
 @pytest.fixture(scope="module")
 def exposed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exposed]:
-    """The page and the API on 127.0.0.2 over HTTPS, no accounts, a 1 MB body limit, one allowed folder."""
+    """The API on 127.0.0.2 over HTTPS, no accounts, a 1 MB body limit, one allowed folder."""
     root = tmp_path_factory.mktemp("listen")
     data, allowed, outside = root / "data", root / "allowed", root / "outside"
-    for d in (data / "models" / "Stable-diffusion", data / "outputs" / "txt2img-images", allowed, outside):
+    for d in (data / "models" / "Stable-diffusion", allowed, outside):
         d.mkdir(parents=True)
-    (data / "models" / "Stable-diffusion" / "secret.safetensors").write_bytes(b"not served")
-    (data / "outputs" / "txt2img-images" / "00001-1.png").write_bytes(png_bytes())
     key, cert = make_cert(root, EXPOSED_HOST)
-    port = free_port()
-    log = root / "server.log"
-    cmd = [sys.executable, str(ROOT / "launch.py"), "--port", str(port), "--data-dir", str(data),
-           "--server-name", EXPOSED_HOST, "--api", "--skip-load-model-at-start", "--max-upload-mb", "1",
-           "--allowed-path", str(allowed), "--tls-keyfile", str(key), "--tls-certfile", str(cert)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    http = requests.Session()
-    http.trust_env = False  # no proxy for 127.0.0.2
-    http.verify = str(cert)
-    url = f"https://{EXPOSED_HOST}:{port}"
-    server = Server(proc, url, data, log)
+    server, http = launch(data, "--skip-load-model-at-start", "--max-upload-mb", "1", "--allowed-path", str(allowed),
+                          "--tls-keyfile", str(key), "--tls-certfile", str(cert), cert=cert)
     try:
-        deadline = time.time() + 120
-        while True:
-            assert proc.poll() is None, log.read_text()[-3000:]
-            try:
-                if http.get(url + "/config", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            assert time.time() < deadline, log.read_text()[-3000:]
-            time.sleep(0.3)
-        yield Exposed(server, http, cert, allowed, outside)
+        yield Exposed(server, http, allowed, outside)
     finally:
+        http.close()
         stop_server(server)
 
 
-def test_exposed_server_warns_at_start_and_on_the_page(exposed: Exposed) -> None:
+def test_exposed_server_warns_at_start_and_serves_https(exposed: Exposed) -> None:
     log = exposed.server.log.read_text()
     assert f"Running on local URL:  https://{EXPOSED_HOST}:" in log  # TLS: the printed URL says https
     assert "WARNING: the server is reachable from the network (--server-name 127.0.0.2) and has NO accounts" in log
-    config = exposed.http.get(exposed.server.url + "/config", timeout=10).text
-    assert '"elem_id":"exposure_warning"' in config.replace(" ", "") and "--gradio-auth user:password" in config
+    assert "--gradio-auth user:password" in log
+    assert exposed.http.get(exposed.server.url + "/internal/ping", timeout=10).json() == {}  # verified by the cert
+    with pytest.raises(requests.exceptions.SSLError):  # a client that does not trust it is told so
+        requests.get(exposed.server.url + "/internal/ping", timeout=10)
 
 
 def test_exposed_server_confines_output_folders_and_refuses_extensions(exposed: Exposed) -> None:
@@ -221,40 +228,19 @@ def test_bodies_over_the_upload_limit_get_413(exposed: Exposed) -> None:
     r = exposed.http.post(exposed.server.url + "/sdapi/v1/png-info", data=(b"x" * 65536 for _ in range(20)),
                           headers={"Content-Type": "application/json"}, timeout=30)
     assert r.status_code == 413 and "larger than 1 MB" in r.text
-    r = exposed.http.post(exposed.server.url + "/gradio_api/upload", timeout=30,
-                          files={"files": ("big.png", b"\0" * (1024 * 1024 + 10), "image/png")})
-    assert r.status_code == 413
-
-
-def test_gradio_serves_outputs_but_not_config_or_models(exposed: Exposed) -> None:
-    data = exposed.server.data_dir
-    assert (data / "config.json").is_file()  # written by the options test or at start
-    get = lambda p: exposed.http.get(f"{exposed.server.url}/gradio_api/file={p}", timeout=10)  # noqa: E731
-    r = get(data / "outputs" / "txt2img-images" / "00001-1.png")
-    assert r.status_code == 200 and r.content == (data / "outputs" / "txt2img-images" / "00001-1.png").read_bytes()
-    for secret in (data / "config.json", data / "models" / "Stable-diffusion" / "secret.safetensors",
-                   data / "outputs" / ".." / "config.json"):
-        r = get(secret)
-        assert r.status_code == 403 and b"not served" not in r.content, secret
 
 
 def test_foreign_origins_and_unknown_hosts_are_refused(exposed: Exposed) -> None:
-    url = exposed.server.url
-    own = url  # https://127.0.0.2:<port>
+    url = exposed.server.url  # https://127.0.0.2:<port>
     r = exposed.post("/sdapi/v1/options", {}, headers={"Origin": "http://127.0.0.2:8000"})
     assert r.status_code == 403 and "another site" in r.json()["detail"]
     r = exposed.post("/sdapi/v1/options", {}, headers={"Sec-Fetch-Site": "cross-site"})
     assert r.status_code == 403
-    assert exposed.post("/sdapi/v1/options", {}, headers={"Origin": own, "Sec-Fetch-Site": "same-origin"}).ok
+    assert exposed.post("/sdapi/v1/options", {}, headers={"Origin": url, "Sec-Fetch-Site": "same-origin"}).ok
     r = exposed.http.get(url + "/sdapi/v1/options", headers={"Host": "rebind.example"}, timeout=10)
     assert r.status_code == 421 and "--allowed-host" in r.json()["detail"]
-    # no CORS headers for another site's page (Gradio would echo the origin); the own page keeps them
-    for path in ("/config", "/sdapi/v1/options"):
-        r = exposed.http.get(url + path, headers={"Origin": "http://evil.example"}, timeout=10)
-        assert r.status_code == 200 and "access-control-allow-origin" not in {k.lower() for k in r.headers}
-    r = exposed.http.options(url + "/gradio_api/queue/join", timeout=10, headers={
-        "Origin": "http://127.0.0.2:8000", "Access-Control-Request-Method": "POST"})
-    assert "access-control-allow-origin" not in {k.lower() for k in r.headers}
+    r = exposed.http.get(url + "/sdapi/v1/options", headers={"Origin": "http://evil.example"}, timeout=10)
+    assert r.status_code == 200 and "access-control-allow-origin" not in {k.lower() for k in r.headers}
 
 
 # ------------------------------------------------------------------ a page of another site, in chromium
@@ -267,63 +253,92 @@ window.attack = async (app) => {
     const r = await fetch(app + "/sdapi/v1/txt2img", {method: "POST", body, headers: {"Content-Type": "application/json"}});
     out.cors = r.status;
   } catch (e) { out.cors = "blocked"; }
-  try {
-    const r = await fetch(app + "/sdapi/v1/txt2img", {method: "POST", body, mode: "no-cors",
-                                                      headers: {"Content-Type": "text/plain"}});
-    out.simple = r.type;
-  } catch (e) { out.simple = "error"; }
+  for (const path of ["/sdapi/v1/txt2img", "/gradio_api/queue/join"]) {  // simple requests: no preflight
+    try { await fetch(app + path, {method: "POST", body, mode: "no-cors", headers: {"Content-Type": "text/plain"}}); }
+    catch (e) { out[path] = String(e); }
+  }
   return out;
 };
 </script></body></html>"""
 
 
-@pytest.mark.slow  # a page server with a model and a browser generation: ~40 s on 2 cores
-def test_page_of_another_site_cannot_generate_but_the_own_page_can(browser: Any, tmp_path: Path) -> None:
-    class Page(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
-            body = ATTACK_PAGE.encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+class AttackSite(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        body = ATTACK_PAGE.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
-        def log_message(self, *args: Any) -> None:
-            pass
+    def log_message(self, *args: Any) -> None:
+        pass
 
-    site = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+
+@pytest.mark.slow  # a page server with a model and a browser generation: ~60 s on 2 cores
+def test_exposed_page_another_sites_page_and_gradio_files(browser: Any, tmp_path: Path) -> None:
+    """On a page server bound to 127.0.0.2: the banner, a page served from another port that tries
+    to generate (refused, nothing runs), the own page generating, and what Gradio's /file= serves."""
+    from tiny_models import make_tiny_checkpoint
+
+    data = tmp_path / "data"
+    ckpt_dir = data / "models" / "Stable-diffusion"
+    ckpt_dir.mkdir(parents=True)
+    make_tiny_checkpoint(ckpt_dir / "tiny-sd1.safetensors", family="sd1")
+    site = http.server.ThreadingHTTPServer(("127.0.0.1", 0), AttackSite)
     threading.Thread(target=site.serve_forever, daemon=True).start()
-    server = tiny_ui_server(tmp_path / "data")
-    outputs = tmp_path / "data" / "outputs"
+    server, http_ = launch(data, "--api", "--max-upload-mb", "1", nowebui=False)
+    outputs = data / "outputs"
+    # the session's chromium resolves only localhost and 127.0.0.1; this one reaches 127.0.0.2 too
+    args = [a.replace("EXCLUDE 127.0.0.1", f"EXCLUDE 127.0.0.1, EXCLUDE {EXPOSED_HOST}") for a in BROWSER_ARGS]
+    assert any(EXPOSED_HOST in a for a in args), BROWSER_ARGS
+    browser = browser.browser_type.launch(executable_path=CHROMIUM, args=args, headless=True)
     try:
         wait_for_model(server)
         ctx = browser.new_context()
         try:
             pg = ctx.new_page()
-            seen: list[tuple[str, int]] = []
-            pg.on("response", lambda r: seen.append((r.request.method, r.status)) if "/sdapi/" in r.url else None)
+            seen: list[tuple[str, str, int]] = []
+            pg.on("response", lambda r: seen.append((r.request.method, r.url, r.status)))
             pg.goto(f"http://127.0.0.1:{site.server_address[1]}/")
             result = pg.evaluate("(app) => window.attack(app)", server.url)
-            assert result["cors"] == "blocked", result  # its preflight got no CORS headers
-            assert ("POST", 403) in seen, seen  # the simple POST reached the server and was refused
+            assert result == {"cors": "blocked"}, result  # its preflight got no CORS headers
+            pg.wait_for_timeout(500)  # the response events reach Python after the page's promise
+            for path in ("/sdapi/v1/txt2img", "/gradio_api/queue/join"):  # reached the server, refused
+                assert ("POST", server.url + path, 403) in seen, seen
         finally:
             ctx.close()
-        time.sleep(1)
-        made = [p for p in outputs.rglob("*.png")] if outputs.exists() else []
-        assert made == [], made  # nothing ran
-        assert requests.get(server.url + "/internal/pending-tasks", timeout=10).json()["size"] == 0
+        assert not list(outputs.rglob("*.png")) if outputs.exists() else True  # nothing ran
+        assert http_.get(server.url + "/internal/pending-tasks", timeout=10).json()["size"] == 0
 
-        with open_page(browser, server.url) as page:  # the app's own page still generates
+        with open_page(browser, server.url) as page:  # the own page: a banner, and it generates
+            assert "without accounts" in page.inner_text("#exposure_warning")
             page.locator("#txt2img_prompt textarea").fill("a red circle")
             for elem, value in (("txt2img_steps", 2), ("txt2img_width", 64), ("txt2img_height", 64)):
                 box = page.locator(f"#{elem} input[type=number]")
                 box.fill(str(value))
                 box.press("Enter")
-            assert page.locator("#exposure_warning").count() == 0  # localhost: no banner
             page.click("#txt2img_generate")
             page.wait_for_function("() => (document.querySelector('#txt2img_info') || {}).innerText"
                                    " && document.querySelector('#txt2img_info').innerText.includes('Steps: 2')")
-        assert list(outputs.rglob("*.png")), "the own page's generation saved nothing"
+        made = sorted(outputs.rglob("*.png"))
+        assert made, "the own page's generation saved nothing"
+
+        def get(path: Path, **kw: Any) -> requests.Response:
+            return http_.get(f"{server.url}/gradio_api/file={path}", timeout=10, **kw)
+        r = get(made[0])
+        assert r.status_code == 200 and r.content == made[0].read_bytes()
+        (data / "config.json").write_text((data / "config.json").read_text() if (data / "config.json").exists()
+                                          else "{}")
+        for secret in (data / "config.json", ckpt_dir / "tiny-sd1.safetensors", outputs / ".." / "config.json"):
+            assert get(secret).status_code == 403, secret
+        r = http_.get(server.url + "/config", headers={"Origin": "http://127.0.0.1:8000"}, timeout=10)
+        assert r.ok and "access-control-allow-origin" not in {k.lower() for k in r.headers}  # Gradio's CORS dropped
+        r = http_.post(server.url + "/gradio_api/upload", timeout=30,
+                       files={"files": ("big.png", b"\0" * (1024 * 1024 + 10), "image/png")})
+        assert r.status_code == 413
     finally:
+        browser.close()
+        http_.close()
         stop_server(server)
         site.shutdown()

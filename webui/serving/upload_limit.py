@@ -1,7 +1,9 @@
 """Refuse request bodies over `--max-upload-mb` with 413, before the app reads them whole.
 
-A declared `Content-Length` over the limit is answered at once; a chunked body is counted as it
-streams and cut off at the limit (the app sees the client go away and its answer is replaced).
+A declared `Content-Length` over the limit is refused before the app runs; a chunked body is
+counted as it streams and cut off at the limit (the app sees the client go away and its answer is
+replaced). The rest of the body is read and dropped before the answer, up to a bound: a client
+still sending when the server closes would see a connection reset instead of the 413.
 """
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ import json
 from typing import Any
 
 from webui.serving.origin_guard import Receive, Scope, Send
+
+DRAIN_LIMIT = 256 * 1024 * 1024  # beyond this a refused body is not read on; the connection closes
 
 
 class UploadLimit:
@@ -27,6 +31,15 @@ class UploadLimit:
                                 (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})
 
+    async def drain(self, receive: Receive) -> None:
+        """Read and drop what the client still sends, at most DRAIN_LIMIT bytes (then it is cut off)."""
+        dropped = 0
+        while dropped <= DRAIN_LIMIT:
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                return
+            dropped += len(message.get("body", b""))
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
@@ -39,6 +52,7 @@ class UploadLimit:
                 await self.refuse(send, 400, "the Content-Length header is not a number")
                 return
             if size > self.max_bytes:
+                await self.drain(receive)
                 await self.refuse(send)
                 return
         state = {"received": 0, "over": False, "started": False}
@@ -67,4 +81,5 @@ class UploadLimit:
             if not state["over"]:
                 raise
         if state["over"] and not state["started"]:
+            await self.drain(receive)
             await self.refuse(send)
