@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import http.server
 import io
+import json
 import os
 import subprocess
 import sys
@@ -179,6 +180,8 @@ def exposed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exposed]:
     data, allowed, outside = root / "data", root / "allowed", root / "outside"
     for d in (data / "models" / "Stable-diffusion", allowed, outside):
         d.mkdir(parents=True)
+    # set by the owner before the server was exposed: kept, and may be posted back unchanged
+    (data / "config.json").write_text(json.dumps({"outdir_txt2img_grids": str(outside)}), encoding="utf-8")
     key, cert = make_cert(root, EXPOSED_HOST)
     server, http = launch(data, "--skip-load-model-at-start", "--max-upload-mb", "1", "--allowed-path", str(allowed),
                           "--tls-keyfile", str(key), "--tls-certfile", str(cert), cert=cert)
@@ -203,6 +206,9 @@ def test_exposed_server_confines_output_folders_and_refuses_extensions(exposed: 
     data = exposed.server.data_dir
     r = exposed.post("/sdapi/v1/options", {"outdir_txt2img_samples": str(exposed.outside)})
     assert r.status_code == 400 and "is outside the data dir" in r.json()["detail"], r.text
+    held = exposed.http.get(exposed.server.url + "/sdapi/v1/options", timeout=10).json()["outdir_txt2img_grids"]
+    assert held == str(exposed.outside)
+    assert exposed.post("/sdapi/v1/options", {"outdir_txt2img_grids": held}).status_code == 200
     r = exposed.post("/sdapi/v1/options", {"outdir_save": "../escape"})  # relative to the data dir
     assert r.status_code == 400 and "outdir_save" in r.json()["detail"], r.text
     for ok in (str(data / "outputs" / "mine"), str(exposed.allowed / "grids")):
