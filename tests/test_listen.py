@@ -13,6 +13,7 @@ import http.server
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -123,7 +124,7 @@ def test_flags_warning_and_hosts(tmp_path: Path, capsys: pytest.CaptureFixture[s
     text = exposure_warning(listen, accounts_enabled=False) or ""
     assert "--listen" in text and "NO accounts" in text and "--gradio-auth" in text
     assert exposure_warning(listen, accounts_enabled=True) is None and exposure_warning(parse_args([]), False) is None
-    assert {"sd.example", "localhost"} <= set(allowed_hosts(listen) or ())
+    assert {"sd.example", "localhost", socket.gethostname().lower()} <= set(allowed_hosts(listen) or ())
     assert allowed_hosts(parse_args(["--allowed-host", "*"])) is None
     assert parse_args([]).max_upload_mb == 50
     key, cert = make_cert(tmp_path, "127.0.0.1")
@@ -327,6 +328,14 @@ def test_exposed_page_another_sites_page_and_gradio_files(browser: Any, tmp_path
             page.click("#txt2img_generate")
             page.wait_for_function("() => (document.querySelector('#txt2img_info') || {}).innerText"
                                    " && document.querySelector('#txt2img_info').innerText.includes('Steps: 2')")
+            # the Settings tab refuses an output folder outside the data dir, with the reason
+            page.get_by_role("tab", name="Settings").click()
+            box = page.locator("#setting_outdir_txt2img_samples textarea, #setting_outdir_txt2img_samples input")
+            box.first.fill(str(tmp_path / "elsewhere"))
+            page.click("#settings_submit")
+            page.wait_for_function("() => document.querySelector('#settings_result').innerText"
+                                   ".includes('outside the data dir')")
+        assert http_.get(server.api("options"), timeout=10).json()["outdir_txt2img_samples"] == ""
         made = sorted(outputs.rglob("*.png"))
         assert made, "the own page's generation saved nothing"
 

@@ -25,9 +25,10 @@ def allowed_hosts(args: argparse.Namespace) -> frozenset[str] | None:
     names = set(LOCAL_NAMES) | set(extra)
     if getattr(args, "server_name", None):
         names.add(str(args.server_name).lower())
-    for name in (socket.gethostname(), socket.getfqdn()):  # how machines on the network call this one
-        if name:
-            names.add(name.lower())
+    host = socket.gethostname().lower()
+    for name in (host, f"{host.split('.')[0]}.local", socket.getfqdn().lower()):  # how the LAN calls this machine
+        if name and name != ".local":
+            names.add(name)
     return frozenset(names)
 
 
