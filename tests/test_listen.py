@@ -185,7 +185,8 @@ def exposed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exposed]:
     (data / "config.json").write_text(json.dumps({"outdir_txt2img_grids": str(outside)}), encoding="utf-8")
     key, cert = make_cert(root, EXPOSED_HOST)
     server, http = launch(data, "--skip-load-model-at-start", "--max-upload-mb", "1", "--allowed-path", str(allowed),
-                          "--tls-keyfile", str(key), "--tls-certfile", str(cert), cert=cert)
+                          "--tls-keyfile", str(key), "--tls-certfile", str(cert),
+                          "--cors-allow-origins", "http://app.example:3000", cert=cert)
     try:
         yield Exposed(server, http, allowed, outside)
     finally:
@@ -248,6 +249,16 @@ def test_foreign_origins_and_unknown_hosts_are_refused(exposed: Exposed) -> None
     assert r.status_code == 421 and "--allowed-host" in r.json()["detail"]
     r = exposed.http.get(url + "/sdapi/v1/options", headers={"Origin": "http://evil.example"}, timeout=10)
     assert r.status_code == 200 and "access-control-allow-origin" not in {k.lower() for k in r.headers}
+    # an origin given with --cors-allow-origins may call it: its preflight and its POST are answered
+    app = "http://app.example:3000"
+    r = exposed.http.options(url + "/sdapi/v1/options", timeout=10, headers={
+        "Origin": app, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"})
+    assert r.status_code == 200 and r.headers.get("access-control-allow-origin") == app
+    r = exposed.post("/sdapi/v1/options", {}, headers={"Origin": app, "Sec-Fetch-Site": "cross-site"})
+    assert r.status_code == 200 and r.headers.get("access-control-allow-origin") == app
+    r = exposed.http.options(url + "/sdapi/v1/options", timeout=10, headers={
+        "Origin": "http://evil.example", "Access-Control-Request-Method": "POST"})
+    assert "access-control-allow-origin" not in {k.lower() for k in r.headers}
 
 
 # ------------------------------------------------------------------ a page of another site, in chromium
