@@ -240,13 +240,15 @@ def test_network_exposed_server_confines_dataset_and_log_folders_to_the_data_dir
     import dataclasses
 
     from webui.cli import network_exposure, parse_args
+    from webui.serving.path_guard import guard_from_args
 
     (env.root / "embeddings" / "known.pt").write_bytes(b"x")
     outside = tmp_path / "outside-data"
     outside.mkdir()
     Image.new("RGB", (64, 64), "red").save(outside / "a.png")
     assert network_exposure(parse_args(["--listen"])) == ["--listen"] and network_exposure(parse_args([])) == []
-    local, exposed = env.training.context(), dataclasses.replace(env.training.context(), exposed=("--listen",))
+    local = env.training.context()
+    exposed = dataclasses.replace(local, path_guard=guard_from_args(parse_args(["--listen"]), local.paths.data_dir))
     tj.check_embedding(local, EmbeddingTrainParams(embedding_name="known", data_root=str(outside)))
     tj.check_embedding(exposed, EmbeddingTrainParams(embedding_name="known", data_root=str(env.data)))  # inside
     with pytest.raises(ValueError, match="dataset directory .* outside the data dir.*--listen"):

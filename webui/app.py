@@ -119,6 +119,8 @@ def build_real_app(args: argparse.Namespace, t_start: float) -> Any:
     Image.MAX_IMAGE_PIXELS = MAX_INPUT_SIDE * MAX_INPUT_SIDE // 2
     paths = resolve_paths(args)
     svc = build_services(args, paths)
+    from webui.serving.network import warn_if_exposed
+    warn_if_exposed(args, svc.accounts.enabled)  # reachable from the network without accounts: say so loudly
     from webui.extensions.startup import load_extensions
     load_extensions(svc)  # before the API and the UI: their scripts, options and tabs are part of both
     return build_app(svc, args)
@@ -174,6 +176,10 @@ def build_app(svc: Any, args: argparse.Namespace) -> Any:
     app.add_middleware(AuthGuard, accounts=svc.accounts,  # type: ignore[arg-type]
                        page_user=svc.page_login.user if page else None,
                        page_route=is_open_page_path if page else None)
+
+    from webui.serving.network import install_network_guards
+    # added last, so they run first: foreign-origin and unknown-Host requests, CORS, oversized bodies
+    install_network_guards(app, args)
     return app
 
 
@@ -274,9 +280,11 @@ def main(argv: list[str] | None = None) -> None:
 
     host, port = server_host(args), server_port(args)
     shell = SwitchableApp()
-    config = uvicorn.Config(shell, host=host, port=port, log_level="warning", timeout_keep_alive=30)
+    tls = {"ssl_keyfile": str(args.tls_keyfile), "ssl_certfile": str(args.tls_certfile)} if args.tls_keyfile else {}
+    config = uvicorn.Config(shell, host=host, port=port, log_level="warning", timeout_keep_alive=30, **tls)
     server = uvicorn.Server(config)
-    url = f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}"
+    shown = "127.0.0.1" if host == "0.0.0.0" else f"[{host}]" if ":" in host else host
+    url = f"{'https' if tls else 'http'}://{shown}:{port}"
 
     def builder() -> None:
         while not server.started:

@@ -30,6 +30,21 @@ def build_parser() -> argparse.ArgumentParser:
                      help="allow POST /sdapi/v1/server-stop, server-restart and server-kill (A1111)")
     net.add_argument("--enable-insecure-extension-access", action="store_true",
                      help="allow installing/updating/enabling extensions when listening beyond localhost")
+    net.add_argument("--allowed-path", action="append", type=Path, default=[], metavar="DIR",
+                     help="when listening beyond localhost, requests may name folders inside DIR too (besides "
+                          "the data dir); repeatable")
+    net.add_argument("--max-upload-mb", type=int, default=50, metavar="N",
+                     help="largest request body or upload in MB (larger ones get 413; default 50)")
+    net.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                     help="also answer requests whose Host header is NAME (a reverse proxy's public name; "
+                          "'*' for any); repeatable")
+    net.add_argument("--cors-allow-origins", type=str, default=None, metavar="ORIGINS",
+                     help="comma-separated origins (https://host:port) whose pages may call the server")
+    net.add_argument("--cors-allow-origins-regex", type=str, default=None, metavar="REGEX",
+                     help="origins matching this regular expression may call the server")
+    net.add_argument("--tls-keyfile", type=Path, default=None, metavar="FILE", help="serve HTTPS with this key")
+    net.add_argument("--tls-certfile", type=Path, default=None, metavar="FILE",
+                     help="serve HTTPS with this certificate (with --tls-keyfile)")
 
     acc = p.add_argument_group("accounts (with any of these set, every route needs a log-in)")
     acc.add_argument("--gradio-auth", type=str, default=None, metavar="USER:PASS[,USER2:PASS2]",
@@ -187,6 +202,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--precision half conflicts with --no-half/--no-half-vae")
     if args.vram_budget_mb is not None and args.vram_budget_mb < 64:
         parser.error("--vram-budget-mb must be at least 64")
+    if args.max_upload_mb < 1:
+        parser.error("--max-upload-mb must be at least 1")
+    if bool(args.tls_keyfile) != bool(args.tls_certfile):
+        parser.error("--tls-keyfile and --tls-certfile go together (give both, or neither for plain HTTP)")
+    for flag, f in (("--tls-keyfile", args.tls_keyfile), ("--tls-certfile", args.tls_certfile)):
+        if f is not None and not f.is_file():
+            parser.error(f"{flag}: {f} is not a file")
+    if args.tls_keyfile:
+        import ssl
+        try:  # a wrong pair fails here with its reason, not as a traceback once the server starts
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(args.tls_certfile, args.tls_keyfile)
+        except (ssl.SSLError, OSError) as e:
+            parser.error(f"--tls-certfile/--tls-keyfile: cannot use this pair: {e}")
+    if args.cors_allow_origins_regex:
+        import re
+        try:
+            re.compile(args.cors_allow_origins_regex)
+        except re.error as e:
+            parser.error(f"--cors-allow-origins-regex: {e}")
     return args
 
 

@@ -352,6 +352,8 @@ class Settings:
     options: dict[str, OptionInfo] = field(default_factory=lambda: dict(OPTIONS))
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     _listeners: dict[str, list[Callable[[Any], None]]] = field(default_factory=dict, repr=False)
+    # checks a new value must pass besides its type (e.g. serving.path_guard on outdir_* options)
+    _value_checks: list[Callable[[str, Any], None]] = field(default_factory=list, repr=False)
 
     @classmethod
     def load(cls, path: Path) -> "Settings":
@@ -452,7 +454,18 @@ class Settings:
                 raise SettingsError(f"option {key}: {v} is outside {info.minimum}..{info.maximum}")
         if info.choices and v not in info.choices:
             raise SettingsError(f"option {key}: {v!r} is not one of {list(info.choices)}")
+        if self._value_checks and v != self.get(key):  # the value already held passes (a client
+            for check in self._value_checks:           # posting every option back unchanged)
+                try:
+                    check(key, v)
+                except ValueError as e:
+                    raise SettingsError(str(e)) from None
         return v
+
+    def add_value_check(self, check: Callable[[str, Any], None]) -> None:
+        """`check(key, value)` raises ValueError for a value that must not be set; every new value
+        passes it (POST /options, the Settings tab, override_settings)."""
+        self._value_checks.append(check)
 
     def on_change(self, key: str, fn: Callable[[Any], None]) -> None:
         self._listeners.setdefault(key, []).append(fn)

@@ -5,13 +5,14 @@ import argparse
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from webui.cli import Paths, attention_backend, cmd_flags, memory_mode, network_exposure
+from webui.cli import Paths, attention_backend, cmd_flags, memory_mode
 from webui.extensions.manager import ExtensionManager
 from webui.memory.devices import DevicePolicy
 from webui.memory.manager import MemoryManager
 from webui.memory.stats import MemoryWatch, memory_report
 from webui.models.registry import CheckpointRegistry
 from webui.serving.accounts import NO_ACCOUNTS, Accounts, load_accounts, redact_flags
+from webui.serving.path_guard import PathGuard, guard_from_args
 from webui.prompts.styles import PromptStyle, StyleDatabase
 from webui.services.jobs import Job, JobQueue
 from webui.services.model_service import ModelLoadError, ModelService
@@ -75,7 +76,7 @@ class Services:
     def submit_img2img_batch(self, req: Img2ImgRequest, input_dir: str, output_dir: str, mask_dir: str,
                              label: str = "img2img batch") -> Job:
         from webui.services.img2img_batch import check_dirs, run_batch
-        check_dirs(input_dir, output_dir, mask_dir)  # a missing folder fails before queueing
+        check_dirs(input_dir, output_dir, mask_dir, self.path_guard())  # a missing folder fails before queueing
         self.pipeline.scripts.img2img.check_request(req.script_name, req.alwayson_scripts)
         return self.queue.submit(lambda state: run_batch(self.img2img_scripts, req, input_dir, output_dir, mask_dir,
                                                          state), label=label)
@@ -146,10 +147,16 @@ class Services:
     def cmd_flags(self) -> dict[str, Any]:
         return redact_flags(cmd_flags(self.args), self.accounts)  # never a credential (A1111 shows them)
 
+    def path_guard(self) -> PathGuard:
+        """Where requests may name folders (everywhere on localhost; see serving.path_guard)."""
+        return guard_from_args(self.args, self.paths.data_dir)
+
 
 def build_services(args: argparse.Namespace, paths: Paths) -> Services:
     accounts = load_accounts(args)  # a bad credentials flag stops the start before anything loads
     settings = Settings.load(paths.config_file)
+    path_guard = guard_from_args(args, paths.data_dir)
+    settings.add_value_check(path_guard.check_option)  # outdir_* options confined when exposed
     builtin = sorted(paths.builtin_models_dir.glob("*.safetensors")) if paths.builtin_models_dir.is_dir() else []
     extra = [args.ckpt.resolve()] if args.ckpt else []
     registry = CheckpointRegistry(paths.ckpt_dir, paths.cache_dir, extra_files=extra, builtin=builtin)
@@ -169,6 +176,7 @@ def build_services(args: argparse.Namespace, paths: Paths) -> Services:
     queue = JobQueue()
     styles = StyleDatabase(paths.styles_file)
     extras = build_extras_service(args, paths, settings, queue, memory)
+    extras.path_guard = path_guard  # batch-from-directory folders confined when exposed
     # hires fix and SD upscale offer the Extras tab's upscalers (model files included)
     names = extras.upscalers.names
     pipeline = Pipeline(models, settings, paths.outputs_dir, styles, extras.upscale, names,
@@ -181,7 +189,7 @@ def build_services(args: argparse.Namespace, paths: Paths) -> Services:
                     training=TrainingService(models, queue, paths.embeddings_dir, paths.hypernetwork_dir,
                                              lora_dir=paths.lora_dir, data_dir=paths.data_dir, settings=settings,
                                              memory=memory, pipeline=pipeline,
-                                             exposed=tuple(network_exposure(args))),
+                                             path_guard=path_guard),
                     accounts=accounts)
 
 

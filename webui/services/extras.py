@@ -111,6 +111,9 @@ class ExtrasService:
         # face restorers (GFPGAN, CodeFormer); the generation pipeline's "Restore faces" uses
         # faces.restore(img, name=None, codeformer_weight=None) -> (image, warning | None)
         self.faces = faces if faces is not None else FaceRestorers(settings=settings)
+        # set by build_services: the batch-from-directory folders a request names are confined
+        # when the server is reachable from the network (None: any folder)
+        self.path_guard: Any = None
 
     def upscale(self, img: Image.Image, name: str, scale: float) -> Image.Image:
         """One picture by one upscaler, with the tile settings (hires fix and SD upscale use this)."""
@@ -314,6 +317,13 @@ class ExtrasService:
         """The files of an input folder (A1111's listfiles: sorted, not recursive); clear errors."""
         if not str(input_dir or "").strip():
             raise ExtrasError("input directory not selected")
+        if self.path_guard is not None:
+            for value, what in ((input_dir, "input directory"), (output_dir, "output directory")):
+                if value and str(value).strip():
+                    try:
+                        self.path_guard.check(str(value).strip(), what)
+                    except ValueError as e:
+                        raise ExtrasError(str(e)) from None
         d = Path(str(input_dir).strip()).expanduser()
         if not d.exists():
             raise ExtrasError(f"input directory {d} does not exist")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
@@ -15,6 +15,9 @@ from webui.services.img2img_scripts import Img2ImgScripts
 from webui.services.jobs import JobState
 from webui.services.requests import Img2ImgRequest
 from webui.services.txt2img import GenerationError
+
+if TYPE_CHECKING:
+    from webui.serving.path_guard import PathGuard
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 
@@ -47,9 +50,20 @@ def find_mask(mask_dir: Path, image: Path) -> Path | None:
     return None
 
 
-def check_dirs(input_dir: str, output_dir: str, mask_dir: str) -> tuple[Path, Path | None, Path | None]:
+def check_dirs(input_dir: str, output_dir: str, mask_dir: str,
+               guard: "PathGuard | None" = None) -> tuple[Path, Path | None, Path | None]:
+    """The batch's folders; `guard` confines them on a server reachable from the network."""
     if not (input_dir or "").strip():
         raise GenerationError("Batch: enter an input directory")
+    if guard is not None:
+        from webui.serving.path_guard import PathRefused
+        for value, what in ((input_dir, "input directory"), (output_dir, "output directory"),
+                            (mask_dir, "inpaint mask directory")):
+            if (value or "").strip():
+                try:
+                    guard.check(value.strip(), f"Batch: {what}")
+                except PathRefused as e:
+                    raise GenerationError(str(e)) from None
     src = Path(input_dir.strip()).expanduser()
     if not src.is_dir():
         raise GenerationError(f"Batch: input directory {src} does not exist")

@@ -49,9 +49,9 @@ class ActiveRun:
 class TrainingService:
     def __init__(self, models: ModelService, queue: JobQueue, embeddings_dir: Path, hypernetwork_dir: Path, *,
                  lora_dir: Path | None = None, data_dir: Path | None = None, settings: Any = None,
-                 memory: Any = None, pipeline: Any = None, exposed: tuple[str, ...] = ()) -> None:
+                 memory: Any = None, pipeline: Any = None, path_guard: Any = None) -> None:
         self.models = models
-        self.exposed = tuple(exposed)  # network-exposing flags: dataset/log folders confined to the data dir
+        self.path_guard = path_guard  # serving.path_guard: dataset/log folders confined when exposed
         self.queue = queue
         self.embeddings_dir = Path(embeddings_dir)
         self.hypernetwork_dir = Path(hypernetwork_dir)
@@ -125,7 +125,7 @@ class TrainingService:
     def context(self) -> tj.TrainContext:
         paths = TrainPaths(self.data_dir, self.embeddings_dir, self.hypernetwork_dir, self.lora_dir)
         return tj.TrainContext(self.models, self.queue, self.settings if self.settings is not None else _NoSettings(),
-                               self.memory, self.pipeline, paths, self.exposed)
+                               self.memory, self.pipeline, paths, self.path_guard)
 
     def submit_train_embedding(self, params: EmbeddingTrainParams, caller: Caller | None = None) -> Any:
         """Check (ValueError; TrainInputNotFound for a missing name or folder; NotOwnerError for a

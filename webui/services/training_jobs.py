@@ -63,9 +63,9 @@ class TrainContext:
     memory: Any        # MemoryManager (None: no check)
     pipeline: Any      # Pipeline, for previews (None: no previews)
     paths: TrainPaths
-    # the flags that expose the server to the network (cli.network_exposure): then the dataset and
-    # log folders a request names must lie inside the data dir
-    exposed: tuple[str, ...] = ()
+    # where a request may name dataset and log folders (serving.path_guard: confined to the data dir
+    # and --allowed-path folders when the server is reachable from the network; None: anywhere)
+    path_guard: Any = None
 
 
 # ------------------------------------------------------------------------------------- checks
@@ -111,23 +111,19 @@ def check_dataset(data_root: str) -> Path:
     raise ValueError(f"dataset directory {root} has no images")
 
 
-def check_confined(p: CommonTrainParams, data_dir: Path, exposed: tuple[str, ...]) -> None:
-    """A server reachable from the network reads and writes only inside its data dir: a request
-    must not train on (read) or log to (write) any folder of the machine."""
-    if not exposed:
+def check_confined(p: CommonTrainParams, data_dir: Path, guard: Any) -> None:
+    """A server reachable from the network reads and writes only inside its data dir (and the
+    --allowed-path folders): a request must not train on (read) or log to (write) any folder of the
+    machine. The dataset is opened relative to the working dir, the log folder to the data dir."""
+    if guard is None:
         return
-    root = data_dir.resolve()
-    for value, what in ((p.data_root, "dataset directory"), (p.log_directory, "log directory")):
-        path = Path(str(value or "")).expanduser()
-        path = (path if path.is_absolute() else data_dir / path).resolve()
-        if not path.is_relative_to(root):
-            raise ValueError(f"{what} {value!r} is outside the data dir {root}: the server is reachable from the "
-                             f"network ({', '.join(exposed)}), so training reads and writes only inside it")
+    guard.check(str(p.data_root or ""), "dataset directory")
+    guard.check(str(p.log_directory or ""), "log directory", base=data_dir)
 
 
-def check_common(p: CommonTrainParams, data_dir: Path, lr: str, exposed: tuple[str, ...] = ()) -> None:
+def check_common(p: CommonTrainParams, data_dir: Path, lr: str, guard: Any = None) -> None:
     """The fields every trainer shares, in the order the tab shows them."""
-    check_confined(p, data_dir, exposed)
+    check_confined(p, data_dir, guard)
     parse_schedule(lr, "learning rate")
     _one_of(p.clip_grad_mode, CLIP_GRAD_MODES, "gradient clipping")
     if p.clip_grad_mode != "disabled":
@@ -164,7 +160,7 @@ def embedding_file(folder: Path, name: str) -> Path:
 
 def check_embedding(ctx: TrainContext, p: EmbeddingTrainParams) -> None:
     embedding_file(ctx.paths.embeddings_dir, p.embedding_name)
-    check_common(p, ctx.paths.data_dir, p.learn_rate, ctx.exposed)
+    check_common(p, ctx.paths.data_dir, p.learn_rate, ctx.path_guard)
     _int_at_least(p.save_embedding_every, 0, "save a copy of the embedding every N steps")
 
 
@@ -175,7 +171,7 @@ def check_hypernetwork(ctx: TrainContext, p: HypernetworkTrainParams) -> None:
     if p.hypernetwork_name not in ctx.models.hypernetworks.files:
         raise TrainInputNotFound(f"hypernetwork '{p.hypernetwork_name}' not found in {ctx.paths.hypernetwork_dir} "
                                  "(create it first)")
-    check_common(p, ctx.paths.data_dir, p.learn_rate, ctx.exposed)
+    check_common(p, ctx.paths.data_dir, p.learn_rate, ctx.path_guard)
     _int_at_least(p.save_hypernetwork_every, 0, "save a copy of the hypernetwork every N steps")
 
 
@@ -185,7 +181,7 @@ def check_lora(ctx: TrainContext, p: LoraTrainParams) -> LoraTrainParams:
 
     from webui.training.embedding_files import sanitize_name
     clean = sanitize_name(p.name)
-    check_common(p, ctx.paths.data_dir, p.learn_rate, ctx.exposed)
+    check_common(p, ctx.paths.data_dir, p.learn_rate, ctx.path_guard)
     _int_at_least(p.network_dim, 1, "network dim", 1024)
     _number_in(p.network_alpha, 0.0, None, "network alpha")
     if p.conv_dim is not None:

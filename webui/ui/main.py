@@ -112,7 +112,16 @@ def launch_kwargs(svc: "Services | None" = None) -> dict[str, Any]:
         "footer_links": ["api"],
         "run_history": False,
         "show_error": True,
+        **_serving_kwargs(svc),
     }
+
+
+def _serving_kwargs(svc: "Services | None") -> dict[str, Any]:
+    """What Gradio may serve (outputs only; never config.json) and its upload limit (--max-upload-mb)."""
+    if svc is None:
+        return {}
+    from webui.serving.network import gradio_file_paths, max_upload_bytes
+    return {**gradio_file_paths(svc.paths, svc.args), "max_file_size": max_upload_bytes(svc.args)}
 
 
 def page_head(svc: "Services | None", **overrides: Any) -> str:
@@ -246,11 +255,24 @@ def _extension_tabs() -> list[tuple[Any, str, str]]:
     return tabs
 
 
+def _exposure_banner(svc: "Services") -> None:
+    """A warning across the top of the page while the server is reachable from the network
+    without accounts (the start-up log says the same)."""
+    import html
+
+    from webui.serving.network import banner_text
+    text = banner_text(svc.args, svc.accounts.enabled)
+    if text:
+        gr.HTML(f'<div style="padding:8px 12px;border:2px solid #d97706;border-radius:6px;background:#7c2d12;'
+                f'color:#fff;font-weight:600">{html.escape(text)}</div>', elem_id="exposure_warning")
+
+
 def _build_ui(svc: "Services") -> gr.Blocks:
     if svc.models.current is None:  # the first keystroke should not wait for the tokenizer to load
         threading.Thread(target=_warm_tokenizer, name="warm-tokenizer", daemon=True).start()
     ext_tabs = _extension_tabs()  # built outside the page's Blocks, rendered into a tab below
     with gr.Blocks(title="Stable Diffusion", analytics_enabled=False, delete_cache=(3600, 86400)) as demo:
+        _exposure_banner(svc)
         quick = build_row(svc)  # the options of `quicksettings_list`, the checkpoint's trio among them
         ckpt, refresh, ckpt_status = quick.checkpoint, quick.refresh, quick.status
 
