@@ -164,6 +164,21 @@ def test_an_a1111_client_with_basic_auth(server: Server) -> None:
     assert "Steps: 2" in result.info["infotexts"][0]
 
 
+def test_only_admins_delete_outputs(server: Server) -> None:
+    """Outputs have no owners: with accounts, one user must not trash another's pictures."""
+    r = requests.post(server.api("txt2img"), json={"prompt": "kept", "steps": 2, "width": 64, "height": 64,
+                                                  "seed": 11, "save_images": True}, auth=ERIN, timeout=300)
+    assert r.status_code == 200, r.text
+    listing = requests.get(f"{server.url}/webui/v1/outputs", params={"kind": "txt2img"}, auth=ERIN, timeout=30).json()
+    name = listing["items"][0]["path"]
+    url = f"{server.url}/webui/v1/outputs/file"
+    r = requests.delete(url, params={"path": name}, auth=ERIN, timeout=30)
+    assert r.status_code == 403 and "only an admin may delete images" in r.json()["detail"]
+    assert requests.get(url, params={"path": name}, auth=ERIN, timeout=30).status_code == 200  # still there
+    r = requests.delete(url, params={"path": name}, auth=ROBOT, timeout=30)
+    assert r.status_code == 200 and r.json()["trash"].startswith("trash/")
+
+
 def test_log_in_on_the_page_and_generate(server: Server, browser: Any) -> None:
     ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
     pg = ctx.new_page()

@@ -6,9 +6,10 @@ from __future__ import annotations
 import mimetypes
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import FileResponse
 
+from webui.api.admin import require_admin
 from webui.services.output_browser import ALL, OutputBrowser, OutputBrowserError, OutputNotFound, page_json
 
 
@@ -53,8 +54,10 @@ def build_outputs_router(svc: Any) -> APIRouter:
         return FileResponse(f.path, media_type=media)
 
     @router.delete("/webui/v1/outputs/file")
-    def delete_file(path: str = Query(..., max_length=4096)) -> dict:
-        """Moves the image and its .txt sidecar to <data dir>/trash/<kind>/..."""
+    def delete_file(request: Request, path: str = Query(..., max_length=4096)) -> dict:
+        """Moves the image and its .txt sidecar to <data dir>/trash/<kind>/... (with accounts, admins
+        only: outputs have no owners, and one user must not delete another's pictures)"""
+        require_admin(request, svc.accounts, "delete images")
         b = browser()
         try:
             dest = b.trash(path)

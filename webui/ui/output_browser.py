@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
+from webui.ui.admin_gate import admin_refusal
 from webui.services.output_browser import ALL, KINDS, OutputBrowser, OutputBrowserError, first_line
 
 if TYPE_CHECKING:
@@ -202,8 +203,12 @@ def create_output_browser_tab(svc: "Services", tab: Any, tabs: gr.Tabs, txt2img:
         send_pnginfo.click(to_pnginfo, selected_id, [pnginfo_image, tabs], **common)
 
     def remove(file_id: str | None, sure: bool, k: str, f: str | None, number: Any,
-               text: str | None) -> tuple[Any, ...]:
+               text: str | None, request: gr.Request) -> tuple[Any, ...]:
         keep = (gr.update(),) * 7
+        refused = admin_refusal(svc, request, "delete images (outputs have no owners)")
+        if refused:
+            gr.Warning(refused)
+            return keep + (gr.update(),) * 4
         if not file_id:
             gr.Warning("Select an image first.")
             return keep + (gr.update(),) * 4
