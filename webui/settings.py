@@ -46,6 +46,9 @@ OPTIONS: dict[str, OptionInfo] = {
     "gpu_weights_mb": OptionInfo(0, "GPU weights (MB): most model weight memory kept on the GPU; the rest is "
                                     "streamed from RAM (0 = decided from free VRAM)", "Memory", "number",
                                  minimum=0, maximum=1048576, step=64),
+    "lora_cache_mb": OptionInfo(256, "LoRA files kept in RAM (MB): read files stay in their own dtype, the least "
+                                     "recently used is dropped first (0 = read the file at every use)", "Memory",
+                                "number", minimum=0, maximum=65536, step=16),
     "control_net_unit_count": OptionInfo(3, "Multi-ControlNet: ControlNet unit number", "ControlNet", "slider",
                                          minimum=1, maximum=10, step=1),
     "CLIP_stop_at_last_layers": OptionInfo(1, "Clip skip", "Stable Diffusion", "slider",

@@ -165,6 +165,8 @@ def build_services(args: argparse.Namespace, paths: Paths) -> Services:
                           controlnet_dir=paths.controlnet_dir, memory=memory, attention=attention_backend(args))
     models.set_cache_limit(int(settings.get("sd_checkpoints_limit")))
     settings.on_change("sd_checkpoints_limit", lambda v: models.set_cache_limit(int(v)))
+    models.loras.set_cache_mb(int(settings.get("lora_cache_mb")))
+    settings.on_change("lora_cache_mb", lambda v: models.loras.set_cache_mb(int(v)))
     queue = JobQueue()
     styles = StyleDatabase(paths.styles_file)
     extras = build_extras_service(args, paths, settings, queue, memory)
