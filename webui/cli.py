@@ -13,6 +13,9 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="launch.py",
@@ -30,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="allow POST /sdapi/v1/server-stop, server-restart and server-kill (A1111)")
     net.add_argument("--enable-insecure-extension-access", action="store_true",
                      help="allow installing/updating/enabling extensions when listening beyond localhost")
+    net.add_argument("--log-level", "--loglevel", dest="log_level", type=str.upper, default="INFO",
+                     choices=LOG_LEVELS, help="how much the server logs to stderr (default INFO; DEBUG adds "
+                                              "cache evictions and other details)")
 
     acc = p.add_argument_group("accounts (with any of these set, every route needs a log-in)")
     acc.add_argument("--gradio-auth", type=str, default=None, metavar="USER:PASS[,USER2:PASS2]",

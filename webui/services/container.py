@@ -81,8 +81,7 @@ class Services:
 
     def select_checkpoint(self, name: str) -> str:
         """Switch the model through the queue (never under a running job) and persist the choice."""
-        job = self.queue.submit(lambda state: self.models.load(name), label="load checkpoint")
-        loaded = job.result()
+        loaded = self.queue.call(lambda state: self.models.load(name), label="load checkpoint")
         self.settings.set("sd_model_checkpoint", loaded.info.title, notify=False)
         return loaded.info.title
 
@@ -115,8 +114,7 @@ class Services:
                              bool(save_as_half), out, save_metadata=bool(save_metadata),
                              add_merge_recipe=bool(add_merge_recipe), copy_metadata=bool(copy_metadata),
                              config_source=int(config_source))
-        job = self.queue.submit(lambda state: merge_checkpoints(recipe), label="merge checkpoints")
-        path = job.result()
+        path = self.queue.call(lambda state: merge_checkpoints(recipe), label="merge checkpoints")
         self.registry.refresh()
         return str(path)
 
