@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
+import requests
 
 from conftest import ROOT, free_port, start_server, stop_server, wait_for_model
 from webui.services.jobs import JobInJobError, JobQueue
@@ -91,8 +92,12 @@ def test_log_level_debug_shows_what_the_server_did(tmp_path: Path, model_dir: Pa
     srv = start_server(tmp_path, model_dir, "--log-level", "debug", "--ckpt", str(model_dir / "tiny-sd1.safetensors"))
     try:
         wait_for_model(srv)
+        caches = {c["name"]: c for c in requests.get(srv.api("memory"), timeout=10).json()["caches"]}
     finally:
         stop_server(srv)
+    # every bounded cache is reported to the operator with its bound (LoRA: the option's 256 MB)
+    assert {"LoRA", "hypernetwork", "ControlNet", "VAE", "prompt encoding", "upscaler", "face restorer"} <= set(caches)
+    assert caches["LoRA"]["max_bytes"] == 256 * 1024 * 1024 and caches["VAE"]["max_entries"] == 1
     lines = _lines(srv.log)
     ours = [ln for ln in lines if STAMPED.match(ln)]
     assert any(" DEBUG webui.services.model_service: Reading checkpoint " in ln for ln in ours), lines[-40:]

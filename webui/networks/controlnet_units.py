@@ -145,7 +145,7 @@ class ControlNetModels:
         self.memory = memory  # webui.memory.manager.MemoryManager: loaded models are registered there
         self.files: dict[str, ControlNetFile] = {}
         # up to three units' models stay loaded; one dropped is forgotten by the memory manager too
-        self._cache: BoundedCache[Any] = BoundedCache("ControlNet", None, CACHE_MODELS, on_evict=self._release)
+        self.cache: BoundedCache[Any] = BoundedCache("ControlNet", None, CACHE_MODELS, on_evict=self._release)
         self.checks = CheckCache(check_controlnet_file)
         self.refresh()
 
@@ -193,7 +193,7 @@ class ControlNetModels:
                 self.memory.register(model, f"ControlNet {f.name}", "controlnet")
             return model
 
-        model = self._cache.get_or_load(f.path, read)
+        model = self.cache.get_or_load(f.path, read)
         return model
 
     def _release(self, model: Any) -> None:

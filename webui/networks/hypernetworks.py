@@ -135,7 +135,7 @@ class HypernetworkNetworks:
         self.folder = folder
         self.files: dict[str, Path] = {}
         # the listing check parses each file too: bounded, so a folder of hundreds stays cheap to hold
-        self._cache: BoundedCache[Hypernetwork] = BoundedCache("hypernetwork", CACHE_MB * MB)
+        self.cache: BoundedCache[Hypernetwork] = BoundedCache("hypernetwork", CACHE_MB * MB)
         self.checks = CheckCache(self._check)
         self.active: list[tuple[Hypernetwork, float]] = []
         self._hooked: Any = None
@@ -171,7 +171,7 @@ class HypernetworkNetworks:
         return FileCheck(None, next((CONTEXT_FAMILIES[w] for w in sorted(hn.modules) if w in CONTEXT_FAMILIES), None))
 
     def load(self, path: Path) -> Hypernetwork:
-        return self._cache.get_or_load(path, read_hypernetwork)
+        return self.cache.get_or_load(path, read_hypernetwork)
 
     def _context_hook(self, which: int) -> Any:
         def hook(_module: torch.nn.Module, args: tuple) -> tuple | None:

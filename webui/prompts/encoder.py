@@ -79,22 +79,22 @@ class PromptEncoder:
         self.dtype = dtype
         self.embeddings = embeddings
         self.version = 0  # bump when text-encoder weights change (networks): invalidates the cache
-        self._cache: BoundedCache[EncodedText] = BoundedCache(
+        self.cache: BoundedCache[EncodedText] = BoundedCache(
             "prompt encoding", CACHE_MB * MB, CACHE_SIZE, size_of=lambda e: tensor_bytes((e.cross_attn, e.pooled)))
         self._lock = threading.Lock()
 
     @property
     def cache_hits(self) -> int:
-        return self._cache.hits
+        return self.cache.hits
 
     @property
     def cache_misses(self) -> int:
-        return self._cache.misses
+        return self.cache.misses
 
     def invalidate(self) -> None:
         with self._lock:
             self.version += 1
-        self._cache.clear()
+        self.cache.clear()
 
     # ---- tokens ----
     def tokenize(self, text: str, opts: EncodeOptions = EncodeOptions(),
@@ -138,12 +138,12 @@ class PromptEncoder:
 
     def encode_text(self, text: str, opts: EncodeOptions = EncodeOptions()) -> EncodedText:
         key = (text, opts, self.version, getattr(self.embeddings, "version", 0))
-        hit = self._cache.get(key)
+        hit = self.cache.get(key)
         if hit is not None:
             return hit
         with self.placement():
             enc = self._encode_uncached(text, opts)
-        self._cache.put(key, enc)
+        self.cache.put(key, enc)
         return enc
 
     @torch.no_grad()

@@ -69,7 +69,7 @@ class Services:
         return job
 
     def memory_report(self) -> dict[str, Any]:
-        return memory_report(self.memory)
+        return memory_report(self.memory, self.models.caches() + [self.extras.upscalers.cache, self.extras.faces.cache])
 
     def submit_img2img_batch(self, req: Img2ImgRequest, input_dir: str, output_dir: str, mask_dir: str,
                              label: str = "img2img batch") -> Job:

@@ -233,6 +233,13 @@ class ModelService:
         if (part := self.memory.part_of(entry[0])) is not None:
             self.memory.forget(part)
 
+    def caches(self) -> list[Any]:
+        """The bounded caches of files read for the models (for GET /sdapi/v1/memory)."""
+        out: list[Any] = [self.loras.cache, self.hypernetworks.cache, self.controlnets.cache, self._vae_cache]
+        if self._loaded is not None:
+            out.append(self._loaded.encoder.cache)
+        return out
+
     @property
     def cached(self) -> list[str]:
         return [m.info.name for m in self._ram.values()]
