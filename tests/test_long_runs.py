@@ -93,6 +93,11 @@ def test_log_level_debug_shows_what_the_server_did(tmp_path: Path, model_dir: Pa
     try:
         wait_for_model(srv)
         caches = {c["name"]: c for c in requests.get(srv.api("memory"), timeout=10).json()["caches"]}
+        assert requests.post(srv.api("options"), json={"lora_cache_mb": 64}, timeout=10).status_code == 200
+        lora = next(c for c in requests.get(srv.api("memory"), timeout=10).json()["caches"] if c["name"] == "LoRA")
+        assert lora["max_bytes"] == 64 * 1024 * 1024
+        bad = requests.post(srv.api("options"), json={"lora_cache_mb": -1}, timeout=10)
+        assert bad.status_code == 400 and "lora_cache_mb" in bad.text
     finally:
         stop_server(srv)
     # every bounded cache is reported to the operator with its bound (LoRA: the option's 256 MB)
