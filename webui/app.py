@@ -260,22 +260,25 @@ def start_model_load(svc: Any, args: argparse.Namespace) -> None:
     svc.queue.submit(load, label="load checkpoint")
 
 
-def _configure_logging() -> None:
-    """Our own messages (webui.*) at INFO on stderr, e.g. each extension's load time."""
+def _configure_logging(level: str = "INFO") -> None:
+    """The one configured logger: every `webui.*` message goes to stderr with time, level and source,
+    at ``level`` (--log-level) and above, so an operator can read what the server did."""
     import logging
     logger = logging.getLogger("webui")
     if not logger.handlers:
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
+                                               datefmt="%Y-%m-%d %H:%M:%S"))
         logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
         logger.propagate = False
+    logger.setLevel(getattr(logging, level.upper(), logging.INFO))
 
 
 def main(argv: list[str] | None = None) -> None:
     t_start = float(os.environ.get("WEBUI_T0", time.time()))
-    _configure_logging()
+    _configure_logging()  # extensions preloaded while the flags are read log at INFO already
     args = parse_args(argv)
+    _configure_logging(args.log_level)
     import uvicorn
 
     host, port = server_host(args), server_port(args)
@@ -299,8 +302,7 @@ def main(argv: list[str] | None = None) -> None:
             shell.app = app
             app.state.services.reload_ui = AppReloader(shell, loop, app.state.services, args).reload
         except Exception as e:  # the shell keeps answering with the reason
-            import traceback
-            traceback.print_exc()
+            log.exception("The server could not be set up")
             shell.error = f"{type(e).__name__}: {e}"
             return
         svc = app.state.services

@@ -13,6 +13,9 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="launch.py",
@@ -45,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("--tls-keyfile", type=Path, default=None, metavar="FILE", help="serve HTTPS with this key")
     net.add_argument("--tls-certfile", type=Path, default=None, metavar="FILE",
                      help="serve HTTPS with this certificate (with --tls-keyfile)")
+    net.add_argument("--log-level", "--loglevel", dest="log_level", type=str.upper, default="INFO",
+                     choices=LOG_LEVELS, help="how much the server logs to stderr (default INFO; DEBUG adds "
+                                              "cache evictions and other details)")
 
     acc = p.add_argument_group("accounts (with any of these set, every route needs a log-in)")
     acc.add_argument("--gradio-auth", type=str, default=None, metavar="USER:PASS[,USER2:PASS2]",

@@ -46,6 +46,9 @@ OPTIONS: dict[str, OptionInfo] = {
     "gpu_weights_mb": OptionInfo(0, "GPU weights (MB): most model weight memory kept on the GPU; the rest is "
                                     "streamed from RAM (0 = decided from free VRAM)", "Memory", "number",
                                  minimum=0, maximum=1048576, step=64),
+    "lora_cache_mb": OptionInfo(256, "LoRA files kept in RAM (MB): read files stay in their own dtype, the least "
+                                     "recently used is dropped first (0 = read the file at every use)", "Memory",
+                                "number", minimum=0, maximum=65536, step=16),
     "control_net_unit_count": OptionInfo(3, "Multi-ControlNet: ControlNet unit number", "ControlNet", "slider",
                                          minimum=1, maximum=10, step=1),
     "CLIP_stop_at_last_layers": OptionInfo(1, "Clip skip", "Stable Diffusion", "slider",
@@ -468,7 +471,8 @@ class Settings:
         self._value_checks.append(check)
 
     def on_change(self, key: str, fn: Callable[[Any], None]) -> None:
-        self._listeners.setdefault(key, []).append(fn)
+        with self._lock:
+            self._listeners.setdefault(key, []).append(fn)
 
     def remove_listeners(self, predicate: Callable[[Callable[[Any], None]], bool]) -> int:
         """Forget the change listeners `predicate` selects (unloaded extensions'); returns how many."""
@@ -487,28 +491,34 @@ class Settings:
         """Validate everything first so a bad value (or an unknown key) changes nothing; listeners
         run before the value is stored, so a failing model switch leaves the old setting in place.
 
+        Listeners run without the settings lock held: a listener may take long (a model switch) and
+        may read or set settings itself, from its own thread or another, while other requests read
+        settings meanwhile.
+
         A value of None un-sets the key (its default applies again) and is never stored: restoring
         a temporary override of a key that had no value must not leave `"key": null` in config.json."""
         unknown = self.unknown_keys(k for k, v in changes.items() if v is not None)
         if unknown:
             raise UnknownOptionError(unknown)
         coerced = {k: (None if v is None else self.coerce(k, v)) for k, v in changes.items()}
-        with self._lock:
-            for k, v in coerced.items():
+        for k, v in coerced.items():
+            with self._lock:
                 if v is None:
                     info = self.options.get(k)
-                    default = info.default if info is not None else None
-                    if notify and k in self.values and self.values[k] != default:
-                        for fn in self._listeners.get(k, []):
-                            fn(default)
+                    new = info.default if info is not None else None
+                    changed = k in self.values and self.values[k] != new
+                else:
+                    new, changed = v, self.get(k) != v
+                listeners = list(self._listeners.get(k, [])) if notify and changed else []
+            for fn in listeners:
+                fn(new)
+            with self._lock:
+                if v is None:
                     self.values.pop(k, None)
-                    continue
-                if notify and self.get(k) != v:
-                    for fn in self._listeners.get(k, []):
-                        fn(v)
-                self.values[k] = v
-            if save:
-                self.save()
+                else:
+                    self.values[k] = v
+        if save:
+            self.save()
 
     def save(self) -> None:
         with self._lock:

@@ -226,7 +226,7 @@ class FaceRestorers:
         self.cache_size = max(1, cache_size)
         self._lock = threading.RLock()
         self._checks: dict[Path, tuple[tuple[int, int], FaceModelInfo]] = {}
-        self._models = ModelLRU(self.cache_size, memory)  # loaded models by (file, stamp)
+        self._models = ModelLRU(self.cache_size, memory, "face restorer")  # loaded models by (file, stamp)
 
     # ------------------------------------------------------------ listing
     def names(self) -> list[str]:
@@ -312,6 +312,10 @@ class FaceRestorers:
         return out
 
     # ------------------------------------------------------------ models
+    @property
+    def cache(self) -> ModelLRU:
+        return self._models
+
     def clear_cache(self) -> None:
         with self._lock:
             self._models.clear()

@@ -240,7 +240,7 @@ class UpscalerRegistry:
         self._lock = threading.RLock()
         self._entries: list[UpscalerInfo] = []
         self._checks: dict[Path, tuple[tuple[int, int], UpscalerInfo]] = {}
-        self._models = ModelLRU(self.cache_size, memory)  # loaded models by (file, stamp)
+        self._models = ModelLRU(self.cache_size, memory, "upscaler")  # loaded models by (file, stamp)
         self.refresh()
 
     # ------------------------------------------------------------ listing
@@ -373,6 +373,10 @@ class UpscalerRegistry:
         if desc.device != self.device or desc.dtype != dtype:
             desc = desc.to(self.device, dtype)  # type: ignore[call-overload]
         return desc
+
+    @property
+    def cache(self) -> ModelLRU:
+        return self._models
 
     def clear_cache(self) -> None:
         with self._lock:

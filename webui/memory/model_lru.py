@@ -1,35 +1,24 @@
 """A small LRU of loaded image models (upscalers, face restorers) keyed by file and its stamp; a model
-dropped from it is also forgotten by the memory manager, so its weights can go."""
+dropped from it is also forgotten by the memory manager, so its weights can go.  The shared
+``BoundedCache`` bounded by a count (image models are few and large: a count is the natural limit)."""
 from __future__ import annotations
 
-from collections import OrderedDict
-from typing import Any, Hashable
+from typing import Any
+
+from webui.memory.bounded_cache import BoundedCache
 
 
-class ModelLRU:
-    def __init__(self, size: int, memory: Any = None) -> None:
-        self.size = max(1, size)
+class ModelLRU(BoundedCache[Any]):
+    def __init__(self, size: int, memory: Any = None, name: str = "image model") -> None:
         self.memory = memory
-        self._items: OrderedDict[Hashable, Any] = OrderedDict()
+        super().__init__(name, None, max(1, size), on_evict=self._drop)
 
-    def get(self, key: Hashable) -> Any | None:
-        return self._items.get(key)
-
-    def put(self, key: Hashable, desc: Any) -> None:
-        """Remember ``desc`` as the most recently used; beyond the size the oldest is dropped."""
-        self._items[key] = desc
-        self._items.move_to_end(key)
-        while len(self._items) > self.size:
-            self._drop(self._items.popitem(last=False)[1])
-
-    def clear(self) -> None:
-        for desc in self._items.values():
-            self._drop(desc)
-        self._items.clear()
-
-    def __len__(self) -> int:
-        return len(self._items)
+    @property
+    def size(self) -> int:
+        return self.max_entries or 1
 
     def _drop(self, desc: Any) -> None:
+        if any(d.model is desc.model for d in self.values()):
+            return  # replaced by a description of the same model (moved or cast): it is still in use
         if self.memory is not None and (part := self.memory.part_of(desc.model)) is not None:
             self.memory.forget(part)

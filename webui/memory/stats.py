@@ -1,6 +1,7 @@
 """Memory figures for people: GET /sdapi/v1/memory (A1111's shape) and the line under the gallery."""
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
@@ -38,10 +39,14 @@ def _cuda(device: torch.device | None) -> dict[str, Any]:
         return {"error": str(e)}
 
 
-def memory_report(memory: Any = None) -> dict[str, Any]:
+def memory_report(memory: Any = None, caches: list[Any] | None = None) -> dict[str, Any]:
     """A1111's `{ram: {free, used, total}, cuda: {system, active, allocated, reserved, inactive,
-    events}}` (process RSS as `ram.used`, like A1111), plus `manager`: our placement of each part."""
+    events}}` (process RSS as `ram.used`, like A1111), plus `manager`: our placement of each part,
+    and `caches`: what each bounded cache holds (``BoundedCache.stats()``: entries, bytes, bounds,
+    hits, misses, evictions)."""
     out: dict[str, Any] = {"ram": _ram(), "cuda": _cuda(memory.device if memory is not None else None)}
+    if caches is not None:
+        out["caches"] = [dataclasses.asdict(c.stats()) for c in caches]
     if memory is not None:
         out["manager"] = {
             "mode": memory.mode, "device": str(memory.device),

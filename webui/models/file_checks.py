@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from webui.hashes import file_stamp
+from webui.memory.oom import is_oom
 from webui.models.file_io import ModelFileError
 
 # Cross-attention context width -> family (CLIP-L, OpenCLIP-H, CLIP-L + OpenCLIP-bigG).
@@ -42,6 +43,16 @@ class FileCheck:
         return ""
 
 
+def is_transient_failure(exc: BaseException) -> bool:
+    """A failure that says nothing about the file: out of host or device memory, an I/O error or a
+    read interrupted (the disk, the network share, permissions).  Such a file is not marked unusable:
+    the next try may well succeed.  A file whose bytes are wrong (bad header, truncated, not a model)
+    raises ModelFileError without ``transient``."""
+    if isinstance(exc, ModelFileError):
+        return exc.transient
+    return isinstance(exc, (OSError, MemoryError)) or is_oom(exc)
+
+
 def context_family(width: int | None) -> str | None:
     return CONTEXT_FAMILIES.get(int(width)) if width is not None else None
 
@@ -66,9 +77,11 @@ class CheckCache:
         else:
             try:
                 result = self._checker(path)
-            except ModelFileError as e:
-                result = FileCheck(e.reason)
-            except (OSError, ValueError, KeyError, IndexError, TypeError, RuntimeError) as e:
-                result = FileCheck(f"{type(e).__name__}: {e}")
+            except (ModelFileError, OSError, MemoryError, ValueError, KeyError, IndexError, TypeError,
+                    RuntimeError) as e:
+                reason = e.reason if isinstance(e, ModelFileError) else f"{type(e).__name__}: {e}"
+                if is_transient_failure(e):  # not remembered: the next look reads the file again
+                    return FileCheck(f"unreadable just now: {reason}")
+                result = FileCheck(reason)
         self._seen[path] = (stamp, result)
         return result

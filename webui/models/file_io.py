@@ -33,12 +33,14 @@ _DTYPE_BITS = {
 class ModelFileError(Exception):
     """A model file is missing, corrupt, unsafe or not what it claims to be.
 
-    ``str(err)`` is a message fit for the UI: ``"<file name>: <reason>"``.
+    ``str(err)`` is a message fit for the UI: ``"<file name>: <reason>"``.  ``transient``: the file
+    could not be read this time (an I/O error, no permission) but nothing says it is broken.
     """
 
-    def __init__(self, path: str | Path | None, reason: str):
+    def __init__(self, path: str | Path | None, reason: str, transient: bool = False):
         self.path = Path(path) if path is not None else None
         self.reason = reason
+        self.transient = transient
         super().__init__(f"{self.path.name}: {reason}" if self.path is not None else reason)
 
 
@@ -83,8 +85,8 @@ def _read_safetensors(path: Path, infos: dict[str, TensorInfo], keep: tuple[str,
     return out
 
 
-def _fail(path: Path, reason: str) -> ModelFileError:
-    return ModelFileError(path, reason)
+def _fail(path: Path, reason: str, transient: bool = False) -> ModelFileError:
+    return ModelFileError(path, reason, transient)
 
 
 def read_safetensors_header(path: str | Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
@@ -100,7 +102,7 @@ def read_safetensors_header(path: str | Path) -> tuple[dict[str, TensorInfo], di
     except FileNotFoundError:
         raise _fail(path, "file not found") from None
     except OSError as e:
-        raise _fail(path, f"cannot read file ({e.strerror or e})") from None
+        raise _fail(path, f"cannot read file ({e.strerror or e})", transient=True) from None
     if size == 0:
         raise _fail(path, "file is empty (0 bytes); the download or copy probably failed")
     if size < 8:
@@ -238,7 +240,11 @@ def _torch_load_weights_only(path: Path, *, mmap: bool = False) -> Any:
         reason = detail.group(1).strip() if detail else msg.splitlines()[0][:120]
         raise _fail(path, f"refused: not a readable plain-tensor PyTorch checkpoint ({reason}); "
                           "the file is corrupt, not a PyTorch file, or uses unsupported pickle features") from None
+    except (OSError, MemoryError):
+        raise  # the read failed or memory ran out: says nothing about the file
     except Exception as e:  # noqa: BLE001 - any parser failure on untrusted bytes means "corrupt"
+        if "can't allocate memory" in str(e) or "out of memory" in str(e).lower():
+            raise
         first = (str(e).splitlines() or [""])[0].split(". ")[0] or e.__class__.__name__
         raise _fail(path, f"cannot read PyTorch checkpoint, file is truncated or corrupt ({first[:160]})") from None
 
@@ -300,7 +306,7 @@ def load_state_dict(
             try:
                 return {k: v.to(device) for k, v in _read_safetensors(path, infos, keep, cast).items()}
             except OSError as e:
-                raise _fail(path, f"cannot read safetensors data ({e.strerror or e})") from None
+                raise _fail(path, f"cannot read safetensors data ({e.strerror or e})", transient=True) from None
         from safetensors import SafetensorError, safe_open
 
         out: dict[str, torch.Tensor] = {}

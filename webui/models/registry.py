@@ -127,12 +127,19 @@ def _no_model_weights(header: object) -> str | None:
 
 def check_file(path: Path, is_folder: bool) -> tuple[str | None, str | None]:
     """Cheap validity check: (error or None, metadata title or None)."""
+    err, title, _transient = _check_file(path, is_folder)
+    return err, title
+
+
+def _check_file(path: Path, is_folder: bool) -> tuple[str | None, str | None, bool]:
+    """``check_file`` plus whether the error is transient (the file could not be read just now: an
+    I/O error or no permission), which is not remembered: the next refresh looks again."""
     try:
         if is_folder:
             json.loads((path / "model_index.json").read_text(encoding="utf-8"))
-            return None, None
+            return None, None, False
         if path.stat().st_size == 0:
-            return "empty file (0 bytes)", None
+            return "empty file (0 bytes)", None, False
         if path.suffix.lower() == ".safetensors":
             try:
                 from webui.models.file_io import ModelFileError, read_safetensors_header
@@ -142,16 +149,18 @@ def check_file(path: Path, is_folder: bool) -> tuple[str | None, str | None]:
                 try:
                     header = read_safetensors_header(path)
                 except ModelFileError as e:
-                    return str(e) or type(e).__name__, None
+                    return str(e) or type(e).__name__, None, e.transient
             title = _safetensors_metadata(header).get("modelspec.title")
-            return _no_model_weights(header), (str(title) if title else None)
+            return _no_model_weights(header), (str(title) if title else None), False
         with open(path, "rb") as f:  # .ckpt: torch zip archive or a legacy raw pickle
             magic = f.read(4)
         if magic[:4] != b"PK\x03\x04" and magic[:1] != b"\x80":
-            return "not a PyTorch checkpoint (neither zip archive nor pickle)", None
-        return None, None
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        return f"unreadable: {e}", None
+            return "not a PyTorch checkpoint (neither zip archive nor pickle)", None, False
+        return None, None, False
+    except OSError as e:
+        return f"unreadable: {e}", None, True
+    except (ValueError, UnicodeDecodeError) as e:
+        return f"unreadable: {e}", None, False
 
 
 class CheckpointRegistry:
@@ -210,9 +219,10 @@ class CheckpointRegistry:
             return info
         cached = self._checks.get(key)
         if cached is None or cached[0] != stamp:
-            err, title = check_file(path, is_folder)
+            err, title, transient = _check_file(path, is_folder)
             cached = (stamp, err, title)
-            self._checks[key] = cached
+            if not transient:
+                self._checks[key] = cached
         info.error, info.metadata_title = cached[1], cached[2]
         bad = self._unusable.get(key)
         if bad is not None:
@@ -278,7 +288,8 @@ class CheckpointRegistry:
         return digest
 
     def mark_unusable(self, info: CheckpointInfo, reason: str) -> None:
-        """Remember why a file failed to load until it changes on disk."""
+        """Remember why a file failed to load until it changes on disk (only for a file that is itself
+        broken: a transient failure, see ``file_checks.is_transient_failure``, is not marked)."""
         key = str(info.path.absolute())
         try:
             stamp = file_stamp(info.path)

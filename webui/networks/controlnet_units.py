@@ -17,6 +17,7 @@ import torch
 
 from webui.engine.controlnet import ControlUnitRuntime, control_mode_name
 from webui.hashes import sha256_file
+from webui.memory.bounded_cache import BoundedCache
 from webui.models.controlnet_io import check_controlnet_file
 from webui.models.file_checks import CheckCache
 
@@ -27,6 +28,7 @@ _MODULE_ALIASES = {"invert (from white bg & black line)": "invert",
                    "lineart_standard (from white bg & black line)": "lineart_standard"}
 RESIZE_MODES = ("Just Resize", "Crop and Resize", "Resize and Fill")
 CN_SUFFIXES = (".safetensors", ".pth", ".ckpt", ".bin")
+CACHE_MODELS = 3  # loaded ControlNet models kept (A1111's default unit count)
 
 
 class ControlNetError(ValueError):
@@ -142,7 +144,8 @@ class ControlNetModels:
         self.folders = [f for f in folders if f is not None]
         self.memory = memory  # webui.memory.manager.MemoryManager: loaded models are registered there
         self.files: dict[str, ControlNetFile] = {}
-        self._cache: dict[tuple[str, int, int], Any] = {}
+        # up to three units' models stay loaded; one dropped is forgotten by the memory manager too
+        self.cache: BoundedCache[Any] = BoundedCache("ControlNet", None, CACHE_MODELS, on_evict=self._release)
         self.checks = CheckCache(check_controlnet_file)
         self.refresh()
 
@@ -180,23 +183,22 @@ class ControlNetModels:
         from webui.models.controlnet_io import load_controlnet
         from webui.models.file_io import ModelFileError
 
-        st = f.path.stat()
-        key = (str(f.path), st.st_mtime_ns, st.st_size)
-        model = self._cache.get(key)
-        if model is None:
+        def read(path: Path) -> Any:
             try:
                 # CPU RAM first; the memory manager puts it on the device beside the UNet when sampling
-                model = load_controlnet(f.path, dtype=dtype, device=torch.device("cpu") if self.memory else device)
+                model = load_controlnet(path, dtype=dtype, device=torch.device("cpu") if self.memory else device)
             except (ModelFileError, KeyError, ValueError, RuntimeError) as e:
                 raise ControlNetError(f"ControlNet {f.name} could not be loaded: {e}") from None
             if self.memory is not None:
                 self.memory.register(model, f"ControlNet {f.name}", "controlnet")
-            self._cache[key] = model
-            while len(self._cache) > 3:  # up to three units' models stay loaded
-                old = self._cache.pop(next(iter(self._cache)))
-                if self.memory is not None and (part := self.memory.part_of(old)) is not None:
-                    self.memory.forget(part)
+            return model
+
+        model = self.cache.get_or_load(f.path, read)
         return model
+
+    def _release(self, model: Any) -> None:
+        if self.memory is not None and (part := self.memory.part_of(model)) is not None:
+            self.memory.forget(part)
 
 
 def _num(unit: dict[str, Any], key: str, default: float) -> float:

@@ -16,7 +16,8 @@ from typing import Any
 
 import torch
 
-from webui.hashes import file_stamp, sha256_file
+from webui.hashes import sha256_file
+from webui.memory.bounded_cache import MB, BoundedCache
 from webui.models.file_checks import CONTEXT_FAMILIES, CheckCache, FileCheck
 
 HYPERNET_SUFFIXES = (".pt",)
@@ -124,13 +125,17 @@ def read_hypernetwork(path: Path) -> Hypernetwork:
     return Hypernetwork(path.stem, path, modules, info)
 
 
+CACHE_MB = 128  # parsed hypernetworks kept (A1111 files are 20-200 MB for SD1; small ones are common)
+
+
 class HypernetworkNetworks:
     """Activator for `<hypernet:name:strength>` tags (see ModelService.network_kinds)."""
 
     def __init__(self, folder: Path | None) -> None:
         self.folder = folder
         self.files: dict[str, Path] = {}
-        self._cache: dict[Path, tuple[tuple[int, int], Hypernetwork]] = {}
+        # the listing check parses each file too: bounded, so a folder of hundreds stays cheap to hold
+        self.cache: BoundedCache[Hypernetwork] = BoundedCache("hypernetwork", CACHE_MB * MB)
         self.checks = CheckCache(self._check)
         self.active: list[tuple[Hypernetwork, float]] = []
         self._hooked: Any = None
@@ -166,13 +171,7 @@ class HypernetworkNetworks:
         return FileCheck(None, next((CONTEXT_FAMILIES[w] for w in sorted(hn.modules) if w in CONTEXT_FAMILIES), None))
 
     def load(self, path: Path) -> Hypernetwork:
-        key = file_stamp(path)
-        hit = self._cache.get(path)
-        if hit and hit[0] == key:
-            return hit[1]
-        hn = read_hypernetwork(path)
-        self._cache[path] = (key, hn)
-        return hn
+        return self.cache.get_or_load(path, read_hypernetwork)
 
     def _context_hook(self, which: int) -> Any:
         def hook(_module: torch.nn.Module, args: tuple) -> tuple | None:

@@ -39,7 +39,8 @@ class LoraFileError(ValueError):
 
 @dataclass
 class NetworkModule:
-    """One target layer's update, in the file's own terms (tensors on CPU, float32)."""
+    """One target layer's update, in the file's own terms (tensors on CPU in the file's dtype: an fp16
+    file stays half the size in the cache; the delta is computed in float32)."""
     key: str                      # the file's module name
     tensors: dict[str, torch.Tensor]
 
@@ -56,7 +57,7 @@ class NetworkModule:
 
     def delta(self, shape: torch.Size) -> torch.Tensor:
         """The weight update (before the multiplier) reshaped to the target weight's shape."""
-        t = self.tensors
+        t = {k: v.float() for k, v in self.tensors.items()}
         kind = self.kind
         alpha = float(t["alpha"]) if "alpha" in t else None
         if kind == "full":
@@ -202,7 +203,7 @@ def group_modules(sd: dict[str, torch.Tensor]) -> dict[str, NetworkModule]:
         part = {"lora_down.weight": "down", "lora_up.weight": "up", "lora_mid.weight": "mid",
                 "lora_A.weight": "down", "lora_B.weight": "up", "lora.down.weight": "down", "lora.up.weight": "up",
                 "lora_linear_layer.down.weight": "down", "lora_linear_layer.up.weight": "up"}.get(part, part)
-        out.setdefault(base, {})[part] = t.float()
+        out.setdefault(base, {})[part] = t
     mods = {k: NetworkModule(k, v) for k, v in out.items()}
     if any("dora_scale" in m.tensors for m in mods.values()):
         # DoRA renormalises the whole weight per column; adding its low-rank part alone would be wrong

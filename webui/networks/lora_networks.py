@@ -1,8 +1,9 @@
 """`<lora:name:multiplier>` tags → weight deltas on the loaded model (through `WeightPatcher`).
 
 Files are found by name or by their `ss_output_name` alias in `models/Lora` and `models/LyCORIS`;
-each is read once and kept while its mtime and size stay the same, so changing only a multiplier
-re-adds deltas without touching the disk.  Any number of LoRAs apply at once; a tag removed from
+each is read once and kept (in its own dtype, in a cache bounded by bytes: option `lora_cache_mb`)
+while its mtime and size stay the same, so changing only a multiplier re-adds deltas without
+touching the disk.  Any number of LoRAs apply at once; a tag removed from
 the prompt restores the original weights exactly.
 """
 from __future__ import annotations
@@ -13,8 +14,7 @@ from typing import Any
 
 import torch
 
-from webui.hashes import file_stamp
-
+from webui.memory.bounded_cache import MB, BoundedCache
 from webui.models.file_checks import CheckCache
 from webui.networks.lora import (LoraFile, LoraFileError, check_lora_file, is_text_encoder_target, module_lookup,
                                  read_lora, read_metadata, resolve_modules, scan_folder, tag_multipliers)
@@ -28,12 +28,15 @@ class NetworkReport:
     infotext: dict[str, str] = field(default_factory=dict)
 
 
+DEFAULT_CACHE_MB = 256
+
+
 class LoraNetworks:
-    def __init__(self, folders: list[Path]) -> None:
+    def __init__(self, folders: list[Path], cache_mb: int = DEFAULT_CACHE_MB) -> None:
         self.folders = [f for f in folders if f is not None]
         self.files: dict[str, Path] = {}
         self.errors: dict[str, str] = {}
-        self._cache: dict[Path, tuple[tuple[int, int], LoraFile]] = {}
+        self.cache: BoundedCache[LoraFile] = BoundedCache("LoRA", cache_mb * MB)
         self.checks = CheckCache(check_lora_file)
         self._aliases: dict[str, str] = {}
         self._patcher = WeightPatcher()
@@ -82,13 +85,10 @@ class LoraNetworks:
         return None
 
     def load(self, path: Path) -> LoraFile:
-        key = file_stamp(path)
-        hit = self._cache.get(path)
-        if hit and hit[0] == key:
-            return hit[1]
-        lora = read_lora(path)
-        self._cache[path] = (key, lora)
-        return lora
+        return self.cache.get_or_load(path, read_lora)
+
+    def set_cache_mb(self, mb: int) -> None:
+        self.cache.set_limits(max_bytes=int(mb) * MB)
 
     # ---- activation ----
     def _bind(self, model: Any) -> None:

@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 
+from webui.memory.bounded_cache import MB, BoundedCache, tensor_bytes
 from webui.prompts.attention import apply_emphasis
 from webui.prompts.chunking import CHUNK_TOKENS, COMMA_BACKTRACK, Embedding, EmbeddingLookup, TokenizedPrompt, tokenize_line
 
-CACHE_SIZE = 128
+CACHE_SIZE = 128  # encodings kept per model, and at most CACHE_MB of tensors (SDXL's are 10x SD1's)
+CACHE_MB = 64
 
 
 @dataclass
@@ -78,15 +79,22 @@ class PromptEncoder:
         self.dtype = dtype
         self.embeddings = embeddings
         self.version = 0  # bump when text-encoder weights change (networks): invalidates the cache
-        self._cache: OrderedDict[tuple, EncodedText] = OrderedDict()
+        self.cache: BoundedCache[EncodedText] = BoundedCache(
+            "prompt encoding", CACHE_MB * MB, CACHE_SIZE, size_of=lambda e: tensor_bytes((e.cross_attn, e.pooled)))
         self._lock = threading.Lock()
-        self.cache_hits = 0
-        self.cache_misses = 0
+
+    @property
+    def cache_hits(self) -> int:
+        return self.cache.hits
+
+    @property
+    def cache_misses(self) -> int:
+        return self.cache.misses
 
     def invalidate(self) -> None:
         with self._lock:
             self.version += 1
-            self._cache.clear()
+        self.cache.clear()
 
     # ---- tokens ----
     def tokenize(self, text: str, opts: EncodeOptions = EncodeOptions(),
@@ -130,19 +138,12 @@ class PromptEncoder:
 
     def encode_text(self, text: str, opts: EncodeOptions = EncodeOptions()) -> EncodedText:
         key = (text, opts, self.version, getattr(self.embeddings, "version", 0))
-        with self._lock:
-            hit = self._cache.get(key)
-            if hit is not None:
-                self._cache.move_to_end(key)
-                self.cache_hits += 1
-                return hit
+        hit = self.cache.get(key)
+        if hit is not None:
+            return hit
         with self.placement():
             enc = self._encode_uncached(text, opts)
-        with self._lock:
-            self.cache_misses += 1
-            self._cache[key] = enc
-            while len(self._cache) > CACHE_SIZE:
-                self._cache.popitem(last=False)
+        self.cache.put(key, enc)
         return enc
 
     @torch.no_grad()

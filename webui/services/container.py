@@ -71,7 +71,7 @@ class Services:
         return job
 
     def memory_report(self) -> dict[str, Any]:
-        return memory_report(self.memory)
+        return memory_report(self.memory, self.models.caches() + [self.extras.upscalers.cache, self.extras.faces.cache])
 
     def submit_img2img_batch(self, req: Img2ImgRequest, input_dir: str, output_dir: str, mask_dir: str,
                              label: str = "img2img batch") -> Job:
@@ -83,8 +83,7 @@ class Services:
 
     def select_checkpoint(self, name: str) -> str:
         """Switch the model through the queue (never under a running job) and persist the choice."""
-        job = self.queue.submit(lambda state: self.models.load(name), label="load checkpoint")
-        loaded = job.result()
+        loaded = self.queue.call(lambda state: self.models.load(name), label="load checkpoint")
         self.settings.set("sd_model_checkpoint", loaded.info.title, notify=False)
         return loaded.info.title
 
@@ -117,8 +116,7 @@ class Services:
                              bool(save_as_half), out, save_metadata=bool(save_metadata),
                              add_merge_recipe=bool(add_merge_recipe), copy_metadata=bool(copy_metadata),
                              config_source=int(config_source))
-        job = self.queue.submit(lambda state: merge_checkpoints(recipe), label="merge checkpoints")
-        path = job.result()
+        path = self.queue.call(lambda state: merge_checkpoints(recipe), label="merge checkpoints")
         self.registry.refresh()
         return str(path)
 
@@ -173,6 +171,8 @@ def build_services(args: argparse.Namespace, paths: Paths) -> Services:
                           controlnet_dir=paths.controlnet_dir, memory=memory, attention=attention_backend(args))
     models.set_cache_limit(int(settings.get("sd_checkpoints_limit")))
     settings.on_change("sd_checkpoints_limit", lambda v: models.set_cache_limit(int(v)))
+    models.loras.set_cache_mb(int(settings.get("lora_cache_mb")))
+    settings.on_change("lora_cache_mb", lambda v: models.loras.set_cache_mb(int(v)))
     queue = JobQueue()
     styles = StyleDatabase(paths.styles_file)
     extras = build_extras_service(args, paths, settings, queue, memory)

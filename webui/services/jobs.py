@@ -96,8 +96,13 @@ class Job:
     fn: Callable[[JobState], Any]
     future: Future = field(default_factory=Future)
     watchers: int = 0  # pages following this job now (a queued job nobody follows any more is dropped)
+    worker: threading.Thread | None = field(default=None, repr=False)  # the queue's worker thread
 
     def result(self, timeout: float | None = None) -> Any:
+        if self.worker is threading.current_thread() and not self.future.done():
+            # waiting here would wait forever: this thread is the one that would run the job
+            raise JobInJobError(f"{self.state.label}: a running job waited for a job queued behind it; "
+                                "run the work in place (JobQueue.call) instead")
         return self.future.result(timeout)
 
     @property
@@ -107,6 +112,10 @@ class Job:
 
 KEEP_FINISHED = 16  # finished jobs kept for restore-after-reload and progress lookups (results hold images)
 TASK_ID_MAX = 200
+
+
+class JobInJobError(RuntimeError):
+    """Code running inside a job submitted another job and waited for it (a deadlock, refused)."""
 
 
 class TaskIdError(ValueError):
@@ -146,12 +155,25 @@ class JobQueue:
                 task_id = new_task_id(label)
                 while task_id in self._known:
                     task_id = new_task_id(label)
-            job = Job(state=JobState(job_id=task_id, label=label), fn=fn)
+            job = Job(state=JobState(job_id=task_id, label=label), fn=fn, worker=self._thread)
             self._known.pop(task_id, None)
             self._known[task_id] = job
             self._pending.append(job)
             self._cv.notify_all()
             return job
+
+    def on_worker(self) -> bool:
+        """True inside a running job (in the worker thread)."""
+        return threading.current_thread() is self._thread
+
+    def call(self, fn: Callable[[JobState], Any], label: str = "job") -> Any:
+        """Run ``fn`` as a job and return its result.  Called from inside a running job (a script
+        switching the checkpoint, a listener fired by a job), it runs at once in place, under the
+        running job's state: nothing else runs meanwhile, and queueing it would wait forever."""
+        if self.on_worker():
+            job = self._current
+            return fn(job.state if job is not None else JobState(job_id=new_task_id(label), label=label))
+        return self.submit(fn, label).result()
 
     def get(self, task_id: str) -> Job | None:
         """The queued, running or recently finished job with this task id."""

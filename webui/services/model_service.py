@@ -1,6 +1,8 @@
 """The loaded checkpoint: pick, load, switch, unload, reload; never leave a half-loaded model.
 
-A failed load keeps the previous model in place and marks the bad file unusable with its reason.
+A failed load keeps the previous model in place.  A file that is itself broken is marked unusable
+with its reason until it changes on disk; a transient failure (out of memory, an I/O error) is
+reported and the file stays usable.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from webui.memory.bounded_cache import BoundedCache
 from webui.memory.devices import DevicePolicy, empty_cache
 from webui.memory.manager import MemoryManager
 from webui.memory.oom import is_oom
@@ -97,8 +100,8 @@ class ModelService:
         self.attention = attention
         self.vae_dir = vae_dir
         self.vae_checks = CheckCache(check_vae_file)
-        self._vae_cache: dict[tuple[str, int, int], Any] = {}
-        self._vae_hash: str | None = None
+        # external VAE files in RAM, (module, A1111 short hash): one, as A1111 keeps
+        self._vae_cache: BoundedCache[tuple[Any, str]] = BoundedCache("VAE", None, 1, on_evict=self._forget_vae)
         # A1111's sd_checkpoints_limit: loaded checkpoints kept in RAM (the current one included),
         # so switching back to a recent one takes no disk read.  Keyed by file identity.
         self.cache_limit = 1
@@ -224,10 +227,18 @@ class ModelService:
         if self._loaded is not None:
             self._release(self._loaded)
         self._ram.clear()
-        for vae in self._vae_cache.values():
-            if (part := self.memory.part_of(vae)) is not None:
-                self.memory.forget(part)
-        self._vae_cache = {}
+        self._vae_cache.clear()
+
+    def _forget_vae(self, entry: tuple[Any, str]) -> None:
+        if (part := self.memory.part_of(entry[0])) is not None:
+            self.memory.forget(part)
+
+    def caches(self) -> list[Any]:
+        """The bounded caches of files read for the models (for GET /sdapi/v1/memory)."""
+        out: list[Any] = [self.loras.cache, self.hypernetworks.cache, self.controlnets.cache, self._vae_cache]
+        if self._loaded is not None:
+            out.append(self._loaded.encoder.cache)
+        return out
 
     @property
     def cached(self) -> list[str]:
@@ -235,24 +246,28 @@ class ModelService:
 
     def _load_file(self, info: CheckpointInfo) -> LoadedModel:
         from webui.engine.model_schedule import ModelSchedule
+        from webui.models.file_checks import is_transient_failure
         from webui.models.file_io import ModelFileError
         from webui.models.load import load_checkpoint, load_diffusers_folder
         from webui.prompts.encoder import PromptEncoder
 
         t0 = time.perf_counter()
+        log.debug("Reading checkpoint %s as %s", info.path, self.policy.describe())
         try:
             if info.is_folder:
                 sd = load_diffusers_folder(info.path, dtype=self.policy.unet_dtype, device="cpu")
             else:
                 sd = load_checkpoint(info.path, dtype=self.policy.unet_dtype, device="cpu")
             self.registry.ensure_hash(info)
-        except ModelFileError as e:
-            self.registry.mark_unusable(info, str(e))
-            raise ModelLoadError(str(e)) from e
-        except Exception as e:  # anything else a broken file triggers; the server must go on
-            reason = f"{type(e).__name__}: {e}"
+        except Exception as e:  # anything a broken file triggers; the server must go on
+            reason = str(e) if isinstance(e, ModelFileError) else f"{type(e).__name__}: {e}"
+            if is_transient_failure(e):  # out of memory, an I/O error: the file may well be fine
+                log.warning("Loading %s failed this time, the file stays usable: %s", info.name, reason)
+                raise ModelLoadError(f"{info.name} could not be loaded just now ({reason}); the file is not "
+                                     "marked unusable: try again") from e
             self.registry.mark_unusable(info, reason)
-            raise ModelLoadError(f"{info.name} could not be loaded: {reason}") from e
+            raise ModelLoadError(reason if isinstance(e, ModelFileError) else
+                                 f"{info.name} could not be loaded: {reason}") from e
         dev = self.policy.device
         # final dtypes while still in CPU RAM; the memory manager decides what goes to the device
         for m, dtype in [(sd.unet, self.policy.unet_dtype), (sd.vae, self.policy.vae_dtype),
@@ -281,8 +296,8 @@ class ModelService:
                                 placement=lambda: text_encoding(self.memory, sd.text_encoders))
         schedule = ModelSchedule(sd.alphas_cumprod, sd.prediction_type)
         dt = time.perf_counter() - t0
-        log.info(f"Loaded {info.title} ({sd.family}{', inpainting' if sd.inpainting else ''}, "
-              f"{sd.prediction_type}) in {dt:.2f}s on {self.policy.describe()}")
+        log.info("Loaded %s (%s%s, %s) in %.2fs on %s", info.title, sd.family, ", inpainting" if sd.inpainting else "",
+                 sd.prediction_type, dt, self.policy.describe())
         return LoadedModel(info, sd, encoder, schedule, self.policy, dt, memory=self.memory, attention=attention)
 
     def _register(self, sd: Any, info: CheckpointInfo) -> None:
@@ -346,31 +361,30 @@ class ModelService:
             model.base_vae = model.sd.vae
         if target == model.vae_file:
             return
+        vae_hash: str | None = None
         if target is None:
             model.sd.vae = model.base_vae
         else:
-            st = target.path.stat()
-            key = (str(target.path), st.st_mtime_ns, st.st_size)
-            vae = self._vae_cache.get(key)
-            if vae is None:
-                if err := self.vae_checks.get(target.path).error:
+            def read(path: Path) -> tuple[Any, str]:
+                if err := self.vae_checks.get(path).error:
                     raise ModelLoadError(f"VAE {target.name} is unusable: {err}")
                 try:
-                    vae = load_vae_file(target.path, self.policy.vae_dtype)
+                    vae = load_vae_file(path, self.policy.vae_dtype)
                 except ModelFileError as e:
                     raise ModelLoadError(f"VAE {target.name} could not be loaded: {e}") from None
                 if vae.config.latent_channels != model.base_vae.config.latent_channels:
                     raise ModelLoadError(f"VAE {target.name} has {vae.config.latent_channels} latent channels; "
                                          f"the model needs {model.base_vae.config.latent_channels}")
-                for old in self._vae_cache.values():  # keep one external VAE in RAM
-                    if (part := self.memory.part_of(old)) is not None:
-                        self.memory.forget(part)
                 self.memory.register(vae, f"VAE {target.name}", "vae", model.family)
-                self._vae_cache = {key: vae}
-                self._vae_hash = target.shorthash()
+                return vae, target.shorthash()
+
+            vae, vae_hash = self._vae_cache.get_or_load(target.path, read)
+            if vae.config.latent_channels != model.base_vae.config.latent_channels:  # cached for another model
+                raise ModelLoadError(f"VAE {target.name} has {vae.config.latent_channels} latent channels; "
+                                     f"the model needs {model.base_vae.config.latent_channels}")
             model.sd.vae = vae
         model.vae_file = target
-        model.vae_hash = self._vae_hash if target is not None else None
+        model.vae_hash = vae_hash
 
     def require(self) -> LoadedModel:
         """The model a job should use, loading the default (or the last unloaded one) on demand."""

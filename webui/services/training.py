@@ -88,7 +88,7 @@ class TrainingService:
                     note = f"Not usable with the loaded model: {db.skipped[clean]}"
             return Created(path, note)
 
-        return self.queue.submit(job, label="create embedding").result()
+        return self.queue.call(job, label="create embedding")
 
     # ------------------------------------------------------------------ create hypernetwork
     def create_hypernetwork(self, name: str, enable_sizes: Sequence[Any] = hf.DEFAULT_SIZES,
@@ -119,7 +119,7 @@ class TrainingService:
                         f"{', '.join(map(str, sizes))} only, so it changes nothing on that model.")
             return Created(path, note)
 
-        return self.queue.submit(job, label="create hypernetwork").result()
+        return self.queue.call(job, label="create hypernetwork")
 
     # ------------------------------------------------------------------ train (jobs: webui/services/training_jobs.py)
     def context(self) -> tj.TrainContext:
