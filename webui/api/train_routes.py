@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Callable
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from webui.api.train_requests import (TrainEmbeddingRequest, TrainHypernetworkRequest, TrainLoraRequest,
                                       TrainResponse, train_answer)
+from webui.serving.caller import caller_from_scope
 from webui.services.model_service import ModelLoadError
 from webui.training.embedding_files import MAX_VECTORS_PER_TOKEN, NameTakenError
 from webui.training.hypernetwork_files import DEFAULT_LAYER_STRUCTURE, DEFAULT_SIZES, WEIGHT_INITS
@@ -75,6 +76,9 @@ def _answer(run: Callable[[], Any], what: str) -> CreateResponse:
 def build_train_router(svc: Any) -> APIRouter:
     r = APIRouter(prefix="/sdapi/v1", tags=["training"])
 
+    def owner_of(request: Request) -> str:
+        return caller_from_scope(request.scope, svc.accounts).owner
+
     def training() -> Any:
         if getattr(svc, "training", None) is None:
             raise HTTPException(503, "training is not available in this server")
@@ -99,25 +103,25 @@ def build_train_router(svc: Any) -> APIRouter:
                        "hypernetwork")
 
     @r.post("/train/embedding", response_model=TrainResponse)
-    def train_embedding(req: TrainEmbeddingRequest) -> TrainResponse:
+    def train_embedding(req: TrainEmbeddingRequest, request: Request) -> TrainResponse:
         """Train a textual-inversion embedding (A1111's Train Embedding) on the loaded model. Returns
         when the run ends: `info` says "Training finished at N steps" (or "interrupted") and the
         saved file. Snapshots, previews and the loss CSV go to `<log_directory>/<date>/<name>/`."""
         t = training()
-        return train_answer(lambda: t.train_embedding(req.to_params()), "embedding")
+        return train_answer(lambda: t.train_embedding(req.to_params(), owner_of(request)), "embedding")
 
     @r.post("/train/hypernetwork", response_model=TrainResponse)
-    def train_hypernetwork(req: TrainHypernetworkRequest) -> TrainResponse:
+    def train_hypernetwork(req: TrainHypernetworkRequest, request: Request) -> TrainResponse:
         """Train a hypernetwork (A1111's Train Hypernetwork); answers as /train/embedding."""
         t = training()
-        return train_answer(lambda: t.train_hypernetwork(req.to_params()), "hypernetwork")
+        return train_answer(lambda: t.train_hypernetwork(req.to_params(), owner_of(request)), "hypernetwork")
 
     @r.post("/train/lora", response_model=TrainResponse)
-    def train_lora(req: TrainLoraRequest) -> TrainResponse:
+    def train_lora(req: TrainLoraRequest, request: Request) -> TrainResponse:
         """Train a LoRA on the loaded checkpoint, saved as `models/Lora/<name>.safetensors` in kohya's
         format (loads here, in A1111 and in ComfyUI); listed by GET /sdapi/v1/loras at once."""
         t = training()
-        return train_answer(lambda: t.train_lora(req.to_params()), "lora")
+        return train_answer(lambda: t.train_lora(req.to_params(), owner_of(request)), "lora")
 
     return r
 

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 from webui.networks.embeddings import EMBEDDING_SUFFIXES
 from webui.networks.hypernetworks import HYPERNET_SUFFIXES
 from webui.services import training_jobs as tj
-from webui.services.jobs import JobQueue, JobState
+from webui.services.jobs import SERVER_OWNER, JobQueue, JobState
 from webui.services.model_service import ModelService
 from webui.training import embedding_files as ef
 from webui.training import hypernetwork_files as hf
@@ -121,7 +121,7 @@ class TrainingService:
         return tj.TrainContext(self.models, self.queue, self.settings if self.settings is not None else _NoSettings(),
                                self.memory, self.pipeline, paths, self.exposed)
 
-    def submit_train_embedding(self, params: EmbeddingTrainParams) -> Any:
+    def submit_train_embedding(self, params: EmbeddingTrainParams, owner: str = SERVER_OWNER) -> Any:
         """Check (ValueError; TrainInputNotFound for a missing name or folder) and queue the run."""
         ctx = self.context()
         tj.check_embedding(ctx, params)
@@ -129,27 +129,28 @@ class TrainingService:
         def train(run: Any, p: EmbeddingTrainParams) -> TrainOutcome:
             from webui.training.embedding_train import train_embedding
             return train_embedding(run, p)
-        return self._track(tj.submit_training(ctx, "train-embedding", params, train), "embedding",
+        return self._track(tj.submit_training(ctx, "train-embedding", params, train, owner=owner), "embedding",
                            params.embedding_name, params.log_directory)
 
-    def submit_train_hypernetwork(self, params: HypernetworkTrainParams) -> Any:
+    def submit_train_hypernetwork(self, params: HypernetworkTrainParams, owner: str = SERVER_OWNER) -> Any:
         ctx = self.context()
         tj.check_hypernetwork(ctx, params)
 
         def train(run: Any, p: HypernetworkTrainParams) -> TrainOutcome:
             from webui.training.hypernetwork_train import train_hypernetwork
             return train_hypernetwork(run, p)
-        return self._track(tj.submit_training(ctx, "train-hypernetwork", params, train), "hypernetwork",
+        return self._track(tj.submit_training(ctx, "train-hypernetwork", params, train, owner=owner), "hypernetwork",
                            params.hypernetwork_name, params.log_directory)
 
-    def submit_train_lora(self, params: LoraTrainParams) -> Any:
+    def submit_train_lora(self, params: LoraTrainParams, owner: str = SERVER_OWNER) -> Any:
         ctx = self.context()
         params = tj.check_lora(ctx, params)
 
         def train(run: Any, p: LoraTrainParams) -> TrainOutcome:
             from webui.training.lora_train import train_lora
             return train_lora(run, p)
-        return self._track(tj.submit_training(ctx, "train-lora", params, train, bool(params.gradient_checkpointing)),
+        return self._track(tj.submit_training(ctx, "train-lora", params, train, bool(params.gradient_checkpointing),
+                                              owner=owner),
                            "lora", params.name, params.log_directory)
 
     def _track(self, job: Any, kind: str, name: str, log_directory: str) -> Any:
@@ -161,24 +162,24 @@ class TrainingService:
         """Queued and running train jobs, oldest first (a page opened later follows them)."""
         return [j.train_run for j in self._runs if not j.future.done()]
 
-    def interrupt_training(self) -> bool:
+    def interrupt_training(self, owner: str | None = None) -> bool:
         """Stop the running training (even while a generation is served between its steps) and drop
-        queued ones; False when none was queued or running."""
-        runs = [j for j in self._runs if not j.future.done()]
+        queued ones (only `owner`'s when given); False when none was queued or running."""
+        runs = [j for j in self._runs if not j.future.done() and (owner is None or j.owner == owner)]
         for job in runs:
             if not self.queue.cancel(job):
                 job.state.interrupt()
         return bool(runs)
 
-    def train_embedding(self, params: EmbeddingTrainParams) -> TrainOutcome:
+    def train_embedding(self, params: EmbeddingTrainParams, owner: str = SERVER_OWNER) -> TrainOutcome:
         """A1111's Train Embedding: returns when the run ends (finished or interrupted)."""
-        return self.submit_train_embedding(params).result()
+        return self.submit_train_embedding(params, owner).result()
 
-    def train_hypernetwork(self, params: HypernetworkTrainParams) -> TrainOutcome:
-        return self.submit_train_hypernetwork(params).result()
+    def train_hypernetwork(self, params: HypernetworkTrainParams, owner: str = SERVER_OWNER) -> TrainOutcome:
+        return self.submit_train_hypernetwork(params, owner).result()
 
-    def train_lora(self, params: LoraTrainParams) -> TrainOutcome:
-        return self.submit_train_lora(params).result()
+    def train_lora(self, params: LoraTrainParams, owner: str = SERVER_OWNER) -> TrainOutcome:
+        return self.submit_train_lora(params, owner).result()
 
     # ------------------------------------------------------------------ lists for the tab
     def context_width(self) -> int | None:

@@ -16,6 +16,7 @@ import gradio as gr
 
 from webui.training.params import EmbeddingTrainParams, HypernetworkTrainParams, LoraTrainParams
 from webui.ui import train_run as tr
+from webui.ui.page_caller import page_caller, page_owner
 from webui.training.embedding_files import MAX_VECTORS_PER_TOKEN
 from webui.training.hypernetwork_files import (DEFAULT_LAYER_STRUCTURE, DEFAULT_SIZES, MODULE_SIZES, WEIGHT_INITS,
                                                ui_activations)
@@ -236,7 +237,7 @@ def wire_train(svc: "Services", f: dict[str, Any], out: TrainOutputs, watch_id: 
                     latent_sampling_method=d["latent_sampling_method"] or "once",
                     **_preview_fields(bool(d["preview_from_txt2img"]), extra))
 
-    def start(kind: str, *values: Any) -> tuple[Any, ...]:
+    def start(kind: str, owner: str, *values: Any) -> tuple[Any, ...]:
         d = dict(zip(["name", "lr"] + common, values[:len(common) + 2]))
         extra = values[len(common) + 2:]
         try:
@@ -251,11 +252,11 @@ def wire_train(svc: "Services", f: dict[str, Any], out: TrainOutputs, watch_id: 
                                                    save_embedding_every=save_every,
                                                    save_image_with_stored_embedding=bool(
                                                        d["save_image_with_stored_embedding"]), **base)
-                job = svc.training.submit_train_embedding(params)
+                job = svc.training.submit_train_embedding(params, owner)
             else:
                 params = HypernetworkTrainParams(hypernetwork_name=d["name"], learn_rate=str(d["lr"] or ""),
                                                  save_hypernetwork_every=save_every, **base)
-                job = svc.training.submit_train_hypernetwork(params)
+                job = svc.training.submit_train_hypernetwork(params, owner)
         except Exception as e:  # ValueError, TrainInputNotFound, TrainDoesNotFit: shown, none fatal
             info, err = _failure(f"{kind.capitalize()} not trained", e)
             return "", info, err, "", gr.Timer(active=False)
@@ -264,14 +265,23 @@ def wire_train(svc: "Services", f: dict[str, Any], out: TrainOutputs, watch_id: 
 
     ins = [f[k] for k in common] + list(preview)
     outs = [watch_id, out.info, out.error, shown, timer]
-    f["train_embedding"].click(lambda *v: start("embedding", *v), [f["embedding"], f["embedding_lr"]] + ins, outs,
+    def start_embedding(request: gr.Request, *v: Any) -> tuple[Any, ...]:
+        return start("embedding", page_owner(svc, request), *v)
+
+    def start_hypernetwork(request: gr.Request, *v: Any) -> tuple[Any, ...]:
+        return start("hypernetwork", page_owner(svc, request), *v)
+
+    f["train_embedding"].click(start_embedding, [f["embedding"], f["embedding_lr"]] + ins, outs,
                                api_visibility="private")
-    f["train_hypernetwork"].click(lambda *v: start("hypernetwork", *v), [f["hypernetwork"], f["hypernetwork_lr"]] + ins,
+    f["train_hypernetwork"].click(start_hypernetwork, [f["hypernetwork"], f["hypernetwork_lr"]] + ins,
                                   outs, api_visibility="private")
 
-    def interrupt() -> None:
-        if svc.training is None or not svc.training.interrupt_training():
-            svc.queue.interrupt()
+    def interrupt(request: gr.Request) -> None:
+        caller = page_caller(svc, request)  # someone who is no admin stops only their own runs
+        if svc.training is None or not svc.training.interrupt_training(None if caller.admin else caller.owner):
+            job = svc.queue.current_job
+            if job is not None and caller.may_act_on(job.owner):
+                job.state.interrupt()
     f["interrupt"].click(interrupt, None, None, show_progress="hidden", api_visibility="private")
     f["refresh_embedding"].click(lambda: gr.update(choices=svc.training.embedding_names() if svc.training else []),
                                  None, f["embedding"], show_progress="hidden", api_visibility="private")
@@ -289,7 +299,7 @@ def wire_train_lora(svc: "Services", f: dict[str, Any], out: TrainOutputs, watch
             "lora_steps", "lora_width", "lora_height", "lora_save_every", "lora_preview_every", "lora_preview_prompt",
             "lora_precision", "lora_checkpointing", "lora_noise_offset", "lora_min_snr", "lora_seed", "lora_resume"]
 
-    def start(*values: Any) -> tuple[Any, ...]:
+    def start(request: gr.Request, *values: Any) -> tuple[Any, ...]:
         d = dict(zip(keys, values))
         try:
             if svc.training is None:
@@ -309,7 +319,7 @@ def wire_train_lora(svc: "Services", f: dict[str, Any], out: TrainOutputs, watch
                 gradient_checkpointing=bool(d["lora_checkpointing"]), noise_offset=float(d["lora_noise_offset"] or 0),
                 min_snr_gamma=float(d["lora_min_snr"] or 0), seed=_int(d["lora_seed"], "seed"),
                 resume=bool(d["lora_resume"]))
-            job = svc.training.submit_train_lora(params)
+            job = svc.training.submit_train_lora(params, page_owner(svc, request))
         except Exception as e:  # shown, never fatal
             info, err = _failure("LoRA not trained", e)
             return "", info, err, "", gr.Timer(active=False)
