@@ -30,7 +30,7 @@ def build_page_router(svc: Any) -> APIRouter:
         return FileResponse(path, media_type="audio/mpeg", headers={"Cache-Control": "no-cache"})
 
     @r.get("/internal/job-progress")
-    def job_progress(request: Request) -> dict[str, Any]:
+    async def job_progress(request: Request) -> dict[str, Any]:
         """{active, queued, progress 0..1, eta seconds or None, textinfo} of the running job."""
         caller = caller_from_scope(request.scope, svc.accounts)
         job = svc.queue.current_job

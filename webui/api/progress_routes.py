@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from webui.serving.caller import Caller, caller_from_scope
@@ -90,16 +91,22 @@ def build_progress_router(svc: Any) -> APIRouter:
     r = APIRouter(tags=["internal"])
 
     @r.post("/internal/progress", response_model=ProgressResponse)
-    def internal_progress(req: ProgressRequest, request: Request) -> ProgressResponse:
+    async def internal_progress(req: ProgressRequest, request: Request) -> ProgressResponse:
+        """Answered on the event loop; only a new preview's PNG is encoded in a worker thread."""
         job = svc.queue.get(req.id_task) if req.id_task else None
         caller = caller_from_scope(request.scope, svc.accounts)
         if job is not None and not caller.may_act_on(job.owner):
             return redacted(job_progress(svc.queue, job, live_preview=False))
         enabled = bool(svc.settings.get("live_previews_enable"))
-        return job_progress(svc.queue, job, req.id_live_preview, req.live_preview, enabled)
+        answer = job_progress(svc.queue, job, req.id_live_preview, False)
+        image = job.state.current_image if job is not None and answer.active else None
+        if req.live_preview and enabled and image is not None and job.state.preview_id != req.id_live_preview:
+            answer.id_live_preview = job.state.preview_id
+            answer.live_preview = await run_in_threadpool(_data_uri, image)
+        return answer
 
     @r.get("/internal/pending-tasks")
-    def pending_tasks(request: Request) -> dict[str, Any]:
+    async def pending_tasks(request: Request) -> dict[str, Any]:
         """All queued task ids, next first; a user who is no admin sees only their own ids (size
         still counts every queued job)."""
         caller = caller_from_scope(request.scope, svc.accounts)
@@ -108,7 +115,7 @@ def build_progress_router(svc: Any) -> APIRouter:
         return {"size": len(jobs), "tasks": tasks}
 
     @r.delete("/internal/tasks/{id_task}")
-    def delete_task(id_task: str, request: Request) -> dict[str, Any]:
+    async def delete_task(id_task: str, request: Request) -> dict[str, Any]:
         """Stop one job: cancelled while queued, interrupted while running ({id_task, result})."""
         return stop_task(svc.queue, caller_from_scope(request.scope, svc.accounts), id_task)
 

@@ -354,14 +354,19 @@ def build_router(svc: Services) -> APIRouter:
         return await run_in_threadpool(respond, req, result, params)
 
     @r.get("/progress")
-    def progress(request: Request, skip_current_image: bool = False) -> dict[str, Any]:
+    async def progress(request: Request, skip_current_image: bool = False) -> dict[str, Any]:
         """The running job, as A1111, when it is the caller's (or the caller is an admin, or there are
-        no accounts); otherwise the idle answer with the caller's own queued count."""
+        no accounts); otherwise the idle answer with the caller's own queued count. Answered on the
+        event loop (no thread hop) except the preview's PNG, which is encoded in a worker thread."""
         caller = caller_from_scope(request.scope, svc.accounts)
         job = svc.queue.current_job
         state = job.state if job is not None and caller.may_act_on(job.owner) else None
         queued = svc.queue.queued() if caller.admin else svc.queue.queued(caller.owner)
-        return progress_dict(state, queued, skip_current_image)
+        image = state.current_image if state is not None and not skip_current_image else None
+        out = progress_dict(state, queued, True)
+        if image is not None:
+            out["current_image"] = await run_in_threadpool(encode_png, image)
+        return out
 
     def stop(request: Request, body: StopRequest | None, action: str) -> dict[str, Any]:
         caller = caller_from_scope(request.scope, svc.accounts)
@@ -379,12 +384,13 @@ def build_router(svc: Services) -> APIRouter:
                 job.state.skip()
         return {}
 
+    # flags on the job only (no lock held across anything slow): answered on the event loop
     @r.post("/interrupt")
-    def interrupt(request: Request, body: StopRequest | None = Body(None)) -> dict[str, Any]:
+    async def interrupt(request: Request, body: StopRequest | None = Body(None)) -> dict[str, Any]:
         return stop(request, body, "interrupt")
 
     @r.post("/skip")
-    def skip(request: Request, body: StopRequest | None = Body(None)) -> dict[str, Any] | None:
+    async def skip(request: Request, body: StopRequest | None = Body(None)) -> dict[str, Any] | None:
         return stop(request, body, "skip") or None
 
     @r.post("/png-info")
