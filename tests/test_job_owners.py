@@ -124,7 +124,7 @@ def test_owner_isolation_and_fair_order(server: Server) -> None:
     assert bobs == {"size": 4, "tasks": ["task(txt2img-BOB0)"]}
 
     # limits: queued jobs per user (429), images and megapixels per request (422), each named
-    limits = {"queue_max_jobs_per_user": 1, "max_images_per_request": 2, "max_megapixels_per_request": 0.01}
+    limits = {"queue_max_jobs_per_user": 1, "max_images_per_request": 2, "generation_max_pixels": 10000}
     assert post(server, "options", ROOT_, limits).status_code == 200
     try:
         r = post(server, "txt2img", BOB, {**BODY, "seed": 21})
@@ -132,9 +132,9 @@ def test_owner_isolation_and_fair_order(server: Server) -> None:
         r = post(server, "txt2img", ROOT_, {**BODY, "batch_size": 3})
         assert r.status_code == 422 and "limit of 2 images per request" in r.json()["detail"], r.text
         r = post(server, "txt2img", ROOT_, {**BODY, "width": 128, "height": 128})
-        assert r.status_code == 422 and "limit of 0.01 megapixels" in r.json()["detail"], r.text
+        assert r.status_code == 422 and "generation_max_pixels allows 10000" in r.json()["detail"], r.text
     finally:
-        reset = {k: 0 for k in limits}
+        reset = {"queue_max_jobs_per_user": 0, "max_images_per_request": 0, "generation_max_pixels": 64 * 1024 * 1024}
         assert post(server, "options", ROOT_, reset).status_code == 200
 
     # bob cannot cancel alice's queued job; she can; root (admin) can cancel hers and stop the running one

@@ -326,8 +326,6 @@ OPTIONS: dict[str, OptionInfo] = {
                                              "0 = no limit)", "Server", "number", minimum=0, step=1),
     "max_images_per_request": OptionInfo(0, "Maximum images per request (batch size × batch count; "
                                             "0 = no limit)", "Server", "number", minimum=0, step=1),
-    "max_megapixels_per_request": OptionInfo(0.0, "Maximum megapixels per request (width × height × images; "
-                                                "0 = no limit)", "Server", "number", minimum=0, step=0.1),
     "max_training_jobs": OptionInfo(0, "Maximum training jobs at once, queued or running (0 = no limit)",
                                     "Server", "number", minimum=0, step=1),
 }

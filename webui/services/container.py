@@ -53,14 +53,14 @@ class Services:
     def submit_txt2img(self, req: Txt2ImgRequest, *, save: bool, label: str = "txt2img",
                        owner: str = SERVER_OWNER) -> Job:
         """Queue a generation for `owner` (LimitError when the request or the owner's queue is over a limit)."""
-        check_request_size(self.settings, req.width, req.height, req.batch_size, req.n_iter)
+        check_request_size(self.settings, req.batch_size, req.n_iter)
         self.txt2img.validate(req)  # fail before queueing
         return self.queue.submit(self._watched(lambda state: self.txt2img.run(req, state, save=save)), label=label,
                                  task_id=req.force_task_id or None, owner=owner)
 
     def submit_img2img(self, req: Img2ImgRequest, *, save: bool, label: str = "img2img",
                        owner: str = SERVER_OWNER) -> Job:
-        check_request_size(self.settings, req.width, req.height, req.batch_size, req.n_iter)
+        check_request_size(self.settings, req.batch_size, req.n_iter)
         self.img2img.validate(req)  # an unknown script fails here too, before queueing
         return self.queue.submit(self._watched(lambda state: self.img2img_scripts.run(req, state, save=save)),
                                  label=label, task_id=req.force_task_id or None, owner=owner)
@@ -82,7 +82,7 @@ class Services:
         from webui.services.img2img_batch import check_dirs, run_batch
         check_dirs(input_dir, output_dir, mask_dir)  # a missing folder fails before queueing
         self.pipeline.scripts.img2img.check_request(req.script_name, req.alwayson_scripts)
-        check_request_size(self.settings, req.width, req.height, req.batch_size, req.n_iter)  # per picture
+        check_request_size(self.settings, req.batch_size, req.n_iter)  # per picture
         return self.queue.submit(lambda state: run_batch(self.img2img_scripts, req, input_dir, output_dir, mask_dir,
                                                          state), label=label, owner=owner)
 

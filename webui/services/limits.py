@@ -1,4 +1,5 @@
 """The server's limits on what one person may ask of it (options in Settings → Server; 0 = no limit).
+The pixels of one request are limited by the older `generation_max_pixels` (processing/checks.py).
 
 A request over a limit is refused before anything is queued, with a message that names the limit
 and its value: HTTP 429 for a full queue or too many training runs, 422 for a request too large.
@@ -9,7 +10,6 @@ from typing import Any
 
 QUEUED_PER_USER = "queue_max_jobs_per_user"
 IMAGES_PER_REQUEST = "max_images_per_request"
-MEGAPIXELS_PER_REQUEST = "max_megapixels_per_request"
 TRAINING_AT_ONCE = "max_training_jobs"
 
 
@@ -29,16 +29,10 @@ def limit_value(settings: Any, key: str) -> float:
         return 0.0
 
 
-def check_request_size(settings: Any, width: int | None, height: int | None, batch_size: int, n_iter: int) -> None:
-    """Images (batch size × batch count) and pixels (width × height × images) of one request."""
+def check_request_size(settings: Any, batch_size: int, n_iter: int) -> None:
+    """Images (batch size × batch count) of one request."""
     images = max(1, int(batch_size or 1)) * max(1, int(n_iter or 1))
     max_images = limit_value(settings, IMAGES_PER_REQUEST)
     if max_images and images > max_images:
         raise LimitError(f"{images} images requested (batch size × batch count): over the server's limit of "
                          f"{int(max_images)} images per request ({IMAGES_PER_REQUEST})", 422)
-    max_mp = limit_value(settings, MEGAPIXELS_PER_REQUEST)
-    if max_mp and width and height:
-        mp = int(width) * int(height) * images / 1e6
-        if mp > max_mp:
-            raise LimitError(f"{mp:.2f} megapixels requested (width × height × images): over the server's limit "
-                             f"of {max_mp:g} megapixels per request ({MEGAPIXELS_PER_REQUEST})", 422)
