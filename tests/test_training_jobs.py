@@ -324,7 +324,9 @@ def test_train_tab_starts_a_run_polls_its_progress_and_loss_and_stops_polling(en
 
     trainer = HookTrainer(step_delay=0.03)
     monkeypatch.setattr(et, "train_embedding", trainer)
-    svc = SimpleNamespace(training=env.training, paths=SimpleNamespace(data_dir=env.root), queue=env.queue)
+    from webui.serving.accounts import NO_ACCOUNTS
+    svc = SimpleNamespace(training=env.training, paths=SimpleNamespace(data_dir=env.root), queue=env.queue,
+                          accounts=NO_ACCOUNTS)
     (env.root / "embeddings" / "uiemb.pt").write_bytes(b"x")
     with gr.Blocks() as demo:
         tab = create_train_tab(svc)
@@ -337,9 +339,10 @@ def test_train_tab_starts_a_run_polls_its_progress_and_loss_and_stops_polling(en
     common = ["disabled", "0.1", 1, 1, str(env.data), "ti_logs", "style_filewords.txt", 512, 512, False, 40, 0, 0,
               False, True, False, False, 0, "once"]
     with pytest.warns(UserWarning, match="does not exist"):
-        wid, info, err, shown, timer = start("uiemb", "0.5", *common[:4], str(env.root / "nope"), *common[5:])
+        # the handler's first argument is the event's gr.Request (None here: no accounts, an unnamed caller)
+        wid, info, err, shown, timer = start(None, "uiemb", "0.5", *common[:4], str(env.root / "nope"), *common[5:])
     assert wid == "" and "does not exist" in err and timer.active is False
-    wid, info, err, shown, timer = start("uiemb", "0.5", *common)
+    wid, info, err, shown, timer = start(None, "uiemb", "0.5", *common)
     assert wid and err == "" and timer.active is True
     texts, plots = [], []
     deadline = time.time() + 60

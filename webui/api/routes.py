@@ -90,9 +90,11 @@ async def await_job(submit: Callable[[], Job]) -> Any:
     try:
         return await asyncio.wrap_future(job.future)
     except asyncio.CancelledError:
-        if job.future.cancelled():  # stopped while it waited (DELETE /internal/tasks or /interrupt with its id)
-            raise HTTPException(409, f"{job.task_id} was cancelled before it started") from None
-        raise
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():  # the server is stopping this request: let it
+            raise
+        # the job was stopped while it waited (DELETE /internal/tasks, /interrupt with its id, a closed tab)
+        raise HTTPException(409, f"{job.task_id} was cancelled before it started") from None
     except GenerationError as e:
         raise generation_error(e) from None
 

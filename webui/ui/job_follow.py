@@ -59,23 +59,23 @@ def fail(tab: "Txt2ImgTab", message: str) -> dict:
 
 def follow(svc: "Services", job: "Job", tab: "Txt2ImgTab", progress: Any) -> Iterator[dict]:
     """Stream the job's queue place, progress and previews until it is done."""
-    last_pos: int | None = None
+    last_place: tuple[int, int] | None = None
+    running = False
     last_preview = -1
     svc.queue.watch(job)
     try:
         while not job.future.done():
-            place, size = svc.queue.place(job)
-            pos = place or svc.queue.position(job)
+            place, size = svc.queue.place(job)  # k of N in the order the fair queue will take them
             if place:
-                if pos != last_pos:  # A1111's words: the place in the order the fair queue will take them
-                    last_pos = pos
-                    yield {tab.status: f"In queue: {place}/{size}"}
+                if (place, size) != last_place:
+                    last_place = (place, size)
+                    yield {tab.status: f"In queue: {place}/{size}"}  # A1111's words
                 progress(0.0, desc=f"In queue: {place}/{size}")
-            elif pos == 0:
+            elif svc.queue.position(job) == 0:
                 st = job.state
                 # yield first, then report progress: a yield hides the bar until the next progress update
-                if last_pos != 0:
-                    last_pos = 0
+                if not running:
+                    running = True
                     yield {tab.status: "Sampling…"}
                 img = st.current_image
                 if img is not None and st.preview_id != last_preview:
