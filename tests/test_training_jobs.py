@@ -174,6 +174,30 @@ def test_fifo_a_checkpoint_load_waits_for_training_and_everything_behind_it_too(
     assert order == ["load", "gen"] and trainer.seen_during_pause == []
 
 
+def test_training_jobs_at_once_limit_and_stopping_only_ones_own_runs(env, monkeypatch) -> None:
+    """max_training_jobs (Settings → Server): a run over the limit is a 429 LimitError naming it; a user
+    who is no admin stops only their own runs (the Train tab's Interrupt passes their name)."""
+    import webui.training.embedding_train as et
+    from webui.services.limits import LimitError
+    monkeypatch.setattr(et, "train_embedding", HookTrainer(step_delay=0.02))
+    (env.root / "embeddings" / "t9.pt").write_bytes(b"x")  # the name must exist (the trainer is the hook above)
+    env.training.settings.update({"max_training_jobs": 1})
+    try:
+        params = EmbeddingTrainParams(embedding_name="t9", data_root=str(env.data), steps=400, create_image_every=0)
+        job = env.training.submit_train_embedding(params, owner="alice")
+        with pytest.raises(LimitError) as e:
+            env.training.submit_train_embedding(params, owner="bob")
+        assert e.value.status == 429 and "limit of training jobs at once is 1" in str(e.value)
+        wait_until(lambda: job.state.sampling_step >= 2)
+        assert job.owner == "alice" and not env.training.interrupt_training("bob")  # bob has no run to stop
+        assert not job.state.interrupted
+        assert env.training.interrupt_training("alice")
+        outcome = job.result(60)
+        assert outcome.interrupted and outcome.step < 400
+    finally:
+        env.training.settings.update({"max_training_jobs": 0})
+
+
 def test_interrupting_a_served_generation_does_not_stop_training(env) -> None:
     trainer = HookTrainer(step_delay=0.02)
     params = EmbeddingTrainParams(embedding_name="t3", data_root=str(env.data), steps=30, create_image_every=0)
