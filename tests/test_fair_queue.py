@@ -10,7 +10,7 @@ import time
 import pytest
 
 from webui.serving.fair_queue import fair_order, pick_next
-from webui.services.jobs import JobQueue, JobState
+from webui.services.jobs import JobQueue, JobState, TaskIdError
 from webui.services.limits import LimitError, check_request_size
 
 
@@ -114,6 +114,9 @@ def test_limits_and_stopping_one_job(queue: JobQueue) -> None:
     rec.gate.set()
     gate.result(30)
     assert queue.stop(gate) == "finished"
+    # a finished job's id stays its owner's (a reloaded page restores it); the owner may reuse it
+    with pytest.raises(TaskIdError, match="another user's recent job"):
+        queue.submit(rec.job("x"), task_id=gate.task_id, owner="bob")
     deadline = time.time() + 10
     while queue.queued() or queue.current is not None:
         assert time.time() < deadline

@@ -161,6 +161,8 @@ class JobQueue:
                 old = self._known.get(task_id)
                 if old is not None and not old.future.done():
                     raise TaskIdError(f"task id {task_id} is already queued or running")
+                if old is not None and old.owner != owner:  # its owner may still restore its result
+                    raise TaskIdError(f"task id {task_id} is another user's recent job")
             else:
                 task_id = new_task_id(label)
                 while task_id in self._known:
