@@ -140,7 +140,7 @@ def test_reload_reattaches_to_its_job_and_keeps_the_last_result(page: Any, ui_se
     page.wait_for_selector("#txt2img_prompt textarea")
     # reattached to the queued job (it was not dropped when the old page went away)
     page.wait_for_function("() => { const s = document.querySelector('#txt2img_status');"
-                           " return s && s.innerText.includes('Waiting in queue: position 1'); }", timeout=120_000)
+                           " return s && s.innerText.includes('In queue: 1/1'); }", timeout=120_000)
     assert requests.get(f"{ui_server.url}/internal/pending-tasks", timeout=10).json() == pending
     assert page.input_value("#txt2img_prompt textarea") == "a blue square kept after reload"
     requests.post(ui_server.api("interrupt"), timeout=10)  # the blocker stops; the page's job runs

@@ -175,6 +175,30 @@ def test_fifo_a_checkpoint_load_waits_for_training_and_everything_behind_it_too(
     assert order == ["load", "gen"] and trainer.seen_during_pause == []
 
 
+def test_training_jobs_at_once_limit_and_stopping_only_ones_own_runs(env, monkeypatch) -> None:
+    """max_training_jobs (Settings → Server): a run over the limit is a 429 LimitError naming it; a user
+    who is no admin stops only their own runs (the Train tab's Interrupt passes their name)."""
+    import webui.training.embedding_train as et
+    from webui.services.limits import LimitError
+    monkeypatch.setattr(et, "train_embedding", HookTrainer(step_delay=0.02))
+    (env.root / "embeddings" / "t9.pt").write_bytes(b"x")  # the name must exist (the trainer is the hook above)
+    env.training.settings.update({"max_training_jobs": 1})
+    try:
+        params = EmbeddingTrainParams(embedding_name="t9", data_root=str(env.data), steps=400, create_image_every=0)
+        job = env.training.submit_train_embedding(params, owner="alice")
+        with pytest.raises(LimitError) as e:
+            env.training.submit_train_embedding(params, owner="bob")
+        assert e.value.status == 429 and "limit of training jobs at once is 1" in str(e.value)
+        wait_until(lambda: job.state.sampling_step >= 2)
+        assert job.owner == "alice" and not env.training.interrupt_training("bob")  # bob has no run to stop
+        assert not job.state.interrupted
+        assert env.training.interrupt_training("alice")
+        outcome = job.result(60)
+        assert outcome.interrupted and outcome.step < 400
+    finally:
+        env.training.settings.update({"max_training_jobs": 0})
+
+
 def test_interrupting_a_served_generation_does_not_stop_training(env) -> None:
     trainer = HookTrainer(step_delay=0.02)
     params = EmbeddingTrainParams(embedding_name="t3", data_root=str(env.data), steps=30, create_image_every=0)
@@ -327,7 +351,9 @@ def test_train_tab_starts_a_run_polls_its_progress_and_loss_and_stops_polling(en
 
     trainer = HookTrainer(step_delay=0.03)
     monkeypatch.setattr(et, "train_embedding", trainer)
-    svc = SimpleNamespace(training=env.training, paths=SimpleNamespace(data_dir=env.root), queue=env.queue)
+    from webui.serving.accounts import NO_ACCOUNTS
+    svc = SimpleNamespace(training=env.training, paths=SimpleNamespace(data_dir=env.root), queue=env.queue,
+                          accounts=NO_ACCOUNTS)
     (env.root / "embeddings" / "uiemb.pt").write_bytes(b"x")
     with gr.Blocks() as demo:
         tab = create_train_tab(svc)
@@ -340,9 +366,10 @@ def test_train_tab_starts_a_run_polls_its_progress_and_loss_and_stops_polling(en
     common = ["disabled", "0.1", 1, 1, str(env.data), "ti_logs", "style_filewords.txt", 512, 512, False, 40, 0, 0,
               False, True, False, False, 0, "once"]
     with pytest.warns(UserWarning, match="does not exist"):
-        wid, info, err, shown, timer = start("uiemb", "0.5", *common[:4], str(env.root / "nope"), *common[5:])
+        # the handler's first argument is the event's gr.Request (None here: no accounts, an unnamed caller)
+        wid, info, err, shown, timer = start(None, "uiemb", "0.5", *common[:4], str(env.root / "nope"), *common[5:])
     assert wid == "" and "does not exist" in err and timer.active is False
-    wid, info, err, shown, timer = start("uiemb", "0.5", *common)
+    wid, info, err, shown, timer = start(None, "uiemb", "0.5", *common)
     assert wid and err == "" and timer.active is True
     texts, plots = [], []
     deadline = time.time() + 60

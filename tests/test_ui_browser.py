@@ -279,7 +279,7 @@ def test_queue_position_while_an_api_job_runs(page: Any, ui_server: Server) -> N
         set_number(page, "txt2img_height", 64)
         page.click("#txt2img_generate")
         page.wait_for_function("() => (document.querySelector('#txt2img_status textarea')?.value || '')"
-                               ".includes('Waiting in queue: position 1')")
+                               ".includes('In queue: 1/1')")
     finally:
         requests.post(ui_server.api("interrupt"), timeout=10)
         t.join(120)

@@ -324,6 +324,13 @@ OPTIONS: dict[str, OptionInfo] = {
                                                    "Training", "number", minimum=1, step=1),
     "training_write_csv_every": OptionInfo(500, "Save a csv containing the loss to the log directory every N "
                                                 "steps, 0 to disable", "Training", "number", minimum=0, step=1),
+    # --- Server: what one user may ask of a shared server (webui/services/limits.py; 0 = no limit)
+    "queue_max_jobs_per_user": OptionInfo(0, "Maximum queued jobs per user (more are refused with 429; "
+                                             "0 = no limit)", "Server", "number", minimum=0, step=1),
+    "max_images_per_request": OptionInfo(0, "Maximum images per request (batch size × batch count; "
+                                            "0 = no limit)", "Server", "number", minimum=0, step=1),
+    "max_training_jobs": OptionInfo(0, "Maximum training jobs at once, queued or running (0 = no limit)",
+                                    "Server", "number", minimum=0, step=1),
 }
 
 

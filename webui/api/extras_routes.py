@@ -10,12 +10,14 @@ import base64
 import io
 from typing import Any, Literal
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Request
 from PIL import Image, PngImagePlugin
 from pydantic import BaseModel, ConfigDict, Field
 
 from webui.imaging.decode import ImageInputError, decode_base64_image
 from webui.imaging.upscalers import UpscalerError
+from webui.serving.accounts import NO_ACCOUNTS, Accounts
+from webui.serving.caller import caller_from_scope
 from webui.services.extras import ExtrasError, ExtrasParams, ExtrasResult, ExtrasService
 
 
@@ -72,30 +74,31 @@ def encode_png_with_chunks(img: Image.Image, chunks: dict[str, str]) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _run(svc: ExtrasService, images: list[tuple[Any, str | None]], params: ExtrasParams, label: str) -> ExtrasResult:
+def _run(svc: ExtrasService, images: list[tuple[Any, str | None]], params: ExtrasParams, label: str,
+         owner: str) -> ExtrasResult:
     try:
-        return svc.submit(images, params, save=False, label=label).result()
+        return svc.submit(images, params, save=False, label=label, owner=owner).result()
     except (ExtrasError, UpscalerError, ImageInputError) as e:
         raise HTTPException(400, str(e)) from None
 
 
-def build_extras_router(svc: ExtrasService) -> APIRouter:
+def build_extras_router(svc: ExtrasService, accounts: Accounts = NO_ACCOUNTS) -> APIRouter:
     r = APIRouter(prefix="/sdapi/v1", tags=["sdapi"])
 
     @r.post("/extra-single-image")
-    def extra_single_image(req: ExtrasSingleImageRequest) -> dict[str, Any]:
+    def extra_single_image(req: ExtrasSingleImageRequest, request: Request) -> dict[str, Any]:
         params = req.params()
         try:
             img = decode_base64_image(req.image, "image")
         except ImageInputError as e:
             raise HTTPException(400, str(e)) from None
-        res = _run(svc, [(img, None)], params, "extras (api)")
+        res = _run(svc, [(img, None)], params, "extras (api)", caller_from_scope(request.scope, accounts).owner)
         if not res.images:
             raise HTTPException(409, "interrupted" if res.interrupted else "; ".join(res.errors) or "no result")
         return {"image": encode_png_with_chunks(res.images[0], res.pnginfo[0]), "html_info": res.html_info}
 
     @r.post("/extra-batch-images")
-    def extra_batch_images(req: ExtrasBatchImagesRequest) -> dict[str, Any]:
+    def extra_batch_images(req: ExtrasBatchImagesRequest, request: Request) -> dict[str, Any]:
         params = req.params()
         if not req.imageList:
             raise HTTPException(422, "imageList is empty: send [{data, name}, ...] with base64 images")
@@ -106,7 +109,7 @@ def build_extras_router(svc: ExtrasService) -> APIRouter:
                 images.append((decode_base64_image(f.data, what), f.name or None))
             except ImageInputError as e:
                 raise HTTPException(400, str(e)) from None
-        res = _run(svc, images, params, "extras batch (api)")
+        res = _run(svc, images, params, "extras batch (api)", caller_from_scope(request.scope, accounts).owner)
         return {"images": [encode_png_with_chunks(im, ch) for im, ch in zip(res.images, res.pnginfo)],
                 "html_info": res.html_info}
 

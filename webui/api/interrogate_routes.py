@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel
 
+from webui.serving.caller import caller_from_scope
 from webui.imaging.decode import ImageInputError, decode_base64_image
 from webui.imaging.interrogate import InterrogateError, Interrogator
 
@@ -21,7 +22,7 @@ def build_interrogate_router(svc: Any) -> APIRouter:
     interrogator = Interrogator(svc.paths.models_dir, device=device, option=svc.settings.get)
 
     @r.post("/interrogate")
-    def interrogate(req: InterrogateRequest) -> dict[str, str]:
+    def interrogate(req: InterrogateRequest, request: Request) -> dict[str, str]:
         if not req.image:
             raise HTTPException(422, "image is empty: send a base64 picture")
         try:
@@ -30,7 +31,8 @@ def build_interrogate_router(svc: Any) -> APIRouter:
             raise HTTPException(400, str(e)) from None
         try:
             # through the job queue: the models never load beside a generation
-            job = svc.queue.submit(lambda state: interrogator.interrogate(image, req.model), label="interrogate")
+            job = svc.queue.submit(lambda state: interrogator.interrogate(image, req.model), label="interrogate",
+                                   owner=caller_from_scope(request.scope, svc.accounts).owner)
             caption = job.result()
         except InterrogateError as e:
             raise HTTPException(404 if "unknown interrogation model" in str(e) else 400, str(e)) from None

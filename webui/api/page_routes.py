@@ -4,15 +4,17 @@
   its install folder), and only that file; 404 while it is absent. Gradio's file access is not
   opened to the data dir for it.
 * `GET /internal/job-progress`: the running job's progress and ETA, for the progress in the window
-  title while one of the page's generations runs.
+  title while one of the page's generations runs (with accounts: only when it is the caller's job;
+  `queued` counts the caller's own waiting jobs unless they are an admin).
 """
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse
 
+from webui.serving.caller import caller_from_scope
 from webui.ui.page_habits import SOUND_FILE, sound_path
 
 
@@ -28,10 +30,12 @@ def build_page_router(svc: Any) -> APIRouter:
         return FileResponse(path, media_type="audio/mpeg", headers={"Cache-Control": "no-cache"})
 
     @r.get("/internal/job-progress")
-    def job_progress() -> dict[str, Any]:
+    async def job_progress(request: Request) -> dict[str, Any]:
         """{active, queued, progress 0..1, eta seconds or None, textinfo} of the running job."""
-        state = svc.queue.current
-        queued = svc.queue.queued()
+        caller = caller_from_scope(request.scope, svc.accounts)
+        job = svc.queue.current_job
+        state = job.state if job is not None and caller.may_act_on(job.owner) else None
+        queued = svc.queue.queued() if caller.admin else svc.queue.queued(caller.owner)
         if state is None:
             return {"active": False, "queued": queued, "progress": 0.0, "eta": None, "textinfo": None}
         eta = state.eta()

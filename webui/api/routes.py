@@ -1,14 +1,16 @@
 """A1111-compatible HTTP API (/sdapi/v1/*): a thin skin over the services."""
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
 import math
 import time
-from typing import Any
+from typing import Any, Callable
 
-from fastapi import APIRouter, FastAPI, HTTPException, Request
+from fastapi import APIRouter, Body, FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -21,11 +23,14 @@ from webui.api.extensions_routes import build_extensions_router
 from webui.api.extras_routes import build_extras_router, upscaler_listing
 from webui.api.train_routes import build_train_router
 from webui.api.interrogate_routes import build_interrogate_router
+from webui.api.progress_routes import stop_task
 from webui.api.system_routes import build_modules_router, build_server_router
 from webui.engine.samplers import SAMPLERS, SCHEDULE_TYPES
 from webui.services.container import GenerationError, ModelLoadError, Services
 from webui.services.embedding_listing import embeddings_listing
-from webui.services.jobs import JobState, TaskIdError
+from webui.serving.caller import caller_from_scope
+from webui.services.jobs import Job, JobState, TaskIdError
+from webui.services.limits import LimitError
 from webui.imaging.decode import MAX_INPUT_SIDE, ImageInputError, decode_base64_image
 from webui.processing.checks import RequestValueError, check_option_value
 from webui.services.requests import LATENT_UPSCALE_MODES, Img2ImgRequest, Txt2ImgRequest
@@ -66,6 +71,33 @@ def encode_png(img: Image.Image, text: str | None = None) -> str:
         info.add_text("parameters", text)
     img.save(buf, format="PNG", pnginfo=info)
     return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+class StopRequest(BaseModel):
+    """Optional body of /interrupt and /skip (A1111 clients send none: the caller's running job)."""
+    id_task: str | None = Field(None, max_length=200, description="stop this job: cancel it while queued, "
+                                "interrupt (or skip) it while running")
+
+
+async def await_job(submit: Callable[[], Job]) -> Any:
+    """Queue a job from a worker thread (checks may read files) and wait for its result without
+    holding a thread: a long generation never ties up the pool that /progress and the rest answer from."""
+    try:
+        job = await run_in_threadpool(submit)
+    except TaskIdError as e:  # a force_task_id naming a job that still runs
+        raise HTTPException(409, str(e)) from None
+    except GenerationError as e:
+        raise generation_error(e) from None
+    try:
+        return await asyncio.wrap_future(job.future)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():  # the server is stopping this request: let it
+            raise
+        # the job was stopped while it waited (DELETE /internal/tasks, /interrupt with its id, a closed tab)
+        raise HTTPException(409, f"{job.task_id} was cancelled before it started") from None
+    except GenerationError as e:
+        raise generation_error(e) from None
 
 
 class PngInfoRequest(BaseModel):
@@ -290,54 +322,79 @@ def build_router(svc: Services) -> APIRouter:
         return {"images": images, "parameters": json_safe(params), "info": json.dumps(info, ensure_ascii=False)}
 
     @r.post("/txt2img")
-    def txt2img(req: Txt2ImgRequest) -> dict[str, Any]:
-        check_scripts(req)
-        if req.infotext:
-            _fill_from_infotext(req, svc)
-        try:
-            result = svc.submit_txt2img(req, save=req.save_images, label="txt2img (api)").result()
-        except TaskIdError as e:  # a force_task_id naming a job that still runs
-            raise HTTPException(409, str(e)) from None
-        except GenerationError as e:
-            raise generation_error(e) from None
-        return respond(req, result, req.model_dump(exclude={"infotext"}))
+    async def txt2img(req: Txt2ImgRequest, request: Request) -> dict[str, Any]:
+        owner = caller_from_scope(request.scope, svc.accounts).owner
+
+        def submit() -> Job:
+            check_scripts(req)
+            if req.infotext:
+                _fill_from_infotext(req, svc)
+            return svc.submit_txt2img(req, save=req.save_images, label="txt2img (api)", owner=owner)
+        result = await await_job(submit)
+        return await run_in_threadpool(respond, req, result, req.model_dump(exclude={"infotext"}))
 
     @r.post("/img2img")
-    def img2img(req: Img2ImgRequest) -> dict[str, Any]:
-        check_scripts(req)
-        if req.infotext:
-            _fill_from_infotext(req, svc)
-        if not req.init_images:
-            raise HTTPException(422, "init_images is empty: img2img needs at least one base64 image")
-        params = req.model_dump(exclude={"infotext"})
-        if not req.include_init_images:  # A1111 echoes the request without the images unless asked
-            params["init_images"] = None
-            params["mask"] = None
-        run = req.model_copy(update={
-            "init_images": [decode_image(im, f"init_images[{i}]") for i, im in enumerate(req.init_images)],
-            "mask": decode_image(req.mask, "mask") if req.mask else None,
-            "latent_mask": decode_image(req.latent_mask, "latent_mask") if req.latent_mask else None})
-        try:
-            result = svc.submit_img2img(run, save=req.save_images, label="img2img (api)").result()
-        except TaskIdError as e:  # a force_task_id naming a job that still runs
-            raise HTTPException(409, str(e)) from None
-        except GenerationError as e:
-            raise generation_error(e) from None
-        return respond(req, result, params)
+    async def img2img(req: Img2ImgRequest, request: Request) -> dict[str, Any]:
+        owner = caller_from_scope(request.scope, svc.accounts).owner
+        params: dict[str, Any] = {}
+
+        def submit() -> Job:
+            check_scripts(req)
+            if req.infotext:
+                _fill_from_infotext(req, svc)
+            if not req.init_images:
+                raise HTTPException(422, "init_images is empty: img2img needs at least one base64 image")
+            params.update(req.model_dump(exclude={"infotext"}))
+            if not req.include_init_images:  # A1111 echoes the request without the images unless asked
+                params["init_images"] = None
+                params["mask"] = None
+            run = req.model_copy(update={
+                "init_images": [decode_image(im, f"init_images[{i}]") for i, im in enumerate(req.init_images)],
+                "mask": decode_image(req.mask, "mask") if req.mask else None,
+                "latent_mask": decode_image(req.latent_mask, "latent_mask") if req.latent_mask else None})
+            return svc.submit_img2img(run, save=req.save_images, label="img2img (api)", owner=owner)
+        result = await await_job(submit)
+        return await run_in_threadpool(respond, req, result, params)
 
     @r.get("/progress")
-    def progress(skip_current_image: bool = False) -> dict[str, Any]:
-        return progress_dict(svc.queue.current, svc.queue.queued(), skip_current_image)
+    async def progress(request: Request, skip_current_image: bool = False) -> dict[str, Any]:
+        """The running job, as A1111, when it is the caller's (or the caller is an admin, or there are
+        no accounts); otherwise the idle answer with the caller's own queued count. Answered on the
+        event loop (no thread hop) except the preview's PNG, which is encoded in a worker thread."""
+        caller = caller_from_scope(request.scope, svc.accounts)
+        job = svc.queue.current_job
+        state = job.state if job is not None and caller.may_act_on(job.owner) else None
+        queued = svc.queue.queued() if caller.admin else svc.queue.queued(caller.owner)
+        image = state.current_image if state is not None and not skip_current_image else None
+        out = progress_dict(state, queued, True)
+        if image is not None:
+            out["current_image"] = await run_in_threadpool(encode_png, image)
+        return out
 
-    @r.post("/interrupt")
-    def interrupt() -> dict[str, Any]:
-        svc.queue.interrupt()
+    def stop(request: Request, body: StopRequest | None, action: str) -> dict[str, Any]:
+        caller = caller_from_scope(request.scope, svc.accounts)
+        if body is not None and body.id_task:
+            job = svc.queue.get(body.id_task)
+            if action == "skip" and job is not None and job.state.started and caller.may_act_on(job.owner):
+                job.state.skip()  # a running job skips its current image; a queued one is cancelled below
+                return {"id_task": body.id_task, "result": "skipped"}
+            return stop_task(svc.queue, caller, body.id_task)
+        job = svc.queue.current_job  # A1111: the running job; with accounts only the caller's own
+        if job is not None and caller.may_act_on(job.owner):
+            if action == "interrupt":
+                job.state.interrupt()
+            else:
+                job.state.skip()
         return {}
 
+    # flags on the job only (no lock held across anything slow): answered on the event loop
+    @r.post("/interrupt")
+    async def interrupt(request: Request, body: StopRequest | None = Body(None)) -> dict[str, Any]:
+        return stop(request, body, "interrupt")
+
     @r.post("/skip")
-    def skip() -> None:
-        svc.queue.skip()
-        return None
+    async def skip(request: Request, body: StopRequest | None = Body(None)) -> dict[str, Any] | None:
+        return stop(request, body, "skip") or None
 
     @r.post("/png-info")
     def png_info(body: PngInfoRequest) -> dict[str, Any]:
@@ -391,7 +448,7 @@ def _fill_from_infotext(req: Txt2ImgRequest, svc: Services) -> None:
 def install_api(app: FastAPI, svc: Services) -> None:
     app.include_router(build_router(svc))
     app.include_router(build_controlnet_router(svc))
-    app.include_router(build_extras_router(svc.extras))
+    app.include_router(build_extras_router(svc.extras, svc.accounts))
     app.include_router(build_extensions_router(svc))
     app.include_router(build_train_router(svc))
     app.include_router(build_modules_router(svc))
@@ -412,6 +469,12 @@ def install_api(app: FastAPI, svc: Services) -> None:
         # FastAPI's own handler, except that the refused input it echoes may be NaN or infinite
         # (JSON's NaN/Infinity literals parse to them), which its JSON encoder cannot write
         return JSONResponse(status_code=422, content={"detail": json_safe(jsonable_encoder(exc.errors()))})
+
+    @app.exception_handler(LimitError)
+    async def limit_error(request: Request, exc: LimitError) -> JSONResponse:
+        # a request over one of the server's limits (webui/services/limits.py): 429 or 422, naming it
+        return JSONResponse(status_code=exc.status,
+                            content={"error": "LimitError", "detail": str(exc), "body": "", "errors": ""})
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:

@@ -11,6 +11,7 @@ from typing import Any, Callable, Literal
 from fastapi import HTTPException
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from webui.services.limits import LimitError
 from webui.services.model_service import ModelLoadError
 from webui.services.training_jobs import TrainDoesNotFit, TrainInputNotFound
 from webui.services.training_owners import NotOwnerError
@@ -152,6 +153,8 @@ def train_answer(run: Callable[[], Any], what: str) -> TrainResponse:
         raise HTTPException(400, f"train {what} error: no model to train on: {e}") from None
     except DatasetLoadInterrupted:
         return TrainResponse(info="Training interrupted while preparing the dataset (nothing saved)")
+    except LimitError:
+        raise  # the app's handler answers 429 naming the limit
     except ValueError as e:
         raise HTTPException(422, f"train {what} error: {e}") from None
     except Exception as e:  # noqa: BLE001 - torch's own OOM, a file that cannot be written: the message goes back

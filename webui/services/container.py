@@ -14,7 +14,8 @@ from webui.models.registry import CheckpointRegistry
 from webui.serving.accounts import NO_ACCOUNTS, Accounts, load_accounts, redact_flags
 from webui.serving.path_guard import PathGuard, guard_from_args
 from webui.prompts.styles import PromptStyle, StyleDatabase
-from webui.services.jobs import Job, JobQueue
+from webui.services.jobs import SERVER_OWNER, Job, JobQueue
+from webui.services.limits import QUEUED_PER_USER, check_request_size, limit_value
 from webui.services.model_service import ModelLoadError, ModelService
 from webui.services.extras import ExtrasService, build_extras_service
 from webui.services.img2img import Img2ImgService
@@ -51,15 +52,20 @@ class Services:
     # set by the composition root: ask the server to shut down after the running requests (server-stop)
     stop_server: Callable[[], None] | None = None
 
-    def submit_txt2img(self, req: Txt2ImgRequest, *, save: bool, label: str = "txt2img") -> Job:
+    def submit_txt2img(self, req: Txt2ImgRequest, *, save: bool, label: str = "txt2img",
+                       owner: str = SERVER_OWNER) -> Job:
+        """Queue a generation for `owner` (LimitError when the request or the owner's queue is over a limit)."""
+        check_request_size(self.settings, req.batch_size, req.n_iter)
         self.txt2img.validate(req)  # fail before queueing
         return self.queue.submit(self._watched(lambda state: self.txt2img.run(req, state, save=save)), label=label,
-                                 task_id=req.force_task_id or None)
+                                 task_id=req.force_task_id or None, owner=owner)
 
-    def submit_img2img(self, req: Img2ImgRequest, *, save: bool, label: str = "img2img") -> Job:
+    def submit_img2img(self, req: Img2ImgRequest, *, save: bool, label: str = "img2img",
+                       owner: str = SERVER_OWNER) -> Job:
+        check_request_size(self.settings, req.batch_size, req.n_iter)
         self.img2img.validate(req)  # an unknown script fails here too, before queueing
         return self.queue.submit(self._watched(lambda state: self.img2img_scripts.run(req, state, save=save)),
-                                 label=label, task_id=req.force_task_id or None)
+                                 label=label, task_id=req.force_task_id or None, owner=owner)
 
     def _watched(self, run: Callable[[Any], GenerationResult]) -> Callable[[Any], GenerationResult]:
         """The job's peak memory goes with its result (shown under the gallery)."""
@@ -74,22 +80,24 @@ class Services:
         return memory_report(self.memory, self.models.caches() + [self.extras.upscalers.cache, self.extras.faces.cache])
 
     def submit_img2img_batch(self, req: Img2ImgRequest, input_dir: str, output_dir: str, mask_dir: str,
-                             label: str = "img2img batch") -> Job:
+                             label: str = "img2img batch", owner: str = SERVER_OWNER) -> Job:
         from webui.services.img2img_batch import check_dirs, run_batch
         check_dirs(input_dir, output_dir, mask_dir, self.path_guard())  # a missing folder fails before queueing
         self.pipeline.scripts.img2img.check_request(req.script_name, req.alwayson_scripts)
+        check_request_size(self.settings, req.batch_size, req.n_iter)  # per picture
         return self.queue.submit(lambda state: run_batch(self.img2img_scripts, req, input_dir, output_dir, mask_dir,
-                                                         state), label=label)
+                                                         state), label=label, owner=owner)
 
-    def select_checkpoint(self, name: str) -> str:
+    def select_checkpoint(self, name: str, owner: str = SERVER_OWNER) -> str:
         """Switch the model through the queue (never under a running job) and persist the choice."""
-        loaded = self.queue.call(lambda state: self.models.load(name), label="load checkpoint")
+        loaded = self.queue.call(lambda state: self.models.load(name), label="load checkpoint", owner=owner)
         self.settings.set("sd_model_checkpoint", loaded.info.title, notify=False)
         return loaded.info.title
 
     def merge_checkpoints(self, a: str | None, b: str | None, c: str | None, method: str, multiplier: float,
                           save_as_half: bool, custom_name: str = "", *, save_metadata: bool = True,
-                          add_merge_recipe: bool = True, copy_metadata: bool = True, config_source: int = 0) -> str:
+                          add_merge_recipe: bool = True, copy_metadata: bool = True, config_source: int = 0,
+                          owner: str = SERVER_OWNER) -> str:
         """Run A1111's merger through the job queue (never beside a generation) and list the result
         (the registry is rescanned, so every checkpoint list and GET /sd-models show it at once)."""
         from webui.models.merge import MergeRecipe, merge_checkpoints
@@ -116,7 +124,7 @@ class Services:
                              bool(save_as_half), out, save_metadata=bool(save_metadata),
                              add_merge_recipe=bool(add_merge_recipe), copy_metadata=bool(copy_metadata),
                              config_source=int(config_source))
-        path = self.queue.call(lambda state: merge_checkpoints(recipe), label="merge checkpoints")
+        path = self.queue.call(lambda state: merge_checkpoints(recipe), label="merge checkpoints", owner=owner)
         self.registry.refresh()
         return str(path)
 
@@ -174,6 +182,8 @@ def build_services(args: argparse.Namespace, paths: Paths) -> Services:
     models.loras.set_cache_mb(int(settings.get("lora_cache_mb")))
     settings.on_change("lora_cache_mb", lambda v: models.loras.set_cache_mb(int(v)))
     queue = JobQueue()
+    queue.max_queued_per_owner = int(limit_value(settings, QUEUED_PER_USER))
+    settings.on_change(QUEUED_PER_USER, lambda v: setattr(queue, "max_queued_per_owner", int(float(v or 0))))
     styles = StyleDatabase(paths.styles_file)
     extras = build_extras_service(args, paths, settings, queue, memory)
     extras.path_guard = path_guard  # batch-from-directory folders confined when exposed

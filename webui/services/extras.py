@@ -25,7 +25,7 @@ from webui.imaging.face_restore import FaceRestorers
 from webui.imaging.upscalers import UpscalerError, UpscalerRegistry, scaled_size
 from webui.infotext import quote, read_info_from_image
 from webui.outputs import save_image, save_image_named
-from webui.services.jobs import Interrupted, Job, JobQueue, JobState, Skipped
+from webui.services.jobs import SERVER_OWNER, Interrupted, Job, JobQueue, JobState, Skipped
 from webui.settings import Settings
 
 RESIZE_MODES = ("Scale by", "Scale to")
@@ -344,19 +344,20 @@ class ExtrasService:
 
     # ------------------------------------------------------------ through the queue
     def submit(self, images: list[tuple[Image.Image | Path, str | None]], p: ExtrasParams, *, save: bool,
-               label: str = "extras") -> Job:
+               label: str = "extras", owner: str = SERVER_OWNER) -> Job:
         self.validate(p)
         if not images:
             raise ExtrasError("image not selected")
-        return self.queue.submit(lambda state: self.run(images, p, state, save=save), label=label)
+        return self.queue.submit(lambda state: self.run(images, p, state, save=save), label=label, owner=owner)
 
     def submit_directory(self, input_dir: str, output_dir: str, p: ExtrasParams, *, show_results: bool = True,
-                         label: str = "extras (directory)") -> Job:
+                         label: str = "extras (directory)", owner: str = SERVER_OWNER) -> Job:
         self.validate(p)
         files = self.directory_files(input_dir, output_dir)
         out = Path(output_dir.strip()).expanduser() if output_dir and output_dir.strip() else None
         return self.queue.submit(lambda state: self.run([(f, f.name) for f in files], p, state, save=True,
-                                                        output_dir=out, keep_results=show_results), label=label)
+                                                        output_dir=out, keep_results=show_results), label=label,
+                                 owner=owner)
 
 
 __all__ = ["ExtrasError", "ExtrasParams", "ExtrasResult", "ExtrasService", "RESIZE_MODES", "UpscalerError"]

@@ -1,4 +1,4 @@
-"""One job queue for the UI and the API: jobs run one at a time, in arrival order.
+"""One job queue for the UI and the API: jobs run one at a time, fairly across their owners.
 
 The running job's `JobState` is what `/sdapi/v1/progress` and the UI's progress bar read;
 interrupt and skip are flags on it that the denoising loop checks every step.
@@ -6,6 +6,10 @@ interrupt and skip are flags on it that the denoising loop checks every step.
 Every job has A1111's task id (`task(<kind>-<7 random A-Z0-9>)`, or the caller's own through
 `force_task_id`); queued, running and the last `KEEP_FINISHED` finished jobs can be looked up by it,
 so `/internal/progress` answers for them and a reloaded page reattaches to its job or shows its result.
+
+Every job has an owner (the account, the browser session without accounts, or SERVER_OWNER for the
+server's own work). The next job is chosen round-robin across owners (webui/serving/fair_queue.py),
+and a queue place shown anywhere is the place in that order.
 """
 from __future__ import annotations
 
@@ -20,6 +24,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from PIL import Image
+
+from webui.serving.fair_queue import fair_order, pick_next
+from webui.services.limits import LimitError
+
+SERVER_OWNER = "server"  # the server's own jobs (the start-up checkpoint load): never limited
 
 
 class Interrupted(Exception):
@@ -97,6 +106,7 @@ class Job:
     future: Future = field(default_factory=Future)
     watchers: int = 0  # pages following this job now (a queued job nobody follows any more is dropped)
     worker: threading.Thread | None = field(default=None, repr=False)  # the queue's worker thread
+    owner: str = SERVER_OWNER  # who queued it: only they (or an admin) may stop it or see its previews
 
     def result(self, timeout: float | None = None) -> Any:
         if self.worker is threading.current_thread() and not self.future.done():
@@ -132,18 +142,27 @@ def new_task_id(kind: str) -> str:
 class JobQueue:
     def __init__(self) -> None:
         self._cv = threading.Condition()
-        self._pending: list[Job] = []
+        self._pending: list[Job] = []  # arrival order; the fair policy picks from it
         self._current: Job | None = None
         self._known: OrderedDict[str, Job] = OrderedDict()  # task id -> job: queued, running, recent finished
+        self._last_start: dict[str, int] = {}  # owner -> sequence number of their newest started job
+        self._starts = 0
         self._closed = False
+        self.max_queued_per_owner = 0  # the "queued jobs per user" limit (0 = none); set from the settings
         self._thread = threading.Thread(target=self._worker, name="job-worker", daemon=True)
         self._thread.start()
 
-    def submit(self, fn: Callable[[JobState], Any], label: str = "job", task_id: str | None = None) -> Job:
-        """Queue `fn`; `task_id` is the caller's id (A1111's `force_task_id`), else a new one."""
+    def submit(self, fn: Callable[[JobState], Any], label: str = "job", task_id: str | None = None,
+               owner: str = SERVER_OWNER) -> Job:
+        """Queue `fn` for `owner`; `task_id` is the caller's id (A1111's `force_task_id`), else a new one.
+        Raises LimitError (429) when the owner already has `max_queued_per_owner` jobs waiting."""
         with self._cv:
             if self._closed:
                 raise RuntimeError("server is shutting down")
+            limit = int(self.max_queued_per_owner or 0)
+            if limit and owner != SERVER_OWNER and self._waiting_of(owner) >= limit:
+                raise LimitError(f"you already have {limit} jobs waiting in the queue: the server's limit of "
+                                 f"queued jobs per user is {limit} (queue_max_jobs_per_user)", 429)
             if task_id is not None:
                 task_id = str(task_id).strip()
                 if not task_id or len(task_id) > TASK_ID_MAX:
@@ -151,11 +170,13 @@ class JobQueue:
                 old = self._known.get(task_id)
                 if old is not None and not old.future.done():
                     raise TaskIdError(f"task id {task_id} is already queued or running")
+                if old is not None and old.owner != owner:  # its owner may still restore its result
+                    raise TaskIdError(f"task id {task_id} is another user's recent job")
             else:
                 task_id = new_task_id(label)
                 while task_id in self._known:
                     task_id = new_task_id(label)
-            job = Job(state=JobState(job_id=task_id, label=label), fn=fn, worker=self._thread)
+            job = Job(state=JobState(job_id=task_id, label=label), fn=fn, worker=self._thread, owner=str(owner))
             self._known.pop(task_id, None)
             self._known[task_id] = job
             self._pending.append(job)
@@ -166,24 +187,39 @@ class JobQueue:
         """True inside a running job (in the worker thread)."""
         return threading.current_thread() is self._thread
 
-    def call(self, fn: Callable[[JobState], Any], label: str = "job") -> Any:
+    def call(self, fn: Callable[[JobState], Any], label: str = "job", owner: str = SERVER_OWNER) -> Any:
         """Run ``fn`` as a job and return its result.  Called from inside a running job (a script
         switching the checkpoint, a listener fired by a job), it runs at once in place, under the
         running job's state: nothing else runs meanwhile, and queueing it would wait forever."""
         if self.on_worker():
             job = self._current
             return fn(job.state if job is not None else JobState(job_id=new_task_id(label), label=label))
-        return self.submit(fn, label).result()
+        return self.submit(fn, label, owner=owner).result()
 
     def get(self, task_id: str) -> Job | None:
         """The queued, running or recently finished job with this task id."""
         with self._cv:
             return self._known.get(task_id)
 
+    def _waiting(self) -> list[Job]:
+        """Queued jobs in the order they will start (call with the lock held)."""
+        live = [j for j in self._pending if not j.future.cancelled()]
+        return fair_order(live, _owner_of, self._last_start)
+
+    def _waiting_of(self, owner: str) -> int:
+        return sum(1 for j in self._pending if j.owner == owner and not j.future.cancelled())
+
     def pending_ids(self) -> list[str]:
         """Task ids of the queued jobs, the next one first."""
         with self._cv:
-            return [j.task_id for j in self._pending]
+            return [j.task_id for j in self._waiting()]
+
+    def place(self, job: Job) -> tuple[int, int]:
+        """(k, N): the job is k-th of the N queued jobs in the order they will start; (0, N) when it is
+        not queued (running or done)."""
+        with self._cv:
+            order = self._waiting()
+            return (order.index(job) + 1 if job in order else 0), len(order)
 
     def watch(self, job: Job) -> None:
         with self._cv:
@@ -212,18 +248,33 @@ class JobQueue:
         with self._cv:
             if job is self._current:
                 return 0
-            if job in self._pending:
-                return self._pending.index(job) + (1 if self._current else 0)
+            order = self._waiting()
+            if job in order:
+                return order.index(job) + (1 if self._current else 0)
             return -1
 
-    def queued(self) -> int:
+    def queued(self, owner: str | None = None) -> int:
+        """How many jobs wait (only `owner`'s when given)."""
         with self._cv:
-            return len(self._pending)
+            if owner is not None:
+                return self._waiting_of(owner)
+            return sum(1 for j in self._pending if not j.future.cancelled())
+
+    def count_unfinished(self, label_prefix: str) -> int:
+        """Queued and running jobs whose label starts with `label_prefix` (e.g. training runs)."""
+        with self._cv:
+            jobs = [j for j in self._known.values() if not j.future.done()]
+            return sum(1 for j in jobs if j.state.label.startswith(label_prefix))
 
     @property
     def current(self) -> JobState | None:
         job = self._current
         return job.state if job else None
+
+    @property
+    def current_job(self) -> Job | None:
+        """The running job (while a training run serves a generation between its steps: that one)."""
+        return self._current
 
     def interrupt(self) -> None:
         job = self._current
@@ -234,6 +285,16 @@ class JobQueue:
         job = self._current
         if job:
             job.state.skip()
+
+    def stop(self, job: Job) -> str:
+        """Cancel `job` when it waits, interrupt it when it runs: "cancelled", "interrupted" or
+        "finished" (nothing left to stop)."""
+        if self.cancel(job):
+            return "cancelled"
+        if job.future.done():
+            return "finished"
+        job.state.interrupt()
+        return "interrupted"
 
     def cancel(self, job: Job) -> bool:
         """Remove a job that has not started (the UI calls this when its browser tab goes away)."""
@@ -252,28 +313,40 @@ class JobQueue:
     def head(self) -> JobState | None:
         """The state of the job that runs next (None when nothing waits)."""
         with self._cv:
-            return self._pending[0].state if self._pending else None
+            job = self._next()
+            return job.state if job else None
+
+    def _next(self) -> Job | None:
+        """The job the fair policy starts next (lock held); cancelled ones are dropped on the way."""
+        self._pending = [j for j in self._pending if not j.future.cancelled()]
+        return pick_next(self._pending, _owner_of, self._last_start)
+
+    def _take(self, job: Job) -> None:
+        """Make `job` current (lock held) and note when its owner last started one."""
+        self._pending.remove(job)
+        self._starts += 1
+        self._last_start[job.owner] = self._starts
+        self._current = job
 
     def run_waiting_inline(self, state: JobState, accept: Callable[[JobState], bool] | None = None) -> int:
         """Run the jobs waiting behind the running job (whose state is `state`) right now, in the
         calling worker thread, then make that job current again; returns how many ran.
 
         A long job (training) calls this between its steps so generations are served meanwhile.
-        FIFO holds: jobs are taken from the head only, and the first one `accept` refuses (e.g. a
-        checkpoint load) stops the round, so it and everything behind it wait for the long job.
-        While an inline job runs it is `current`, so /progress shows it and Interrupt stops it,
-        not the long job."""
+        The fair order holds: jobs are taken in the order the worker would take them, and the first
+        one `accept` refuses (e.g. a checkpoint load) stops the round, so it and everything behind it
+        wait for the long job. While an inline job runs it is `current`, so /progress shows it and
+        Interrupt stops it, not the long job."""
         ran = 0
         while True:
             with self._cv:
                 owner = self._current
-                if owner is None or owner.state is not state or not self._pending:
+                if owner is None or owner.state is not state:
                     return ran
-                job = self._pending[0]
-                if accept is not None and not accept(job.state):
+                job = self._next()
+                if job is None or (accept is not None and not accept(job.state)):
                     return ran
-                self._pending.pop(0)
-                self._current = job
+                self._take(job)
             try:
                 self._run(job)
             finally:
@@ -302,12 +375,17 @@ class JobQueue:
     def _worker(self) -> None:
         while True:
             with self._cv:
-                while not self._pending and not self._closed:
+                job = self._next()
+                while job is None and not self._closed:
                     self._cv.wait()
-                if self._closed and not self._pending:
+                    job = self._next()
+                if job is None:
                     return
-                job = self._pending.pop(0)
-                self._current = job
+                self._take(job)
             self._run(job)
             with self._cv:
                 self._current = None
+
+
+def _owner_of(job: Job) -> str:
+    return job.owner

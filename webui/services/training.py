@@ -15,7 +15,7 @@ from typing import Any, Sequence
 from webui.networks.embeddings import EMBEDDING_SUFFIXES
 from webui.networks.hypernetworks import HYPERNET_SUFFIXES
 from webui.services import training_jobs as tj
-from webui.services.jobs import JobQueue, JobState
+from webui.services.jobs import SERVER_OWNER, JobQueue, JobState
 from webui.services.model_service import ModelService
 from webui.services.training_owners import TrainOwners
 from webui.serving.caller import Caller
@@ -137,7 +137,7 @@ class TrainingService:
         def train(run: Any, p: EmbeddingTrainParams) -> TrainOutcome:
             from webui.training.embedding_train import train_embedding
             return train_embedding(run, p)
-        return self._track(tj.submit_training(ctx, "train-embedding", params, train), "embedding",
+        return self._track(tj.submit_training(ctx, "train-embedding", params, train, owner=_owner(caller)), "embedding",
                            params.embedding_name, params.log_directory)
 
     def submit_train_hypernetwork(self, params: HypernetworkTrainParams, caller: Caller | None = None) -> Any:
@@ -148,7 +148,7 @@ class TrainingService:
         def train(run: Any, p: HypernetworkTrainParams) -> TrainOutcome:
             from webui.training.hypernetwork_train import train_hypernetwork
             return train_hypernetwork(run, p)
-        return self._track(tj.submit_training(ctx, "train-hypernetwork", params, train), "hypernetwork",
+        return self._track(tj.submit_training(ctx, "train-hypernetwork", params, train, owner=_owner(caller)), "hypernetwork",
                            params.hypernetwork_name, params.log_directory)
 
     def submit_train_lora(self, params: LoraTrainParams, caller: Caller | None = None) -> Any:
@@ -159,7 +159,8 @@ class TrainingService:
         def train(run: Any, p: LoraTrainParams) -> TrainOutcome:
             from webui.training.lora_train import train_lora
             return train_lora(run, p)
-        return self._track(tj.submit_training(ctx, "train-lora", params, train, bool(params.gradient_checkpointing)),
+        return self._track(tj.submit_training(ctx, "train-lora", params, train, bool(params.gradient_checkpointing),
+                                              owner=_owner(caller)),
                            "lora", params.name, params.log_directory)
 
     def _track(self, job: Any, kind: str, name: str, log_directory: str) -> Any:
@@ -171,10 +172,10 @@ class TrainingService:
         """Queued and running train jobs, oldest first (a page opened later follows them)."""
         return [j.train_run for j in self._runs if not j.future.done()]
 
-    def interrupt_training(self) -> bool:
+    def interrupt_training(self, owner: str | None = None) -> bool:
         """Stop the running training (even while a generation is served between its steps) and drop
-        queued ones; False when none was queued or running."""
-        runs = [j for j in self._runs if not j.future.done()]
+        queued ones (only `owner`'s when given); False when none was queued or running."""
+        runs = [j for j in self._runs if not j.future.done() and (owner is None or j.owner == owner)]
         for job in runs:
             if not self.queue.cancel(job):
                 job.state.interrupt()
@@ -222,3 +223,8 @@ class _NoSettings:
 
 
 __all__ = ["ActiveRun", "Created", "TrainingService"]
+
+
+def _owner(caller: Caller | None) -> str:
+    """Whose job a run is: the caller's, or the server's for in-process calls without one."""
+    return caller.owner if caller is not None else SERVER_OWNER

@@ -21,7 +21,8 @@ from PIL import Image
 
 from webui.memory.estimates import MB, training_activation_bytes
 from webui.networks.embeddings import EMBEDDING_SUFFIXES
-from webui.services.jobs import Job, JobQueue, JobState
+from webui.services.jobs import SERVER_OWNER, Job, JobQueue, JobState
+from webui.services.limits import TRAINING_AT_ONCE, LimitError, limit_value
 from webui.training.params import (CommonTrainParams, EmbeddingTrainParams, HypernetworkTrainParams,
                                    LoraTrainParams)
 from webui.training.run import TrainOutcome, TrainPaths, TrainRun
@@ -287,8 +288,14 @@ def refresh_lists(ctx: TrainContext, model: Any) -> None:
 
 
 def submit_training(ctx: TrainContext, label: str, params: CommonTrainParams,
-                    trainer: Callable[[TrainRun, Any], TrainOutcome], gradient_checkpointing: bool = False) -> Job:
-    """Queue one run; the job's result is the trainer's TrainOutcome."""
+                    trainer: Callable[[TrainRun, Any], TrainOutcome], gradient_checkpointing: bool = False,
+                    owner: str = SERVER_OWNER) -> Job:
+    """Queue one run for `owner`; the job's result is the trainer's TrainOutcome. LimitError (429)
+    when the server's limit of training jobs at once is reached."""
+    limit = int(limit_value(ctx.settings, TRAINING_AT_ONCE))
+    if limit and ctx.queue.count_unfinished("train-") >= limit:
+        raise LimitError(f"{limit} training job{'s are' if limit > 1 else ' is'} already queued or running: the "
+                         f"server's limit of training jobs at once is {limit} ({TRAINING_AT_ONCE})", 429)
     cur = ctx.models.current
     if cur is not None:  # fail before queueing when the model is there to measure
         check_memory(ctx, cur, params, gradient_checkpointing)
@@ -311,7 +318,7 @@ def submit_training(ctx: TrainContext, label: str, params: CommonTrainParams,
         log.info("%s: %s (%.1f s)", label, outcome.info.replace("\n", "; "), time.time() - started)
         return outcome
 
-    return ctx.queue.submit(job, label=label)
+    return ctx.queue.submit(job, label=label, owner=owner)
 
 
 __all__ = ["GENERATION_LABELS", "TrainContext", "TrainDoesNotFit", "TrainInputNotFound", "check_dataset",

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 
 from webui.ui.common import md_escape
+from webui.ui.page_caller import page_owner
 from webui.ui.gallery_buttons import GalleryButtons, connect_file_buttons, create_gallery_buttons
 
 if TYPE_CHECKING:
@@ -168,8 +169,9 @@ def create_extras_tab(svc: "Services") -> ExtrasTab:
 
     def run(mode: int, img: Any, batch: list[str] | None, in_dir: str, out_dir: str, show: bool, rmode: int,
             by: float, max_len: Any, w: Any, h: Any, crop_: bool, u1: str | None, u2: str | None, vis: float,
-            gfp_vis: float, cf_vis: float, cf_weight: float,
+            gfp_vis: float, cf_vis: float, cf_weight: float, request: gr.Request,
             progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
+        owner = page_owner(svc, request)
         p = ExtrasParams(resize_mode=int(rmode or 0), upscaling_resize=float(by), max_side_length=int(max_len or 0),
                          upscaling_resize_w=int(w), upscaling_resize_h=int(h), upscaling_crop=bool(crop_),
                          upscaler_1=u1 or "None", upscaler_2=u2 or "None",
@@ -177,15 +179,15 @@ def create_extras_tab(svc: "Services") -> ExtrasTab:
                          codeformer_visibility=float(cf_vis or 0), codeformer_weight=float(cf_weight or 0))
         try:
             if mode == 2:
-                job = ex.submit_directory(in_dir or "", out_dir or "", p, show_results=bool(show))
+                job = ex.submit_directory(in_dir or "", out_dir or "", p, show_results=bool(show), owner=owner)
             elif mode == 1:
                 if not batch:
                     raise ExtrasError("no files: drop images into Batch Process first")
-                job = ex.submit([(Path(f), Path(f).name) for f in batch], p, save=True)
+                job = ex.submit([(Path(f), Path(f).name) for f in batch], p, save=True, owner=owner)
             else:
                 if img is None:
                     raise ExtrasError("image not selected: drop an image into Source first")
-                job = ex.submit([(img, None)], p, save=True)
+                job = ex.submit([(img, None)], p, save=True, owner=owner)
             while not job.future.done():  # the queue runs it; show where it is
                 st = job.state
                 pos = svc.queue.position(job)

@@ -17,6 +17,7 @@ import gradio as gr
 from webui.ui.gallery_values import infotext_for_index, infotext_html
 
 if TYPE_CHECKING:
+    from webui.serving.caller import Caller
     from webui.services.container import Services
     from webui.services.jobs import Job
     from webui.ui.txt2img import Txt2ImgTab
@@ -36,6 +37,21 @@ def create_task_state(mode: str) -> gr.BrowserState:
     return gr.BrowserState("", storage_key=f"{mode}_task_id", secret=_BROWSER_SECRET)
 
 
+def page_job(svc: "Services", caller: "Caller", task_id: str | None) -> "Job | None":
+    """The job a page's Interrupt / Skip acts on: the running job for an admin (everyone without
+    accounts: A1111's global buttons), otherwise the page's own job (its task id) when the caller owns it."""
+    if caller.admin:
+        return svc.queue.current_job
+    job = svc.queue.get(task_id) if isinstance(task_id, str) and task_id else None
+    return job if job is not None and job.owner == caller.owner and not job.future.done() else None
+
+
+def may_restore(caller: "Caller", job: "Job") -> bool:
+    """A reloaded page shows only its own user's job. Without accounts the browser session changes
+    with each reload, so every job may come back, as in A1111."""
+    return not caller.accounts or job.owner == caller.owner
+
+
 def fail(tab: "Txt2ImgTab", message: str) -> dict:
     gr.Warning(message, title="Generation failed")
     return {tab.status: f"Error: {message}"}
@@ -43,22 +59,23 @@ def fail(tab: "Txt2ImgTab", message: str) -> dict:
 
 def follow(svc: "Services", job: "Job", tab: "Txt2ImgTab", progress: Any) -> Iterator[dict]:
     """Stream the job's queue place, progress and previews until it is done."""
-    last_pos: int | None = None
+    last_place: tuple[int, int] | None = None
+    running = False
     last_preview = -1
     svc.queue.watch(job)
     try:
         while not job.future.done():
-            pos = svc.queue.position(job)
-            if pos > 0:
-                if pos != last_pos:
-                    last_pos = pos
-                    yield {tab.status: f"Waiting in queue: position {pos}"}
-                progress(0.0, desc=f"Waiting in queue: position {pos}")
-            elif pos == 0:
+            place, size = svc.queue.place(job)  # k of N in the order the fair queue will take them
+            if place:
+                if (place, size) != last_place:
+                    last_place = (place, size)
+                    yield {tab.status: f"In queue: {place}/{size}"}  # A1111's words
+                progress(0.0, desc=f"In queue: {place}/{size}")
+            elif svc.queue.position(job) == 0:
                 st = job.state
                 # yield first, then report progress: a yield hides the bar until the next progress update
-                if last_pos != 0:
-                    last_pos = 0
+                if not running:
+                    running = True
                     yield {tab.status: "Sampling…"}
                 img = st.current_image
                 if img is not None and st.preview_id != last_preview:
@@ -122,10 +139,13 @@ def connect_restore(svc: "Services", demo: gr.Blocks, tab: "Txt2ImgTab") -> None
     mode = "img2img" if tab.img2img is not None else "txt2img"
     outputs = [tab.gallery, tab.info, tab.status, tab.gen_info, tab.selected, tab.prompt, tab.neg_prompt]
 
-    def restore(task_id: str | None, prompt: str | None, negative: str | None,
+    def restore(task_id: str | None, prompt: str | None, negative: str | None, request: gr.Request,
                 progress: gr.Progress = gr.Progress()) -> Iterator[dict]:
+        from webui.ui.page_caller import page_caller
         kept = {tab.prompt: prompt if prompt else gr.update(), tab.neg_prompt: negative if negative else gr.update()}
         job = svc.queue.get(task_id) if isinstance(task_id, str) and task_id else None
+        if job is not None and not may_restore(page_caller(svc, request), job):
+            job = None  # another user's job (a shared browser): never shown here
         if job is None:  # nothing to restore (first visit, or the server no longer has the job)
             yield kept
             return

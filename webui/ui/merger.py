@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 
 from webui.ui.common import checkpoint_titles
+from webui.ui.page_caller import page_owner
 
 if TYPE_CHECKING:
     from webui.services.container import Services
@@ -53,11 +54,12 @@ def create_merger_tab(svc: "Services") -> dict[str, Any]:
         return gr.update(choices=t), gr.update(choices=t), gr.update(choices=t)
 
     def do_merge(a: str | None, b: str | None, c: str | None, custom: str, m: float, how: str,
-                 fp16: bool, cfg: int | None, meta: bool, recipe: bool, copy: bool) -> tuple[str, Any, Any, Any]:
+                 fp16: bool, cfg: int | None, meta: bool, recipe: bool, copy: bool,
+                 request: gr.Request) -> tuple[str, Any, Any, Any]:
         try:
             out = svc.merge_checkpoints(a, b, c, how, float(m), bool(fp16), custom, save_metadata=bool(meta),
                                         add_merge_recipe=bool(recipe), copy_metadata=bool(copy),
-                                        config_source=int(cfg or 0))
+                                        config_source=int(cfg or 0), owner=page_owner(svc, request))
         except Exception as e:  # MergeError, ModelLoadError, OSError: a message, never a dead page
             gr.Warning(str(e), title="Merge failed")
             return f"❌ **Merge failed:** {e}", gr.update(), gr.update(), gr.update()

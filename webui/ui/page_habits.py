@@ -75,13 +75,19 @@ def head_html(svc: "Services", overrides: Mapping[str, Any] | None = None) -> st
             f"<style>{CSS}</style>\n<script>\n{SCRIPTS}\n</script>")
 
 
-def interrupt_clicked(svc: "Services") -> None:
+def interrupt_clicked(svc: "Services", caller: Any = None, task_id: str | None = None) -> None:
     """Interrupt, with A1111's word after a first click that lets the current image finish
-    (`interrupt_after_current` with several images); a second click stops at once (the job layer)."""
-    state = svc.queue.current
-    first = state is not None and not state.interrupted
-    svc.queue.interrupt()
-    if first and state is not None and state.job_count > 1 and bool(svc.settings.get("interrupt_after_current")):
+    (`interrupt_after_current` with several images); a second click stops at once (the job layer).
+    The job is the running one for an admin (everyone without accounts, as A1111), else the page's
+    own job (`task_id`) only: cancelled while it waits, interrupted while it runs."""
+    from webui.ui.job_follow import page_job
+    job = svc.queue.current_job if caller is None else page_job(svc, caller, task_id)
+    if job is None:
+        return
+    state = job.state
+    first = state.started is not None and not state.interrupted
+    svc.queue.stop(job)
+    if first and state.job_count > 1 and bool(svc.settings.get("interrupt_after_current")):
         gr.Info(INTERRUPT_NOTE)
 
 

@@ -17,6 +17,7 @@ import gradio as gr
 from webui.serving.caller import Caller, caller_for_user
 from webui.training.params import EmbeddingTrainParams, HypernetworkTrainParams, LoraTrainParams
 from webui.ui import train_run as tr
+from webui.ui.page_caller import page_caller
 from webui.training.embedding_files import MAX_VECTORS_PER_TOKEN
 from webui.training.hypernetwork_files import (DEFAULT_LAYER_STRUCTURE, DEFAULT_SIZES, MODULE_SIZES, WEIGHT_INITS,
                                                ui_activations)
@@ -286,9 +287,12 @@ def wire_train(svc: "Services", f: dict[str, Any], out: TrainOutputs, watch_id: 
     f["train_hypernetwork"].click(start_hypernetwork, [f["hypernetwork"], f["hypernetwork_lr"]] + ins,
                                   outs, api_visibility="private")
 
-    def interrupt() -> None:
-        if svc.training is None or not svc.training.interrupt_training():
-            svc.queue.interrupt()
+    def interrupt(request: gr.Request) -> None:
+        caller = page_caller(svc, request)  # someone who is no admin stops only their own runs
+        if svc.training is None or not svc.training.interrupt_training(None if caller.admin else caller.owner):
+            job = svc.queue.current_job
+            if job is not None and caller.may_act_on(job.owner):
+                job.state.interrupt()
     f["interrupt"].click(interrupt, None, None, show_progress="hidden", api_visibility="private")
     f["refresh_embedding"].click(lambda: gr.update(choices=svc.training.embedding_names() if svc.training else []),
                                  None, f["embedding"], show_progress="hidden", api_visibility="private")

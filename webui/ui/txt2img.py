@@ -16,10 +16,12 @@ from webui.ui.common import (AUTOMATIC, DEFAULT_SAMPLER, sampler_names, schedule
 from webui.ui.controlnet import create_controlnet_accordion
 from webui.ui.extra_networks import create_extra_networks
 from webui.ui.gallery_buttons import connect_file_buttons, create_gallery_buttons
-from webui.ui.job_follow import create_task_state, fail as fail_message, follow, result_outputs
+from webui.ui.job_follow import create_task_state, fail as fail_message, follow, page_job, result_outputs
 from webui.ui.gallery_values import (as_float, as_int, infotext_for_index, infotext_html, scaled_size,
                                      seed_for_index)
+from webui.ui.page_caller import page_caller
 from webui.ui.page_habits import interrupt_clicked
+from webui.ui.params_file import load_params, save_params
 from webui.ui.paste import parse_for_paste, parse_override_entries, paste_values, script_field_updates
 
 if TYPE_CHECKING:
@@ -332,11 +334,19 @@ def create_generation_tab(svc: "Services", mode: str, size: int | None = None) -
 
     gallery.select(on_select, gen_info, [selected, info], show_progress="hidden", api_visibility="private")
 
-    # queued, so its note can show (gr.Info needs the queue); every click counts (the second stops at once)
-    interrupt.click(lambda: interrupt_clicked(svc), None, None, show_progress="hidden", trigger_mode="multiple",
+    # queued, so its note can show (gr.Info needs the queue); every click counts (the second stops at once).
+    # With accounts, someone who is no admin stops only this page's own job (its task id)
+    def on_interrupt(task_id: str | None, request: gr.Request) -> None:
+        interrupt_clicked(svc, page_caller(svc, request), task_id)
+
+    def on_skip(task_id: str | None, request: gr.Request) -> None:
+        job = page_job(svc, page_caller(svc, request), task_id)
+        if job is not None:
+            job.state.skip()
+
+    interrupt.click(on_interrupt, task_state, None, show_progress="hidden", trigger_mode="multiple",
                     api_visibility="private")
-    skip.click(lambda: svc.queue.skip(), None, None, show_progress="hidden", queue=False,
-               api_visibility="private")
+    skip.click(on_skip, task_state, None, show_progress="hidden", queue=False, api_visibility="private")
 
     def style_choices(selected: list[str] | None = None) -> Any:
         svc.styles.reload()
@@ -419,20 +429,21 @@ def create_generation_tab(svc: "Services", mode: str, size: int | None = None) -
     def fail(message: str) -> dict:
         return fail_message(tab, message)
 
-    def run_generate(d: dict, progress: gr.Progress = gr.Progress()) -> Iterator[dict]:
+    def run_generate(d: dict, request: gr.Request, progress: gr.Progress = gr.Progress()) -> Iterator[dict]:
         from pydantic import ValidationError
 
         from webui.services.container import GenerationError
         from webui.services.jobs import TaskIdError
+        caller = page_caller(svc, request)
         try:
             req = build_request(d)
             if i2i is not None and _is_batch(d, i2i):
                 job = svc.submit_img2img_batch(req, d[i2i.batch_input] or "", d[i2i.batch_output] or "",
-                                               d[i2i.batch_mask] or "")
+                                               d[i2i.batch_mask] or "", owner=caller.owner)
             elif is_i2i:
-                job = svc.submit_img2img(req, save=True)
+                job = svc.submit_img2img(req, save=True, owner=caller.owner)
             else:
-                job = svc.submit_txt2img(req, save=True)
+                job = svc.submit_txt2img(req, save=True, owner=caller.owner)
         except InputError as e:
             gr.Warning(str(e), title="Nothing to generate from")
             yield {status: f"Error: {e}"}
@@ -445,23 +456,19 @@ def create_generation_tab(svc: "Services", mode: str, size: int | None = None) -
         result = job.result() if job.future.done() and not job.future.cancelled() \
             and job.future.exception() is None else None
         if result is not None and result.infotexts:  # A1111's params.txt: what ↙️ pastes when the prompt box is empty
-            try:
-                (svc.paths.data_dir / "params.txt").write_text(result.infotexts[0], encoding="utf-8")
-            except OSError:
-                pass
+            save_params(svc.paths.data_dir, caller, result.infotexts[0])
         yield result_outputs(svc, job, tab)
 
     paste_targets = list(dict.fromkeys([*tab.paste_fields().values(), extra, enable_hr, override,
                                         *[c for c, _ in scripts_ui.infotext_fields]]))
 
-    def paste_params(text: str | None) -> dict:
+    def paste_params(text: str | None, request: gr.Request) -> dict:
         """↙️: the prompt box's text read as infotext into every field, or the last generation's
         parameters (params.txt) when the box is empty (A1111)."""
         from webui.infotext import infotext_to_request
         src = (text or "").strip()
         if not src:
-            saved = svc.paths.data_dir / "params.txt"
-            src = saved.read_text(encoding="utf-8").strip() if saved.is_file() else ""
+            src = load_params(svc.paths.data_dir, page_caller(svc, request))
         if not src:
             gr.Info("Nothing to paste: the prompt box is empty and nothing was generated yet.")
             return {c: gr.update() for c in paste_targets}
