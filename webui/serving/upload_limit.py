@@ -1,9 +1,9 @@
 """Refuse request bodies over `--max-upload-mb` with 413, before the app reads them whole.
 
-A declared `Content-Length` over the limit is refused before the app runs; a chunked body is
-counted as it streams and cut off at the limit (the app sees the client go away and its answer is
-replaced). The rest of the body is read and dropped before the answer, up to a bound: a client
-still sending when the server closes would see a connection reset instead of the 413.
+A declared `Content-Length` over the limit is refused before the app runs; a body without one
+(chunked) is read here first, counted, and handed to the app whole when it fits. The rest of a
+refused body is read and dropped before the answer, up to a bound: a client still sending when the
+server closes would see a connection reset instead of the 413.
 """
 from __future__ import annotations
 
@@ -55,31 +55,35 @@ class UploadLimit:
                 await self.drain(receive)
                 await self.refuse(send)
                 return
-        state = {"received": 0, "over": False, "started": False}
-
-        async def counted() -> dict:
-            if state["over"]:
-                return {"type": "http.disconnect"}
+            await self.app(scope, receive, send)  # declared and within the limit
+            return
+        # No Content-Length (a chunked body): read it here, counting, before the app sees any of it,
+        # then hand it over whole. Cutting the app off mid-read instead raced with the app's own
+        # readers (a client could wait forever for its 413).
+        chunks: list[bytes] = []
+        total = 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                state["received"] += len(message.get("body", b""))
-                if state["received"] > self.max_bytes:
-                    state["over"] = True
-                    return {"type": "http.disconnect"}
-            return message
+            if message["type"] != "http.request":
+                return  # the client went away
+            body = message.get("body", b"")
+            total += len(body)
+            if total > self.max_bytes:
+                if message.get("more_body", False):
+                    await self.drain(receive)
+                await self.refuse(send)
+                return
+            chunks.append(body)
+            if not message.get("more_body", False):
+                break
+        whole = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        handed = False
 
-        async def guarded(message: dict) -> None:
-            if state["over"] and not state["started"]:
-                return  # the app's answer to a cut-off body is replaced by the 413 below
-            if message["type"] == "http.response.start":
-                state["started"] = True
-            await send(message)
+        async def replay() -> dict:
+            nonlocal handed
+            if not handed:
+                handed = True
+                return whole
+            return await receive()  # afterwards: the client's disconnect, as before
 
-        try:
-            await self.app(scope, counted, guarded)
-        except Exception:
-            if not state["over"]:
-                raise
-        if state["over"] and not state["started"]:
-            await self.drain(receive)
-            await self.refuse(send)
+        await self.app(scope, replay, send)
