@@ -158,6 +158,7 @@ def test_script_args_and_cfg_callback_change_the_job(server: Server) -> None:
 
 
 @pytest.mark.browser
+@pytest.mark.slow  # 10-30 s in a browser or with servers of its own: the default run stays under 15 min
 def test_page_shows_the_extension_and_its_control_reaches_the_job(server: Server) -> None:
     from playwright.sync_api import sync_playwright
     with sync_playwright() as pw:

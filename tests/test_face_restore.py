@@ -373,6 +373,7 @@ def test_api_face_restorers(server: Server, data_dir: Path) -> None:
     assert [Path(i["model_path"]).name for i in items] == ["codeformer-tiny.safetensors", "GFPGANv1.4.pth"]
 
 
+@pytest.mark.slow  # 10-30 s in a browser or with servers of its own: the default run stays under 15 min
 def test_api_codeformer_and_gfpgan_visibility(server: Server, restored: dict[str, Any]) -> None:
     """extra-single-image with CodeFormer at 0.5 and extra-batch-images with GFPGAN at 1: the
     server's pictures equal the in-process restorations (blended), with A1111's infotext."""

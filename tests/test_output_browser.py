@@ -296,6 +296,7 @@ def test_api_delete_moves_to_trash(server: Server) -> None:
 
 
 @pytest.mark.browser
+@pytest.mark.slow  # 10-30 s in a browser or with servers of its own: the default run stays under 15 min
 def test_image_browser_tab_shows_sends_and_deletes(server: Server, browser: Any) -> None:
     src = server.data_dir / "outputs/txt2img-images/2024-07-27/00000-4242.png"
     with open_page(browser, server.url) as page:

@@ -197,6 +197,7 @@ def test_clip_skip_from_the_row_applies_saves_and_reaches_the_infotext(page: Any
 
 
 @pytest.mark.browser
+@pytest.mark.slow  # 10-30 s in a browser or with servers of its own: the default run stays under 15 min
 def test_list_change_shows_after_reload_ui_and_a_bad_number_is_refused(page: Any, qs_server: Server) -> None:
     config = qs_server.data_dir / "config.json"
     r = requests.post(qs_server.api("options"),

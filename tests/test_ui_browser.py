@@ -449,6 +449,7 @@ def test_img2img_sketch_then_copy_to_inpaint(page: Any, ui_server: Server, tmp_p
     assert np.abs(copied.astype(int) - sketched).max() <= 2  # the sketched picture, now in Inpaint
 
 
+@pytest.mark.slow  # 10-30 s in a browser or with servers of its own: the default run stays under 15 min
 def test_img2img_batch_folder_error_and_sd_upscale_script(page: Any, ui_server: Server, tmp_path: Path) -> None:
     page.get_by_role("tab", name="img2img", exact=True).click()
     page.wait_for_selector("#img2img_prompt textarea")

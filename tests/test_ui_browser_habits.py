@@ -173,6 +173,7 @@ def test_gallery_buttons_folder_save_zip(page: Any, ui_server: Server) -> None:
     assert list(saved_dir.glob("*.zip"))
 
 
+@pytest.mark.slow  # 10-30 s in a browser or with servers of its own: the default run stays under 15 min
 def test_gallery_send_to_img2img_inpaint_extras(page: Any) -> None:
     import re
 
@@ -246,6 +247,7 @@ def test_settings_search_sections_licenses_sysinfo(page: Any) -> None:
     assert "Environment" not in data and any(p.startswith("gradio==") for p in data["Packages"])
 
 
+@pytest.mark.slow  # 10-30 s in a browser or with servers of its own: the default run stays under 15 min
 def test_settings_reload_ui_rebuilds_and_reloads_the_page(page: Any) -> None:
     """Last in this module: the served UI is replaced by a fresh build."""
     page.get_by_role("tab", name="Settings").click()

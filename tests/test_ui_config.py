@@ -221,6 +221,7 @@ def _sampler(page: Any) -> str:
 
 
 @pytest.mark.browser
+@pytest.mark.slow  # 10-30 s in a browser or with servers of its own: the default run stays under 15 min
 def test_the_page_starts_from_the_file_and_generates_with_it(browser: Any, server: Server, data_dir: Path) -> None:
     page = _open(browser, server)
     try:
