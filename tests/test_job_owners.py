@@ -13,8 +13,7 @@ from typing import Any, Iterator
 import pytest
 import requests
 
-from conftest import Server, stop_server
-from queue_server import start_api_server
+from conftest import Server, start_server, stop_server, wait_for_model
 
 ALICE, BOB, ROOT_ = ("alice", "a:pw"), ("bob", "b-pw"), ("root", "r-pw")
 BODY = {"prompt": "a red circle", "seed": 5, "steps": 2, "width": 64, "height": 64, "sampler_name": "Euler",
@@ -29,7 +28,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     ckpts.mkdir(parents=True)
     make_tiny_checkpoint(ckpts / "tiny-sd1.safetensors", family="sd1")
     accounts = ",".join(f"{n}:{p}" for n, p in (ALICE, BOB, ROOT_))
-    srv = start_api_server(data, ckpts, "--api-auth", accounts, "--admin", "root", auth=ROOT_)
+    srv = start_server(data, ckpts, "--api-auth", accounts, "--admin", "root", auth=ROOT_)
+    assert wait_for_model(srv, timeout=180).get("sd_checkpoint_hash"), "the model did not load"
     yield srv
     stop_server(srv)
 

@@ -18,8 +18,7 @@ import pytest
 import requests
 from PIL import Image
 
-from conftest import Server, stop_server
-from queue_server import start_api_server
+from conftest import Server, start_server, stop_server, wait_for_model
 
 CLIENTS, JOBS = 8, 25
 USERS = [(f"user{k}", f"pw-{k}") for k in range(CLIENTS)]
@@ -51,7 +50,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     ckpts = data / "models" / "Stable-diffusion"
     ckpts.mkdir(parents=True)  # empty: the built-in shapes-demo model loads
     accounts = ",".join(f"{n}:{p}" for n, p in [*USERS, WATCHER, ADMIN])
-    srv = start_api_server(data, ckpts, "--api-auth", accounts, "--admin", ADMIN[0], auth=ADMIN)
+    srv = start_server(data, ckpts, "--api-auth", accounts, "--admin", ADMIN[0], auth=ADMIN)
+    assert wait_for_model(srv, timeout=180).get("sd_checkpoint_hash"), "the model did not load"
     yield srv
     stop_server(srv)
 
