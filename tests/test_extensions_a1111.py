@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import requests
 
-from conftest import Server, start_server, stop_server, wait_for_model
+from conftest import Server, open_page, start_server, stop_server, wait_for_model
 from test_api import b64_image
 
 EXTENSION = '''
@@ -159,15 +159,9 @@ def test_script_args_and_cfg_callback_change_the_job(server: Server) -> None:
 
 @pytest.mark.browser
 @pytest.mark.slow  # 10-30 s in a browser or with servers of its own: the default run stays under 15 min
-def test_page_shows_the_extension_and_its_control_reaches_the_job(server: Server) -> None:
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1400})
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(server.url + "/")
-        page.wait_for_selector("#txt2img_prompt textarea", timeout=60000)
+def test_page_shows_the_extension_and_its_control_reaches_the_job(server: Server, browser: Any) -> None:
+    # the session's chromium (a second sync_playwright in one process fails while it runs)
+    with open_page(browser, server.url, timeout_ms=60000) as page:
         page.get_by_role("tab", name="Style Ext", exact=True).click()
         page.wait_for_selector("#style_ext_hello")
         page.get_by_role("tab", name="txt2img", exact=True).click()
@@ -191,5 +185,3 @@ def test_page_shows_the_extension_and_its_control_reaches_the_job(server: Server
         page.click("#txt2img_paste")
         page.wait_for_function("() => document.querySelector('#script_txt2img_style_ext_word textarea')"
                                ".value === 'SPARKLY'", timeout=30000)
-        browser.close()
-    assert not errors, errors
