@@ -24,13 +24,8 @@ class Caller:
 
 
 def caller_from_scope(scope: dict[str, Any], accounts: Accounts, session: str | None = None) -> Caller:
-    """The caller of an HTTP request (FastAPI `request.scope`) or of a Gradio event (pass the event's
-    `session_hash` as `session` and `request.username` lands in the scope via the guard)."""
-    user = scope.get(USER_SCOPE_KEY)
-    if accounts.enabled:
-        name = str(user or "")
-        return Caller(owner=name, admin=accounts.is_admin(name) if name else False, accounts=True)
-    return Caller(owner=session or API_OWNER, admin=True, accounts=False)
+    """The caller of an HTTP request (FastAPI `request.scope`): the account the guard put in the scope."""
+    return caller_for_user(scope.get(USER_SCOPE_KEY), accounts, session)
 
 
 def caller_for_user(username: str | None, accounts: Accounts, session: str | None = None) -> Caller:

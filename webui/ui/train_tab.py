@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import gradio as gr
 
-from webui.serving.caller import Caller, caller_for_user
+from webui.serving.caller import Caller
 from webui.training.params import EmbeddingTrainParams, HypernetworkTrainParams, LoraTrainParams
 from webui.ui import train_run as tr
 from webui.ui.page_caller import page_caller
@@ -199,9 +199,7 @@ def wire_create_hypernetwork(svc: "Services", tab: CreateHypernetworkTab, out: T
 def _caller(svc: "Services", request: Any) -> Caller | None:
     """Who presses the button: with accounts, a non-admin trains only under names of their own.
     None outside a page event (a handler called in-process): nothing to check."""
-    if request is None:
-        return None
-    return caller_for_user(getattr(request, "username", None), svc.accounts, getattr(request, "session_hash", None))
+    return None if request is None else page_caller(svc, request)
 
 
 def _int(value: Any, what: str) -> int:
