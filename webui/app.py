@@ -119,6 +119,9 @@ def build_real_app(args: argparse.Namespace, t_start: float) -> Any:
     Image.MAX_IMAGE_PIXELS = MAX_INPUT_SIDE * MAX_INPUT_SIDE // 2
     paths = resolve_paths(args)
     svc = build_services(args, paths)
+    if args.backend == "ray":  # generations go to Ray Serve workers; the queue, outputs and UI stay here
+        from webui.serving.ray_backend import start_ray_backend
+        svc.use_executor(start_ray_backend(args, paths.outputs_dir, int(svc.settings.get("sd_checkpoints_limit"))))
     from webui.serving.network import warn_if_exposed
     warn_if_exposed(args, svc.accounts.enabled)  # reachable from the network without accounts: say so loudly
     from webui.extensions.startup import load_extensions
@@ -234,6 +237,21 @@ class AppReloader:
 
 def start_model_load(svc: Any, args: argparse.Namespace) -> None:
     if args.skip_load_model_at_start:
+        return
+    if svc.executor.shared:  # scale-out: the workers load checkpoints; the front names the selected one
+        from webui.processing.errors import GenerationError
+        for wanted in filter(None, [str(args.ckpt or ""), svc.settings.get("sd_model_checkpoint")]):
+            try:
+                svc.select_checkpoint(str(wanted))
+                return
+            except GenerationError as e:
+                log.warning("Could not select %s: %s", wanted, e)
+        info = svc.models.default_checkpoint()
+        if info is None:
+            log.warning("No checkpoint selected: no usable checkpoint in the checkpoint folder")
+            return
+        svc.registry.ensure_hash(info)
+        svc.settings.set("sd_model_checkpoint", info.title, notify=False)
         return
     wanted = None
     if args.ckpt:

@@ -65,6 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="accounts that may change settings, manage extensions and stop others' jobs "
                           "(default: the first account)")
 
+    scale = p.add_argument_group("scale-out (pip install .[ray]; see README \"Scaling out\")")
+    scale.add_argument("--backend", choices=["local", "ray"], default="local",
+                       help="where generations run: in this process (default) or on Ray Serve workers")
+    scale.add_argument("--ray-address", type=str, default=None, metavar="auto|ray://HOST:10001",
+                       help="join this Ray cluster (default: start a local one)")
+    scale.add_argument("--serve-config", type=Path, default=None, metavar="FILE",
+                       help="YAML/JSON with the worker deployment's replicas, autoscaling and actor options")
+    scale.add_argument("--ray-cpu-replicas", type=int, default=0, metavar="N",
+                       help="local Ray only: N CPU workers instead of one per visible GPU")
+
     ui = p.add_argument_group("user interface")
     ui.add_argument("--hide-ui-dir-config", action="store_true",
                     help="keep server folders out of the page (no 📂 button, no folder paths shown)")

@@ -33,8 +33,8 @@ def build_page_router(svc: Any) -> APIRouter:
     async def job_progress(request: Request) -> dict[str, Any]:
         """{active, queued, progress 0..1, eta seconds or None, textinfo} of the running job."""
         caller = caller_from_scope(request.scope, svc.accounts)
-        job = svc.queue.current_job
-        state = job.state if job is not None and caller.may_act_on(job.owner) else None
+        mine = [j for j in svc.queue.running_jobs() if caller.may_act_on(j.owner)]  # several with scale-out
+        state = mine[0].state if mine else None
         queued = svc.queue.queued() if caller.admin else svc.queue.queued(caller.owner)
         if state is None:
             return {"active": False, "queued": queued, "progress": 0.0, "eta": None, "textinfo": None}

@@ -51,7 +51,7 @@ def job_progress(queue: JobQueue, job: Job | None, id_live_preview: int = -1, li
         return ProgressResponse(active=False, queued=False, completed=False, textinfo="Waiting...")
     state = job.state
     done = job.future.done()
-    running = queue.current is state and not done
+    running = queue.is_running(state) and not done
     if not running:
         place, size = queue.place(job)
         if place:

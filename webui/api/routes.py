@@ -51,7 +51,8 @@ def json_safe(value: Any) -> Any:
 def generation_error(e: GenerationError) -> HTTPException:
     """A value out of range (checks.RequestValueError) is a 422 like the request models' own; other
     errors of a job (a model that does not load, an unusable unit, ...) stay 400."""
-    return HTTPException(422 if isinstance(e, RequestValueError) else 400, str(e))
+    status = getattr(e, "status", None)  # a scale-out cluster with no worker: 503 (executor.BackendUnavailable)
+    return HTTPException(status or (422 if isinstance(e, RequestValueError) else 400), str(e))
 
 
 def decode_image(data: Any, what: str = "image") -> Image.Image:
@@ -362,8 +363,8 @@ def build_router(svc: Services) -> APIRouter:
         no accounts); otherwise the idle answer with the caller's own queued count. Answered on the
         event loop (no thread hop) except the preview's PNG, which is encoded in a worker thread."""
         caller = caller_from_scope(request.scope, svc.accounts)
-        job = svc.queue.current_job
-        state = job.state if job is not None and caller.may_act_on(job.owner) else None
+        mine = [j for j in svc.queue.running_jobs() if caller.may_act_on(j.owner)]  # several with scale-out
+        state = mine[0].state if mine else None
         queued = svc.queue.queued() if caller.admin else svc.queue.queued(caller.owner)
         image = state.current_image if state is not None and not skip_current_image else None
         out = progress_dict(state, queued, True)
@@ -379,8 +380,8 @@ def build_router(svc: Services) -> APIRouter:
                 job.state.skip()  # a running job skips its current image; a queued one is cancelled below
                 return {"id_task": body.id_task, "result": "skipped"}
             return stop_task(svc.queue, caller, body.id_task)
-        job = svc.queue.current_job  # A1111: the running job; with accounts only the caller's own
-        if job is not None and caller.may_act_on(job.owner):
+        # A1111: the running job (with scale-out: every running one); with accounts only the caller's own
+        for job in [j for j in svc.queue.running_jobs() if caller.may_act_on(j.owner)]:
             if action == "interrupt":
                 job.state.interrupt()
             else:

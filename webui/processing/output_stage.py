@@ -5,6 +5,7 @@ change the image, the file name or the text chunks; `on_image_saved` learns the 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -108,13 +109,47 @@ def name_context(p: "Processing", img: Image.Image, seed: int | None, index: int
         image=img, max_prompt_words=int(p.opt("directories_max_prompt_words") or 8))
 
 
+@dataclass
+class SaveOrder:
+    """One image to write, with everything decided: a scale-out worker sends these to the front, which
+    writes them into its own outputs folder (numbering and file names in one place)."""
+    image: Image.Image
+    directory: str  # relative to the outputs folder when inside it
+    seed: int | None
+    infotext: str | None
+    grid: bool
+    fmt: str
+    extra_pnginfo: dict[str, str] | None
+    quality: int
+    decoration: str
+    add_number: bool
+    replace: bool
+    lossless: bool
+    stem: str = ""  # a name an image-saved callback chose
+    txt: str = ""  # the infotext beside the image (save_txt)
+
+    def write(self, outputs_dir: Path) -> Path:
+        directory = outputs_dir / self.directory  # an absolute folder stays what it is
+        if self.stem:
+            path = outputs.save_image_named(self.image, directory, self.stem, infotext=self.infotext, fmt=self.fmt,
+                                            extra_pnginfo=self.extra_pnginfo, quality=self.quality,
+                                            replace=self.replace, lossless=self.lossless)
+        else:
+            path = outputs.save_image(self.image, directory, seed=self.seed, infotext=self.infotext, grid=self.grid,
+                                      fmt=self.fmt, extra_pnginfo=self.extra_pnginfo, quality=self.quality,
+                                      decoration=self.decoration, add_number=self.add_number, replace=self.replace,
+                                      lossless=self.lossless)
+        if self.txt:
+            path.with_suffix(".txt").write_text(self.txt, encoding="utf-8")  # A1111: infotext beside the image
+        return path
+
+
 def save(p: "Processing", img: Image.Image, text: str, seed: int | None, *, grid: bool = False) -> Path | None:
     """Save one image (or the grid) where the job's options say, named by its file-name and folder
-    patterns, through the image-saved callbacks."""
+    patterns, through the image-saved callbacks. When the job's state defers saving (a scale-out
+    worker), the order is kept on the state for the front to write and a placeholder path returned."""
     callbacks = p.pipeline.callbacks if p.pipeline is not None else None
     with_info = bool(p.opt("enable_pnginfo"))
-    fmt = str(p.opt("grid_format" if grid else "samples_format"))
-    quality = int(p.opt("jpeg_quality"))
     ctx = name_context(p, img, seed, 0 if grid else None)
     directory = p.outdir("grids" if grid else "samples")
     if p.opt("grid_save_to_dirs" if grid else "save_to_dirs"):
@@ -123,26 +158,30 @@ def save(p: "Processing", img: Image.Image, text: str, seed: int | None, *, grid
     short = seed is None or (grid and not p.opt("grid_extended_filename"))  # A1111: grids are grid-0003
     decoration = "" if short else patterns.file_decoration(str(p.opt("samples_filename_pattern") or ""),
                                                            bool(p.opt("save_to_dirs")), ctx)
-    lossless = bool(p.opt("webp_lossless"))
-    replace = p.opt("save_images_replace_action") != "Add number suffix"
     params = ImageSaveParams(img, p, "", {"parameters": text} if with_info else {})
     if callbacks is not None:
         callbacks.run("before_image_saved", params, p)
-    info = params.pnginfo.get("parameters") if params.pnginfo else None
-    extra = {k: str(v) for k, v in (params.pnginfo or {}).items() if k != "parameters"} or None
+    stem = ""
+    if params.filename:  # a callback chose the name
+        target = Path(params.filename)
+        directory = target.parent if target.parent != Path("") else directory
+        stem = target.stem
+    outputs_dir = Path(p.pipeline.outputs_dir).absolute() if p.pipeline is not None else Path.cwd()
+    directory = Path(directory).absolute()
+    if directory.is_relative_to(outputs_dir):  # sent relative: the front writes into its own outputs folder
+        directory = directory.relative_to(outputs_dir)
+    order = SaveOrder(params.image, str(directory), seed, params.pnginfo.get("parameters") if params.pnginfo else None,
+                      grid, str(p.opt("grid_format" if grid else "samples_format")),
+                      {k: str(v) for k, v in (params.pnginfo or {}).items() if k != "parameters"} or None,
+                      int(p.opt("jpeg_quality")), decoration, bool(p.opt("save_images_add_number")),
+                      p.opt("save_images_replace_action") != "Add number suffix", bool(p.opt("webp_lossless")),
+                      stem, text if p.opt("save_txt") and text else "")
+    deferred = getattr(p.state, "deferred_saves", None)
+    if deferred is not None:
+        deferred.append(order)
+        return Path(order.directory) / f"pending-{len(deferred)}"
     try:
-        if params.filename:  # a callback chose the name
-            target = Path(params.filename)
-            folder = target.parent if target.parent != Path("") else directory
-            path = outputs.save_image_named(params.image, folder, target.stem, infotext=info, fmt=fmt,
-                                            extra_pnginfo=extra, quality=quality, replace=replace, lossless=lossless)
-        else:
-            path = outputs.save_image(params.image, directory, seed=seed, infotext=info, grid=grid, fmt=fmt,
-                                      extra_pnginfo=extra, quality=quality, decoration=decoration,
-                                      add_number=bool(p.opt("save_images_add_number")), replace=replace,
-                                      lossless=lossless)
-        if p.opt("save_txt") and text:
-            path.with_suffix(".txt").write_text(text, encoding="utf-8")  # A1111: infotext beside the image
+        path = order.write(outputs_dir)
     except OSError as e:  # an output folder option or a pattern naming something unwritable: say which
         raise GenerationError(f"cannot save the {'grid' if grid else 'image'} into {directory}: "
                               f"{e.strerror or e} (see the outdir_* options and the file and folder "

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from webui.cli import Paths, attention_backend, cmd_flags, memory_mode
@@ -12,6 +12,7 @@ from webui.memory.manager import MemoryManager
 from webui.memory.stats import MemoryWatch, memory_report
 from webui.models.registry import CheckpointRegistry
 from webui.serving.accounts import NO_ACCOUNTS, Accounts, load_accounts, redact_flags
+from webui.serving.executor import Executor, GenerationSpec, InProcessExecutor, with_fixed_seeds
 from webui.serving.path_guard import PathGuard, guard_from_args
 from webui.prompts.styles import PromptStyle, StyleDatabase
 from webui.services.jobs import SERVER_OWNER, Job, JobQueue
@@ -51,28 +52,65 @@ class Services:
     reload_ui: Callable[[], str] | None = None
     # set by the composition root: ask the server to shut down after the running requests (server-stop)
     stop_server: Callable[[], None] | None = None
+    # where generations run: in this process (default) or on a scale-out backend (--backend ray)
+    executor: Executor | None = None
+
+    def __post_init__(self) -> None:
+        if self.executor is None:
+            self.executor = InProcessExecutor(lambda req, state, save: self.txt2img.run(req, state, save=save),
+                                              lambda req, state, save: self.img2img_scripts.run(req, state, save=save))
+
+    def use_executor(self, executor: Executor) -> None:
+        """Send generations to `executor` from now on (the queue runs as many side by side as it takes)."""
+        old, self.executor = self.executor, executor
+        self.queue.set_slots(executor.capacity() if executor.shared else 1)
+        if old is not None and old is not executor:
+            old.close()
 
     def submit_txt2img(self, req: Txt2ImgRequest, *, save: bool, label: str = "txt2img",
                        owner: str = SERVER_OWNER) -> Job:
         """Queue a generation for `owner` (LimitError when the request or the owner's queue is over a limit)."""
         check_request_size(self.settings, req.batch_size, req.n_iter)
         self.txt2img.validate(req)  # fail before queueing
-        return self.queue.submit(self._watched(lambda state: self.txt2img.run(req, state, save=save)), label=label,
-                                 task_id=req.force_task_id or None, owner=owner)
+        return self._submit_generation("txt2img", req, save, label, owner)
 
     def submit_img2img(self, req: Img2ImgRequest, *, save: bool, label: str = "img2img",
                        owner: str = SERVER_OWNER) -> Job:
         check_request_size(self.settings, req.batch_size, req.n_iter)
         self.img2img.validate(req)  # an unknown script fails here too, before queueing
-        return self.queue.submit(self._watched(lambda state: self.img2img_scripts.run(req, state, save=save)),
-                                 label=label, task_id=req.force_task_id or None, owner=owner)
+        return self._submit_generation("img2img", req, save, label, owner)
+
+    def _submit_generation(self, kind: str, req: Txt2ImgRequest, save: bool, label: str, owner: str) -> Job:
+        executor = self.executor
+        assert executor is not None
+        spec = GenerationSpec(kind, req, save)
+        if executor.shared:  # sent elsewhere: seeds drawn now (a retry makes the same pictures), model named
+            spec = GenerationSpec(kind, with_fixed_seeds(req), save, checkpoint=self.checkpoint_title(req),
+                                  options=self.settings.all())
+        return self.queue.submit(self._watched(lambda state: executor.run(replace(spec, task_id=state.job_id), state)),
+                                 label=label, task_id=req.force_task_id or None, owner=owner, shared=executor.shared)
+
+    def checkpoint_title(self, req: Txt2ImgRequest) -> str:
+        """The title ("name [sha256 short]") of the checkpoint `req` runs on: its override, else the
+        selected one, else the default. Files are identified by their hashes across machines."""
+        wanted = (req.override_settings or {}).get("sd_model_checkpoint") or self.settings.get("sd_model_checkpoint")
+        try:
+            info = self.models.resolve(str(wanted)) if wanted else self.models.default_checkpoint()
+        except ModelLoadError as e:
+            raise GenerationError(str(e)) from None
+        if info is None:
+            raise GenerationError("no usable checkpoint in the checkpoint folder")
+        if info.error:
+            raise GenerationError(f"{info.name} is unusable: {info.error}")
+        self.registry.ensure_hash(info)
+        return info.title
 
     def _watched(self, run: Callable[[Any], GenerationResult]) -> Callable[[Any], GenerationResult]:
-        """The job's peak memory goes with its result (shown under the gallery)."""
+        """The job's peak memory goes with its result (shown under the gallery; a remote worker's own)."""
         def job(state: Any) -> GenerationResult:
             watch = MemoryWatch(self.memory.device)
             result = run(state)
-            result.memory = watch.summary()
+            result.memory = result.memory or watch.summary()
             return result
         return job
 
@@ -90,6 +128,11 @@ class Services:
 
     def select_checkpoint(self, name: str, owner: str = SERVER_OWNER) -> str:
         """Switch the model through the queue (never under a running job) and persist the choice."""
+        if self.executor is not None and self.executor.shared:
+            # scale-out: the workers load it (each job names its checkpoint); the front only remembers the choice
+            title = self.checkpoint_title(Txt2ImgRequest(override_settings={"sd_model_checkpoint": name}))
+            self.settings.set("sd_model_checkpoint", title, notify=False)
+            return title
         loaded = self.queue.call(lambda state: self.models.load(name), label="load checkpoint", owner=owner)
         self.settings.set("sd_model_checkpoint", loaded.info.title, notify=False)
         return loaded.info.title
@@ -148,6 +191,12 @@ class Services:
         if cur is not None:
             opts["sd_model_checkpoint"] = cur.info.title
             opts["sd_checkpoint_hash"] = cur.info.sha256
+        elif self.executor is not None and self.executor.shared and opts.get("sd_model_checkpoint"):
+            try:  # scale-out: the selected checkpoint (the workers hold it)
+                info = self.models.resolve(str(opts["sd_model_checkpoint"]))
+                opts["sd_checkpoint_hash"] = info.sha256
+            except ModelLoadError:
+                pass
         return opts
 
     def cmd_flags(self) -> dict[str, Any]:

@@ -10,6 +10,10 @@ so `/internal/progress` answers for them and a reloaded page reattaches to its j
 Every job has an owner (the account, the browser session without accounts, or SERVER_OWNER for the
 server's own work). The next job is chosen round-robin across owners (webui/serving/fair_queue.py),
 and a queue place shown anywhere is the place in that order.
+
+Jobs run one at a time, except "shared" jobs (generations sent to a scale-out backend, which run on
+other machines): up to `slots` of those run side by side. A local job (a checkpoint load, a merge,
+training) still runs alone, and the fair order is kept: a job that cannot start yet holds the line.
 """
 from __future__ import annotations
 
@@ -58,6 +62,8 @@ class JobState:
     ended: float | None = None
     finished: bool = False
     preview_id: int = 0  # grows with each new live preview (A1111's id_live_preview)
+    # a scale-out worker's job: images to save are collected here (output_stage.SaveOrder) for the front
+    deferred_saves: list | None = None
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name == "current_image" and value is not None:  # every new preview gets a new id
@@ -105,11 +111,12 @@ class Job:
     fn: Callable[[JobState], Any]
     future: Future = field(default_factory=Future)
     watchers: int = 0  # pages following this job now (a queued job nobody follows any more is dropped)
-    worker: threading.Thread | None = field(default=None, repr=False)  # the queue's worker thread
+    workers: list[threading.Thread] = field(default_factory=list, repr=False)  # the queue's worker threads
     owner: str = SERVER_OWNER  # who queued it: only they (or an admin) may stop it or see its previews
+    shared: bool = False  # may run beside other shared jobs (its work runs elsewhere: a scale-out backend)
 
     def result(self, timeout: float | None = None) -> Any:
-        if self.worker is threading.current_thread() and not self.future.done():
+        if threading.current_thread() in self.workers and not self.future.done():
             # waiting here would wait forever: this thread is the one that would run the job
             raise JobInJobError(f"{self.state.label}: a running job waited for a job queued behind it; "
                                 "run the work in place (JobQueue.call) instead")
@@ -140,20 +147,32 @@ def new_task_id(kind: str) -> str:
 
 
 class JobQueue:
-    def __init__(self) -> None:
+    def __init__(self, slots: int = 1) -> None:
         self._cv = threading.Condition()
         self._pending: list[Job] = []  # arrival order; the fair policy picks from it
-        self._current: Job | None = None
+        self._running: list[Job] = []  # in start order; more than one only for shared jobs
+        self._by_thread: dict[threading.Thread, Job] = {}  # worker thread -> the job it runs now
         self._known: OrderedDict[str, Job] = OrderedDict()  # task id -> job: queued, running, recent finished
         self._last_start: dict[str, int] = {}  # owner -> sequence number of their newest started job
         self._starts = 0
         self._closed = False
         self.max_queued_per_owner = 0  # the "queued jobs per user" limit (0 = none); set from the settings
-        self._thread = threading.Thread(target=self._worker, name="job-worker", daemon=True)
-        self._thread.start()
+        self.slots = 0
+        self._threads: list[threading.Thread] = []
+        self.set_slots(slots)
+
+    def set_slots(self, slots: int) -> None:
+        """How many shared jobs may run at once (the scale-out backend's replicas); never below 1."""
+        with self._cv:
+            self.slots = max(1, int(slots))
+            while len(self._threads) < self.slots:
+                t = threading.Thread(target=self._worker, name=f"job-worker-{len(self._threads)}", daemon=True)
+                self._threads.append(t)
+                t.start()
+            self._cv.notify_all()
 
     def submit(self, fn: Callable[[JobState], Any], label: str = "job", task_id: str | None = None,
-               owner: str = SERVER_OWNER) -> Job:
+               owner: str = SERVER_OWNER, shared: bool = False) -> Job:
         """Queue `fn` for `owner`; `task_id` is the caller's id (A1111's `force_task_id`), else a new one.
         Raises LimitError (429) when the owner already has `max_queued_per_owner` jobs waiting."""
         with self._cv:
@@ -176,7 +195,8 @@ class JobQueue:
                 task_id = new_task_id(label)
                 while task_id in self._known:
                     task_id = new_task_id(label)
-            job = Job(state=JobState(job_id=task_id, label=label), fn=fn, worker=self._thread, owner=str(owner))
+            job = Job(state=JobState(job_id=task_id, label=label), fn=fn, workers=self._threads, owner=str(owner),
+                      shared=bool(shared))
             self._known.pop(task_id, None)
             self._known[task_id] = job
             self._pending.append(job)
@@ -184,15 +204,15 @@ class JobQueue:
             return job
 
     def on_worker(self) -> bool:
-        """True inside a running job (in the worker thread)."""
-        return threading.current_thread() is self._thread
+        """True inside a running job (in a worker thread)."""
+        return threading.current_thread() in self._threads
 
     def call(self, fn: Callable[[JobState], Any], label: str = "job", owner: str = SERVER_OWNER) -> Any:
         """Run ``fn`` as a job and return its result.  Called from inside a running job (a script
         switching the checkpoint, a listener fired by a job), it runs at once in place, under the
         running job's state: nothing else runs meanwhile, and queueing it would wait forever."""
         if self.on_worker():
-            job = self._current
+            job = self._by_thread.get(threading.current_thread())
             return fn(job.state if job is not None else JobState(job_id=new_task_id(label), label=label))
         return self.submit(fn, label, owner=owner).result()
 
@@ -246,11 +266,11 @@ class JobQueue:
     def position(self, job: Job) -> int:
         """0 = running now, N = N jobs ahead of it (the running one included); -1 = done."""
         with self._cv:
-            if job is self._current:
+            if job in self._running:
                 return 0
             order = self._waiting()
             if job in order:
-                return order.index(job) + (1 if self._current else 0)
+                return order.index(job) + (1 if self._running else 0)
             return -1
 
     def queued(self, owner: str | None = None) -> int:
@@ -268,22 +288,30 @@ class JobQueue:
 
     @property
     def current(self) -> JobState | None:
-        job = self._current
+        job = self.current_job
         return job.state if job else None
 
     @property
     def current_job(self) -> Job | None:
-        """The running job (while a training run serves a generation between its steps: that one)."""
-        return self._current
+        """The running job, the longest-running one when several shared jobs run (while a training run
+        serves a generation between its steps: that one)."""
+        running = self._running
+        return running[0] if running else None
+
+    def running_jobs(self) -> list[Job]:
+        """Every running job, in start order."""
+        with self._cv:
+            return list(self._running)
+
+    def is_running(self, state: JobState) -> bool:
+        return any(j.state is state for j in self._running)
 
     def interrupt(self) -> None:
-        job = self._current
-        if job:
+        for job in self.running_jobs():
             job.state.interrupt()
 
     def skip(self) -> None:
-        job = self._current
-        if job:
+        for job in self.running_jobs():
             job.state.skip()
 
     def stop(self, job: Job) -> str:
@@ -321,12 +349,31 @@ class JobQueue:
         self._pending = [j for j in self._pending if not j.future.cancelled()]
         return pick_next(self._pending, _owner_of, self._last_start)
 
+    def _startable(self) -> Job | None:
+        """The next job if it may start now (lock held): anything when nothing runs; a shared job beside
+        other shared jobs while a slot is free. Otherwise it holds the line (the fair order is kept)."""
+        job = self._next()
+        if job is None or not self._running:
+            return job
+        if job.shared and len(self._running) < self.slots and all(j.shared for j in self._running):
+            return job
+        return None
+
     def _take(self, job: Job) -> None:
-        """Make `job` current (lock held) and note when its owner last started one."""
+        """Make `job` running in this thread (lock held) and note when its owner last started one."""
         self._pending.remove(job)
         self._starts += 1
         self._last_start[job.owner] = self._starts
-        self._current = job
+        self._running.append(job)
+        self._by_thread[threading.current_thread()] = job
+
+    def _release(self, job: Job) -> None:
+        """`job` ended (lock held): free its slot and wake the workers."""
+        if job in self._running:
+            self._running.remove(job)
+        if self._by_thread.get(threading.current_thread()) is job:
+            del self._by_thread[threading.current_thread()]
+        self._cv.notify_all()
 
     def run_waiting_inline(self, state: JobState, accept: Callable[[JobState], bool] | None = None) -> int:
         """Run the jobs waiting behind the running job (whose state is `state`) right now, in the
@@ -338,20 +385,24 @@ class JobQueue:
         wait for the long job. While an inline job runs it is `current`, so /progress shows it and
         Interrupt stops it, not the long job."""
         ran = 0
+        me = threading.current_thread()
         while True:
             with self._cv:
-                owner = self._current
-                if owner is None or owner.state is not state:
+                owner = self._by_thread.get(me)
+                if owner is None or owner.state is not state or self._running != [owner]:
                     return ran
                 job = self._next()
                 if job is None or (accept is not None and not accept(job.state)):
                     return ran
+                self._running.remove(owner)  # the inline job is the running one meanwhile
                 self._take(job)
             try:
                 self._run(job)
             finally:
                 with self._cv:
-                    self._current = owner
+                    self._release(job)
+                    self._running.insert(0, owner)
+                    self._by_thread[me] = owner
             ran += 1
 
     def _run(self, job: Job) -> None:
@@ -373,18 +424,23 @@ class JobQueue:
                 del self._known[k]
 
     def _worker(self) -> None:
+        me = threading.current_thread()
         while True:
             with self._cv:
-                job = self._next()
+                job = self._startable() if self._threads.index(me) < self.slots else None
                 while job is None and not self._closed:
                     self._cv.wait()
-                    job = self._next()
+                    job = self._startable() if self._threads.index(me) < self.slots else None
                 if job is None:
                     return
                 self._take(job)
-            self._run(job)
-            with self._cv:
-                self._current = None
+                if job.shared:
+                    self._cv.notify_all()  # another free worker may start the next shared job beside it
+            try:
+                self._run(job)
+            finally:
+                with self._cv:
+                    self._release(job)
 
 
 def _owner_of(job: Job) -> str:

@@ -40,9 +40,9 @@ def create_task_state(mode: str) -> gr.BrowserState:
 def page_job(svc: "Services", caller: "Caller", task_id: str | None) -> "Job | None":
     """The job a page's Interrupt / Skip acts on: the running job for an admin (everyone without
     accounts: A1111's global buttons), otherwise the page's own job (its task id) when the caller owns it."""
-    if caller.admin:
-        return svc.queue.current_job
     job = svc.queue.get(task_id) if isinstance(task_id, str) and task_id else None
+    if caller.admin:  # the page's own job when it runs (several run at once with scale-out), else the running one
+        return job if job is not None and svc.queue.is_running(job.state) else svc.queue.current_job
     return job if job is not None and job.owner == caller.owner and not job.future.done() else None
 
 

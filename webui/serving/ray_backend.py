@@ -1,0 +1,201 @@
+"""`--backend ray`: start or join a Ray cluster, run the `GenerationWorker` deployment on it, and hand
+the front a `RayExecutor` for it.
+
+The deployment's shape comes from `--serve-config` (YAML or JSON), either our short form
+
+    num_replicas: 2                  # or autoscaling_config: {min_replicas, max_replicas, target_ongoing_requests}
+    ray_actor_options: {num_gpus: 1}
+    max_models_per_replica: 2        # default: the sd_checkpoints_limit option
+
+or Ray Serve's own config file, whose `applications[*].deployments` entry named `GenerationWorker`
+is read the same way. Without a file: one replica per visible GPU (`num_gpus: 1` each), or
+`--ray-cpu-replicas N` CPU replicas.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from webui.serving.ray_executor import JobControl, RayExecutor
+from webui.serving.ray_worker import CONTROL_ACTOR, NAMESPACE, worker_deployment
+
+log = logging.getLogger(__name__)
+
+APP_NAME = "webui"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class ServeConfigError(ValueError):
+    """A --serve-config that cannot be used (the start stops with its message)."""
+
+
+@dataclass
+class WorkerShape:
+    num_replicas: int | None = None
+    autoscaling: dict[str, Any] | None = None
+    actor_options: dict[str, Any] = field(default_factory=dict)
+    max_models: int = 1
+
+    @property
+    def capacity(self) -> int:
+        """How many jobs the front runs side by side (the most replicas there may be)."""
+        if self.autoscaling:
+            return max(1, int(self.autoscaling.get("max_replicas") or 1))
+        return max(1, int(self.num_replicas or 1))
+
+    @property
+    def min_replicas(self) -> int:
+        if self.autoscaling:
+            return int(self.autoscaling.get("min_replicas", 1))
+        return int(self.num_replicas or 1)
+
+    def deployment_options(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"ray_actor_options": dict(self.actor_options)}
+        if self.autoscaling:
+            out["autoscaling_config"] = dict(self.autoscaling)
+        else:
+            out["num_replicas"] = int(self.num_replicas or 1)
+        return out
+
+
+def read_serve_config(path: Path) -> dict[str, Any]:
+    """The GenerationWorker entry of `path` (our short form or Ray Serve's config file)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ServeConfigError(f"--serve-config {path}: {e.strerror or e}") from None
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+            data = yaml.safe_load(text)
+    except Exception as e:  # a YAML or JSON syntax error: say where
+        raise ServeConfigError(f"--serve-config {path} is not valid {path.suffix.lstrip('.') or 'YAML'}: {e}") from None
+    if not isinstance(data, dict):
+        raise ServeConfigError(f"--serve-config {path}: expected a mapping at the top")
+    for app in data.get("applications") or []:
+        for dep in (app or {}).get("deployments") or []:
+            if (dep or {}).get("name") == "GenerationWorker":
+                return dict(dep)
+    if "applications" in data:
+        raise ServeConfigError(f"--serve-config {path}: no deployment named GenerationWorker in applications")
+    return data
+
+
+def worker_shape(args: argparse.Namespace, default_max_models: int, gpus: int) -> WorkerShape:
+    """The deployment's shape from the flags and the config file (see the module's docstring)."""
+    conf = read_serve_config(args.serve_config) if args.serve_config else {}
+    known = {"name", "num_replicas", "autoscaling_config", "ray_actor_options", "max_models_per_replica",
+             "max_ongoing_requests"}
+    unknown = sorted(set(conf) - known)
+    if unknown:
+        raise ServeConfigError(f"--serve-config: unknown keys {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    if conf.get("max_ongoing_requests") not in (None, 1):
+        raise ServeConfigError("--serve-config: max_ongoing_requests must be 1 (one job per worker at a time)")
+    shape = WorkerShape(max_models=int(conf.get("max_models_per_replica") or default_max_models))
+    if shape.max_models < 1:
+        raise ServeConfigError("--serve-config: max_models_per_replica must be at least 1")
+    auto = conf.get("autoscaling_config")
+    if auto is not None:
+        if not isinstance(auto, dict):
+            raise ServeConfigError("--serve-config: autoscaling_config must be a mapping")
+        lo, hi = int(auto.get("min_replicas", 1)), int(auto.get("max_replicas", 1))
+        if lo < 0 or hi < max(1, lo):
+            raise ServeConfigError("--serve-config: autoscaling_config needs 0 <= min_replicas <= max_replicas, "
+                                   "max_replicas >= 1")
+        shape.autoscaling = dict(auto)
+    opts = conf.get("ray_actor_options")
+    if opts is not None and not isinstance(opts, dict):
+        raise ServeConfigError("--serve-config: ray_actor_options must be a mapping")
+    if args.ray_cpu_replicas:
+        shape.num_replicas = int(args.ray_cpu_replicas)
+        shape.actor_options = dict(opts or {"num_cpus": 1})
+        shape.actor_options.pop("num_gpus", None)
+    else:
+        shape.actor_options = dict(opts if opts is not None else ({"num_gpus": 1} if gpus else {"num_cpus": 1}))
+    if shape.autoscaling is None and shape.num_replicas is None:
+        n = conf.get("num_replicas")
+        shape.num_replicas = int(n) if n is not None else max(1, gpus)
+    if shape.autoscaling is None and int(shape.num_replicas or 0) < 1:
+        raise ServeConfigError("--serve-config: num_replicas must be at least 1")
+    return shape
+
+
+def worker_args(args: argparse.Namespace) -> argparse.Namespace:
+    """The flags a replica builds its services from: the front's, minus what only the front does."""
+    w = argparse.Namespace(**vars(args))
+    w.backend = "local"
+    w.ray_address = None
+    return w
+
+
+def start_ray_backend(args: argparse.Namespace, outputs_dir: Path, default_max_models: int) -> RayExecutor:
+    """An executor that becomes ready once the cluster runs the deployment (in a background thread:
+    replicas take a while to import torch and build their services; jobs wait for them)."""
+    try:
+        import ray  # noqa: F401
+        from ray import serve  # noqa: F401
+    except ImportError:
+        raise ServeConfigError("--backend ray needs Ray: pip install '.[ray]'") from None
+    gpus = _visible_gpus() if not args.ray_address else 0
+    shape = worker_shape(args, default_max_models, gpus)
+    executor = RayExecutor(outputs_dir, shape.capacity, min_replicas=shape.min_replicas)
+    threading.Thread(target=_connect, args=(args, shape, executor), name="ray-backend", daemon=True).start()
+    return executor
+
+
+def _connect(args: argparse.Namespace, shape: WorkerShape, executor: RayExecutor) -> None:
+    try:
+        import ray
+        from ray import serve
+
+        # replicas on this machine import the app from this checkout; other nodes need it installed
+        env = {"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+                            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}}
+        if args.ray_address:
+            ray.init(address=args.ray_address, namespace=NAMESPACE, runtime_env=env, ignore_reinit_error=True)
+        elif not ray.is_initialized():
+            cpus = max(int(shape.actor_options.get("num_cpus", 0) or 0) * shape.capacity + 1, os.cpu_count() or 1)
+            ray.init(num_cpus=cpus, namespace=NAMESPACE, runtime_env=env, include_dashboard=False,
+                     ignore_reinit_error=True)
+        control = ray.remote(JobControl).options(name=CONTROL_ACTOR, namespace=NAMESPACE, get_if_exists=True,
+                                                 num_cpus=0).remote()
+        app = worker_deployment(shape.max_models).options(**shape.deployment_options()).bind(worker_args(args))
+        log.info("Ray backend: starting the GenerationWorker deployment (%s)", shape.deployment_options())
+        serve.start(proxy_location="Disabled")  # no Serve HTTP port: requests come only from this front
+        handle = serve.run(app, name=APP_NAME, route_prefix=None)
+        executor.connected(handle, control, running_replicas)
+        log.info("Ray backend ready: %d replica(s) running", running_replicas())
+    except Exception as e:
+        log.exception("the Ray backend could not start")
+        executor.failed(f"{type(e).__name__}: {e}")
+        return
+    # a local cluster's processes die with the *thread* that started them (Linux parent-death signal):
+    # this thread lives as long as the server
+    threading.Event().wait()
+
+
+def running_replicas() -> int:
+    """Replicas of the worker deployment in the RUNNING state (0 when the app is gone)."""
+    from ray import serve
+    try:
+        app = serve.status().applications.get(APP_NAME)
+        dep = app.deployments.get("GenerationWorker") if app is not None else None
+        return int((dep.replica_states or {}).get("RUNNING", 0)) if dep is not None else 0
+    except Exception:
+        return 0
+
+
+def _visible_gpus() -> int:
+    try:
+        import torch
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception:
+        return 0

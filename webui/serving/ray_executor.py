@@ -1,0 +1,258 @@
+"""The front's side of scale-out: each queued generation goes to the `GenerationWorker` deployment
+through a Ray Serve handle, routed by its checkpoint (multiplexed model id), and its progress,
+previews and result stream back onto the job's state.
+
+Faults: a replica that dies mid-job, cannot load the checkpoint, or goes silent is given up and the
+job runs once more on another replica (seeds are fixed before the first try, so the pictures are
+the same). Images are written here, by the front, from the save orders the worker sends.
+"""
+from __future__ import annotations
+
+import logging
+import queue as queue_mod
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from webui.processing.errors import GenerationError
+from webui.serving.executor import BackendUnavailable, GenerationSpec
+
+log = logging.getLogger(__name__)
+
+_END = object()
+
+
+class ReplicaLost(Exception):
+    """The replica running a job died, could not load its checkpoint, or stopped answering."""
+
+
+@dataclass
+class RoutingStats:
+    """What the front saw of the replicas (the affinity test and the benchmark read these)."""
+    jobs: int = 0
+    loads: int = 0  # jobs whose replica had to read the checkpoint from disk first
+    retries: int = 0
+    by_replica: dict[str, int] = field(default_factory=dict)
+    checkpoint_replicas: dict[str, set[str]] = field(default_factory=dict)
+
+    def hit_rate(self) -> float:
+        return 1.0 - self.loads / self.jobs if self.jobs else 0.0
+
+
+class JobControl:
+    """A tiny Ray actor the front owns: Interrupt / Skip counts per task id, polled by the replica
+    running that task (a Serve stream carries data one way only)."""
+
+    def __init__(self) -> None:
+        self._flags: dict[str, tuple[int, int]] = {}
+
+    def set(self, task_id: str, interrupts: int, skips: int) -> None:
+        self._flags[task_id] = (interrupts, skips)
+
+    def flags(self, task_id: str) -> tuple[int, int]:
+        return self._flags.get(task_id, (0, 0))
+
+    def forget(self, task_id: str) -> None:
+        self._flags.pop(task_id, None)
+
+
+class RayExecutor:
+    """Executor on a Ray Serve deployment; `connect()` (in a background thread) makes it ready."""
+    shared = True
+
+    def __init__(self, outputs_dir: Path, replicas: int, *, min_replicas: int = 1, affinity: bool = True,
+                 event_timeout_s: float = 60.0, ready_timeout_s: float = 600.0, hard_stop_after_s: float = 15.0,
+                 status: Callable[[], int] | None = None) -> None:
+        self.outputs_dir = outputs_dir
+        self.replicas = max(1, int(replicas))
+        self.min_replicas = int(min_replicas)
+        self.affinity = affinity
+        self.event_timeout_s = event_timeout_s  # silence longer than this = a lost replica
+        self.ready_timeout_s = ready_timeout_s
+        self.hard_stop_after_s = hard_stop_after_s  # after a second Interrupt, cancel the request if still running
+        self.stats = RoutingStats()
+        self.handle: Any = None
+        self.control: Any = None
+        self.failure: str = ""
+        self._running_replicas = status  # how many replicas run now (serve.status), set by connect()
+        self._ready = threading.Event()
+        self._lock = threading.Lock()
+
+    # ---- readiness ----
+    def connected(self, handle: Any, control: Any, running_replicas: Callable[[], int]) -> None:
+        self.handle, self.control, self._running_replicas = handle, control, running_replicas
+        self._ready.set()
+
+    def failed(self, reason: str) -> None:
+        self.failure = reason
+        self._ready.set()
+
+    def capacity(self) -> int:
+        return self.replicas
+
+    def close(self) -> None:
+        pass
+
+    def _wait_ready(self) -> None:
+        if not self._ready.wait(self.ready_timeout_s):
+            raise BackendUnavailable("the Ray backend is still starting its workers; try again shortly")
+        if self.failure:
+            raise BackendUnavailable(f"the Ray backend could not start: {self.failure}")
+        if self._running_replicas is not None and self.min_replicas > 0:
+            deadline = time.monotonic() + 30
+            while self._running_replicas() == 0:
+                if time.monotonic() > deadline:
+                    raise BackendUnavailable("no GenerationWorker replica is running in the Ray cluster (see "
+                                             "`ray status` and `serve status`: a replica needs a node with the "
+                                             "resources its ray_actor_options ask for)")
+                time.sleep(0.5)
+
+    # ---- one job ----
+    def run(self, spec: GenerationSpec, state: Any) -> Any:
+        self._wait_ready()
+        try:
+            try:
+                return self._attempt(spec, state)
+            except ReplicaLost as e:
+                if state.interrupted:
+                    raise GenerationError(f"the job was stopped and its replica was lost ({e})") from None
+                log.warning("%s: %s; running it again on another replica", spec.task_id, e)
+                with self._lock:
+                    self.stats.retries += 1
+                state.textinfo = "Retrying on another worker"
+                state.job_no = state.sampling_step = 0
+                try:
+                    return self._attempt(spec, state)
+                except ReplicaLost as e2:
+                    raise GenerationError(f"the job failed on two workers: {e}; then {e2}") from None
+        finally:
+            try:
+                self.control.forget.remote(spec.task_id)
+            except Exception:
+                pass
+
+    def _attempt(self, spec: GenerationSpec, state: Any) -> Any:
+        options: dict[str, Any] = {"stream": True}
+        if self.affinity:
+            options["multiplexed_model_id"] = spec.checkpoint
+        self._push_flags(spec.task_id, state, (0, 0), force=True)
+        gen = self.handle.options(**options).generate.remote(spec)
+        events: queue_mod.Queue = queue_mod.Queue()
+
+        def consume() -> None:
+            try:
+                for ev in gen:
+                    events.put(ev)
+                events.put(_END)
+            except BaseException as e:  # handed to the job thread, which decides
+                events.put(e)
+        threading.Thread(target=consume, name=f"ray-stream-{spec.task_id}", daemon=True).start()
+
+        sent = (0, 0)
+        skips = 0
+        hard_stop_at: float | None = None
+        replica = ""
+        last_seen = time.monotonic()
+        while True:
+            if state.skipped:  # the front's Skip: counted and sent; the replica skips its current picture
+                state.skipped = False
+                skips += 1
+            want = (2 if state.stop_now else 1 if state.interrupted else 0, skips)
+            sent = self._push_flags(spec.task_id, state, sent, want=want)
+            if state.stop_now and hard_stop_at is None:
+                hard_stop_at = time.monotonic() + self.hard_stop_after_s
+            if hard_stop_at is not None and time.monotonic() > hard_stop_at:
+                gen.cancel()  # the replica did not stop in time: cancel the request (it stops its job)
+                raise GenerationError("interrupted: the worker did not stop in time and its request was cancelled")
+            try:
+                ev = events.get(timeout=min(0.2, self.event_timeout_s))
+            except queue_mod.Empty:
+                if time.monotonic() - last_seen > self.event_timeout_s:
+                    gen.cancel()
+                    raise ReplicaLost(f"no word from worker {replica or '?'} for {self.event_timeout_s:.0f} s")
+                continue
+            last_seen = time.monotonic()
+            if ev is _END:
+                raise ReplicaLost(f"worker {replica or '?'} ended the job without a result")
+            if isinstance(ev, BaseException):
+                self._raise_remote(ev, replica)
+            kind = ev.get("type")
+            if kind == "started":
+                replica = ev["replica"]
+                self._note_start(spec.checkpoint, replica, bool(ev.get("loaded")))
+                state.textinfo = f"Running on {replica}"
+            elif kind == "progress":
+                state.job_count = max(1, int(ev["job_count"]))
+                state.job_no = int(ev["job_no"])
+                state.sampling_step, state.sampling_steps = int(ev["step"]), int(ev["steps"])
+                state.textinfo = ev.get("textinfo") or state.textinfo
+                if ev.get("preview") is not None:
+                    state.current_image = ev["preview"]
+                    state.current_image_step = int(ev.get("preview_step") or 0)
+            elif kind == "result":
+                return self._finish(ev)
+
+    def _push_flags(self, task_id: str, state: Any, sent: tuple[int, int], want: tuple[int, int] | None = None,
+                    force: bool = False) -> tuple[int, int]:
+        want = want or (0, 0)
+        if force or want != sent:
+            self.control.set.remote(task_id, *want)
+        return want
+
+    def _note_start(self, checkpoint: str, replica: str, loaded: bool) -> None:
+        with self._lock:
+            s = self.stats
+            s.jobs += 1
+            s.loads += int(loaded)
+            s.by_replica[replica] = s.by_replica.get(replica, 0) + 1
+            s.checkpoint_replicas.setdefault(checkpoint, set()).add(replica)
+
+    def _raise_remote(self, e: BaseException, replica: str) -> None:
+        """A failure from the stream: a lost replica is retried; the job's own error (a bad request,
+        an unusable file) is the user's, as in-process."""
+        from ray import exceptions as rex
+        from webui.serving.ray_worker import CheckpointNotOnNode
+        lost = tuple(t for t in (getattr(rex, "ActorDiedError", None), getattr(rex, "RayActorError", None),
+                                 getattr(rex, "ActorUnavailableError", None), getattr(rex, "WorkerCrashedError", None),
+                                 getattr(rex, "NodeDiedError", None)) if t is not None)
+        cause = e.as_instanceof_cause() if isinstance(e, rex.RayTaskError) else e
+        if isinstance(cause, CheckpointNotOnNode):
+            raise ReplicaLost(str(cause).splitlines()[-1]) from None
+        if isinstance(cause, lost) or isinstance(e, lost):
+            raise ReplicaLost(f"worker {replica or '?'} died ({type(e).__name__})") from None
+        if isinstance(cause, GenerationError):
+            raise GenerationError(_last_line(str(cause))) from None
+        if type(e).__name__ in ("RequestCancelledError", "TaskCancelledError"):
+            raise GenerationError("the request to the worker was cancelled") from None
+        raise e
+
+    def _finish(self, ev: dict[str, Any]) -> Any:
+        """The worker's result: its save orders written here, the paths put where the pipeline's were."""
+        processed = ev["processed"]
+        paths: list[Path] = []
+        grid_path = None
+        for order in ev.get("saves") or []:
+            try:
+                path = order.write(self.outputs_dir)
+            except OSError as e:
+                raise GenerationError(f"cannot save the {'grid' if order.grid else 'image'} into "
+                                      f"{order.directory}: {e.strerror or e}") from None
+            if order.grid:
+                grid_path = path
+            else:
+                paths.append(path)
+        processed.paths = paths
+        processed.grid_path = grid_path
+        processed.info["worker"] = ev.get("replica")
+        return processed
+
+
+def _last_line(text: str) -> str:
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    line = lines[-1] if lines else text
+    for prefix in ("GenerationError: ", "webui.processing.errors.GenerationError: "):
+        if prefix in line:
+            line = line.split(prefix, 1)[1]
+    return line
