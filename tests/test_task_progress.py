@@ -121,6 +121,7 @@ def test_second_interrupt_stops_at_once_and_skip_is_labelled(ui_server: Server) 
 
 
 @pytest.mark.browser
+@pytest.mark.slow  # ~60 s of page reloads: the default run keeps to its time budget
 def test_reload_reattaches_to_its_job_and_keeps_the_last_result(page: Any, ui_server: Server) -> None:
     # an API job holds the worker (long enough for a slow machine: it is interrupted below), so the
     # page's job is certainly still queued when the page reloads

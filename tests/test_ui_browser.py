@@ -544,6 +544,7 @@ def test_pnginfo_send_to_inpaint_fills_image_and_fields(page: Any, ui_server: Se
                            " return i && i.complete && i.naturalWidth === 64; }")
 
 
+@pytest.mark.slow  # >20 s: the default run keeps to its time budget
 def test_paste_button_reads_infotext_from_the_prompt_box(page: Any, ui_server: Server) -> None:
     """A1111's ↙️: an infotext pasted into the prompt box spreads into every field it names."""
     text = ("a green star\nNegative prompt: dull\nSteps: 9, Sampler: Euler a, Schedule type: Karras, CFG scale: 4.5, "
@@ -829,6 +830,7 @@ def test_controlnet_accordion_places_the_shape_where_the_edges_are(browser: Any,
         pg.screenshot(path="/tmp/ui_controlnet.png", full_page=True)
 
 
+@pytest.mark.slow  # >20 s: the default run keeps to its time budget
 def test_script_dropdowns_and_xyz_plot_in_the_gallery(page: Any, ui_server: Server) -> None:
     """Both tabs list the three built-in scripts; an X/Y/Z run with Steps x CFG Scale puts the labelled
     grid first in the gallery, with a label band above the 2x2 cells."""

@@ -145,6 +145,8 @@ def build_app(svc: Any, args: argparse.Namespace) -> Any:
         install_api(app, svc)
         from webui.api.outputs_routes import build_outputs_router
         app.include_router(build_outputs_router(svc))  # the Image Browser: /webui/v1/outputs
+        from webui.api.backend_routes import build_backend_router
+        app.include_router(build_backend_router(svc))  # /webui/v1/backend: in-process or scale-out workers
 
     @app.get("/internal/ping")
     def ping() -> dict:

@@ -47,6 +47,8 @@ class Executor(Protocol):
 
     def close(self) -> None: ...
 
+    def describe(self) -> dict[str, Any]: ...
+
 
 class InProcessExecutor:
     """Today's path: the pipeline runs in this process, one job at a time."""
@@ -63,6 +65,9 @@ class InProcessExecutor:
 
     def close(self) -> None:
         pass
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": "local", "capacity": 1}
 
 
 def with_fixed_seeds(req: "Txt2ImgRequest") -> "Txt2ImgRequest":

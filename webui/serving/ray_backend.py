@@ -41,6 +41,7 @@ class WorkerShape:
     autoscaling: dict[str, Any] | None = None
     actor_options: dict[str, Any] = field(default_factory=dict)
     max_models: int = 1
+    start_timeout_s: float = 60.0  # how long a job waits for a first running replica before a 503
 
     @property
     def capacity(self) -> int:
@@ -93,13 +94,14 @@ def worker_shape(args: argparse.Namespace, default_max_models: int, gpus: int) -
     """The deployment's shape from the flags and the config file (see the module's docstring)."""
     conf = read_serve_config(args.serve_config) if args.serve_config else {}
     known = {"name", "num_replicas", "autoscaling_config", "ray_actor_options", "max_models_per_replica",
-             "max_ongoing_requests"}
+             "max_ongoing_requests", "start_timeout_s"}
     unknown = sorted(set(conf) - known)
     if unknown:
         raise ServeConfigError(f"--serve-config: unknown keys {', '.join(unknown)} (known: {', '.join(sorted(known))})")
     if conf.get("max_ongoing_requests") not in (None, 1):
         raise ServeConfigError("--serve-config: max_ongoing_requests must be 1 (one job per worker at a time)")
-    shape = WorkerShape(max_models=int(conf.get("max_models_per_replica") or default_max_models))
+    shape = WorkerShape(max_models=int(conf.get("max_models_per_replica") or default_max_models),
+                        start_timeout_s=float(conf.get("start_timeout_s") or 60))
     if shape.max_models < 1:
         raise ServeConfigError("--serve-config: max_models_per_replica must be at least 1")
     auto = conf.get("autoscaling_config")
@@ -146,7 +148,8 @@ def start_ray_backend(args: argparse.Namespace, outputs_dir: Path, default_max_m
         raise ServeConfigError("--backend ray needs Ray: pip install '.[ray]'") from None
     gpus = _visible_gpus() if not args.ray_address else 0
     shape = worker_shape(args, default_max_models, gpus)
-    executor = RayExecutor(outputs_dir, shape.capacity, min_replicas=shape.min_replicas)
+    executor = RayExecutor(outputs_dir, shape.capacity, min_replicas=shape.min_replicas,
+                           replica_wait_s=shape.start_timeout_s, affinity=args.ray_routing != "random")
     threading.Thread(target=_connect, args=(args, shape, executor), name="ray-backend", daemon=True).start()
     return executor
 
@@ -170,9 +173,25 @@ def _connect(args: argparse.Namespace, shape: WorkerShape, executor: RayExecutor
         app = worker_deployment(shape.max_models).options(**shape.deployment_options()).bind(worker_args(args))
         log.info("Ray backend: starting the GenerationWorker deployment (%s)", shape.deployment_options())
         serve.start(proxy_location="Disabled")  # no Serve HTTP port: requests come only from this front
-        handle = serve.run(app, name=APP_NAME, route_prefix=None)
-        executor.connected(handle, control, running_replicas)
-        log.info("Ray backend ready: %d replica(s) running", running_replicas())
+        deployed: dict[str, Any] = {}
+
+        def deploy() -> None:  # blocks until the replicas run, which may be never (no node fits them)
+            try:
+                serve.run(app, name=APP_NAME, route_prefix=None)
+                log.info("Ray backend ready: %d replica(s) running", running_replicas())
+            except Exception as e:
+                deployed["error"] = f"{type(e).__name__}: {e}"
+                log.error("the GenerationWorker deployment failed: %s", deployed["error"])
+        threading.Thread(target=deploy, name="ray-deploy", daemon=True).start()
+        while "error" not in deployed:
+            try:
+                handle = serve.get_app_handle(APP_NAME)
+                break
+            except Exception:  # not registered yet
+                threading.Event().wait(0.5)
+        else:
+            raise RuntimeError(deployed["error"])
+        executor.connected(handle, control, running_replicas, deployment_message)
     except Exception as e:
         log.exception("the Ray backend could not start")
         executor.failed(f"{type(e).__name__}: {e}")
@@ -191,6 +210,17 @@ def running_replicas() -> int:
         return int((dep.replica_states or {}).get("RUNNING", 0)) if dep is not None else 0
     except Exception:
         return 0
+
+
+def deployment_message() -> str:
+    """Serve's own words on the worker deployment (why replicas are not running, when it knows)."""
+    from ray import serve
+    try:
+        app = serve.status().applications.get(APP_NAME)
+        dep = app.deployments.get("GenerationWorker") if app is not None else None
+        return str(dep.message or "") if dep is not None else ""
+    except Exception:
+        return ""
 
 
 def _visible_gpus() -> int:

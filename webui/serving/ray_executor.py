@@ -27,6 +27,10 @@ _END = object()
 class ReplicaLost(Exception):
     """The replica running a job died, could not load its checkpoint, or stopped answering."""
 
+    def __init__(self, message: str, died: bool = True) -> None:
+        super().__init__(message)
+        self.died = died
+
 
 @dataclass
 class RoutingStats:
@@ -63,27 +67,35 @@ class RayExecutor:
     shared = True
 
     def __init__(self, outputs_dir: Path, replicas: int, *, min_replicas: int = 1, affinity: bool = True,
-                 event_timeout_s: float = 60.0, ready_timeout_s: float = 600.0, hard_stop_after_s: float = 15.0,
-                 status: Callable[[], int] | None = None) -> None:
+                 event_timeout_s: float = 60.0, ready_timeout_s: float = 120.0, replica_wait_s: float = 60.0,
+                 hard_stop_after_s: float = 15.0) -> None:
         self.outputs_dir = outputs_dir
         self.replicas = max(1, int(replicas))
         self.min_replicas = int(min_replicas)
         self.affinity = affinity
         self.event_timeout_s = event_timeout_s  # silence longer than this = a lost replica
-        self.ready_timeout_s = ready_timeout_s
+        self.ready_timeout_s = ready_timeout_s  # for the cluster to start and the deployment to register
+        self.replica_wait_s = replica_wait_s  # for a first replica to run (else 503)
         self.hard_stop_after_s = hard_stop_after_s  # after a second Interrupt, cancel the request if still running
         self.stats = RoutingStats()
         self.handle: Any = None
         self.control: Any = None
         self.failure: str = ""
-        self._running_replicas = status  # how many replicas run now (serve.status), set by connect()
+        self._running_replicas: Callable[[], int] | None = None  # replicas running now (serve.status)
+        self._why: Callable[[], str] = lambda: ""  # Serve's message on the deployment
+        self.running_jobs: dict[str, dict[str, Any]] = {}  # task id -> the replica (and its pid) running it
         self._ready = threading.Event()
         self._lock = threading.Lock()
 
     # ---- readiness ----
-    def connected(self, handle: Any, control: Any, running_replicas: Callable[[], int]) -> None:
-        self.handle, self.control, self._running_replicas = handle, control, running_replicas
+    def connected(self, handle: Any, control: Any, running_replicas: Callable[[], int],
+                  why: Callable[[], str] = lambda: "") -> None:
+        self.handle, self.control, self._running_replicas, self._why = handle, control, running_replicas, why
         self._ready.set()
+
+    def running(self) -> int:
+        """Replicas running now (0 before the cluster is up)."""
+        return self._running_replicas() if self._running_replicas is not None else 0
 
     def failed(self, reason: str) -> None:
         self.failure = reason
@@ -91,6 +103,16 @@ class RayExecutor:
 
     def capacity(self) -> int:
         return self.replicas
+
+    def describe(self) -> dict[str, Any]:
+        with self._lock:
+            s = self.stats
+            return {"backend": "ray", "capacity": self.replicas, "ready": self._ready.is_set() and not self.failure,
+                    "failure": self.failure or None, "replicas_running": self.running() if self.handle else 0,
+                    "routing": "affinity" if self.affinity else "random", "jobs": s.jobs, "loads": s.loads,
+                    "hit_rate": round(s.hit_rate(), 4), "retries": s.retries, "jobs_by_replica": dict(s.by_replica),
+                    "replicas_by_checkpoint": {k: sorted(v) for k, v in s.checkpoint_replicas.items()},
+                    "running": dict(self.running_jobs)}
 
     def close(self) -> None:
         pass
@@ -100,34 +122,40 @@ class RayExecutor:
             raise BackendUnavailable("the Ray backend is still starting its workers; try again shortly")
         if self.failure:
             raise BackendUnavailable(f"the Ray backend could not start: {self.failure}")
-        if self._running_replicas is not None and self.min_replicas > 0:
-            deadline = time.monotonic() + 30
-            while self._running_replicas() == 0:
+        if self.min_replicas > 0:  # (scaled to zero, the request itself makes Serve start one)
+            deadline = time.monotonic() + self.replica_wait_s
+            while self.running() == 0:
                 if time.monotonic() > deadline:
-                    raise BackendUnavailable("no GenerationWorker replica is running in the Ray cluster (see "
-                                             "`ray status` and `serve status`: a replica needs a node with the "
-                                             "resources its ray_actor_options ask for)")
+                    why = self._why()
+                    raise BackendUnavailable("no GenerationWorker replica is running in the Ray cluster" +
+                                             (f": {why}" if why else "") + " (see `ray status` and `serve status`: "
+                                             "a replica needs a node with what its ray_actor_options ask for)")
                 time.sleep(0.5)
 
     # ---- one job ----
     def run(self, spec: GenerationSpec, state: Any) -> Any:
         self._wait_ready()
+        lost: list[ReplicaLost] = []
         try:
-            try:
-                return self._attempt(spec, state)
-            except ReplicaLost as e:
-                if state.interrupted:
-                    raise GenerationError(f"the job was stopped and its replica was lost ({e})") from None
-                log.warning("%s: %s; running it again on another replica", spec.task_id, e)
+            while True:
+                try:
+                    return self._attempt(spec, state)
+                except ReplicaLost as e:
+                    lost.append(e)
+                    if state.interrupted:
+                        raise GenerationError(f"the job was stopped and its worker was lost ({e})") from None
+                    # a died replica: once; a node without the checkpoint: as many times as there are replicas
+                    if len(lost) > max(1, self.replicas - 1) or sum(x.died for x in lost) > 1:
+                        raise GenerationError("the job failed on every worker tried: " +
+                                              "; ".join(map(str, lost))) from None
+                log.warning("%s: %s; running it again on another replica", spec.task_id, lost[-1])
                 with self._lock:
                     self.stats.retries += 1
                 state.textinfo = "Retrying on another worker"
                 state.job_no = state.sampling_step = 0
-                try:
-                    return self._attempt(spec, state)
-                except ReplicaLost as e2:
-                    raise GenerationError(f"the job failed on two workers: {e}; then {e2}") from None
         finally:
+            with self._lock:
+                self.running_jobs.pop(spec.task_id, None)
             try:
                 self.control.forget.remote(spec.task_id)
             except Exception:
@@ -182,6 +210,9 @@ class RayExecutor:
             if kind == "started":
                 replica = ev["replica"]
                 self._note_start(spec.checkpoint, replica, bool(ev.get("loaded")))
+                with self._lock:
+                    self.running_jobs[spec.task_id] = {"replica": replica, "pid": ev.get("pid"),
+                                                       "checkpoint": spec.checkpoint}
                 state.textinfo = f"Running on {replica}"
             elif kind == "progress":
                 state.job_count = max(1, int(ev["job_count"]))
@@ -219,7 +250,7 @@ class RayExecutor:
                                  getattr(rex, "NodeDiedError", None)) if t is not None)
         cause = e.as_instanceof_cause() if isinstance(e, rex.RayTaskError) else e
         if isinstance(cause, CheckpointNotOnNode):
-            raise ReplicaLost(str(cause).splitlines()[-1]) from None
+            raise ReplicaLost(str(cause).splitlines()[-1], died=False) from None
         if isinstance(cause, lost) or isinstance(e, lost):
             raise ReplicaLost(f"worker {replica or '?'} died ({type(e).__name__})") from None
         if isinstance(cause, GenerationError):
