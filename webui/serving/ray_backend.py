@@ -191,7 +191,7 @@ def _connect(args: argparse.Namespace, shape: WorkerShape, executor: RayExecutor
                 threading.Event().wait(0.5)
         else:
             raise RuntimeError(deployed["error"])
-        executor.connected(handle, control, running_replicas, deployment_message)
+        executor.connected(handle, control, running_replicas, lambda: why_no_replica(shape))
     except Exception as e:
         log.exception("the Ray backend could not start")
         executor.failed(f"{type(e).__name__}: {e}")
@@ -212,15 +212,31 @@ def running_replicas() -> int:
         return 0
 
 
-def deployment_message() -> str:
-    """Serve's own words on the worker deployment (why replicas are not running, when it knows)."""
+def why_no_replica(shape: WorkerShape) -> str:
+    """Why no worker replica runs: no live node has what one replica asks for, and/or Serve's own words."""
+    import ray
     from ray import serve
+    reasons = []
+    ask = {"CPU": float(shape.actor_options.get("num_cpus", 1) or 0),
+           "GPU": float(shape.actor_options.get("num_gpus", 0) or 0),
+           **{k: float(v) for k, v in (shape.actor_options.get("resources") or {}).items()}}
+    try:
+        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+        if not any(all(node.get(k, 0) >= v for k, v in ask.items() if v) for node in nodes):
+            have = ", ".join("{" + ", ".join(f"{k}: {v:g}" for k, v in sorted(n.items())
+                                             if k in ask or k in ("CPU", "GPU")) + "}" for n in nodes)
+            wanted = ", ".join(f"{k}: {v:g}" for k, v in ask.items() if v)
+            reasons.append(f"no node in the cluster has what a replica asks for ({wanted}); nodes: {have or 'none'}")
+    except Exception:
+        pass
     try:
         app = serve.status().applications.get(APP_NAME)
         dep = app.deployments.get("GenerationWorker") if app is not None else None
-        return str(dep.message or "") if dep is not None else ""
+        if dep is not None and dep.message:
+            reasons.append(str(dep.message))
     except Exception:
-        return ""
+        pass
+    return "; ".join(reasons)
 
 
 def _visible_gpus() -> int:
