@@ -48,6 +48,11 @@ class SwitchableApp:
                 elif msg["type"] == "lifespan.shutdown":
                     if self.stop_inner is not None:
                         await self.stop_inner()  # let the real app (gradio's queue) shut down cleanly
+                    svc = getattr(getattr(self.app, "state", None), "services", None)
+                    if svc is not None and svc.executor is not None:
+                        # a scale-out backend takes its workers down (a local Ray cluster: all of it); here,
+                        # because uvicorn re-raises the stopping signal once serving ends
+                        await asyncio.to_thread(svc.executor.close)
                     await send({"type": "lifespan.shutdown.complete"})
                     return
         if self.app is not None:

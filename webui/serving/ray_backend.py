@@ -27,6 +27,10 @@ from webui.serving.ray_worker import CONTROL_ACTOR, NAMESPACE, worker_deployment
 
 log = logging.getLogger(__name__)
 
+# Ray's crash handler (read once, when ray is imported) would take SIGTERM from uvicorn, and a stopped
+# server would never take its workers down
+os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
+
 APP_NAME = "webui"
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -164,10 +168,13 @@ def _connect(args: argparse.Namespace, shape: WorkerShape, executor: RayExecutor
                             "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}}
         if args.ray_address:
             ray.init(address=args.ray_address, namespace=NAMESPACE, runtime_env=env, ignore_reinit_error=True)
+            # leaving a shared cluster: our deployment goes (its replicas hold GPUs), the cluster stays
+            executor.on_close = lambda: (serve.delete(APP_NAME), ray.shutdown())
         elif not ray.is_initialized():
             cpus = max(int(shape.actor_options.get("num_cpus", 0) or 0) * shape.capacity + 1, os.cpu_count() or 1)
             ray.init(num_cpus=cpus, namespace=NAMESPACE, runtime_env=env, include_dashboard=False,
                      ignore_reinit_error=True)
+            executor.on_close = ray.shutdown  # the local cluster is this server's: it goes with it
         control = ray.remote(JobControl).options(name=CONTROL_ACTOR, namespace=NAMESPACE, get_if_exists=True,
                                                  num_cpus=0).remote()
         app = worker_deployment(shape.max_models).options(**shape.deployment_options()).bind(worker_args(args))

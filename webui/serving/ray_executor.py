@@ -83,6 +83,7 @@ class RayExecutor:
         self.failure: str = ""
         self._running_replicas: Callable[[], int] | None = None  # replicas running now (serve.status)
         self._why: Callable[[], str] = lambda: ""  # Serve's message on the deployment
+        self.on_close: Callable[[], None] | None = None  # set by the backend: take the deployment down
         self.running_jobs: dict[str, dict[str, Any]] = {}  # task id -> the replica (and its pid) running it
         self._ready = threading.Event()
         self._lock = threading.Lock()
@@ -115,7 +116,11 @@ class RayExecutor:
                     "running": dict(self.running_jobs)}
 
     def close(self) -> None:
-        pass
+        if self.on_close is not None:
+            try:
+                self.on_close()
+            except Exception as e:  # stopping anyway
+                log.warning("the Ray backend did not shut down cleanly: %s", e)
 
     def _wait_ready(self) -> None:
         if not self._ready.wait(self.ready_timeout_s):

@@ -176,6 +176,10 @@ def checkpoint_status_md(svc: "Services", message: str = "") -> str:
         if not svc.registry.list():
             lines.append(f"No checkpoint found in `{svc.paths.ckpt_dir}`: put a .safetensors file there "
                          "and press 🔄.")
+        elif getattr(svc.executor, "shared", False):  # scale-out: the workers hold the checkpoints
+            d = svc.executor.describe()
+            lines.append(f"Generations run on Ray workers: {d.get('replicas_running', 0)} of {d.get('capacity')} "
+                         "running" + (f" ({d['failure']})" if d.get("failure") else "") + ".")
         else:
             lines.append("No checkpoint loaded yet (the first generation loads one).")
     cur = svc.models.current
