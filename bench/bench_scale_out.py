@@ -4,8 +4,8 @@
 
 Each scenario is the real server (launch.py) on the same two checkpoints (mid-size SD1 layout, as in
 bench_txt2img.py, written twice with different metadata so their hashes differ), fed a mixed workload:
-`--clients` API clients each sending `--jobs / --clients` txt2img jobs that alternate between the two
-checkpoints. Printed per scenario: throughput (images/min), p50/p95 latency, checkpoint loads.
+`--clients` API clients (users) each sending `--jobs / --clients` txt2img jobs, each client on one of the
+two checkpoints and changing to the other every `--switch-every` jobs. Printed per scenario: throughput (images/min), p50/p95 latency, checkpoint loads.
 
 Scenarios: in-process; Ray with 1 replica; Ray with N replicas and affinity routing (multiplexed by
 checkpoint); Ray with N replicas and random routing. Then the overhead of the Ray path for one job
@@ -68,15 +68,17 @@ def job(server: Server, checkpoint: str, steps: int, size: int, seed: int) -> fl
 
 
 def workload(server: Server, checkpoints: list[str], jobs: int, clients: int, steps: int,
-             size: int) -> dict[str, Any]:
-    """`clients` threads, each alternating checkpoints; wall time covers them all."""
+             size: int, switch_every: int) -> dict[str, Any]:
+    """`clients` threads (users), each on a checkpoint of its own that it changes every `switch_every`
+    jobs (the clients out of step, so both checkpoints are always in use); wall time covers them all."""
     per = max(1, jobs // clients)
     latencies: list[float] = []
     lock = threading.Lock()
 
     def client(c: int) -> None:
         for i in range(per):
-            t = job(server, checkpoints[(i + c) % len(checkpoints)], steps, size, seed=1000 * c + i)
+            ck = checkpoints[(c + i // switch_every) % len(checkpoints)]
+            t = job(server, ck, steps, size, seed=1000 * c + i)
             with lock:
                 latencies.append(t)
     t0 = time.perf_counter()
@@ -116,7 +118,7 @@ def scenario(name: str, work: Path, ckpt_dir: Path, checkpoints: list[str], args
         for ck in checkpoints:  # warm-up: the first load of each is not the routing's doing
             job(server, ck, 1, args.size, 0)
         before = backend(server)
-        out = workload(server, checkpoints, args.jobs, args.clients, args.steps, args.size)
+        out = workload(server, checkpoints, args.jobs, args.clients, args.steps, args.size, args.switch_every)
         after = backend(server)
         if after["backend"] == "ray":
             out["loads"] = after["loads"] - before["loads"]
@@ -138,6 +140,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--switch-every", type=int, default=4, help="a client changes checkpoint after this many jobs")
     ap.add_argument("--replicas", type=int, default=2, help="CPU replicas when there is no GPU")
     args = ap.parse_args()
 
@@ -148,8 +151,8 @@ def main() -> None:
     ckpt_dir.mkdir()
     checkpoints = two_checkpoints(ckpt_dir)
     cpu = [] if gpus else ["--ray-cpu-replicas"]
-    print(f"device: {'%d GPU(s)' % gpus if gpus else 'CPU'}; {args.jobs} jobs from {args.clients} clients "
-          f"alternating 2 checkpoints, {args.size}x{args.size}, {args.steps} steps")
+    print(f"device: {'%d GPU(s)' % gpus if gpus else 'CPU'}; {args.jobs} jobs from {args.clients} clients, each "
+          f"changing checkpoint (of 2) every {args.switch_every} jobs; {args.size}x{args.size}, {args.steps} steps")
     results = [scenario("in-process", work, ckpt_dir, checkpoints, args)]
     results.append(scenario("ray, 1 replica", work, ckpt_dir, checkpoints, args, "--backend", "ray",
                             *(cpu + ["1"] if cpu else ["--serve-config", _config(work, 1)])))

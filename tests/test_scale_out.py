@@ -174,6 +174,21 @@ def test_same_seed_same_image_on_either_replica_and_in_process(ray_server: Serve
     assert a.std() > 1  # a picture, not a flat fill
 
 
+def test_img2img_goes_the_same_way(ray_server: Server) -> None:
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(buf, format="PNG")
+    body = {"init_images": [base64.b64encode(buf.getvalue()).decode()], "prompt": "a red square", "steps": 4,
+            "denoising_strength": 0.4, "seed": 3, "override_settings": {"sd_model_checkpoint": "tiny-b"}}
+    r = requests.post(ray_server.api("img2img"), json=body, timeout=300)
+    assert r.status_code == 200, r.text
+    info = json.loads(r.json()["info"])
+    assert info["sd_model_name"] == "tiny-b" and "Denoising strength: 0.4" in info["infotexts"][0]
+    holders = backend(ray_server)["replicas_by_checkpoint"]
+    assert any(info["worker"] in ws for ck, ws in holders.items() if ck.startswith("tiny-b.safetensors"))
+    out = pixels(r.json()["images"][0])
+    assert out.shape == (64, 64, 3) and out[..., 0].mean() > out[..., 2].mean()  # still reddish at 0.4
+
+
 def test_progress_preview_and_interrupt_through_ray(ray_server: Server) -> None:
     out: dict[str, Any] = {}
     task = "task(scaleout-interrupt)"

@@ -246,19 +246,13 @@ def start_model_load(svc: Any, args: argparse.Namespace) -> None:
     if args.skip_load_model_at_start:
         return
     if svc.executor.shared:  # scale-out: the workers load checkpoints; the front names the selected one
-        from webui.processing.errors import GenerationError
-        for wanted in filter(None, [str(args.ckpt or ""), svc.settings.get("sd_model_checkpoint")]):
+        from webui.services.model_service import ModelLoadError
+        for wanted in [w for w in (str(args.ckpt or ""), str(svc.settings.get("sd_model_checkpoint") or "")) if w] + [""]:
             try:
-                svc.select_checkpoint(str(wanted))
+                svc.select_checkpoint(str(wanted))  # "": the default checkpoint
                 return
-            except GenerationError as e:
-                log.warning("Could not select %s: %s", wanted, e)
-        info = svc.models.default_checkpoint()
-        if info is None:
-            log.warning("No checkpoint selected: no usable checkpoint in the checkpoint folder")
-            return
-        svc.registry.ensure_hash(info)
-        svc.settings.set("sd_model_checkpoint", info.title, notify=False)
+            except ModelLoadError as e:
+                log.warning("Could not select %s: %s", wanted or "a checkpoint", e)
         return
     wanted = None
     if args.ckpt:

@@ -95,15 +95,19 @@ class Services:
         selected one, else the default. Files are identified by their hashes across machines."""
         wanted = (req.override_settings or {}).get("sd_model_checkpoint") or self.settings.get("sd_model_checkpoint")
         try:
-            info = self.models.resolve(str(wanted)) if wanted else self.models.default_checkpoint()
+            return self._usable_checkpoint(str(wanted) if wanted else None).title
         except ModelLoadError as e:
             raise GenerationError(str(e)) from None
+
+    def _usable_checkpoint(self, name: str | None) -> Any:
+        """The registry's entry for `name` (None: the default), hashed; ModelLoadError when unusable."""
+        info = self.models.resolve(name) if name else self.models.default_checkpoint()
         if info is None:
-            raise GenerationError("no usable checkpoint in the checkpoint folder")
+            raise ModelLoadError("no usable checkpoint in the checkpoint folder")
         if info.error:
-            raise GenerationError(f"{info.name} is unusable: {info.error}")
+            raise ModelLoadError(f"{info.name} is unusable: {info.error}")
         self.registry.ensure_hash(info)
-        return info.title
+        return info
 
     def _watched(self, run: Callable[[Any], GenerationResult]) -> Callable[[Any], GenerationResult]:
         """The job's peak memory goes with its result (shown under the gallery; a remote worker's own)."""
@@ -130,7 +134,7 @@ class Services:
         """Switch the model through the queue (never under a running job) and persist the choice."""
         if self.executor is not None and self.executor.shared:
             # scale-out: the workers load it (each job names its checkpoint); the front only remembers the choice
-            title = self.checkpoint_title(Txt2ImgRequest(override_settings={"sd_model_checkpoint": name}))
+            title = self._usable_checkpoint(name).title
             self.settings.set("sd_model_checkpoint", title, notify=False)
             return title
         loaded = self.queue.call(lambda state: self.models.load(name), label="load checkpoint", owner=owner)

@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 
 CONTROL_ACTOR = "webui-job-control"
 NAMESPACE = "webui"
+# options a replica keeps its own value of: the job names its checkpoint; the replica's checkpoint cache
+# is max_models_per_replica (Serve's multiplexer keeps as many)
+FRONT_ONLY = {"sd_model_checkpoint", "sd_checkpoints_limit"}
 HEARTBEAT_S = 0.5  # an event at least this often, so the front can tell a lost replica from a slow job
 TICK_S = 0.05
 
@@ -88,7 +91,7 @@ class WorkerCore:
         """The front's settings for this job (in memory only: nothing is written on the worker)."""
         settings = self.svc.settings
         changes = {k: v for k, v in options.items()
-                   if k != "sd_model_checkpoint" and settings.is_known(k) and settings.get(k) != v}
+                   if k not in FRONT_ONLY and settings.is_known(k) and settings.get(k) != v}
         if changes:
             settings.update(changes, save=False)
 
