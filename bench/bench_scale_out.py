@@ -8,7 +8,7 @@ bench_txt2img.py, written twice with different metadata so their hashes differ),
 two checkpoints and changing to the other every `--switch-every` jobs. Printed per scenario: throughput (images/min), p50/p95 latency, checkpoint loads.
 
 Scenarios: in-process; Ray with 1 replica; Ray with N replicas and affinity routing (multiplexed by
-checkpoint); Ray with N replicas and random routing. Then the overhead of the Ray path for one job
+checkpoint); Ray with N replicas and any-replica routing (Serve's own choice of a free replica). Then the overhead of the Ray path for one job
 (same checkpoint, warm) against in-process: goal ≤ 5% at SD1.5 size on a GPU; on a CPU it is printed.
 
 Replicas: one per GPU where there are GPUs (N = GPU count), else `--replicas` CPU replicas (default 2).
@@ -111,9 +111,16 @@ def start(data_dir: Path, ckpt_dir: Path, *extra: str) -> Server:
 
 
 def scenario(name: str, work: Path, ckpt_dir: Path, checkpoints: list[str], args: argparse.Namespace,
-             *extra: str) -> dict[str, Any]:
+             *extra: str, threads: int = 0) -> dict[str, Any]:
     data = Path(tempfile.mkdtemp(dir=work, prefix="data-"))
-    server = start(data, ckpt_dir, *extra)
+    before = dict(os.environ)
+    if threads:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+    try:
+        server = start(data, ckpt_dir, *extra)
+    finally:
+        os.environ.clear()
+        os.environ.update(before)
     try:
         for ck in checkpoints:  # warm-up: the first load of each is not the routing's doing
             job(server, ck, 1, args.size, 0)
@@ -153,10 +160,11 @@ def main() -> None:
     cpu = [] if gpus else ["--ray-cpu-replicas"]
     print(f"device: {'%d GPU(s)' % gpus if gpus else 'CPU'}; {args.jobs} jobs from {args.clients} clients, each "
           f"changing checkpoint (of 2) every {args.switch_every} jobs; {args.size}x{args.size}, {args.steps} steps")
-    results = [scenario("in-process", work, ckpt_dir, checkpoints, args)]
+    # a CPU replica computes with one thread (Ray sets OMP_NUM_THREADS to its num_cpus): in-process too
+    results = [scenario("in-process", work, ckpt_dir, checkpoints, args, threads=0 if gpus else 1)]
     results.append(scenario("ray, 1 replica", work, ckpt_dir, checkpoints, args, "--backend", "ray",
                             *(cpu + ["1"] if cpu else ["--serve-config", _config(work, 1)])))
-    for routing in ("affinity", "random"):
+    for routing in ("affinity", "any"):
         results.append(scenario(f"ray, {n} replicas, {routing}", work, ckpt_dir, checkpoints, args, "--backend",
                                 "ray", "--ray-routing", routing,
                                 *(cpu + [str(n)] if cpu else ["--serve-config", _config(work, n)])))
@@ -171,7 +179,7 @@ def main() -> None:
     print(f"\nRay path overhead for one job: {one['single_s'] / base['single_s']:.3f}x in-process "
           f"(goal <= 1.05 at SD1.5 size on a GPU)")
     aff, rnd = results[2], results[3]
-    print(f"affinity vs random routing, {n} replicas: {aff.get('loads')} vs {rnd.get('loads')} checkpoint loads, "
+    print(f"affinity vs any-replica routing, {n} replicas: {aff.get('loads')} vs {rnd.get('loads')} checkpoint loads, "
           f"{aff['per_min'] / rnd['per_min']:.2f}x the throughput")
     print(f"{n} replicas vs 1 (affinity): {aff['per_min'] / one['per_min']:.2f}x the throughput")
     print(json.dumps(results))

@@ -159,3 +159,32 @@ def test_serve_config_short_form_and_ray_form(tmp_path: Path) -> None:
             worker_shape(args(bad), 1, gpus=0)
     with pytest.raises(ServeConfigError, match="No such file"):
         worker_shape(argparse.Namespace(serve_config=tmp_path / "missing.yaml", ray_cpu_replicas=0), 1, gpus=0)
+
+
+def test_a_worker_holds_checkpoints_by_title_and_hash(tmp_path: Path) -> None:
+    """A replica's own services (no Ray needed): the front's "name [sha256 short]" loads the same file;
+    a file that is missing or different on the replica's node is refused, so the job can go elsewhere."""
+    from webui.cli import parse_args
+    from webui.serving.ray_worker import CheckpointNotOnNode, WorkerCore
+
+    ckpt_dir = tmp_path / "models" / "Stable-diffusion"
+    ckpt_dir.mkdir(parents=True)
+    make_tiny_checkpoint(ckpt_dir / "tiny-a.safetensors", family="sd1", seed=1)
+    make_tiny_checkpoint(ckpt_dir / "tiny-b.safetensors", family="sd1", seed=2)
+    core = WorkerCore(parse_args(["--data-dir", str(tmp_path), "--use-cpu", "all"]), max_models=1)
+    info = core.svc.models.resolve("tiny-a.safetensors")
+    title = f"tiny-a.safetensors [{core.svc.registry.ensure_hash(info)[:10]}]"
+    core.hold(title)
+    assert core.svc.models.current.info.name == "tiny-a.safetensors" and core.loads == 1
+    core.hold(title)
+    assert core.loads == 1  # held: not read again
+    core.hold("tiny-b.safetensors")
+    assert core.loads == 2 and core.svc.models.cached == ["tiny-b.safetensors"]  # one kept (max_models=1)
+    with pytest.raises(CheckpointNotOnNode, match="different file"):
+        core.hold("tiny-a.safetensors [0123456789]")
+    with pytest.raises(CheckpointNotOnNode, match="not found"):
+        core.hold("elsewhere.safetensors [0123456789]")
+    core.apply_options({"CLIP_stop_at_last_layers": 2, "sd_checkpoints_limit": 5, "no such option": 1})
+    assert core.svc.settings.get("CLIP_stop_at_last_layers") == 2
+    assert core.svc.models.cache_limit == 1  # the replica keeps its own checkpoint cache size
+    assert not (tmp_path / "config.json").exists()  # nothing written on the worker

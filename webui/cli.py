@@ -74,9 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="YAML/JSON with the worker deployment's replicas, autoscaling and actor options")
     scale.add_argument("--ray-cpu-replicas", type=int, default=0, metavar="N",
                        help="local Ray only: N CPU workers instead of one per visible GPU")
-    scale.add_argument("--ray-routing", choices=["affinity", "random"], default="affinity",
-                       help="send each job to a worker holding its checkpoint (default), or anywhere "
-                            "(to measure what affinity saves: bench/bench_scale_out.py)")
+    scale.add_argument("--ray-routing", choices=["affinity", "any"], default="affinity",
+                       help="send each job to a worker holding its checkpoint (default), or to any free one "
+                            "(Serve's own choice; to measure what affinity saves: bench/bench_scale_out.py)")
 
     ui = p.add_argument_group("user interface")
     ui.add_argument("--hide-ui-dir-config", action="store_true",

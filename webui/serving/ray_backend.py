@@ -153,7 +153,7 @@ def start_ray_backend(args: argparse.Namespace, outputs_dir: Path, default_max_m
     gpus = _visible_gpus() if not args.ray_address else 0
     shape = worker_shape(args, default_max_models, gpus)
     executor = RayExecutor(outputs_dir, shape.capacity, min_replicas=shape.min_replicas,
-                           replica_wait_s=shape.start_timeout_s, affinity=args.ray_routing != "random")
+                           replica_wait_s=shape.start_timeout_s, affinity=args.ray_routing != "any")
     threading.Thread(target=_connect, args=(args, shape, executor), name="ray-backend", daemon=True).start()
     return executor
 

@@ -110,7 +110,7 @@ class RayExecutor:
             s = self.stats
             return {"backend": "ray", "capacity": self.replicas, "ready": self._ready.is_set() and not self.failure,
                     "failure": self.failure or None, "replicas_running": self.running() if self.handle else 0,
-                    "routing": "affinity" if self.affinity else "random", "jobs": s.jobs, "loads": s.loads,
+                    "routing": "affinity" if self.affinity else "any", "jobs": s.jobs, "loads": s.loads,
                     "hit_rate": round(s.hit_rate(), 4), "retries": s.retries, "jobs_by_replica": dict(s.by_replica),
                     "replicas_by_checkpoint": {k: sorted(v) for k, v in s.checkpoint_replicas.items()},
                     "running": dict(self.running_jobs)}
@@ -214,11 +214,14 @@ class RayExecutor:
             kind = ev.get("type")
             if kind == "started":
                 replica = ev["replica"]
-                self._note_start(spec.checkpoint, replica, bool(ev.get("loaded")))
                 with self._lock:
                     self.running_jobs[spec.task_id] = {"replica": replica, "pid": ev.get("pid"),
                                                        "checkpoint": spec.checkpoint}
                 state.textinfo = f"Running on {replica}"
+            elif kind == "status":
+                state.textinfo = ev.get("textinfo") or state.textinfo
+            elif kind == "loaded":
+                self._note_start(spec.checkpoint, replica, bool(ev.get("loaded")))
             elif kind == "progress":
                 state.job_count = max(1, int(ev["job_count"]))
                 state.job_no = int(ev["job_no"])

@@ -184,14 +184,22 @@ def worker_deployment(max_models: int) -> Any:
                     return None
             return self._control
 
+        async def _load(self, title: str) -> None:
+            await self.checkpoint(title)
+            # a replica the router chose without the model id (--ray-routing any) loads it here
+            await asyncio.to_thread(self.core.hold, title)
+
         async def generate(self, spec: Any) -> AsyncIterator[dict[str, Any]]:
             title = serve.get_multiplexed_model_id() or spec.checkpoint
+            yield {"type": "started", "replica": self.core.replica, "pid": self.core.pid}
             loads = self.core.loads
-            await self.checkpoint(title)
-            # a replica the router chose without the model id (random routing, benchmarks) loads it here
-            await asyncio.to_thread(self.core.hold, title)
-            yield {"type": "started", "replica": self.core.replica, "pid": self.core.pid,
-                   "loaded": self.core.loads > loads}
+            loading = asyncio.ensure_future(self._load(title))
+            while not loading.done():  # a long load still sends word, so the front does not give up on us
+                done, _ = await asyncio.wait({loading}, timeout=HEARTBEAT_S)
+                if not done:
+                    yield {"type": "status", "textinfo": f"Loading {title}"}
+            loading.result()  # CheckpointNotOnNode travels to the front, which tries another replica
+            yield {"type": "loaded", "loaded": self.core.loads > loads}
             async for event in self.core.run(spec, self._control_actor()):
                 yield event
 
