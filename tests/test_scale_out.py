@@ -178,7 +178,8 @@ def test_img2img_goes_the_same_way(ray_server: Server) -> None:
     buf = io.BytesIO()
     Image.new("RGB", (64, 64), (200, 30, 30)).save(buf, format="PNG")
     body = {"init_images": [base64.b64encode(buf.getvalue()).decode()], "prompt": "a red square", "steps": 4,
-            "denoising_strength": 0.4, "seed": 3, "override_settings": {"sd_model_checkpoint": "tiny-b"}}
+            "denoising_strength": 0.4, "seed": 3, "width": 64, "height": 64,
+            "override_settings": {"sd_model_checkpoint": "tiny-b"}}
     r = requests.post(ray_server.api("img2img"), json=body, timeout=300)
     assert r.status_code == 200, r.text
     info = json.loads(r.json()["info"])
