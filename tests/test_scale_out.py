@@ -29,6 +29,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 # a request waits this long for the replica holding its checkpoint before another takes it
 ENV = {"RAY_SERVE_MULTIPLEXED_MODEL_ID_MATCHING_TIMEOUT_S": "0.2"}
+SILENCE_S = 8
 
 
 def _checkpoints(data_dir: Path) -> Path:
@@ -69,7 +70,10 @@ def wait_for_replicas(server: Server, n: int, timeout: float = 240) -> dict[str,
 @pytest.fixture(scope="module")
 def ray_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     data_dir = tmp_path_factory.mktemp("raydata")
-    server = _start(data_dir, _checkpoints(data_dir), "--ray-cpu-replicas", "2", nowebui=False)
+    conf = data_dir / "serve.yaml"
+    conf.write_text(f"silence_timeout_s: {SILENCE_S}\n")  # a frozen replica is given up after this
+    server = _start(data_dir, _checkpoints(data_dir), "--ray-cpu-replicas", "2", "--serve-config", str(conf),
+                    nowebui=False)
     try:
         wait_for_replicas(server, 2)
         yield server
@@ -220,21 +224,10 @@ def test_progress_preview_and_interrupt_through_ray(ray_server: Server) -> None:
 
 def test_a_replica_killed_mid_job_the_job_completes_elsewhere(ray_server: Server) -> None:
     task = "task(scaleout-kill)"
-    kw = {"steps": 30, "n_iter": 6, "seed": 77, "force_task_id": task}
+    kw = {"steps": 30, "n_iter": 6, "seed": 77}
     before = saved_files(ray_server)
     retries = backend(ray_server)["retries"]
-    out: dict[str, Any] = {}
-    t = threading.Thread(target=lambda: out.setdefault("r", txt2img(ray_server, "tiny-a", **kw)))
-    t.start()
-    pid = None
-    deadline = time.time() + 120
-    while time.time() < deadline and pid is None:
-        running = backend(ray_server)["running"].get(task)
-        prog = requests.post(f"{ray_server.url}/internal/progress", json={"id_task": task}, timeout=10).json()
-        if running and (prog.get("progress") or 0) > 0.1:
-            pid = running["pid"]
-        time.sleep(0.2)
-    assert pid, "the job never ran"
+    t, out, pid = _run_until_replica_known(ray_server, task, **kw)
     os.kill(pid, signal.SIGKILL)
     t.join(300)
     r = out["r"]
@@ -246,8 +239,41 @@ def test_a_replica_killed_mid_job_the_job_completes_elsewhere(ray_server: Server
     assert len(new) == 7  # six pictures and the grid, each saved once
     assert len({hashlib.sha256(p.read_bytes()).hexdigest() for p in new}) == 7
     # the same request again, undisturbed: the same pictures
-    again = txt2img(ray_server, "tiny-a", **{**kw, "force_task_id": None, "save_images": False})
+    again = txt2img(ray_server, "tiny-a", **kw, save_images=False)
     assert [pixels(x).tobytes() for x in again.json()["images"]] == [pixels(x).tobytes() for x in r.json()["images"]]
+
+
+def _run_until_replica_known(server: Server, task: str, **kw: Any) -> tuple[threading.Thread, dict[str, Any], int]:
+    """Start a job in a thread; return once it has made progress on a replica, with that replica's pid."""
+    out: dict[str, Any] = {}
+    t = threading.Thread(target=lambda: out.setdefault("r", txt2img(server, "tiny-a", force_task_id=task, **kw)))
+    t.start()
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        running = backend(server)["running"].get(task)
+        prog = requests.post(f"{server.url}/internal/progress", json={"id_task": task}, timeout=10).json()
+        if running and (prog.get("progress") or 0) > 0.1:
+            return t, out, int(running["pid"])
+        time.sleep(0.2)
+    raise AssertionError("the job never ran")
+
+
+def test_a_frozen_replica_is_given_up_and_the_job_completes_elsewhere(ray_server: Server) -> None:
+    task = "task(scaleout-freeze)"
+    retries = backend(ray_server)["retries"]
+    t, out, pid = _run_until_replica_known(ray_server, task, steps=30, n_iter=6, seed=5, save_images=False)
+    os.kill(pid, signal.SIGSTOP)  # alive but silent: a hung node
+    t0 = time.time()
+    try:
+        t.join(300)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    r = out["r"]
+    assert r.status_code == 200, r.text
+    assert len(json.loads(r.json()["info"])["all_seeds"]) == 6
+    assert backend(ray_server)["retries"] == retries + 1
+    assert time.time() - t0 >= SILENCE_S - 1  # given up after the silence, not before
+    print(f"\nfrozen replica: the job completed on another one {time.time() - t0:.1f}s after the freeze")
 
 
 def test_the_page_generates_through_ray(ray_server: Server, browser: Any) -> None:

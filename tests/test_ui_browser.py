@@ -320,6 +320,7 @@ def test_bad_size_shows_error_without_breaking(page: Any) -> None:
     assert "Steps: 2" in generate(page, "Steps: 2")
 
 
+@pytest.mark.slow  # ~20 s: the default run keeps to its time budget
 def test_pnginfo_and_send_to_txt2img(page: Any, ui_server: Server) -> None:
     page.locator("#txt2img_prompt textarea").fill("an orange star")
     page.locator("#txt2img_neg_prompt textarea").fill("blurry")
@@ -688,6 +689,7 @@ def test_extra_network_cards_insert_tags_and_save_metadata(page: Any, ui_server:
     page.wait_for_function("() => document.querySelector('#txt2img_prompt textarea').value === 'a cat'")
 
 
+@pytest.mark.slow  # ~20 s: the default run keeps to its time budget
 def test_settings_apply_without_restart(page: Any, ui_server: Server) -> None:
     page.get_by_role("tab", name="Settings").click()
     box = page.locator("#setting_grid_save input[type=checkbox]")

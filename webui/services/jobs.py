@@ -166,7 +166,8 @@ class JobQueue:
         with self._cv:
             self.slots = max(1, int(slots))
             while len(self._threads) < self.slots:
-                t = threading.Thread(target=self._worker, name=f"job-worker-{len(self._threads)}", daemon=True)
+                name = f"job-worker-{len(self._threads)}" if self._threads else "job-worker"
+                t = threading.Thread(target=self._worker, name=name, daemon=True)
                 self._threads.append(t)
                 t.start()
             self._cv.notify_all()

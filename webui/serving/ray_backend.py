@@ -6,6 +6,8 @@ The deployment's shape comes from `--serve-config` (YAML or JSON), either our sh
     num_replicas: 2                  # or autoscaling_config: {min_replicas, max_replicas, target_ongoing_requests}
     ray_actor_options: {num_gpus: 1}
     max_models_per_replica: 2        # default: the sd_checkpoints_limit option
+    start_timeout_s: 60              # a job waits this long for a first running replica, then 503
+    silence_timeout_s: 60            # a replica silent this long is given up and the job retried
 
 or Ray Serve's own config file, whose `applications[*].deployments` entry named `GenerationWorker`
 is read the same way. Without a file: one replica per visible GPU (`num_gpus: 1` each), or
@@ -46,6 +48,7 @@ class WorkerShape:
     actor_options: dict[str, Any] = field(default_factory=dict)
     max_models: int = 1
     start_timeout_s: float = 60.0  # how long a job waits for a first running replica before a 503
+    silence_timeout_s: float = 60.0  # a replica that sends nothing this long is given up (the job is retried)
 
     @property
     def capacity(self) -> int:
@@ -98,14 +101,15 @@ def worker_shape(args: argparse.Namespace, default_max_models: int, gpus: int) -
     """The deployment's shape from the flags and the config file (see the module's docstring)."""
     conf = read_serve_config(args.serve_config) if args.serve_config else {}
     known = {"name", "num_replicas", "autoscaling_config", "ray_actor_options", "max_models_per_replica",
-             "max_ongoing_requests", "start_timeout_s"}
+             "max_ongoing_requests", "start_timeout_s", "silence_timeout_s"}
     unknown = sorted(set(conf) - known)
     if unknown:
         raise ServeConfigError(f"--serve-config: unknown keys {', '.join(unknown)} (known: {', '.join(sorted(known))})")
     if conf.get("max_ongoing_requests") not in (None, 1):
         raise ServeConfigError("--serve-config: max_ongoing_requests must be 1 (one job per worker at a time)")
     shape = WorkerShape(max_models=int(conf.get("max_models_per_replica") or default_max_models),
-                        start_timeout_s=float(conf.get("start_timeout_s") or 60))
+                        start_timeout_s=float(conf.get("start_timeout_s") or 60),
+                        silence_timeout_s=float(conf.get("silence_timeout_s") or 60))
     if shape.max_models < 1:
         raise ServeConfigError("--serve-config: max_models_per_replica must be at least 1")
     auto = conf.get("autoscaling_config")
@@ -153,7 +157,8 @@ def start_ray_backend(args: argparse.Namespace, outputs_dir: Path, default_max_m
     gpus = _visible_gpus() if not args.ray_address else 0
     shape = worker_shape(args, default_max_models, gpus)
     executor = RayExecutor(outputs_dir, shape.capacity, min_replicas=shape.min_replicas,
-                           replica_wait_s=shape.start_timeout_s, affinity=args.ray_routing != "any")
+                           replica_wait_s=shape.start_timeout_s, event_timeout_s=shape.silence_timeout_s,
+                           affinity=args.ray_routing != "any")
     threading.Thread(target=_connect, args=(args, shape, executor), name="ray-backend", daemon=True).start()
     return executor
 
