@@ -188,3 +188,16 @@ def test_a_worker_holds_checkpoints_by_title_and_hash(tmp_path: Path) -> None:
     assert core.svc.settings.get("CLIP_stop_at_last_layers") == 2
     assert core.svc.models.cache_limit == 1  # the replica keeps its own checkpoint cache size
     assert not (tmp_path / "config.json").exists()  # nothing written on the worker
+
+
+def test_a_bad_serve_config_stops_the_start_with_its_reason(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    conf = tmp_path / "serve.yaml"
+    conf.write_text("num_replicas: 2\nmax_ongoing_requests: 3\n")
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(root / "launch.py"), "--backend", "ray", "--serve-config", str(conf),
+                        "--data-dir", str(tmp_path), "--nowebui", "--port", "1"], capture_output=True, text=True,
+                       timeout=120, cwd=root)
+    assert r.returncode == 2
+    assert "max_ongoing_requests must be 1" in r.stderr

@@ -298,6 +298,13 @@ def main(argv: list[str] | None = None) -> None:
     _configure_logging()  # extensions preloaded while the flags are read log at INFO already
     args = parse_args(argv)
     _configure_logging(args.log_level)
+    if args.backend == "ray":
+        from webui.serving.ray_backend import ServeConfigError, check_flags
+        try:
+            check_flags(args)
+        except ServeConfigError as e:
+            log.error("%s", e)
+            sys.exit(2)
     import uvicorn
 
     host, port = server_host(args), server_port(args)

@@ -138,6 +138,15 @@ def worker_shape(args: argparse.Namespace, default_max_models: int, gpus: int) -
     return shape
 
 
+def check_flags(args: argparse.Namespace) -> None:
+    """Fail at start (before the server opens) on --backend ray without Ray or with an unusable
+    --serve-config; ServeConfigError says what to change."""
+    import importlib.util
+    if importlib.util.find_spec("ray") is None:
+        raise ServeConfigError("--backend ray needs Ray: pip install '.[ray]'")
+    worker_shape(args, 1, gpus=0)
+
+
 def worker_args(args: argparse.Namespace) -> argparse.Namespace:
     """The flags a replica builds its services from: the front's, minus what only the front does."""
     w = argparse.Namespace(**vars(args))
