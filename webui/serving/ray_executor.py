@@ -202,9 +202,15 @@ class RayExecutor:
             try:
                 ev = events.get(timeout=min(0.2, self.event_timeout_s))
             except queue_mod.Empty:
-                if time.monotonic() - last_seen > self.event_timeout_s:
+                silent = time.monotonic() - last_seen
+                if not replica and silent > self.replica_wait_s + self.event_timeout_s:
+                    # never taken: every replica busy or none placed (autoscaling waits for nodes): not a retry
                     gen.cancel()
-                    raise ReplicaLost(f"no word from worker {replica or '?'} for {self.event_timeout_s:.0f} s")
+                    raise BackendUnavailable(f"no worker took the job within {silent:.0f} s (all busy or none "
+                                             "running: see `serve status`)")
+                if replica and silent > self.event_timeout_s:
+                    gen.cancel()
+                    raise ReplicaLost(f"no word from worker {replica} for {self.event_timeout_s:.0f} s")
                 continue
             last_seen = time.monotonic()
             if ev is _END:
