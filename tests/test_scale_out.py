@@ -280,13 +280,17 @@ def test_the_page_generates_through_ray(ray_server: Server, browser: Any) -> Non
     before = saved_files(ray_server)
     with open_page(browser, ray_server.url, timeout_ms=180_000) as page:
         page.locator("#txt2img_prompt textarea").fill("a blue circle")
+        for elem_id, value in (("txt2img_steps", 4), ("txt2img_width", 64), ("txt2img_height", 64)):
+            box = page.locator(f"#{elem_id} input[type=number]")
+            box.fill(str(value))
+            box.press("Enter")
         page.click("#txt2img_generate")
         page.wait_for_function("() => { const i = document.querySelector('#txt2img_info');"
                                " return i && i.innerText.includes('Steps:'); }")
         info = page.inner_text("#txt2img_info")
         page.screenshot(path="/tmp/ui_scale_out.png", full_page=False)
         src = page.locator("#txt2img_gallery img").first.get_attribute("src")
-    assert "a blue circle" in info and "Seed:" in info
+    assert "a blue circle" in info and "Seed:" in info and "Size: 64x64" in info
     assert src
     new = [p for p in saved_files(ray_server) if p not in before]
     assert len(new) == 1
