@@ -177,17 +177,19 @@ def _connect(args: argparse.Namespace, shape: WorkerShape, executor: RayExecutor
         import ray
         from ray import serve
 
+        logging.getLogger("ray.serve").setLevel(args.log_level)  # Serve's lines in this process follow --log-level
         # replicas on this machine import the app from this checkout; other nodes need it installed
         env = {"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
                             "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}}
         if args.ray_address:
-            ray.init(address=args.ray_address, namespace=NAMESPACE, runtime_env=env, ignore_reinit_error=True)
+            ray.init(address=args.ray_address, namespace=NAMESPACE, runtime_env=env, ignore_reinit_error=True,
+                     logging_level=args.log_level)
             # leaving a shared cluster: our deployment goes (its replicas hold GPUs), the cluster stays
             executor.on_close = lambda: (serve.delete(APP_NAME), ray.shutdown())
         elif not ray.is_initialized():
             cpus = max(int(shape.actor_options.get("num_cpus", 0) or 0) * shape.capacity + 1, os.cpu_count() or 1)
             ray.init(num_cpus=cpus, namespace=NAMESPACE, runtime_env=env, include_dashboard=False,
-                     ignore_reinit_error=True)
+                     ignore_reinit_error=True, logging_level=args.log_level)
             executor.on_close = ray.shutdown  # the local cluster is this server's: it goes with it
         control = ray.remote(JobControl).options(name=CONTROL_ACTOR, namespace=NAMESPACE, get_if_exists=True,
                                                  num_cpus=0).remote()
@@ -198,7 +200,7 @@ def _connect(args: argparse.Namespace, shape: WorkerShape, executor: RayExecutor
 
         def deploy() -> None:  # blocks until the replicas run, which may be never (no node fits them)
             try:
-                serve.run(app, name=APP_NAME, route_prefix=None)
+                serve.run(app, name=APP_NAME, route_prefix=None, logging_config={"log_level": args.log_level})
                 log.info("Ray backend ready: %d replica(s) running", running_replicas())
             except Exception as e:
                 deployed["error"] = f"{type(e).__name__}: {e}"
