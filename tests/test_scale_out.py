@@ -24,6 +24,7 @@ import requests
 from PIL import Image
 
 from conftest import Server, open_page, start_server, stop_server
+from test_ui_browser import set_number
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
@@ -281,9 +282,7 @@ def test_the_page_generates_through_ray(ray_server: Server, browser: Any) -> Non
     with open_page(browser, ray_server.url, timeout_ms=180_000) as page:
         page.locator("#txt2img_prompt textarea").fill("a blue circle")
         for elem_id, value in (("txt2img_steps", 4), ("txt2img_width", 64), ("txt2img_height", 64)):
-            box = page.locator(f"#{elem_id} input[type=number]")
-            box.fill(str(value))
-            box.press("Enter")
+            set_number(page, elem_id, value)
         page.click("#txt2img_generate")
         page.wait_for_function("() => { const i = document.querySelector('#txt2img_info');"
                                " return i && i.innerText.includes('Steps:'); }")

@@ -101,11 +101,7 @@ class Services:
 
     def _usable_checkpoint(self, name: str | None) -> Any:
         """The registry's entry for `name` (None: the default), hashed; ModelLoadError when unusable."""
-        info = self.models.resolve(name) if name else self.models.default_checkpoint()
-        if info is None:
-            raise ModelLoadError("no usable checkpoint in the checkpoint folder")
-        if info.error:
-            raise ModelLoadError(f"{info.name} is unusable: {info.error}")
+        info = self.models.usable(name)
         self.registry.ensure_hash(info)
         return info
 

@@ -165,13 +165,18 @@ class ModelService:
             except KeyError:
                 raise ModelLoadError(f"checkpoint not found: {name!r}") from None
 
+    def usable(self, name: str | None = None) -> CheckpointInfo:
+        """The checkpoint `name` names (None: the default), or ModelLoadError saying why there is none."""
+        info = self.resolve(name) if name else self.default_checkpoint()
+        if info is None:
+            raise ModelLoadError("no usable checkpoint in the checkpoint folder")
+        if info.error:
+            raise ModelLoadError(f"{info.name} is unusable: {info.error}")
+        return info
+
     def load(self, name: str | None = None) -> LoadedModel:
         with self._lock:
-            info = self.resolve(name) if name else self.default_checkpoint()
-            if info is None:
-                raise ModelLoadError("no usable checkpoint in the checkpoint folder")
-            if info.error:
-                raise ModelLoadError(f"{info.name} is unusable: {info.error}")
+            info = self.usable(name)
             cur = self._loaded
             if cur is not None and cur.info.path == info.path:
                 return cur

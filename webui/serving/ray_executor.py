@@ -170,7 +170,7 @@ class RayExecutor:
         options: dict[str, Any] = {"stream": True}
         if self.affinity:
             options["multiplexed_model_id"] = spec.checkpoint
-        self._push_flags(spec.task_id, state, (0, 0), force=True)
+        self.control.set.remote(spec.task_id, 0, 0)  # a retry starts with no Interrupt / Skip pending
         gen = self.handle.options(**options).generate.remote(spec)
         events: queue_mod.Queue = queue_mod.Queue()
 
@@ -193,7 +193,9 @@ class RayExecutor:
                 state.skipped = False
                 skips += 1
             want = (2 if state.stop_now else 1 if state.interrupted else 0, skips)
-            sent = self._push_flags(spec.task_id, state, sent, want=want)
+            if want != sent:
+                self.control.set.remote(spec.task_id, *want)
+                sent = want
             if state.stop_now and hard_stop_at is None:
                 hard_stop_at = time.monotonic() + self.hard_stop_after_s
             if hard_stop_at is not None and time.monotonic() > hard_stop_at:
@@ -238,13 +240,6 @@ class RayExecutor:
                     state.current_image_step = int(ev.get("preview_step") or 0)
             elif kind == "result":
                 return self._finish(ev)
-
-    def _push_flags(self, task_id: str, state: Any, sent: tuple[int, int], want: tuple[int, int] | None = None,
-                    force: bool = False) -> tuple[int, int]:
-        want = want or (0, 0)
-        if force or want != sent:
-            self.control.set.remote(task_id, *want)
-        return want
 
     def _note_start(self, checkpoint: str, replica: str, loaded: bool) -> None:
         with self._lock:

@@ -101,11 +101,9 @@ class WorkerCore:
 
         self.apply_options(spec.options)
         deferred: list[Any] = []
-        holder: dict[str, JobState] = {}
 
         def work(state: JobState) -> Any:
             state.deferred_saves = deferred  # the front saves (numbering and names in one place)
-            holder["state"] = state
             run = self.svc.txt2img.run if spec.kind == "txt2img" else self.svc.img2img_scripts.run
             return run(spec.req, state, save=spec.save)
 
